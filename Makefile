@@ -1,0 +1,45 @@
+# The two commands: `make demo` and `make test`. Both create .venv when missing and install
+# the project (editable, strict mode) with its dev extras first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck layers unit bench sim clean
+
+install:
+	@test -x $(BIN)/python || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet --upgrade pip; }
+	@# Strict editable installs link each file: re-install when pyproject.toml or the set of
+	@# package files changes, not on every edit.
+	@{ cat pyproject.toml; find consensus storage p2p node config cli tests -type f -name '*.py' | sort; } \
+		| sha256sum > $(VENV)/.inputs.new
+	@if ! cmp -s $(VENV)/.inputs.new $(STAMP); then \
+		echo "installing carechain into $(VENV) (editable, strict)"; \
+		$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=strict \
+		&& mv $(VENV)/.inputs.new $(STAMP); \
+	else rm -f $(VENV)/.inputs.new; fi
+
+demo: install
+	$(BIN)/carechain demo
+
+test: install lint typecheck layers unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy -p carechain.consensus -p carechain.storage -p carechain.p2p -p carechain.node -p carechain.config -p carechain.cli -p carechain.tests
+	$(BIN)/mypy bench
+
+layers: install
+	$(BIN)/lint-imports
+
+unit: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	@for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""The BFT proof-of-authority engine (see the consensus issue)."""
