@@ -1,0 +1,138 @@
+"""The canonical codec: round trips, one byte string per value, and every non-canonical form
+refused with a typed error."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from carechain.consensus import codec
+from carechain.consensus.codec import EncodeError, IntRange, Record, Size
+from carechain.consensus.errors import DecodeError
+from carechain.consensus.types import Tx
+from carechain.tests.strategies import ALL_RECORDS, txs
+
+
+@pytest.mark.parametrize("name", sorted(ALL_RECORDS))
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_every_record_round_trips_to_identical_bytes(name: str, data: st.DataObject) -> None:
+    value = data.draw(ALL_RECORDS[name])
+    encoded = value.encode()
+    decoded = type(value).decode(encoded)
+    assert decoded == value
+    assert decoded.encode() == encoded  # one value, one byte string
+    assert decoded.hash() == value.hash()
+
+
+@settings(max_examples=200, deadline=None)
+@given(txs, txs)
+def test_distinct_values_have_distinct_bytes(a: Tx, b: Tx) -> None:
+    assert (a == b) == (a.encode() == b.encode())
+
+
+wire_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.binary() | st.text(),
+    lambda children: st.lists(children, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(wire_values)
+def test_wire_values_round_trip(value: Any) -> None:
+    assert codec.unpack(codec.pack(value)) == value
+
+
+NON_CANONICAL = [
+    ("uint8 holding 5 (fixint is canonical)", b"\xcc\x05", "non_canonical"),
+    ("uint16 holding 200 (uint8 is canonical)", b"\xcd\x00\xc8", "non_canonical"),
+    ("uint64 holding 1", b"\xcf" + (1).to_bytes(8, "big"), "non_canonical"),
+    ("int8 holding a positive 1", b"\xd0\x01", "non_canonical"),
+    ("str8 for a 3-byte string", b"\xd9\x03abc", "non_canonical"),
+    ("array16 of one element", b"\xdc\x00\x01\x01", "non_canonical"),
+    ("map with a duplicate key", b"\x82\xa1a\x01\xa1a\x02", "non_canonical"),
+    ("map with one key", b"\x81\xa1a\x01", "non_canonical"),
+    ("float64", b"\xcb" + b"\x3f\xf0" + bytes(6), "non_canonical"),
+    ("float32", b"\xca\x3f\x80\x00\x00", "non_canonical"),
+    ("extension type", b"\xd4\x05\x00", "non_canonical"),
+    ("timestamp extension", b"\xd6\xff\x00\x00\x00\x01", "malformed"),
+    ("trailing byte", b"\x01\x02", "trailing_bytes"),
+    ("truncated array", b"\x93\x01\x02", "malformed"),
+    ("invalid utf-8 text", b"\xa2\xff\xfe", "malformed"),
+    ("reserved byte 0xc1", b"\xc1", "malformed"),
+    ("empty input", b"", "malformed"),
+]
+
+
+@pytest.mark.parametrize(("case", "data", "code"), NON_CANONICAL, ids=[c[0] for c in NON_CANONICAL])
+def test_non_canonical_input_is_rejected(case: str, data: bytes, code: str) -> None:
+    with pytest.raises(DecodeError) as caught:
+        codec.unpack(data)
+    assert caught.value.code == code, case
+
+
+def test_oversize_input_is_rejected_before_decoding() -> None:
+    data = codec.pack(b"x" * 1000)
+    with pytest.raises(DecodeError) as caught:
+        codec.unpack(data, max_bytes=999)
+    assert caught.value.code == "oversize"
+    assert codec.unpack(data, max_bytes=len(data)) == b"x" * 1000
+
+
+def test_deep_nesting_is_rejected() -> None:
+    data = b"\x91" * 40 + b"\x90"
+    with pytest.raises(DecodeError):
+        codec.unpack(data)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sample(Record):
+    small: Annotated[int, IntRange(0, 10)]
+    digest: Annotated[bytes, Size(4, 4)]
+    note: str | None
+    items: Annotated[tuple[int, ...], Size(0, 2)]
+
+
+def test_typed_decode_names_the_bad_field() -> None:
+    good = Sample(3, b"abcd", None, (1,))
+    assert Sample.decode(good.encode()) == good
+    bad = codec.pack([1, 11, b"abcd", None, []])
+    with pytest.raises(DecodeError, match=r"Sample\.small: expected an integer in \[0, 10\]"):
+        Sample.decode(bad)
+    with pytest.raises(DecodeError, match=r"Sample\.digest: expected bytes of length 4"):
+        Sample.decode(codec.pack([1, 1, b"abc", None, []]))
+    with pytest.raises(DecodeError, match=r"Sample\.items: expected a list of 0\.\.2 items"):
+        Sample.decode(codec.pack([1, 1, b"abcd", None, [1, 2, 3]]))
+    with pytest.raises(DecodeError, match=r"Sample\.note: expected text"):
+        Sample.decode(codec.pack([1, 1, b"abcd", b"not text", []]))
+    with pytest.raises(DecodeError, match="expected an array of 5 items"):
+        Sample.decode(codec.pack([1, 1, b"abcd", None]))
+
+
+def test_unknown_version_is_refused() -> None:
+    with pytest.raises(DecodeError) as caught:
+        Sample.decode(codec.pack([2, 1, b"abcd", None, []]))
+    assert caught.value.code == "unsupported_version"
+
+
+def test_bool_is_not_an_int_and_an_int_is_not_a_bool() -> None:
+    with pytest.raises(DecodeError):
+        Sample.decode(codec.pack([1, True, b"abcd", None, []]))
+
+
+def test_encoding_checks_bounds_too() -> None:
+    with pytest.raises(EncodeError, match=r"Sample\.small"):
+        Sample(99, b"abcd", None, ()).encode()
+
+
+def test_msgpack_accepts_what_we_refuse() -> None:
+    """Why the re-encode check exists: plain msgpack decodes non-minimal forms silently."""
+    assert msgpack.unpackb(b"\xcc\x05") == 5
+    with pytest.raises(DecodeError):
+        codec.unpack(b"\xcc\x05")
