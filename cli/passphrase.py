@@ -1,0 +1,42 @@
+"""Where a passphrase comes from: a file, the environment, or a prompt; never the command line
+(it would stay in shell history and in the process list)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from carechain.node.keystore import KeystoreError
+
+ENVIRONMENT_VARIABLE = "CARECHAIN_PASSPHRASE"
+
+
+def passphrase_option(function: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--passphrase-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"File holding the keystore passphrase (else ${ENVIRONMENT_VARIABLE}, else a prompt).",
+    )(function)
+
+
+def obtain_passphrase(passphrase_file: Path | None, *, confirm: bool) -> str:
+    if passphrase_file is not None:
+        try:
+            return passphrase_file.read_text(encoding="utf-8").rstrip("\n")
+        except OSError as exc:
+            raise KeystoreError(
+                f"{passphrase_file}: cannot read passphrase: {exc.strerror}"
+            ) from None
+    from_environment = os.environ.get(ENVIRONMENT_VARIABLE)
+    if from_environment:
+        return from_environment
+    if not sys.stdin.isatty():
+        raise KeystoreError(
+            "a passphrase is needed and there is no terminal to ask on",
+            code="passphrase_required",
+            hint=f"pass --passphrase-file or set {ENVIRONMENT_VARIABLE}",
+        )
+    return str(click.prompt("Keystore passphrase", hide_input=True, confirmation_prompt=confirm))

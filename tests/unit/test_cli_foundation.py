@@ -1,0 +1,88 @@
+"""The CLI as an operator meets it: init, keys, config check, errors and exit codes, demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from carechain.cli.main import EXIT_INVALID_INPUT, cli
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("CARECHAIN_PASSPHRASE", "correct horse")
+    return CliRunner()
+
+
+def test_init_new_chain_then_config_check(runner: CliRunner, tmp_path: Path) -> None:
+    home = tmp_path / "node0"
+    result = runner.invoke(
+        cli, ["init", "--home", str(home), "--validator", "--new-chain", "carechain-dev", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["node_id"].startswith("12D3KooW")
+    checked = runner.invoke(cli, ["config", "check", "--home", str(home), "--json"])
+    assert checked.exit_code == 0, checked.output
+    report = json.loads(checked.output)
+    assert report["chain_id"] == "carechain-dev"
+    assert report["validators"][0]["node_id"] == summary["node_id"]
+    again = runner.invoke(cli, ["init", "--home", str(home)])
+    assert again.exit_code == EXIT_INVALID_INPUT
+    assert "initialised" in again.output
+
+
+def test_keys_new_list_show_export_import(runner: CliRunner, tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    created = runner.invoke(cli, ["keys", "new", "--home", str(home), "--name", "admin", "--json"])
+    assert created.exit_code == 0, created.output
+    address = json.loads(created.output)["address"]
+    listed = json.loads(runner.invoke(cli, ["keys", "list", "--home", str(home), "--json"]).output)
+    assert [k["address"] for k in listed] == [address]
+    shown = runner.invoke(cli, ["keys", "show", "--home", str(home), "admin"])
+    assert address in shown.output
+    out = tmp_path / "admin-backup.json"
+    exported = runner.invoke(
+        cli, ["keys", "export", "--home", str(home), "admin", "--out", str(out)]
+    )
+    assert exported.exit_code == 0, exported.output
+    other = tmp_path / "other"
+    imported = runner.invoke(cli, ["keys", "import", "--home", str(other), str(out)])
+    assert imported.exit_code == 0, imported.output
+    assert address in imported.output
+
+
+def test_export_with_wrong_passphrase_fails_cleanly(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "h"
+    runner.invoke(cli, ["keys", "new", "--home", str(home), "--name", "admin"])
+    monkeypatch.setenv("CARECHAIN_PASSPHRASE", "wrong")
+    result = runner.invoke(
+        cli, ["keys", "export", "--home", str(home), "admin", "--out", str(tmp_path / "x.json")]
+    )
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert "wrong passphrase" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_config_check_reports_a_bad_field(runner: CliRunner, tmp_path: Path) -> None:
+    home = tmp_path / "n"
+    runner.invoke(cli, ["init", "--home", str(home), "--validator", "--new-chain", "carechain-dev"])
+    genesis = json.loads((home / "genesis.json").read_text())
+    genesis["validators"][0]["power"] = "ten"
+    (home / "genesis.json").write_text(json.dumps(genesis))
+    result = runner.invoke(cli, ["config", "check", "--home", str(home)])
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert "validators[0].power" in result.output
+
+
+def test_demo_runs_and_passes_every_check(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(cli, ["demo", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "FAIL" not in result.output
+    assert "all checks passed" in result.output
