@@ -32,6 +32,7 @@ from carechain.consensus.genesis import (
     InstitutionKind,
     default_governance_threshold,
 )
+from carechain.consensus.ledger.datatypes import data_type_registry
 from carechain.consensus.types import Validator, ValidatorSet
 
 GENESIS_FILE = "genesis.json"
@@ -167,6 +168,10 @@ def genesis_from_file(model: GenesisFile, path: Path | str) -> Genesis:
         genesis.to_wire()  # checks every bound of the canonical record
     except EncodeError as exc:
         raise ConfigError(path, [exc.message.replace("Genesis.", "", 1)]) from None
+    try:
+        data_type_registry(genesis.extra_data_types)
+    except ValueError as exc:
+        raise ConfigError(path, [f"data_types: {exc}"]) from None
     return genesis
 
 

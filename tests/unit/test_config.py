@@ -98,6 +98,12 @@ GENESIS_ERRORS = [
         "params.max_block_bytes: expected an integer in [1024",
     ),
     ("threshold too high", ("governance_threshold",), 5, "exceeds the 4 validators"),
+    (
+        "redefined data type",
+        ("data_types", 0, "name"),
+        "glucose",
+        "data_types: genesis data type 'glucose' redefines",
+    ),
     ("bad institution kind", ("institutions", 0, "kind"), "bank", "institutions[0].kind"),
 ]
 

@@ -1,0 +1,49 @@
+"""Kinds that create accounts and change their policies."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from carechain.consensus.crypto import account_id
+from carechain.consensus.ledger.bodies import RegisterPatient, SetPolicy
+from carechain.consensus.ledger.context import (
+    TxContext,
+    load_account,
+    require_policy,
+    trusted_parties,
+)
+from carechain.consensus.ledger.errors import TxRejected
+from carechain.consensus.ledger.policy import OperationClass, check_policy, patient_policies
+from carechain.consensus.ledger.records import Account, AccountKind
+from carechain.consensus.ledger.state import Overlay, Table
+
+
+def process_register_patient(state: Overlay, body: RegisterPatient, ctx: TxContext) -> None:
+    """A patient registers itself with two keys; both must sign. The account id is the
+    address of the first key."""
+    first, second = body.patient_keys
+    if first == second:
+        raise TxRejected("bad_account", "a patient's two keys must differ")
+    if ctx.tx.account != account_id(first):
+        raise TxRejected("bad_account", "a patient account's id is the address of its first key")
+    if state.get(Table.ACCOUNT, ctx.tx.account) is not None:
+        raise TxRejected("account_exists", f"account {ctx.tx.account.hex()} is registered already")
+    if state.get(Table.INSTITUTION, first) or state.get(Table.INSTITUTION, second):
+        raise TxRejected("bad_account", "an institution's key cannot be a patient key")
+    if ctx.tx.nonce != 1:
+        raise TxRejected("bad_nonce", f"a new account starts at nonce 1, not {ctx.tx.nonce}")
+    if not {first, second} <= ctx.signers:
+        raise TxRejected("policy_not_satisfied", "both patient keys must sign the registration")
+    policies = patient_policies((first, second), sorted(trusted_parties(state)))
+    account = Account(AccountKind.PATIENT, 1, policies, (first, second), ctx.height)
+    state.save(Table.ACCOUNT, ctx.tx.account, account)
+
+
+def process_set_policy(state: Overlay, body: SetPolicy, ctx: TxContext) -> None:
+    account = load_account(state, ctx.tx.account)
+    if account.kind not in (AccountKind.PATIENT, AccountKind.VAULT):
+        raise TxRejected("bad_account", f"a {account.kind.name.lower()} account's policy is fixed")
+    require_policy(account, OperationClass.ADMIN, ctx.signers, "changing a policy")
+    check_policy(body.policy, f"new {body.operation.name.lower()} policy")
+    updated = account.policies.replaced(body.operation, body.policy)
+    state.save(Table.ACCOUNT, ctx.tx.account, dataclasses.replace(account, policies=updated))

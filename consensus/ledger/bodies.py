@@ -1,0 +1,156 @@
+"""The body of each transaction kind, and the table of kinds.
+
+`Tx.kind` names the kind; `Tx.body` is the canonical encoding of the kind's body record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Final
+
+from carechain.consensus.codec import IntRange, Record, Size
+from carechain.consensus.genesis import Institution
+from carechain.consensus.ledger.policy import OperationClass, Policy, Template
+from carechain.consensus.ledger.records import (
+    INLINE_CIPHERTEXT_BYTES_MAX,
+    Access,
+    ContentId,
+    DataTypeName,
+    EmergencyStatus,
+    InstitutionAction,
+    Note,
+    Purpose,
+    RecordId,
+    SealedBytes,
+    ValidatorAction,
+)
+from carechain.consensus.types import AccountId, Hash, MaybeHash, PublicKey, Validator
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SealedKey(Record):
+    member: PublicKey
+    sealed: SealedBytes
+
+
+SealedKeys = Annotated[tuple[SealedKey, ...], Size(0, 256)]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RegisterPatient(Record):
+    patient_keys: Annotated[tuple[PublicKey, ...], Size(2, 2)]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SetPolicy(Record):
+    operation: OperationClass
+    policy: Policy
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CreateVault(Record):
+    data_type: DataTypeName
+    template: Template
+    team: Annotated[tuple[PublicKey, ...], Size(0, 16)]
+    sealed_epoch_keys: SealedKeys
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PutRecord(Record):
+    record_id: RecordId
+    data_type: DataTypeName
+    content_id: ContentId
+    size_bytes: int
+    epoch: Annotated[int, IntRange(1, 2**63)]
+    sealed_data_key: SealedBytes
+    inline_ciphertext: Annotated[bytes, Size(0, INLINE_CIPHERTEXT_BYTES_MAX)]
+    record_time_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RotateEpoch(Record):
+    new_epoch: Annotated[int, IntRange(2, 2**63)]
+    sealed_epoch_keys: SealedKeys
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GrantAccess(Record):
+    grantee: PublicKey
+    access: Access
+    valid_from_ms: int
+    valid_until_ms: int
+    record_from_ms: int | None
+    record_until_ms: int | None
+    purpose: Purpose
+    sealed_epoch_key: SealedBytes  # the vault's current epoch key, sealed to the grantee
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RevokeAccess(Record):
+    grant_id: Hash
+    new_epoch: Annotated[int, IntRange(2, 2**63)]
+    sealed_epoch_keys: SealedKeys  # the new epoch key, for every remaining member
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OpenEmergency(Record):
+    hospital: PublicKey
+    reason: Annotated[str, Size(1, 32)]
+    duration_ms: Annotated[int, IntRange(1, 2**63)]
+    sealed_epoch_key: SealedBytes  # sealed to the hospital by the trusted party (key escrow)
+    note: Note
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReviewEmergency(Record):
+    emergency_id: Hash
+    verdict: EmergencyStatus
+    note: Note
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordReceipt(Record):
+    vault: AccountId
+    record_id: RecordId
+    grant_id: MaybeHash
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EraseRecord(Record):
+    record_id: RecordId
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AttestErasure(Record):
+    vault: AccountId
+    record_id: RecordId
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChangeValidator(Record):
+    action: ValidatorAction
+    validator: Validator
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChangeInstitution(Record):
+    action: InstitutionAction
+    institution: Institution
+
+
+BODY_TYPES: Final[dict[str, type[Record]]] = {
+    "account.register": RegisterPatient,
+    "policy.set": SetPolicy,
+    "vault.create": CreateVault,
+    "record.put": PutRecord,
+    "epoch.rotate": RotateEpoch,
+    "access.grant": GrantAccess,
+    "access.revoke": RevokeAccess,
+    "emergency.open": OpenEmergency,
+    "emergency.review": ReviewEmergency,
+    "access.receipt": RecordReceipt,
+    "record.erase": EraseRecord,
+    "erasure.attest": AttestErasure,
+    "governance.validator": ChangeValidator,
+    "governance.institution": ChangeInstitution,
+}

@@ -1,0 +1,172 @@
+"""What a transaction is applied against (chain, block, signers) and the lookups every kind
+shares: load-or-reject helpers that turn a missing entry into the right reason code."""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from collections.abc import Collection, Mapping
+
+from carechain.consensus.genesis import ConsensusParams, DataType, Genesis, InstitutionKind
+from carechain.consensus.ledger.bodies import SealedKey
+from carechain.consensus.ledger.datatypes import data_type_registry
+from carechain.consensus.ledger.errors import TxRejected
+from carechain.consensus.ledger.policy import OperationClass, Policy
+from carechain.consensus.ledger.records import (
+    Account,
+    Grant,
+    GrantIds,
+    InstitutionState,
+    KeyList,
+    Vault,
+)
+from carechain.consensus.ledger.state import Overlay, Table
+from carechain.consensus.types import Tx
+
+TRUSTED_PARTIES_KEY = b"trusted_parties"
+VALIDATORS_KEY = b"validators"
+GOVERNANCE_KEY = b"governance"
+
+
+def pending_key(height: int) -> bytes:
+    return b"pending/" + struct.pack(">Q", height)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChainContext:
+    chain_id: str
+    params: ConsensusParams
+    data_types: Mapping[str, DataType]
+
+    @classmethod
+    def from_genesis(cls, genesis: Genesis) -> ChainContext:
+        return cls(genesis.chain_id, genesis.params, data_type_registry(genesis.extra_data_types))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlockContext:
+    chain: ChainContext
+    height: int
+    time_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TxContext:
+    block: BlockContext
+    tx: Tx
+    signers: frozenset[bytes]
+
+    @property
+    def height(self) -> int:
+        return self.block.height
+
+    @property
+    def time_ms(self) -> int:
+        return self.block.time_ms
+
+
+def load_account(state: Overlay, account_id: bytes) -> Account:
+    account = state.load(Table.ACCOUNT, account_id, Account)
+    if account is None:
+        raise TxRejected("unknown_account", f"account {account_id.hex()} does not exist")
+    return account
+
+
+def load_vault(state: Overlay, vault_id: bytes) -> Vault:
+    vault = state.load(Table.VAULT, vault_id, Vault)
+    if vault is None:
+        raise TxRejected("unknown_vault", f"vault {vault_id.hex()} does not exist")
+    return vault
+
+
+def require_policy(
+    account: Account, operation: OperationClass, signers: Collection[bytes], what: str
+) -> None:
+    policy = account.policies.for_class(operation)
+    if not policy.satisfied_by(signers):
+        raise TxRejected(
+            "policy_not_satisfied",
+            f"{what} needs the account's {operation.name.lower()} policy "
+            f"({describe(policy)}); {len(signers)} valid signature(s) do not satisfy it",
+        )
+
+
+def describe(policy: Policy) -> str:
+    parts = [key.hex()[:8] for key in policy.keys] + [describe(p) for p in policy.policies]
+    return f"{policy.threshold} of [{', '.join(parts)}]"
+
+
+def active_institution(
+    state: Overlay, key: bytes, kinds: Collection[InstitutionKind] | None = None
+) -> InstitutionState:
+    found = state.load(Table.INSTITUTION, key, InstitutionState)
+    if found is None or not found.active:
+        raise TxRejected("unknown_institution", f"{key.hex()[:16]} is not an active institution")
+    if kinds is not None and found.kind not in kinds:
+        names = "/".join(k.name.lower() for k in kinds)
+        raise TxRejected(
+            "not_authorised",
+            f"{found.institution.name} is a {found.kind.name.lower()}, not {names}",
+        )
+    return found
+
+
+def trusted_parties(state: Overlay) -> frozenset[bytes]:
+    listed = state.load(Table.META, TRUSTED_PARTIES_KEY, KeyList)
+    return frozenset(listed.keys) if listed else frozenset()
+
+
+def grants_of(state: Overlay, vault_id: bytes, grantee: bytes) -> list[Grant]:
+    index = state.load(Table.GRANT_INDEX, vault_id + grantee, GrantIds)
+    grants = []
+    for grant_id in index.ids if index else ():
+        grant = state.load(Table.GRANT, grant_id, Grant)
+        assert grant is not None, "grant index points at a missing grant"
+        grants.append(grant)
+    return grants
+
+
+def has_active_grant(state: Overlay, vault_id: bytes, grantee: bytes, time_ms: int) -> bool:
+    return any(g.active_at(time_ms) for g in grants_of(state, vault_id, grantee))
+
+
+def readers_by_right(state: Overlay, vault: Vault) -> frozenset[bytes]:
+    """Keys that read a vault without a grant: the patient, its team and trusted parties."""
+    owner = load_account(state, vault.owner)
+    return frozenset(owner.keys) | frozenset(vault.team) | trusted_parties(state)
+
+
+def required_members(state: Overlay, vault: Vault, time_ms: int) -> frozenset[bytes]:
+    """Who must hold the vault's epoch key now: readers by right and active grantees."""
+    members = set(readers_by_right(state, vault))
+    for key in vault.members:
+        if key not in members and has_active_grant(state, vault.vault_id, key, time_ms):
+            members.add(key)
+    return frozenset(members)
+
+
+def check_sealed_members(
+    sealed: tuple[SealedKey, ...], required: frozenset[bytes], what: str
+) -> None:
+    given = [s.member for s in sealed]
+    if len(set(given)) != len(given):
+        raise TxRejected("bad_members", f"{what} seals the epoch key to one member twice")
+    missing, extra = required - set(given), set(given) - required
+    if missing or extra:
+        raise TxRejected(
+            "bad_members",
+            f"{what} must seal the epoch key to exactly the {len(required)} member(s) who read "
+            f"the vault: missing {sorted(k.hex()[:8] for k in missing)}, "
+            f"not allowed {sorted(k.hex()[:8] for k in extra)}",
+        )
+
+
+def save_epoch_keys(
+    state: Overlay, vault_id: bytes, epoch: int, sealed: tuple[SealedKey, ...]
+) -> None:
+    for entry in sealed:
+        state.put(Table.EPOCH_KEY, epoch_key_key(vault_id, epoch, entry.member), entry.sealed)
+
+
+def epoch_key_key(vault_id: bytes, epoch: int, member: bytes) -> bytes:
+    return vault_id + struct.pack(">Q", epoch) + member

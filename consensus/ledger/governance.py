@@ -1,0 +1,189 @@
+"""The validators' governance account: validator and institution changes, applied two heights
+after the block that decides them (so the validator set of the next height is always known
+when a block commits), and the genesis state.
+
+The governance account's policy is `k_of(threshold, validator keys)`; the threshold starts at
+genesis' `governance_threshold` and is ceil(2n/3) after every validator-set change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Final
+
+from carechain.consensus.crypto import account_id, derived_account_id
+from carechain.consensus.genesis import (
+    Genesis,
+    Institution,
+    InstitutionKind,
+    default_governance_threshold,
+)
+from carechain.consensus.ledger.bodies import ChangeInstitution, ChangeValidator
+from carechain.consensus.ledger.context import (
+    GOVERNANCE_KEY,
+    TRUSTED_PARTIES_KEY,
+    VALIDATORS_KEY,
+    TxContext,
+    load_account,
+    pending_key,
+    require_policy,
+)
+from carechain.consensus.ledger.errors import TxRejected
+from carechain.consensus.ledger.policy import OperationClass, PolicySet, k_of, single_key_policies
+from carechain.consensus.ledger.records import (
+    Account,
+    AccountKind,
+    GovernanceState,
+    InstitutionAction,
+    InstitutionChange,
+    InstitutionState,
+    KeyList,
+    PendingChanges,
+    ValidatorAction,
+    ValidatorChange,
+)
+from carechain.consensus.ledger.state import EmptyState, Overlay, StateReader, Table
+from carechain.consensus.types import ValidatorSet
+
+GOVERNANCE_ACCOUNT: Final = derived_account_id("governance")
+GOVERNANCE_DELAY: Final = 2
+
+
+def governance_policies(validators: ValidatorSet, threshold: int) -> PolicySet:
+    policy = k_of(threshold, [v.public_key for v in validators.validators])
+    return PolicySet(policy, policy, policy)
+
+
+def validator_set(state: StateReader) -> ValidatorSet:
+    raw = state.get(Table.META, VALIDATORS_KEY)
+    assert raw is not None, "state has no validator set: was genesis applied?"
+    return ValidatorSet.decode(raw)
+
+
+def validator_set_at(state: StateReader, height: int) -> ValidatorSet:
+    """The set that validates `height`, given state committed through height - 1."""
+    raw = state.get(Table.META, pending_key(height))
+    current = validator_set(state)
+    if raw is None:
+        return current
+    return _apply_validator_changes(current, PendingChanges.decode(raw).validators)
+
+
+def _apply_validator_changes(
+    current: ValidatorSet, changes: tuple[ValidatorChange, ...]
+) -> ValidatorSet:
+    by_key = dict(current.by_key)
+    for change in changes:
+        key = change.validator.public_key
+        if change.action is ValidatorAction.REMOVE:
+            by_key.pop(key, None)
+        else:
+            by_key[key] = change.validator
+    return ValidatorSet.of(list(by_key.values()))
+
+
+def _schedule(state: Overlay, ctx: TxContext, change: ValidatorChange | InstitutionChange) -> None:
+    key = pending_key(ctx.height + GOVERNANCE_DELAY)
+    pending = state.load(Table.META, key, PendingChanges) or PendingChanges()
+    if isinstance(change, ValidatorChange):
+        pending = dataclasses.replace(pending, validators=(*pending.validators, change))
+    else:
+        pending = dataclasses.replace(pending, institutions=(*pending.institutions, change))
+    state.save(Table.META, key, pending)
+
+
+def _require_governance(state: Overlay, ctx: TxContext) -> None:
+    if ctx.tx.account != GOVERNANCE_ACCOUNT:
+        raise TxRejected("bad_account", "governance acts through the governance account")
+    account = load_account(state, GOVERNANCE_ACCOUNT)
+    require_policy(account, OperationClass.ADMIN, ctx.signers, "a governance change")
+
+
+def process_change_validator(state: Overlay, body: ChangeValidator, ctx: TxContext) -> None:
+    _require_governance(state, ctx)
+    upcoming = validator_set_at(state, ctx.height + GOVERNANCE_DELAY)
+    key = body.validator.public_key
+    present = key in upcoming.by_key
+    if body.action is ValidatorAction.ADD and present:
+        raise TxRejected("bad_governance", f"{body.validator.name} is a validator already")
+    if body.action is not ValidatorAction.ADD and not present:
+        raise TxRejected("bad_governance", f"{body.validator.name} is not a validator")
+    if body.action is ValidatorAction.REMOVE and len(upcoming.validators) == 1:
+        raise TxRejected("bad_governance", "the last validator cannot be removed")
+    _schedule(state, ctx, ValidatorChange(body.action, body.validator))
+
+
+def process_change_institution(state: Overlay, body: ChangeInstitution, ctx: TxContext) -> None:
+    _require_governance(state, ctx)
+    existing = state.load(Table.INSTITUTION, body.institution.public_key, InstitutionState)
+    if body.action is InstitutionAction.REGISTER and existing is not None:
+        raise TxRejected("institution_exists", f"{body.institution.name} is registered already")
+    if body.action is InstitutionAction.REVOKE and (existing is None or not existing.active):
+        raise TxRejected("unknown_institution", f"{body.institution.name} is not active")
+    if state.get(Table.ACCOUNT, account_id(body.institution.public_key)) and existing is None:
+        raise TxRejected("bad_account", "that key already controls a patient account")
+    _schedule(state, ctx, InstitutionChange(body.action, body.institution))
+
+
+def apply_pending(state: Overlay, height: int) -> None:
+    """At the start of `height`, apply the governance changes decided at height - 2."""
+    key = pending_key(height)
+    pending = state.load(Table.META, key, PendingChanges)
+    if pending is None:
+        return
+    if pending.validators:
+        updated = _apply_validator_changes(validator_set(state), pending.validators)
+        state.save(Table.META, VALIDATORS_KEY, updated)
+        threshold = default_governance_threshold(len(updated.validators))
+        state.save(Table.META, GOVERNANCE_KEY, GovernanceState(threshold))
+        account = load_account(state, GOVERNANCE_ACCOUNT)
+        policies = governance_policies(updated, threshold)
+        state.save(
+            Table.ACCOUNT, GOVERNANCE_ACCOUNT, dataclasses.replace(account, policies=policies)
+        )
+    for change in pending.institutions:
+        if change.action is InstitutionAction.REGISTER:
+            register_institution(state, change.institution, height)
+        else:
+            revoke_institution(state, change.institution.public_key, height)
+    state.delete(Table.META, key)
+
+
+def register_institution(state: Overlay, institution: Institution, height: int) -> None:
+    key = institution.public_key
+    state.save(Table.INSTITUTION, key, InstitutionState(institution, True, height))
+    if state.get(Table.ACCOUNT, account_id(key)) is None:
+        account = Account(AccountKind.INSTITUTION, 0, single_key_policies(key), (key,), height)
+        state.save(Table.ACCOUNT, account_id(key), account)
+    if institution.kind is InstitutionKind.TRUSTED_PARTY:
+        _set_trusted(state, key, present=True)
+
+
+def revoke_institution(state: Overlay, key: bytes, height: int) -> None:
+    existing = state.load(Table.INSTITUTION, key, InstitutionState)
+    assert existing is not None
+    revoked = dataclasses.replace(existing, active=False, revoked_height=height)
+    state.save(Table.INSTITUTION, key, revoked)
+    if existing.kind is InstitutionKind.TRUSTED_PARTY:
+        _set_trusted(state, key, present=False)
+
+
+def _set_trusted(state: Overlay, key: bytes, *, present: bool) -> None:
+    listed = state.load(Table.META, TRUSTED_PARTIES_KEY, KeyList) or KeyList(())
+    keys = set(listed.keys) | {key} if present else set(listed.keys) - {key}
+    state.save(Table.META, TRUSTED_PARTIES_KEY, KeyList(tuple(sorted(keys))))
+
+
+def genesis_state(genesis: Genesis) -> Overlay:
+    """The state every node starts from, as writes over an empty store."""
+    state = Overlay(EmptyState())
+    state.save(Table.META, VALIDATORS_KEY, genesis.validators)
+    state.save(Table.META, GOVERNANCE_KEY, GovernanceState(genesis.governance_threshold))
+    state.save(Table.META, TRUSTED_PARTIES_KEY, KeyList(()))
+    policies = governance_policies(genesis.validators, genesis.governance_threshold)
+    state.save(
+        Table.ACCOUNT, GOVERNANCE_ACCOUNT, Account(AccountKind.GOVERNANCE, 0, policies, (), 0)
+    )
+    for institution in genesis.institutions:
+        register_institution(state, institution, 0)
+    return state

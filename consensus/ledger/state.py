@@ -1,0 +1,149 @@
+"""The ledger's view of state: typed tables over a key-value reader, overlays that collect a
+block's writes, and the state root.
+
+State is a set of entries `(table, key) -> value bytes`. The ledger reads through any
+`StateReader` (the node's LevelDB store, the in-memory twin, an auditor's replay) and writes
+into an `Overlay`, whose `diff()` the store applies atomically. How tables map to store keys is
+storage's business (`storage/schema.py`); the root below depends only on entries.
+
+State root: a multiset hash (AdHash modulo 2**16384) of every entry, updated in O(changes):
+adding an entry adds `H(entry)`, removing one subtracts it. So a block costs a few hashes per
+write, yet the root commits to the whole state: a store can be re-verified by a full scan, and
+two nodes that disagree on any entry disagree on the root. The header carries
+sha256(accumulator).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+from collections.abc import Iterator
+from typing import Final, Protocol, TypeVar
+
+from carechain.consensus.codec import Record, pack
+
+ACCUMULATOR_BITS: Final = 16384
+ACCUMULATOR_BYTES: Final = ACCUMULATOR_BITS // 8
+_MASK: Final = (1 << ACCUMULATOR_BITS) - 1
+
+
+class Table(enum.IntEnum):
+    """Each table's key is documented beside it; storage/schema.py lays them out on disk."""
+
+    META = 1  # b"validators" | b"governance" | b"pending/<height>"
+    ACCOUNT = 2  # account id (20) -> Account
+    INSTITUTION = 3  # public key (32) -> InstitutionState
+    VAULT = 4  # vault id (20) -> Vault
+    EPOCH_KEY = 5  # vault id (20) + epoch (8) + member key (32) -> sealed epoch key
+    RECORD = 6  # vault id (20) + record id (16) -> RecordEntry
+    GRANT = 7  # grant id (32) -> Grant
+    GRANT_INDEX = 8  # vault id (20) + grantee key (32) -> GrantIds
+    RECEIPT = 9  # vault id (20) + sequence (8) -> Receipt
+    EMERGENCY = 10  # emergency id (32) -> Emergency
+    ERASURE = 11  # vault id (20) + record id (16) + attesting key (32) -> Attestation
+    PATIENT_VAULT = 12  # patient account (20) + data type name -> vault id
+
+
+class StateReader(Protocol):
+    def get(self, table: Table, key: bytes) -> bytes | None: ...
+
+
+Change = tuple[Table, bytes, bytes | None]  # value None: the entry is deleted
+
+R = TypeVar("R", bound=Record)
+
+
+class Overlay:
+    """Writes on top of a reader. Nest one per transaction so a rejected one leaves nothing."""
+
+    __slots__ = ("_base", "_writes")
+
+    def __init__(self, base: StateReader) -> None:
+        self._base = base
+        self._writes: dict[tuple[Table, bytes], bytes | None] = {}
+
+    def get(self, table: Table, key: bytes) -> bytes | None:
+        found = self._writes.get((table, key), _MISSING)
+        if found is not _MISSING:
+            return found  # type: ignore[return-value]
+        return self._base.get(table, key)
+
+    def put(self, table: Table, key: bytes, value: bytes) -> None:
+        self._writes[(table, key)] = value
+
+    def delete(self, table: Table, key: bytes) -> None:
+        self._writes[(table, key)] = None
+
+    def load(self, table: Table, key: bytes, kind: type[R]) -> R | None:
+        raw = self.get(table, key)
+        return None if raw is None else kind.decode(raw)
+
+    def save(self, table: Table, key: bytes, value: Record) -> None:
+        self.put(table, key, value.encode())
+
+    def merge_into(self, parent: Overlay) -> None:
+        parent._writes.update(self._writes)
+
+    def changes(self) -> Iterator[Change]:
+        for (table, key), value in self._writes.items():
+            yield table, key, value
+
+    def diff(self) -> StateDiff:
+        """The writes in canonical order, with the values they replace (for the root)."""
+        entries = []
+        for (table, key), value in sorted(self._writes.items(), key=lambda item: item[0]):
+            old = self._base.get(table, key)
+            if old != value:
+                entries.append(DiffEntry(table, key, old, value))
+        return StateDiff(tuple(entries))
+
+
+_MISSING: Final = object()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DiffEntry:
+    table: Table
+    key: bytes
+    old: bytes | None
+    new: bytes | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StateDiff:
+    entries: tuple[DiffEntry, ...]
+
+    def advance(self, accumulator: int) -> int:
+        for entry in self.entries:
+            if entry.old is not None:
+                accumulator -= entry_hash(entry.table, entry.key, entry.old)
+            if entry.new is not None:
+                accumulator += entry_hash(entry.table, entry.key, entry.new)
+        return accumulator & _MASK
+
+
+def entry_hash(table: Table, key: bytes, value: bytes) -> int:
+    digest = hashlib.shake_256(pack([int(table), key, value])).digest(ACCUMULATOR_BYTES)
+    return int.from_bytes(digest, "little")
+
+
+def accumulate(entries: Iterator[tuple[Table, bytes, bytes]]) -> int:
+    """The accumulator of a whole state, from a full scan (startup checks, audits)."""
+    total = 0
+    for table, key, value in entries:
+        total += entry_hash(table, key, value)
+    return total & _MASK
+
+
+def state_root(accumulator: int) -> bytes:
+    return hashlib.sha256(
+        b"carechain/state/v1" + accumulator.to_bytes(ACCUMULATOR_BYTES, "little")
+    ).digest()
+
+
+class EmptyState:
+    """A reader with nothing in it: the state before genesis."""
+
+    def get(self, table: Table, key: bytes) -> bytes | None:
+        return None

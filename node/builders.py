@@ -1,0 +1,275 @@
+"""Client-side construction of ledger transactions: the part that holds keys and randomness.
+
+The ledger only checks; someone has to generate epoch keys, seal them to exactly the right
+members, encrypt data keys under the epoch key, and sign. The CLI, the patient agent, the demo
+and the tests all build transactions here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Final
+
+from carechain.consensus import crypto
+from carechain.consensus.codec import Record
+from carechain.consensus.genesis import Institution
+from carechain.consensus.ledger.bodies import (
+    ChangeInstitution,
+    ChangeValidator,
+    CreateVault,
+    GrantAccess,
+    OpenEmergency,
+    PutRecord,
+    RecordReceipt,
+    RegisterPatient,
+    ReviewEmergency,
+    RevokeAccess,
+    RotateEpoch,
+    SealedKey,
+)
+from carechain.consensus.ledger.governance import GOVERNANCE_ACCOUNT
+from carechain.consensus.ledger.policy import Template
+from carechain.consensus.ledger.records import (
+    Access,
+    EmergencyStatus,
+    InstitutionAction,
+    ValidatorAction,
+)
+from carechain.consensus.types import Tx, Validator
+
+DAY_MS: Final = 86_400_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TxDraft:
+    """Everything of a transaction but its signatures."""
+
+    chain_id: str
+    kind: str
+    account: bytes
+    nonce: int
+    expiry_ms: int
+    body: Record
+
+    def unsigned(self) -> Tx:
+        return Tx(
+            self.chain_id, self.kind, self.account, self.nonce, self.expiry_ms, self.body.encode()
+        )
+
+    def signed(self, *keys: crypto.PrivateKey) -> Tx:
+        tx = self.unsigned()
+        for key in keys:
+            tx = tx.signed_by(key)
+        return tx
+
+
+def seal_epoch_key(epoch_key: bytes, members: Iterable[bytes]) -> tuple[SealedKey, ...]:
+    return tuple(
+        SealedKey(member, sealed)
+        for member, sealed in crypto.seal_to_many(epoch_key, sorted(members))
+    )
+
+
+def register_patient(chain_id: str, keys: tuple[bytes, bytes], expiry_ms: int) -> TxDraft:
+    return TxDraft(
+        chain_id,
+        "account.register",
+        crypto.account_id(keys[0]),
+        1,
+        expiry_ms,
+        RegisterPatient(keys),
+    )
+
+
+def create_vault(
+    chain_id: str,
+    patient: bytes,
+    nonce: int,
+    expiry_ms: int,
+    *,
+    data_type: str,
+    template: Template,
+    team: Iterable[bytes],
+    members: Iterable[bytes],
+) -> tuple[TxDraft, bytes]:
+    """A vault.create draft and the vault's first epoch key (kept by the patient)."""
+    epoch_key = crypto.new_data_key()
+    body = CreateVault(data_type, template, tuple(sorted(team)), seal_epoch_key(epoch_key, members))
+    return TxDraft(chain_id, "vault.create", patient, nonce, expiry_ms, body), epoch_key
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EncryptedRecord:
+    body: PutRecord
+    data_key: bytes
+    ciphertext: bytes  # the blob to store off chain (empty when inline)
+
+
+def encrypt_record(
+    plaintext: bytes,
+    *,
+    record_id: bytes,
+    data_type: str,
+    epoch: int,
+    epoch_key: bytes,
+    record_time_ms: int,
+    inline_bytes_max: int = 1024,
+    content_id: str | None = None,
+) -> EncryptedRecord:
+    """Encrypt a record with a fresh data key sealed under the vault's epoch key. Small records
+    travel inline in the transaction; larger ones become a blob named by `content_id`."""
+    data_key = crypto.new_data_key()
+    sealed_data_key = crypto.encrypt_small(epoch_key, data_key)
+    if len(plaintext) <= inline_bytes_max and content_id is None:
+        inline = crypto.encrypt_small(data_key, plaintext)
+        body = PutRecord(
+            record_id,
+            data_type,
+            "inline",
+            len(plaintext),
+            epoch,
+            sealed_data_key,
+            inline,
+            record_time_ms,
+        )
+        return EncryptedRecord(body, data_key, b"")
+    ciphertext = b"".join(crypto.encrypt_stream(data_key, [plaintext]))
+    if content_id is None:
+        raise ValueError("a blob record needs the content id its blob store gave it")
+    body = PutRecord(
+        record_id,
+        data_type,
+        content_id,
+        len(plaintext),
+        epoch,
+        sealed_data_key,
+        b"",
+        record_time_ms,
+    )
+    return EncryptedRecord(body, data_key, ciphertext)
+
+
+def open_inline_record(
+    body_inline: bytes, sealed_data_key: bytes, sealed_epoch_key: bytes, reader: crypto.PrivateKey
+) -> bytes:
+    """What a reader does: open its sealed epoch key, then the data key, then the record."""
+    epoch_key = crypto.unseal(sealed_epoch_key, reader)
+    data_key = crypto.decrypt_small(epoch_key, sealed_data_key)
+    return crypto.decrypt_small(data_key, body_inline)
+
+
+def grant(
+    chain_id: str,
+    vault: bytes,
+    nonce: int,
+    expiry_ms: int,
+    *,
+    grantee: bytes,
+    epoch_key: bytes,
+    valid_from_ms: int,
+    valid_until_ms: int,
+    access: Access = Access.READ,
+    purpose: str = "TREAT",
+    record_from_ms: int | None = None,
+    record_until_ms: int | None = None,
+) -> TxDraft:
+    body = GrantAccess(
+        grantee,
+        access,
+        valid_from_ms,
+        valid_until_ms,
+        record_from_ms,
+        record_until_ms,
+        purpose,
+        crypto.seal(epoch_key, grantee),
+    )
+    return TxDraft(chain_id, "access.grant", vault, nonce, expiry_ms, body)
+
+
+def revoke(
+    chain_id: str,
+    vault: bytes,
+    nonce: int,
+    expiry_ms: int,
+    *,
+    grant_id: bytes,
+    new_epoch: int,
+    remaining_members: Iterable[bytes],
+) -> tuple[TxDraft, bytes]:
+    """Revocation with the epoch rotation it requires; returns the new epoch key."""
+    epoch_key = crypto.new_data_key()
+    body = RevokeAccess(grant_id, new_epoch, seal_epoch_key(epoch_key, remaining_members))
+    return TxDraft(chain_id, "access.revoke", vault, nonce, expiry_ms, body), epoch_key
+
+
+def rotate_epoch(
+    chain_id: str,
+    vault: bytes,
+    nonce: int,
+    expiry_ms: int,
+    *,
+    new_epoch: int,
+    members: Iterable[bytes],
+) -> tuple[TxDraft, bytes]:
+    epoch_key = crypto.new_data_key()
+    body = RotateEpoch(new_epoch, seal_epoch_key(epoch_key, members))
+    return TxDraft(chain_id, "epoch.rotate", vault, nonce, expiry_ms, body), epoch_key
+
+
+def open_emergency(
+    chain_id: str,
+    vault: bytes,
+    nonce: int,
+    expiry_ms: int,
+    *,
+    hospital: bytes,
+    epoch_key: bytes,
+    reason: str,
+    duration_ms: int,
+    note: str = "",
+) -> TxDraft:
+    body = OpenEmergency(hospital, reason, duration_ms, crypto.seal(epoch_key, hospital), note)
+    return TxDraft(chain_id, "emergency.open", vault, nonce, expiry_ms, body)
+
+
+def review_emergency(
+    chain_id: str,
+    vault: bytes,
+    nonce: int,
+    expiry_ms: int,
+    *,
+    emergency_id: bytes,
+    verdict: EmergencyStatus,
+    note: str = "",
+) -> TxDraft:
+    body = ReviewEmergency(emergency_id, verdict, note)
+    return TxDraft(chain_id, "emergency.review", vault, nonce, expiry_ms, body)
+
+
+def receipt(
+    chain_id: str,
+    reader: bytes,
+    nonce: int,
+    expiry_ms: int,
+    *,
+    vault: bytes,
+    record_id: bytes,
+    grant_id: bytes = b"",
+) -> TxDraft:
+    body = RecordReceipt(vault, record_id, grant_id)
+    return TxDraft(chain_id, "access.receipt", crypto.account_id(reader), nonce, expiry_ms, body)
+
+
+def change_validator(
+    chain_id: str, nonce: int, expiry_ms: int, action: ValidatorAction, validator: Validator
+) -> TxDraft:
+    body = ChangeValidator(action, validator)
+    return TxDraft(chain_id, "governance.validator", GOVERNANCE_ACCOUNT, nonce, expiry_ms, body)
+
+
+def change_institution(
+    chain_id: str, nonce: int, expiry_ms: int, action: InstitutionAction, institution: Institution
+) -> TxDraft:
+    body = ChangeInstitution(action, institution)
+    return TxDraft(chain_id, "governance.institution", GOVERNANCE_ACCOUNT, nonce, expiry_ms, body)
