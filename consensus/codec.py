@@ -72,6 +72,14 @@ def pack(value: Wire) -> bytes:
 
 def unpack(data: bytes, *, max_bytes: int = DECODE_BYTES_MAX_DEFAULT) -> Wire:
     """Decode msgpack bytes, rejecting anything that is not the canonical encoding."""
+    value = _unpack_canonical(data, max_bytes)
+    _check_wire(value, depth=0)
+    return value
+
+
+def _unpack_canonical(data: bytes, max_bytes: int) -> Wire:
+    """Decode and check the bytes are the canonical encoding. Values are not walked: typed
+    decoding checks every field's type itself (so floats and the like fail there)."""
     if len(data) > max_bytes:
         raise DecodeError(f"input is {len(data)} bytes, limit is {max_bytes}", code="oversize")
     try:
@@ -90,8 +98,11 @@ def unpack(data: bytes, *, max_bytes: int = DECODE_BYTES_MAX_DEFAULT) -> Wire:
         raise DecodeError("trailing bytes after the value", code="trailing_bytes") from exc
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise DecodeError(f"malformed msgpack: {exc}", code="malformed") from exc
-    _check_wire(value, depth=0)
-    if pack(value) != data:
+    try:
+        canonical = pack(value)
+    except TypeError as exc:  # a value msgpack decodes but we never encode (a timestamp)
+        raise DecodeError(f"value is not allowed: {exc}", code="malformed") from exc
+    if canonical != data:
         raise DecodeError(
             "bytes are not the canonical encoding of their value", code="non_canonical"
         )
@@ -311,7 +322,7 @@ class Record:
 
     @classmethod
     def decode(cls, data: bytes, *, max_bytes: int = DECODE_BYTES_MAX_DEFAULT) -> Self:
-        return cls.from_wire(unpack(data, max_bytes=max_bytes))
+        return cls.from_wire(_unpack_canonical(data, max_bytes))
 
     def hash(self) -> bytes:
         """sha256 of the canonical encoding."""

@@ -57,11 +57,13 @@ R = TypeVar("R", bound=Record)
 class Overlay:
     """Writes on top of a reader. Nest one per transaction so a rejected one leaves nothing."""
 
-    __slots__ = ("_base", "_writes")
+    __slots__ = ("_base", "_decoded", "_writes")
 
     def __init__(self, base: StateReader) -> None:
         self._base = base
         self._writes: dict[tuple[Table, bytes], bytes | None] = {}
+        # Records are frozen, so a decoded value can be shared until its entry is written.
+        self._decoded: dict[tuple[Table, bytes], Record] = {}
 
     def get(self, table: Table, key: bytes) -> bytes | None:
         found = self._writes.get((table, key), _MISSING)
@@ -71,19 +73,32 @@ class Overlay:
 
     def put(self, table: Table, key: bytes, value: bytes) -> None:
         self._writes[(table, key)] = value
+        self._decoded.pop((table, key), None)
 
     def delete(self, table: Table, key: bytes) -> None:
         self._writes[(table, key)] = None
+        self._decoded.pop((table, key), None)
 
     def load(self, table: Table, key: bytes, kind: type[R]) -> R | None:
+        cached = self._decoded.get((table, key))
+        if type(cached) is kind:
+            return cached
         raw = self.get(table, key)
-        return None if raw is None else kind.decode(raw)
+        if raw is None:
+            return None
+        value = kind.decode(raw)
+        self._decoded[(table, key)] = value
+        return value
 
     def save(self, table: Table, key: bytes, value: Record) -> None:
         self.put(table, key, value.encode())
+        self._decoded[(table, key)] = value
 
     def merge_into(self, parent: Overlay) -> None:
         parent._writes.update(self._writes)
+        for entry in self._writes:
+            parent._decoded.pop(entry, None)
+        parent._decoded.update(self._decoded)
 
     def changes(self) -> Iterator[Change]:
         for (table, key), value in self._writes.items():
