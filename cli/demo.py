@@ -1,28 +1,40 @@
 """`carechain demo`: the paper's scenario, narrated and checked step by step.
 
-Every step states what it does and checks its outcome; the command exits 1 if any check fails.
-What runs today is the foundation every later step stands on: the identities, keystores and
-genesis of a 4-validator hospital network, multi-party transaction signatures, domain
-separation, and the envelope encryption of a multi-MB CGM report for the patient and one
-hospital only.
+Every step states what it does and checks its outcome against committed state; the command
+exits 1 if any check fails. A patient with two keys keeps glucose, CGM and blood-pressure vaults;
+readings arrive from home; hospital A files a multi-MB CGM report that the patient's agent
+co-signs by rule; hospital B is granted glucose access, reads (receipts go on chain) and is
+revoked; hospital C and the trusted party open an emergency access that is then reviewed; the
+patient's access timeline is printed and a replay reproduces every state root. Blocks are
+committed by a single-process chain until the validator network runs the same ledger.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
+from carechain.cli.demo_ledger import open_ledger
+from carechain.cli.demo_steps import (
+    Story,
+    audit,
+    cgm_report,
+    emergency,
+    grant_and_read,
+    home_readings,
+    revoke,
+    signatures,
+    vaults,
+)
 from carechain.cli.output import console
 from carechain.config.genesis import load_genesis, save_genesis
 from carechain.consensus import crypto
-from carechain.consensus.errors import AddressError, DecodeError, InvalidInput
+from carechain.consensus.errors import AddressError, InvalidInput
 from carechain.consensus.genesis import (
     ConsensusParams,
     Genesis,
@@ -30,7 +42,7 @@ from carechain.consensus.genesis import (
     InstitutionKind,
     default_governance_threshold,
 )
-from carechain.consensus.types import Tx, Validator, ValidatorSet, Vote, VoteType
+from carechain.consensus.types import Validator, ValidatorSet
 from carechain.node.keystore import KdfParams, load_key, save_key
 
 CHAIN_ID = "carechain-demo"
@@ -147,92 +159,6 @@ def _network(scenario: Scenario, cast: Cast, folder: Path) -> Genesis:
     return genesis
 
 
-def _cosigning(scenario: Scenario, cast: Cast) -> None:
-    scenario.step(
-        "Hospital A initiates a transaction on the patient's CGM vault; the patient co-signs"
-    )
-    vault = crypto.derived_account_id("vault", cast.patient_keys[0].public_key, b"cgm")
-    partial = Tx(CHAIN_ID, "record.put", vault, 1, 2**40, b"cgm report reference").signed_by(
-        cast.hospitals["A"]
-    )
-    scenario.check(
-        partial.valid_signers() == {cast.hospitals["A"].public_key},
-        "hospital A's signature alone is present: the transaction is partial",
-    )
-    complete = partial.signed_by(cast.patient_keys[0])
-    scenario.check(complete.id == partial.id, "co-signing does not change the transaction id")
-    scenario.check(
-        complete.valid_signers()
-        == {cast.hospitals["A"].public_key, cast.patient_keys[0].public_key},
-        "both signatures verify on the completed transaction",
-    )
-    scenario.check(
-        Tx.decode(complete.encode()) == complete,
-        f"canonical encoding round trip ({len(complete.encode())} bytes)",
-    )
-    vote = Vote(CHAIN_ID, VoteType.PRECOMMIT, 1, 0, complete.id, cast.validator_keys[0].public_key)
-    signed_vote = vote.signed_by(cast.validator_keys[0])
-    replayed = crypto.verify(
-        cast.validator_keys[0].public_key,
-        crypto.Purpose.TX,
-        CHAIN_ID,
-        complete.id,
-        signed_vote.signature,
-    )
-    scenario.check(
-        signed_vote.signature_valid() and not replayed,
-        "a validator's vote signature cannot be replayed as a transaction signature",
-    )
-    other_chain = crypto.verify(
-        cast.hospitals["A"].public_key,
-        crypto.Purpose.TX,
-        "carechain-other",
-        complete.id,
-        complete.signatures[0].signature,
-    )
-    scenario.check(not other_chain, "a signature for this chain does not verify on another")
-
-
-def _synthetic_cgm(size: int) -> Iterator[bytes]:
-    """A deterministic stand-in for a CGM export: readings every 5 minutes as CSV."""
-    produced, minute = 0, 0
-    while produced < size:
-        line = f"2026-11-{1 + minute // 1440:02d},{minute % 1440},{90 + (minute * 7) % 110}\n"
-        chunk = (line * 512).encode()[: size - produced]
-        produced += len(chunk)
-        minute += 5
-        yield chunk
-
-
-def _envelope(scenario: Scenario, cast: Cast) -> None:
-    scenario.step("A multi-MB CGM report is encrypted for the patient and hospital A only")
-    plaintext = b"".join(_synthetic_cgm(CGM_REPORT_BYTES))
-    data_key = crypto.new_data_key()
-    ciphertext = b"".join(crypto.encrypt_stream(data_key, [plaintext]))
-    cid_digest = hashlib.sha256(ciphertext).hexdigest()
-    scenario.say(f"{len(plaintext):,} bytes -> {len(ciphertext):,} bytes of ciphertext")
-    scenario.say(f"ciphertext sha256 {cid_digest[:32]}... (the blob store's content id)")
-    readers = [cast.patient_keys[0].public_key, cast.hospitals["A"].public_key]
-    sealed = dict(crypto.seal_to_many(data_key, readers))
-    opened = crypto.unseal(sealed[cast.hospitals["A"].public_key], cast.hospitals["A"])
-    recovered = b"".join(crypto.decrypt_stream(opened, [ciphertext]))
-    scenario.check(
-        recovered == plaintext, "hospital A opens its sealed key and decrypts the report"
-    )
-    try:
-        crypto.unseal(sealed[cast.hospitals["A"].public_key], cast.hospitals["B"])
-        scenario.check(False, "hospital B cannot open a key sealed to hospital A")
-    except DecodeError:
-        scenario.check(True, "hospital B, without a grant, cannot open the sealed data key")
-    tampered = bytearray(ciphertext)
-    tampered[len(tampered) // 2] ^= 1
-    try:
-        b"".join(crypto.decrypt_stream(opened, [bytes(tampered)]))
-        scenario.check(False, "a tampered ciphertext is refused")
-    except DecodeError:
-        scenario.check(True, "one flipped bit in the stored ciphertext is detected and refused")
-
-
 @click.command()
 @click.option(
     "--dir",
@@ -250,9 +176,17 @@ def demo(folder: Path | None) -> None:
         where.mkdir(parents=True, exist_ok=True)
         console.print(f"[bold]carechain demo[/bold]: files in {where}")
         _identities(scenario, cast, where)
-        _network(scenario, cast, where)
-        _cosigning(scenario, cast)
-        _envelope(scenario, cast)
+        genesis = _network(scenario, cast, where)
+        ledger = open_ledger(where, genesis, cast.validator_keys[0].public_key)
+        try:
+            story = Story(scenario, cast.patient_keys, cast.hospitals, cast.trusted_party, ledger)
+            for step in (vaults, home_readings, cgm_report, grant_and_read, revoke, emergency):
+                step(story)
+            signatures(story, cast.validator_keys[0])
+            names = {k.public_key: f"hospital {n}" for n, k in cast.hospitals.items()}
+            audit(story, genesis, names)
+        finally:
+            ledger.chain.store.kv.close()
     elapsed = time.monotonic() - started
     if scenario.failures:
         console.print(f"\n[red]{len(scenario.failures)} check(s) failed[/red] in {elapsed:.1f}s")

@@ -1,0 +1,1 @@
+"""Off-chain blob storage referenced by content id (see the storage issue)."""
