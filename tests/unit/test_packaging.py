@@ -6,6 +6,8 @@ import re
 import tomllib
 from pathlib import Path
 
+from carechain.consensus.ledger.errors import REASONS
+
 ROOT = Path(__file__).resolve().parents[2]
 TOP_LEVEL = ("consensus", "storage", "p2p", "node", "config", "cli", "tests")
 DIRECT_IMPORT = re.compile(rf"^(import|from) ({'|'.join(TOP_LEVEL)})(\.|\s|$)")
@@ -39,3 +41,9 @@ def test_no_module_imports_a_top_level_folder_directly() -> None:
                 if DIRECT_IMPORT.match(line.strip()):
                     offenders.append(f"{path.relative_to(ROOT)}: {line.strip()}")
     assert offenders == []
+
+
+def test_readme_documents_every_rejection_code() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [code for code in REASONS if f"| `{code}` |" not in readme]
+    assert missing == [], "add these reason codes to the README's table"
