@@ -23,6 +23,7 @@ from carechain.consensus.ledger.bodies import (
     PutRecord,
     RecordReceipt,
     RegisterPatient,
+    ReportEquivocation,
     ReviewEmergency,
     RevokeAccess,
     RotateEpoch,
@@ -36,7 +37,7 @@ from carechain.consensus.ledger.records import (
     InstitutionAction,
     ValidatorAction,
 )
-from carechain.consensus.types import Tx, Validator
+from carechain.consensus.types import Tx, Validator, Vote
 
 DAY_MS: Final = 86_400_000
 
@@ -266,6 +267,12 @@ def change_validator(
 ) -> TxDraft:
     body = ChangeValidator(action, validator)
     return TxDraft(chain_id, "governance.validator", GOVERNANCE_ACCOUNT, nonce, expiry_ms, body)
+
+
+def report_equivocation(chain_id: str, expiry_ms: int, first: Vote, second: Vote) -> Tx:
+    """Evidence needs no signature: the two votes prove the equivocation themselves."""
+    body = ReportEquivocation(first, second)
+    return Tx(chain_id, "evidence.equivocation", bytes(20), 0, expiry_ms, body.encode())
 
 
 def change_institution(

@@ -42,8 +42,12 @@ PROCESSES: Final[dict[str, Process]] = {
     "access.receipt": access.process_receipt,
     "governance.validator": governance.process_change_validator,
     "governance.institution": governance.process_change_institution,
+    "evidence.equivocation": governance.process_equivocation,
 }
 CREATES_ACCOUNT: Final = frozenset({"account.register"})
+# Self-authenticating kinds: no acting account, nonce 0, no signatures needed.
+NO_ACCOUNT: Final = frozenset({"evidence.equivocation"})
+NO_ACCOUNT_ID: Final = bytes(20)
 assert PROCESSES.keys() == BODY_TYPES.keys()
 
 # Verifies a transaction's signatures and returns the signing keys. The default checks each
@@ -95,6 +99,12 @@ def apply_tx(
     signers = check_signers(tx)
     body = decode_body(tx)
     scratch = Overlay(state)
+    if tx.kind in NO_ACCOUNT:
+        if tx.account != NO_ACCOUNT_ID or tx.nonce != 0:
+            raise TxRejected("bad_account", f"{tx.kind} names no account (zeros) and nonce 0")
+        PROCESSES[tx.kind](scratch, body, TxContext(block, tx, signers))
+        scratch.merge_into(state)
+        return
     if tx.kind not in CREATES_ACCOUNT:
         account = load_account(scratch, tx.account)
         if tx.nonce != account.nonce + 1:

@@ -24,7 +24,7 @@ from carechain.consensus.ledger.records import (
     SealedBytes,
     ValidatorAction,
 )
-from carechain.consensus.types import AccountId, Hash, MaybeHash, PublicKey, Validator
+from carechain.consensus.types import AccountId, Hash, MaybeHash, PublicKey, Validator, Vote
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -138,6 +138,12 @@ class ChangeInstitution(Record):
     institution: Institution
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReportEquivocation(Record):
+    first: Vote
+    second: Vote
+
+
 BODY_TYPES: Final[dict[str, type[Record]]] = {
     "account.register": RegisterPatient,
     "policy.set": SetPolicy,
@@ -153,4 +159,5 @@ BODY_TYPES: Final[dict[str, type[Record]]] = {
     "erasure.attest": AttestErasure,
     "governance.validator": ChangeValidator,
     "governance.institution": ChangeInstitution,
+    "evidence.equivocation": ReportEquivocation,
 }

@@ -54,6 +54,9 @@ REASONS: Final[dict[str, str]] = {
     "unknown_institution": "the key is not a registered, active institution",
     "institution_exists": "the institution is registered already",
     "bad_governance": "the governance change is invalid for the current validator set",
+    # evidence
+    "bad_evidence": "the two votes are not a validator's conflicting signatures",
+    "duplicate_evidence": "this equivocation is recorded already",
 }
 
 

@@ -11,14 +11,19 @@ from __future__ import annotations
 import dataclasses
 from typing import Final
 
-from carechain.consensus.crypto import account_id, derived_account_id
+from carechain.consensus.codec import pack
+from carechain.consensus.crypto import account_id, derived_account_id, sha256
 from carechain.consensus.genesis import (
     Genesis,
     Institution,
     InstitutionKind,
     default_governance_threshold,
 )
-from carechain.consensus.ledger.bodies import ChangeInstitution, ChangeValidator
+from carechain.consensus.ledger.bodies import (
+    ChangeInstitution,
+    ChangeValidator,
+    ReportEquivocation,
+)
 from carechain.consensus.ledger.context import (
     GOVERNANCE_KEY,
     TRUSTED_PARTIES_KEY,
@@ -33,6 +38,7 @@ from carechain.consensus.ledger.policy import OperationClass, PolicySet, k_of, s
 from carechain.consensus.ledger.records import (
     Account,
     AccountKind,
+    Evidence,
     GovernanceState,
     InstitutionAction,
     InstitutionChange,
@@ -123,6 +129,34 @@ def process_change_institution(state: Overlay, body: ChangeInstitution, ctx: TxC
     if state.get(Table.ACCOUNT, account_id(body.institution.public_key)) and existing is None:
         raise TxRejected("bad_account", "that key already controls a patient account")
     _schedule(state, ctx, InstitutionChange(body.action, body.institution))
+
+
+def process_equivocation(state: Overlay, body: ReportEquivocation, ctx: TxContext) -> None:
+    """Record that a validator signed two conflicting votes. The votes prove it themselves,
+    so anyone may submit it; it needs no account, nonce or signature of its own."""
+    first, second = body.first, body.second
+    same_slot = (first.validator, first.height, first.round, first.vote_type) == (
+        second.validator,
+        second.height,
+        second.round,
+        second.vote_type,
+    )
+    if not same_slot or first.block_hash == second.block_hash:
+        raise TxRejected("bad_evidence", "the votes are not for one height, round and type")
+    if first.chain_id != ctx.tx.chain_id or second.chain_id != ctx.tx.chain_id:
+        raise TxRejected("bad_evidence", "the votes are for another chain")
+    if first.validator not in validator_set(state).by_key:
+        raise TxRejected("bad_evidence", "the key is not a validator")
+    if not (first.signature_valid() and second.signature_valid()):
+        raise TxRejected("bad_evidence", "a vote's signature does not verify")
+    key = sha256(pack([first.validator, first.height, first.round, int(first.vote_type)]))
+    if state.get(Table.EVIDENCE, key) is not None:
+        raise TxRejected("duplicate_evidence", "this equivocation is recorded already")
+    low, high = sorted([first.block_hash, second.block_hash])
+    evidence = Evidence(
+        first.validator, first.height, first.round, int(first.vote_type), low, high, ctx.height
+    )
+    state.save(Table.EVIDENCE, key, evidence)
 
 
 def apply_pending(state: Overlay, height: int) -> None:

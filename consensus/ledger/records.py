@@ -202,6 +202,19 @@ class PendingChanges(Record):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Evidence(Record):
+    """A validator signed two different votes for one height, round and type."""
+
+    validator: PublicKey
+    height: int
+    round: int
+    vote_type: int
+    first_hash: MaybeHash
+    second_hash: MaybeHash
+    reported_height: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class GovernanceState(Record):
     threshold: int
     name: Name = "governance"

@@ -43,6 +43,7 @@ class Table(enum.IntEnum):
     EMERGENCY = 10  # emergency id (32) -> Emergency
     ERASURE = 11  # vault id (20) + record id (16) + attesting key (32) -> Attestation
     PATIENT_VAULT = 12  # patient account (20) + data type name -> vault id
+    EVIDENCE = 13  # sha256(validator, height, round, vote type) -> Evidence
 
 
 class StateReader(Protocol):

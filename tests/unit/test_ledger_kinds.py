@@ -32,7 +32,7 @@ from carechain.consensus.ledger.records import (
     ValidatorAction,
 )
 from carechain.consensus.ledger.state import Overlay, Table
-from carechain.consensus.types import Tx, TxSignature, Validator
+from carechain.consensus.types import Tx, TxSignature, Validator, Vote, VoteType
 from carechain.node import builders
 from carechain.tests.ledger_world import CHAIN_ID, DAY_MS, World
 from carechain.tests.strategies import deterministic_key
@@ -748,3 +748,68 @@ def test_governance_rejects_unknown_validators_and_acts_only_through_its_account
         removal, account=world.patient, nonce=world.nonce(world.patient)
     )
     assert world.reject(_governance(world, elsewhere, 3)).code == "bad_account"
+
+
+# --- evidence ------------------------------------------------------------------------------------
+
+
+def _votes(world: World, second_hash: bytes = b"\x02" * 32) -> tuple[Vote, Vote]:
+    key = world.validator_keys[1]
+    first = Vote(CHAIN_ID, VoteType.PRECOMMIT, 3, 0, b"\x01" * 32, key.public_key).signed_by(key)
+    second = dataclasses.replace(first, block_hash=second_hash).signed_by(key)
+    return first, second
+
+
+def test_equivocation_evidence_is_recorded_once() -> None:
+    world = World()
+    first, second = _votes(world)
+    tx = builders.report_equivocation(CHAIN_ID, world.expiry(), first, second)
+    world.block(tx)
+    recorded = [e for t, _, e in world.store.entries() if t is Table.EVIDENCE]
+    assert len(recorded) == 1
+    assert (
+        world.reject(builders.report_equivocation(CHAIN_ID, world.expiry(), second, first)).code
+        == "duplicate_evidence"
+    )
+
+
+EVIDENCE_REJECTIONS: list[tuple[str, Callable[[World], Tx]]] = [
+    (
+        "bad_evidence",
+        lambda w: builders.report_equivocation(CHAIN_ID, w.expiry(), *_votes(w, b"\x01" * 32)),
+    ),
+    (
+        "bad_evidence",
+        lambda w: builders.report_equivocation(
+            CHAIN_ID,
+            w.expiry(),
+            _votes(w)[0],
+            dataclasses.replace(_votes(w)[1], signature=bytes(64)),
+        ),
+    ),
+    (
+        "bad_evidence",
+        lambda w: builders.report_equivocation(
+            CHAIN_ID,
+            w.expiry(),
+            _votes(w)[0],
+            dataclasses.replace(_votes(w)[1], round=1).signed_by(w.validator_keys[1]),
+        ),
+    ),
+    (
+        "bad_account",
+        lambda w: dataclasses.replace(
+            builders.report_equivocation(CHAIN_ID, w.expiry(), *_votes(w)), nonce=1
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("code", "make"),
+    EVIDENCE_REJECTIONS,
+    ids=[f"{c}-{i}" for i, (c, _) in enumerate(EVIDENCE_REJECTIONS)],
+)
+def test_evidence_rejections(code: str, make: Callable[[World], Tx]) -> None:
+    world = World()
+    assert world.reject(make(world)).code == code

@@ -1,0 +1,133 @@
+"""The engine's `Application` on top of the ledger: builds proposals from pending
+transactions, and validates a block by checking its header and re-executing it.
+
+It reads committed state through `ChainView` and never writes: the shell commits a decided
+block, taking the already computed diff from `executed(block_hash)` instead of executing the
+block a second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from carechain.consensus.genesis import Genesis
+from carechain.consensus.ledger.apply import SignerCheck, apply_block, select_txs, verified_signers
+from carechain.consensus.ledger.context import BlockContext, ChainContext
+from carechain.consensus.ledger.errors import BlockRejected
+from carechain.consensus.ledger.governance import validator_set_at
+from carechain.consensus.ledger.state import StateDiff, StateReader, state_root
+from carechain.consensus.types import ZERO_HASH, Block, BlockHeader, Tx, ValidatorSet, merkle_root
+
+
+class ChainView(StateReader, Protocol):
+    """Committed chain state: the ledger's entries plus what the last block said."""
+
+    @property
+    def height(self) -> int: ...
+
+    @property
+    def accumulator(self) -> int: ...
+
+    def last_header(self) -> BlockHeader | None: ...
+
+
+class LedgerApplication:
+    def __init__(
+        self,
+        genesis: Genesis,
+        view: ChainView,
+        pending: Callable[[], Iterable[Tx]],
+        check_signers: SignerCheck = verified_signers,
+    ) -> None:
+        self.genesis = genesis
+        self.chain = ChainContext.from_genesis(genesis)
+        self.view = view
+        self.pending = pending
+        self.check_signers = check_signers
+        self._executed: dict[bytes, StateDiff] = {}
+        self.rejected: list[tuple[Tx, str]] = []  # proposer's leftovers, for the mempool
+
+    # -- what the engine asks ---------------------------------------------------------------
+    def committed_height(self) -> int:
+        return self.view.height
+
+    def last_block_hash(self) -> bytes:
+        header = self.view.last_header()
+        return header.hash() if header else ZERO_HASH
+
+    def last_block_time_ms(self) -> int:
+        header = self.view.last_header()
+        return header.time_ms if header else self.genesis.genesis_time_ms
+
+    def validator_set(self, height: int) -> ValidatorSet:
+        return validator_set_at(self.view, height)
+
+    def has_pending(self) -> bool:
+        return next(iter(self.pending()), None) is not None
+
+    def propose(self, height: int, round: int, time_ms: int, proposer: bytes) -> Block:
+        context = BlockContext(self.chain, height, time_ms)
+        params = self.chain.params
+        selection = select_txs(
+            self.view,
+            self.pending(),
+            context,
+            max_txs=params.max_block_txs,
+            max_bytes=params.max_block_bytes - 1024,  # room for the header
+            check_signers=self.check_signers,
+        )
+        self.rejected = [(tx, reason.code) for tx, reason in selection.rejected]
+        header = BlockHeader(
+            chain_id=self.chain.chain_id,
+            height=height,
+            round=round,
+            time_ms=time_ms,
+            proposer=proposer,
+            parent_hash=self.last_block_hash(),
+            tx_root=merkle_root([tx.witness_hash for tx in selection.txs]),
+            state_root=state_root(selection.diff.advance(self.view.accumulator)),
+            validator_set_hash=self.validator_set(height).hash(),
+        )
+        block = Block(header, selection.txs)
+        self._executed = {block.block_hash: selection.diff}
+        return block
+
+    def validate(self, block: Block) -> str | None:
+        problem = self._check_header(block)
+        if problem:
+            return problem
+        try:
+            diff = apply_block(self.view, block, self.chain, self.check_signers)
+        except BlockRejected as exc:
+            return str(exc)
+        if state_root(diff.advance(self.view.accumulator)) != block.header.state_root:
+            return f"height {block.header.height}: state root differs from re-execution"
+        self._executed[block.block_hash] = diff
+        return None
+
+    def _check_header(self, block: Block) -> str | None:
+        header = block.header
+        height = self.view.height + 1
+        validators = self.validator_set(height)
+        checks = [
+            (header.chain_id == self.chain.chain_id, "block for another chain"),
+            (header.height == height, f"block height {header.height}, expected {height}"),
+            (header.parent_hash == self.last_block_hash(), "block does not extend our head"),
+            (header.time_ms > self.last_block_time_ms(), "block time does not move forward"),
+            (header.proposer in validators.by_key, "proposer is not a validator"),
+            (header.validator_set_hash == validators.hash(), "wrong validator set hash"),
+            (len(block.txs) <= self.chain.params.max_block_txs, "too many transactions"),
+            (len(block.encode()) <= self.chain.params.max_block_bytes, "block too large"),
+            (header.tx_root == block.computed_tx_root(), "tx root does not match"),
+        ]
+        return next((reason for ok, reason in checks if not ok), None)
+
+    # -- what the shell asks ----------------------------------------------------------------
+    def executed(self, block: Block) -> StateDiff:
+        """The diff of a validated or proposed block (computed again if it was not)."""
+        diff = self._executed.get(block.block_hash)
+        if diff is None:
+            diff = apply_block(self.view, block, self.chain, self.check_signers)
+        self._executed = {}
+        return diff

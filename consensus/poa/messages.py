@@ -1,0 +1,116 @@
+"""What validators send each other, and what the engine writes to its WAL.
+
+- `Proposal`: a block for (height, round), with the round of the proof-of-lock it re-proposes
+  (`pol_round`, -1 for a fresh block), signed by the round's proposer under Purpose.PROPOSAL.
+- `Vote` (consensus.types): prevote or precommit for a block hash or nil.
+- `Commit`: a decided block with its commit certificate, so a validator that missed the
+  precommits commits without another round, and a lagging one learns it must sync.
+
+One envelope carries any of them on the wire (`encode_message` / `decode_message`), with a
+size limit on every decode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Annotated, Final
+
+from carechain.consensus.codec import IntRange, Record, Size, pack, unpack
+from carechain.consensus.crypto import SIGNATURE_BYTES, PrivateKey, Purpose, sha256, verify
+from carechain.consensus.errors import DecodeError
+from carechain.consensus.types import (
+    Block,
+    ChainId,
+    CommitCertificate,
+    PublicKey,
+    Vote,
+)
+
+MESSAGE_BYTES_MAX: Final = 16 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Proposal(Record):
+    chain_id: ChainId
+    height: Annotated[int, IntRange(1, 2**63)]
+    round: Annotated[int, IntRange(0, 2**31)]
+    pol_round: Annotated[int, IntRange(-1, 2**31)]
+    block: Block
+    proposer: PublicKey
+    signature: Annotated[bytes, Size(0, SIGNATURE_BYTES)] = b""
+
+    def payload_hash(self) -> bytes:
+        return sha256(
+            pack([self.chain_id, self.height, self.round, self.pol_round, self.block.block_hash])
+        )
+
+    def signed_by(self, key: PrivateKey) -> Proposal:
+        signature = key.sign(Purpose.PROPOSAL, self.chain_id, self.payload_hash())
+        return dataclasses.replace(self, signature=signature)
+
+    def signature_valid(self) -> bool:
+        return verify(
+            self.proposer, Purpose.PROPOSAL, self.chain_id, self.payload_hash(), self.signature
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Commit(Record):
+    block: Block
+    certificate: CommitCertificate
+
+
+class MessageKind(enum.IntEnum):
+    PROPOSAL = 1
+    VOTE = 2
+    COMMIT = 3
+
+
+ConsensusMessage = Proposal | Vote | Commit
+_KINDS: Final[dict[type[Record], MessageKind]] = {
+    Proposal: MessageKind.PROPOSAL,
+    Vote: MessageKind.VOTE,
+    Commit: MessageKind.COMMIT,
+}
+_TYPES: Final = {kind: record for record, kind in _KINDS.items()}
+
+
+def encode_message(message: ConsensusMessage) -> bytes:
+    return pack([int(_KINDS[type(message)]), message.encode()])
+
+
+def decode_message(data: bytes, *, max_bytes: int = MESSAGE_BYTES_MAX) -> ConsensusMessage:
+    """Decode a wire message; DecodeError for anything malformed, unknown or oversize."""
+    envelope = unpack(data, max_bytes=max_bytes)
+    if not isinstance(envelope, list) or len(envelope) != 2:
+        raise DecodeError("a consensus message is [kind, body]")
+    kind, body = envelope
+    if not isinstance(kind, int) or kind not in _TYPES or not isinstance(body, bytes):
+        raise DecodeError(f"unknown consensus message kind {kind!r}")
+    return _TYPES[MessageKind(kind)].decode(body, max_bytes=max_bytes)  # type: ignore[return-value]
+
+
+class WalKind(enum.IntEnum):
+    PROPOSAL = 1  # our own signed proposal (with its block)
+    VOTE = 2  # our own signed vote
+    LOCK = 3  # a `Lock`: the block we locked on and the prevotes that justified it
+
+
+@dataclasses.dataclass(frozen=True)
+class Lock(Record):
+    """A lock survives a restart with its proof: without the prevotes, a re-proposal of the
+    locked block could not convince anyone who missed that round, and the chain would stall."""
+
+    block: Block
+    prevotes: Annotated[tuple[Vote, ...], Size(1, 256)]
+
+
+@dataclasses.dataclass(frozen=True)
+class WalRecord(Record):
+    """One WAL entry. Written (and fsynced) before the message it guards is sent."""
+
+    kind: WalKind
+    height: Annotated[int, IntRange(1, 2**63)]
+    round: Annotated[int, IntRange(0, 2**31)]
+    payload: bytes  # the encoded Proposal, Vote or Lock
