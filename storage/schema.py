@@ -1,10 +1,13 @@
 """Every key layout in the store, in one place.
 
-    m<name>                    store metadata (schema version, state height, accumulator)
+    m<name>                    store metadata (schema version, state height, accumulator, head)
     s<table:1><key>            ledger state entry (consensus.ledger.state.Table)
+    b<height:8>                block (canonical encoding)
+    c<height:8>                the block's commit certificate
+    h<block hash:32>           height of a block hash
+    t<tx id:32>                height:8 and position:4 of a committed transaction
 
-Later layouts (blocks, certificates, transaction index, head) are added here too, never
-spelled out elsewhere.
+No other module spells out a key.
 """
 
 from __future__ import annotations
@@ -21,6 +24,47 @@ STATE_PREFIX: Final = b"s"
 SCHEMA_VERSION_KEY: Final = META_PREFIX + b"schema_version"
 STATE_HEIGHT_KEY: Final = META_PREFIX + b"state_height"
 ACCUMULATOR_KEY: Final = META_PREFIX + b"state_accumulator"
+
+
+BLOCK_PREFIX: Final = b"b"
+CERTIFICATE_PREFIX: Final = b"c"
+BLOCK_HASH_PREFIX: Final = b"h"
+TX_PREFIX: Final = b"t"
+HEAD_KEY: Final = META_PREFIX + b"head"  # height:8 + block hash:32
+
+
+def block_key(height: int) -> bytes:
+    return BLOCK_PREFIX + height.to_bytes(8, "big")
+
+
+def certificate_key(height: int) -> bytes:
+    return CERTIFICATE_PREFIX + height.to_bytes(8, "big")
+
+
+def block_hash_key(block_hash: bytes) -> bytes:
+    return BLOCK_HASH_PREFIX + block_hash
+
+
+def tx_key(tx_id: bytes) -> bytes:
+    return TX_PREFIX + tx_id
+
+
+def encode_head(height: int, block_hash: bytes) -> bytes:
+    return height.to_bytes(8, "big") + block_hash
+
+
+def decode_head(raw: bytes) -> tuple[int, bytes]:
+    if len(raw) != 40:
+        raise ValueError(f"head pointer is {len(raw)} bytes, expected 40")
+    return int.from_bytes(raw[:8], "big"), raw[8:]
+
+
+def encode_tx_location(height: int, position: int) -> bytes:
+    return height.to_bytes(8, "big") + position.to_bytes(4, "big")
+
+
+def decode_tx_location(raw: bytes) -> tuple[int, int]:
+    return int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:12], "big")
 
 
 def state_key(table: Table, key: bytes) -> bytes:

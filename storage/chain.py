@@ -1,0 +1,161 @@
+"""The node's chain on one KV store: blocks, certificates, indexes and ledger state, committed
+together.
+
+Committing a block is one atomic write batch with sync: the block, its certificate, the hash
+and transaction indexes, the state diff, the state height and root, and the head pointer. A
+crash leaves the old head or the new one, never half. Opening checks that what is on disk is
+consistent and says exactly what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from carechain.consensus.errors import CarechainError, InvalidInput
+from carechain.consensus.genesis import Genesis
+from carechain.consensus.ledger.state import StateDiff, Table, state_root
+from carechain.consensus.types import Block, BlockHeader, CommitCertificate
+from carechain.storage import schema
+from carechain.storage.kv import KV, LevelKV, WriteBatch
+from carechain.storage.state import StateCorruptError, StateStore
+
+
+class ChainCorruptError(InvalidInput):
+    code = "chain_corrupt"
+
+
+class ChainStore:
+    """Blocks and state of one node. Implements the consensus `ChainView`."""
+
+    def __init__(self, kv: KV) -> None:
+        self.kv = kv
+        self.state = StateStore(kv)
+        self._head_header: BlockHeader | None = None
+
+    @classmethod
+    def open(cls, path: Path, genesis: Genesis, *, verify_state: bool = False) -> ChainStore:
+        """Open (creating from genesis if empty) and check consistency."""
+        store = cls(LevelKV(path))
+        try:
+            if not store.state.initialized:
+                store.state.initialize(genesis)
+            store.check(verify_state=verify_state)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        self.kv.close()
+
+    # -- ChainView ------------------------------------------------------------------------------
+    def get(self, table: Table, key: bytes) -> bytes | None:
+        return self.state.get(table, key)
+
+    @property
+    def height(self) -> int:
+        return self.state.height
+
+    @property
+    def accumulator(self) -> int:
+        return self.state.accumulator
+
+    def last_header(self) -> BlockHeader | None:
+        if self._head_header is None and self.height > 0:
+            self._head_header = self.block(self.height).header
+        return self._head_header
+
+    # -- reading --------------------------------------------------------------------------------
+    def head(self) -> tuple[int, bytes] | None:
+        raw = self.kv.get(schema.HEAD_KEY)
+        return None if raw is None else schema.decode_head(raw)
+
+    def block(self, height: int) -> Block:
+        raw = self.kv.get(schema.block_key(height))
+        if raw is None:
+            raise ChainCorruptError(f"no block at height {height} (head is {self.height})")
+        return Block.decode(raw, max_bytes=len(raw))
+
+    def certificate(self, height: int) -> CommitCertificate:
+        raw = self.kv.get(schema.certificate_key(height))
+        if raw is None:
+            raise ChainCorruptError(f"no commit certificate at height {height}")
+        return CommitCertificate.decode(raw, max_bytes=len(raw))
+
+    def height_of(self, block_hash: bytes) -> int | None:
+        raw = self.kv.get(schema.block_hash_key(block_hash))
+        return None if raw is None else int.from_bytes(raw, "big")
+
+    def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
+        raw = self.kv.get(schema.tx_key(tx_id))
+        return None if raw is None else schema.decode_tx_location(raw)
+
+    def blocks(self, first: int, last: int) -> Iterator[tuple[Block, CommitCertificate]]:
+        """Committed blocks first..last (inclusive) with their certificates, in order."""
+        for height in range(max(first, 1), min(last, self.height) + 1):
+            yield self.block(height), self.certificate(height)
+
+    # -- writing --------------------------------------------------------------------------------
+    def commit(self, block: Block, certificate: CommitCertificate, diff: StateDiff) -> bytes:
+        """Commit `block` atomically; returns the new state root (which must equal the
+        header's: the caller validated the block, so a difference is our bug)."""
+        height = block.header.height
+        if height != self.height + 1:
+            raise ChainCorruptError(f"the chain is at {self.height}; cannot commit {height}")
+        batch = WriteBatch()
+        block_hash = block.block_hash
+        batch.put(schema.block_key(height), block.encode())
+        batch.put(schema.certificate_key(height), certificate.encode())
+        batch.put(schema.block_hash_key(block_hash), height.to_bytes(8, "big"))
+        for position, tx in enumerate(block.txs):
+            batch.put(schema.tx_key(tx.id), schema.encode_tx_location(height, position))
+        batch.put(schema.HEAD_KEY, schema.encode_head(height, block_hash))
+        self.state.stage(diff, height, batch)
+        root = state_root(diff.advance(self.state.accumulator))
+        assert root == block.header.state_root, f"height {height}: committing a wrong state root"
+        self.kv.write(batch, sync=True)
+        self._head_header = block.header
+        return root
+
+    # -- checking -------------------------------------------------------------------------------
+    def check(self, *, verify_state: bool = False) -> None:
+        """Raise ChainCorruptError naming the first inconsistency found."""
+        version = self.kv.get(schema.SCHEMA_VERSION_KEY)
+        if version is None or int.from_bytes(version, "big") != schema.SCHEMA_VERSION:
+            raise ChainCorruptError(
+                f"data directory has schema version {version!r}; this carechain reads "
+                f"{schema.SCHEMA_VERSION}",
+                hint="use the carechain release that wrote it, or resync into a new directory",
+            )
+        height = self.state.height
+        head = self.head()
+        if height == 0:
+            if head is not None:
+                raise ChainCorruptError("a head block is recorded but the state is at genesis")
+            return
+        if head is None:
+            raise ChainCorruptError(f"state is at height {height} but no head block is recorded")
+        head_height, head_hash = head
+        if head_height != height:
+            raise ChainCorruptError(
+                f"head block is at height {head_height} but state is at height {height}",
+                hint="the directory was changed outside carechain; restore it from a backup",
+            )
+        try:
+            block = self.block(height)
+            self.certificate(height)
+        except CarechainError as exc:
+            raise ChainCorruptError(f"head block {height} is unreadable: {exc}") from None
+        if block.block_hash != head_hash:
+            raise ChainCorruptError(f"head pointer names a different block than height {height}")
+        if block.header.state_root != self.state.root:
+            raise ChainCorruptError(
+                f"state root {self.state.root.hex()[:16]} differs from block {height}'s "
+                f"{block.header.state_root.hex()[:16]}"
+            )
+        if verify_state:
+            try:
+                self.state.verify()
+            except StateCorruptError as exc:
+                raise ChainCorruptError(str(exc)) from None

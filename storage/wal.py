@@ -1,0 +1,158 @@
+"""The consensus write-ahead log: what this validator signed, durable before it is sent.
+
+One file per height (`wal-<height>.log`), append-only. Each record is framed as
+`magic:2 | length:4 | crc32(length, payload):4 | payload`. The node appends the engine's
+`WriteWal` records and calls `sync()` (flush + fsync) before it sends anything they guard.
+
+On open, every file is read back. A damaged *tail* (a torn write after a crash: a short
+header, a record cut short, or a last record whose checksum fails) is cut off, and a warning
+says so. Damage *followed by valid records* cannot come from a crash; it is reported as an
+error and never skipped, because replaying around it could make the validator sign twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+import zlib
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from carechain.consensus.errors import CarechainError, InvalidInput
+from carechain.consensus.poa.messages import WalRecord
+
+MAGIC: Final = b"\xcc\xc1"
+HEADER: Final = struct.Struct(">2sII")
+RECORD_BYTES_MAX: Final = 64 * 1024 * 1024
+_NAME: Final = re.compile(r"^wal-(\d{20})\.log$")
+
+log = logging.getLogger("carechain.wal")
+
+
+class WalCorruptError(InvalidInput):
+    code = "wal_corrupt"
+
+
+def _frame(payload: bytes) -> bytes:
+    length = struct.pack(">I", len(payload))
+    return HEADER.pack(MAGIC, len(payload), zlib.crc32(length + payload)) + payload
+
+
+def _frame_at(data: bytes, position: int) -> tuple[bytes, int] | None:
+    """The payload of a valid frame at `position` and the position after it, else None."""
+    if len(data) - position < HEADER.size:
+        return None
+    magic, length, crc = HEADER.unpack_from(data, position)
+    end = position + HEADER.size + length
+    if magic != MAGIC or length > RECORD_BYTES_MAX or end > len(data):
+        return None
+    payload = data[position + HEADER.size : end]
+    if zlib.crc32(struct.pack(">I", length) + payload) != crc:
+        return None
+    return payload, end
+
+
+def _valid_frame_after(data: bytes, position: int) -> bool:
+    start = position + 1
+    while (found := data.find(MAGIC, start)) != -1:
+        if _frame_at(data, found) is not None:
+            return True
+        start = found + 1
+    return False
+
+
+def read_records(path: Path) -> tuple[list[WalRecord], int, int]:
+    """Records of one file, the byte length of its valid prefix, and the file's length.
+
+    Raises WalCorruptError when damage is followed by valid records."""
+    data = path.read_bytes()
+    records: list[WalRecord] = []
+    position = 0
+    while position < len(data):
+        frame = _frame_at(data, position)
+        if frame is None:
+            if _valid_frame_after(data, position):
+                raise WalCorruptError(
+                    f"{path}: record at byte {position} is damaged and valid records follow it",
+                    hint="this is not a torn write; restore the WAL from a backup or, after "
+                    "making sure this validator signs nothing at this height, remove the file",
+                )
+            break
+        payload, position = frame
+        try:
+            records.append(WalRecord.decode(payload, max_bytes=RECORD_BYTES_MAX))
+        except CarechainError as exc:
+            raise WalCorruptError(
+                f"{path}: a record's checksum is right but it is unreadable: {exc}"
+            ) from None
+    return records, position, len(data)
+
+
+class ConsensusWal:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self._records: list[WalRecord] = []
+        self.repairs: list[str] = []
+        self._file: BinaryIO | None = None
+        self._height = 0
+        self._dirty = False
+        for height, path in self._files():
+            records, valid, size = read_records(path)
+            if valid < size:
+                message = f"{path}: cut a torn tail of {size - valid} bytes after a crash"
+                log.warning(message)
+                self.repairs.append(message)
+                with path.open("r+b") as handle:
+                    handle.truncate(valid)
+                    os.fsync(handle.fileno())
+            self._records.extend(records)
+            self._height = height
+
+    def _files(self) -> list[tuple[int, Path]]:
+        found = []
+        for path in self.folder.iterdir():
+            match = _NAME.match(path.name)
+            if match:
+                found.append((int(match.group(1)), path))
+        return sorted(found)
+
+    def _path(self, height: int) -> Path:
+        return self.folder / f"wal-{height:020d}.log"
+
+    def records(self, height: int | None = None) -> list[WalRecord]:
+        return [r for r in self._records if height is None or r.height == height]
+
+    def rotate(self, height: int) -> None:
+        """Start the file of `height`; drop files of heights below height - 1."""
+        self.sync()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._height = height
+        for old, path in self._files():
+            if old < height - 1:
+                path.unlink()
+        self._records = [r for r in self._records if r.height >= height - 1]
+
+    def append(self, record: WalRecord) -> None:
+        if self._file is None:
+            self._file = self._path(max(self._height, record.height)).open("ab")
+        self._file.write(_frame(record.encode()))
+        self._records.append(record)
+        self._dirty = True
+
+    def sync(self) -> None:
+        """Make every appended record durable (flush and fsync)."""
+        if self._file is not None and self._dirty:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        self._dirty = False
+
+    def close(self) -> None:
+        self.sync()
+        if self._file is not None:
+            self._file.close()
+            self._file = None

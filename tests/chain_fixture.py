@@ -1,0 +1,60 @@
+"""Real blocks with real commit certificates, for storage, sync and audit tests: a one-validator
+chain whose blocks each register a few patients. Built once per process and cached."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+from carechain.consensus.genesis import ConsensusParams, Genesis
+from carechain.consensus.types import (
+    Block,
+    CommitCertificate,
+    CommitSignature,
+    Validator,
+    ValidatorSet,
+    Vote,
+    VoteType,
+)
+from carechain.node import builders
+from carechain.node.local_chain import LocalChain
+from carechain.storage.kv import MemoryKV
+from carechain.tests.strategies import deterministic_key
+
+CHAIN_ID = "carechain-fixture"
+GENESIS_TIME_MS = 1_790_000_000_000
+VALIDATOR = deterministic_key(90)
+
+
+@functools.cache
+def fixture_genesis() -> Genesis:
+    validators = ValidatorSet.of([Validator("v0", VALIDATOR.public_key, VALIDATOR.public_key, 10)])
+    return Genesis(CHAIN_ID, GENESIS_TIME_MS, validators, 1, (), ConsensusParams(), ())
+
+
+def certify(block: Block) -> CommitCertificate:
+    vote = Vote(
+        CHAIN_ID, VoteType.PRECOMMIT, block.header.height, 0, block.block_hash, VALIDATOR.public_key
+    ).signed_by(VALIDATOR)
+    return CommitCertificate(
+        block.header.height, 0, block.block_hash, (CommitSignature(vote.validator, vote.signature),)
+    )
+
+
+@functools.cache
+def certified_blocks(count: int, txs_per_block: int = 3) -> list[tuple[Block, CommitCertificate]]:
+    ticks = itertools.count(GENESIS_TIME_MS + 1000, 1000)
+    chain = LocalChain(MemoryKV(), fixture_genesis(), VALIDATOR.public_key, lambda: next(ticks))
+    keys = (deterministic_key(100_000 + i) for i in itertools.count())
+    made = []
+    for _ in range(count):
+        txs = []
+        for _ in range(txs_per_block):
+            first, second = next(keys), next(keys)
+            draft = builders.register_patient(
+                CHAIN_ID, (first.public_key, second.public_key), GENESIS_TIME_MS + 10**9
+            )
+            txs.append(draft.signed(first, second))
+        block = chain.commit(*txs)
+        made.append((block, certify(block)))
+    return made
