@@ -105,6 +105,17 @@ async def from_file(path: Path, size: int = CHUNK_BYTES) -> AsyncIterator[bytes]
             yield piece
 
 
+def content_id_of(data: bytes) -> str:
+    """The content id `BlobStore.put` gives these bytes."""
+    if len(data) <= CHUNK_BYTES:
+        return cid_of(data)
+    chunks = tuple(
+        Chunk(hashlib.sha256(data[i : i + CHUNK_BYTES]).digest(), len(data[i : i + CHUNK_BYTES]))
+        for i in range(0, len(data), CHUNK_BYTES)
+    )
+    return cid_of(Manifest(len(data), chunks).encode())
+
+
 class BlobStore:
     def __init__(self, objects: ObjectStore) -> None:
         self.objects = objects

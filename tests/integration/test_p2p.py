@@ -1,0 +1,325 @@
+"""The network, end to end: the same tests on real libp2p hosts on 127.0.0.1 and on the
+in-memory twin, plus attacks only a real socket can carry."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import struct
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import multiaddr
+import pytest
+import pytest_asyncio
+import trio
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
+
+from carechain.consensus.crypto import PrivateKey, peer_id
+from carechain.consensus.ledger.bodies import PutRecord
+from carechain.consensus.poa.application import LedgerApplication
+from carechain.consensus.poa.messages import Commit
+from carechain.node import builders
+from carechain.node.blob_service import BlobRequest, BlobService, fetch_from_peer
+from carechain.node.sync import BlockSync, range_provider
+from carechain.p2p.libp2p_net import MESSAGES, Libp2pNetwork
+from carechain.p2p.memory import MemoryHub, MemoryNetwork
+from carechain.p2p.network import FRAME_HEADER, Network, PeerError, Topic, encode_frame
+from carechain.storage.blobs.backends import MemoryObjects
+from carechain.storage.blobs.store import BlobStore, from_bytes
+from carechain.storage.chain import ChainStore
+from carechain.storage.kv import MemoryKV
+from carechain.tests.chain_fixture import certified_blocks, fixture_genesis
+from carechain.tests.ledger_world import CHAIN_ID, World
+
+
+def _key(index: int) -> PrivateKey:
+    return PrivateKey(bytes([index]) * 32)
+
+
+async def _eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+@dataclasses.dataclass
+class Cluster:
+    kind: str
+    hub: MemoryHub = dataclasses.field(default_factory=MemoryHub)
+    started: list[Any] = dataclasses.field(default_factory=list)
+
+    async def network(self, index: int, allowed: set[int], dial: list[Any] | None = None) -> Any:
+        ids = {peer_id(_key(i).public_key) for i in allowed}
+        if self.kind == "memory":
+            net: Any = MemoryNetwork(self.hub, peer_id(_key(index).public_key), ids)
+        else:
+            addresses = [n.listen_addrs[0] for n in dial or []]
+            net = Libp2pNetwork(_key(index), "/ip4/127.0.0.1/tcp/0", dial=addresses, allowed=ids)
+        await net.start()
+        self.started.append(net)
+        return net
+
+    async def full_mesh(self, count: int) -> list[Any]:
+        everyone = set(range(1, count + 1))
+        nets: list[Any] = []
+        for index in range(1, count + 1):
+            nets.append(await self.network(index, everyone - {index}, dial=list(nets)))
+        await _eventually(lambda: all(len(n.peers()) == count - 1 for n in nets))
+        return nets
+
+
+@pytest_asyncio.fixture(params=["memory", "libp2p"])
+async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    made = Cluster(request.param)
+    yield made
+    for net in made.started:
+        await net.stop()
+
+
+async def _drain(net: Network, count: int) -> list[Any]:
+    return [await asyncio.wait_for(net.inbox.get(), 10) for _ in range(count)]
+
+
+@pytest.mark.asyncio
+async def test_four_nodes_connect_and_fan_out(cluster: Cluster) -> None:
+    nets = await cluster.full_mesh(4)
+    for sender in nets:
+        await sender.broadcast(Topic.CONSENSUS, f"from {sender.local_id}".encode())
+    for receiver in nets:
+        got = await _drain(receiver, 3)
+        assert {m.peer for m in got} == {n.local_id for n in nets} - {receiver.local_id}
+        assert all(m.topic is Topic.CONSENSUS for m in got)
+    await nets[0].send(nets[2].local_id, Topic.TX, b"only you")
+    (message,) = await _drain(nets[2], 1)
+    assert (message.peer, message.payload) == (nets[0].local_id, b"only you")
+
+
+@pytest.mark.asyncio
+async def test_an_unregistered_peer_is_refused_inbound_and_outbound(cluster: Cluster) -> None:
+    nets = await cluster.full_mesh(3)
+    outsider = await cluster.network(9, {1, 2, 3}, dial=nets)  # dials in: inbound refusal
+    if cluster.kind == "libp2p":
+        nets[0].dial.append(outsider.listen_addrs[0])  # a member dials out: outbound refusal
+    await asyncio.sleep(2.5)
+    assert outsider.peers() == []
+    assert all(outsider.local_id not in n.peers() for n in nets)
+    if cluster.kind == "libp2p":
+        assert sum(n.refused for n in nets) >= 1
+        assert nets[0].refused >= 1, "the outbound dial was refused after the handshake"
+
+
+@pytest.mark.asyncio
+async def test_a_node_removed_by_governance_is_disconnected(cluster: Cluster) -> None:
+    nets = await cluster.full_mesh(4)
+    removed = nets[3].local_id
+    for net in nets[:3]:
+        net.allow({n.local_id for n in nets[:3]} - {net.local_id})
+    await _eventually(lambda: all(removed not in n.peers() for n in nets[:3]))
+    await nets[0].broadcast(Topic.TX, b"after removal")
+    assert len(await _drain(nets[1], 1)) == 1
+    await asyncio.sleep(0.3)
+    assert nets[3].inbox.empty()
+
+
+BLOCKS = 5000
+
+
+def _chain_with(blocks: int) -> ChainStore:
+    store = ChainStore(MemoryKV())
+    store.state.initialize(fixture_genesis())
+    app = LedgerApplication(fixture_genesis(), store, lambda: ())
+    for block, certificate in certified_blocks(blocks, txs_per_block=0):
+        assert app.validate(block) is None
+        store.commit(block, certificate, app.executed(block))
+    return store
+
+
+@pytest.fixture(scope="module")
+def full_chain() -> ChainStore:
+    return _chain_with(BLOCKS)
+
+
+@pytest.mark.asyncio
+async def test_sync_5000_blocks_through_a_broken_stream_and_a_forger(
+    cluster: Cluster, full_chain: ChainStore
+) -> None:
+    client_net, breaking, forging, honest = await cluster.full_mesh(4)
+    good = range_provider(full_chain)
+
+    async def breaks_midway(remote: str, first: int, last: int) -> AsyncIterator[bytes]:
+        sent = 0
+        async for item in good(remote, first, last):
+            if sent == 700:
+                raise PeerError("connection reset")
+            sent += 1
+            yield item
+
+    async def forges(remote: str, first: int, last: int) -> AsyncIterator[bytes]:
+        async for item in good(remote, first, last):
+            commit = Commit.decode(item, max_bytes=len(item))
+            forged = dataclasses.replace(
+                commit.certificate,
+                precommits=commit.certificate.precommits[:0] or commit.certificate.precommits,
+            )
+            block = dataclasses.replace(
+                commit.block,
+                header=dataclasses.replace(
+                    commit.block.header, time_ms=commit.block.header.time_ms + 1
+                ),
+            )
+            yield Commit(block, forged).encode()
+
+    breaking.serve_range(breaks_midway)
+    forging.serve_range(forges)
+    honest.serve_range(good)
+    store = ChainStore(MemoryKV())
+    store.state.initialize(fixture_genesis())
+    syncer = BlockSync(client_net, store, LedgerApplication(fixture_genesis(), store, lambda: ()))
+    started = time.perf_counter()
+    reached = await syncer.sync([breaking.local_id, forging.local_id, honest.local_id], BLOCKS)
+    elapsed = time.perf_counter() - started
+    assert reached == BLOCKS
+    assert store.head() == full_chain.head()
+    assert store.state.root == full_chain.state.root
+    print(f"{cluster.kind}: synced {BLOCKS} blocks in {elapsed:.1f}s")
+
+
+@pytest.mark.asyncio
+async def test_blob_fetch_needs_a_grant(cluster: Cluster) -> None:
+    world = World()
+    vault = world.create_vault(team=("A",))
+    blobs = BlobStore(MemoryObjects())
+    ciphertext = b"encrypted ECG " * 50_000
+    content_id = await blobs.put(from_bytes(ciphertext))
+    encrypted = world.record_draft(vault).body
+    assert isinstance(encrypted, PutRecord)
+    body = dataclasses.replace(encrypted, content_id=content_id, inline_ciphertext=b"")
+    draft = builders.TxDraft(
+        CHAIN_ID, "record.put", vault, world.nonce(vault), world.expiry(), body
+    )
+    world.block(draft.signed(world.p1, world.hospital["A"]))
+    world.grant(vault, "B")
+    serving, reader = await cluster.full_mesh(2)
+    service = BlobService(world.store, CHAIN_ID, blobs, lambda: world.time_ms)
+    serving.serve_blobs(service.serve)
+
+    def request(key: PrivateKey) -> BlobRequest:
+        unsigned = BlobRequest(
+            CHAIN_ID, key.public_key, vault, body.record_id, content_id, world.time_ms
+        )
+        return unsigned.signed_by(key)
+
+    fetched = await fetch_from_peer(reader, serving.local_id, request(world.hospital["B"]))
+    assert fetched == ciphertext
+    with pytest.raises(PeerError, match="no active grant"):
+        await fetch_from_peer(reader, serving.local_id, request(world.hospital["C"]))
+    forged = dataclasses.replace(
+        request(world.hospital["C"]), reader=world.hospital["B"].public_key
+    )
+    with pytest.raises(PeerError, match="signature does not verify"):
+        await fetch_from_peer(reader, serving.local_id, forged)
+    assert (service.served, service.refused) == (1, 2)
+
+
+# --- attacks on real sockets -------------------------------------------------------------------
+
+
+async def _raw(attacker: Libp2pNetwork, victim: str, data: bytes) -> None:
+    """Open a message stream from `attacker` and write raw bytes (test-only access)."""
+
+    async def write() -> None:
+        with trio.move_on_after(5):
+            stream = await attacker._host.new_stream(ID.from_base58(victim), [MESSAGES])
+            await stream.write(data)
+            await trio.sleep(1)
+
+    attacker._to_trio(lambda: attacker._nursery.start_soon(write))
+
+
+ATTACKS = [
+    ("unknown topic", encode_frame(77, b"garbage")),
+    ("oversize frame", FRAME_HEADER.pack(1 << 30, 1) + b"x" * 100),
+    ("flood", b"".join(encode_frame(Topic.TX, b"spam") for _ in range(20_000))),
+]
+
+
+# py-libp2p 0.8.1 leaves the TCP socket of a connection it dropped mid-stream to the garbage
+# collector; that warning (and only that one) is not this project's to fix.
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
+)
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("attack", "data"), ATTACKS, ids=[a for a, _ in ATTACKS])
+async def test_garbage_oversize_and_floods_cost_the_peer_its_connection(
+    attack: str, data: bytes
+) -> None:
+    made = Cluster("libp2p")
+    try:
+        victim, bystander, attacker = await made.full_mesh(3)
+        victim.rate.rate = 2000
+        await _raw(attacker, victim.local_id, data)
+        await _eventually(lambda: attacker.local_id in victim.disconnected_for, timeout=15)
+        await bystander.send(victim.local_id, Topic.TX, b"still alive")
+        deadline = time.monotonic() + 10
+        while True:
+            message = await asyncio.wait_for(victim.inbox.get(), 10)
+            if message.payload == b"still alive" or time.monotonic() > deadline:
+                break
+        assert message.payload == b"still alive"
+    finally:
+        for net in made.started:
+            await net.stop()
+
+
+def test_a_plaintext_only_dialer_is_refused() -> None:
+    async def scenario() -> tuple[list[str], str]:
+        target = Libp2pNetwork(
+            _key(1), "/ip4/127.0.0.1/tcp/0", allowed={peer_id(_key(2).public_key)}
+        )
+        await target.start()
+        result: dict[str, Any] = {}
+
+        def dial() -> None:
+            async def main() -> None:
+                pair = create_new_key_pair(_key(2).seed)
+                host = new_host(
+                    key_pair=pair,
+                    sec_opt={TProtocol(PLAINTEXT_PROTOCOL_ID): InsecureTransport(pair)},
+                )
+                async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+                    try:
+                        with trio.fail_after(10):
+                            await host.connect(
+                                info_from_p2p_addr(multiaddr.Multiaddr(target.listen_addrs[0]))
+                            )
+                        result["outcome"] = "connected"
+                    except Exception as exc:
+                        result["outcome"] = type(exc).__name__
+
+            trio.run(main)
+
+        thread = threading.Thread(target=dial)
+        thread.start()
+        await asyncio.to_thread(thread.join, 30)
+        peers = target.peers()
+        await target.stop()
+        return peers, result.get("outcome", "")
+
+    peers, outcome = asyncio.run(scenario())
+    assert outcome != "connected"
+    assert peers == []
+
+
+def test_frame_header_is_length_then_topic() -> None:
+    assert FRAME_HEADER.size == 5
+    assert struct.unpack(">IB", encode_frame(2, b"ab")[:5]) == (2, 2)
