@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from carechain.cli.demo_ledger import open_ledger
+from carechain.cli.demo_ledger import Ledger
 from carechain.cli.demo_steps import (
     Story,
     audit,
@@ -28,21 +28,19 @@ from carechain.cli.demo_steps import (
     grant_and_read,
     home_readings,
     revoke,
-    signatures,
+    validator_down,
     vaults,
 )
+from carechain.cli.nodes import Devnet
 from carechain.cli.output import console
-from carechain.config.genesis import load_genesis, save_genesis
+from carechain.config.genesis import load_genesis
 from carechain.consensus import crypto
 from carechain.consensus.errors import AddressError, InvalidInput
 from carechain.consensus.genesis import (
-    ConsensusParams,
-    Genesis,
     Institution,
     InstitutionKind,
-    default_governance_threshold,
 )
-from carechain.consensus.types import Validator, ValidatorSet
+from carechain.node.client import Client, api_address
 from carechain.node.keystore import KdfParams, load_key, save_key
 
 CHAIN_ID = "carechain-demo"
@@ -121,42 +119,40 @@ def _identities(scenario: Scenario, cast: Cast, folder: Path) -> None:
         scenario.check(True, "a one-character typo in the address is detected by its checksum")
 
 
-def _network(scenario: Scenario, cast: Cast, folder: Path) -> Genesis:
-    scenario.step("Genesis of a 4-validator hospital network")
-    names = ("hospital-a", "hospital-b", "hospital-c", "hospital-d")
-    validators = ValidatorSet.of(
-        [
-            Validator(name, vk.public_key, nk.public_key, 10)
-            for name, vk, nk in zip(names, cast.validator_keys, cast.node_keys, strict=True)
-        ]
-    )
-    institutions = (
+def _institutions(cast: Cast) -> tuple[Institution, ...]:
+    return (
         *(
             Institution(f"hospital-{n.lower()}", InstitutionKind.HOSPITAL, k.public_key)
             for n, k in cast.hospitals.items()
         ),
         Institution("trusted-party", InstitutionKind.TRUSTED_PARTY, cast.trusted_party.public_key),
     )
-    genesis = Genesis(
+
+
+def _network(scenario: Scenario, cast: Cast, folder: Path, base_port: int) -> Devnet:
+    scenario.step("A 4-validator hospital network starts: 4 node processes over libp2p on loopback")
+    network = Devnet(
+        folder / "network",
+        4,
+        base_port,
         chain_id=CHAIN_ID,
-        genesis_time_ms=int(time.time() * 1000),
-        validators=validators,
-        governance_threshold=default_governance_threshold(4),
-        institutions=institutions,
-        params=ConsensusParams(),
-        extra_data_types=(),
+        institutions=_institutions(cast),
+        heartbeat_interval_ms=5_000,
     )
-    path = folder / "genesis.json"
-    save_genesis(path, genesis)
-    reloaded = load_genesis(path)
-    scenario.say(f"genesis hash {genesis.genesis_hash.hex()}")
-    for validator in validators.validators:
-        scenario.say(f"{validator.name:<11} node {crypto.peer_id(validator.node_key)}")
-    scenario.check(reloaded == genesis, "genesis.json reloads to the identical canonical record")
+    clients = network.start()
+    genesis = load_genesis(network.nodes[0].home / "genesis.json")
+    scenario.say(f"chain {genesis.chain_id}, genesis {genesis.genesis_hash.hex()[:16]}")
+    for node, client in zip(network.nodes, clients, strict=True):
+        scenario.say(f"{node.name}: node {node.node_id[:20]}... API {client.base_url}")
+    scenario.check(genesis.governance_threshold == 3, "governance needs 3 of the 4 validators")
+    deadline = time.monotonic() + 30
+    while min(len(c.status()["peers"]) for c in clients) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
     scenario.check(
-        genesis.governance_threshold == 3, "governance needs 3 of the 4 validators (ceil 2n/3)"
+        all(len(c.status()["peers"]) == 3 for c in clients),
+        "every node is connected to the other three",
     )
-    return genesis
+    return network
 
 
 @click.command()
@@ -166,8 +162,9 @@ def _network(scenario: Scenario, cast: Cast, folder: Path) -> Genesis:
     type=click.Path(file_okay=False, path_type=Path),
     help="Keep the demo's files here (default: a temporary folder, removed afterwards).",
 )
-def demo(folder: Path | None) -> None:
-    """Run the paper's scenario, narrated and checked; exit 1 if any check fails."""
+@click.option("--base-port", default=26900, show_default=True, type=click.IntRange(1024, 65000))
+def demo(folder: Path | None, base_port: int) -> None:
+    """Run the paper's scenario on a local 4-validator network; exit 1 if any check fails."""
     started = time.monotonic()
     scenario = Scenario()
     cast = _cast()
@@ -176,19 +173,45 @@ def demo(folder: Path | None) -> None:
         where.mkdir(parents=True, exist_ok=True)
         console.print(f"[bold]carechain demo[/bold]: files in {where}")
         _identities(scenario, cast, where)
-        genesis = _network(scenario, cast, where)
-        ledger = open_ledger(where, genesis, cast.validator_keys[0].public_key)
+        network = _network(scenario, cast, where, base_port)
         try:
-            story = Story(scenario, cast.patient_keys, cast.hospitals, cast.trusted_party, ledger)
-            for step in (vaults, home_readings, cgm_report, grant_and_read, revoke, emergency):
-                step(story)
-            signatures(story, cast.validator_keys[0])
-            names = {k.public_key: f"hospital {n}" for n, k in cast.hospitals.items()}
-            audit(story, genesis, names)
+            _story(scenario, cast, network)
         finally:
-            ledger.chain.store.kv.close()
+            network.stop()
     elapsed = time.monotonic() - started
     if scenario.failures:
         console.print(f"\n[red]{len(scenario.failures)} check(s) failed[/red] in {elapsed:.1f}s")
         sys.exit(1)
     console.print(f"\n[green]all checks passed[/green] in {elapsed:.1f}s")
+
+
+def _story(scenario: Scenario, cast: Cast, network: Devnet) -> None:
+    homes = {
+        name: network.nodes[index].home for index, name in enumerate(("A", "B", "C", "patient"))
+    }
+    clients = {name: Client(api_address(home)) for name, home in homes.items()}
+    genesis = load_genesis(homes["A"] / "genesis.json")
+    ledger = Ledger(genesis, clients["patient"])
+    story = Story(
+        check=scenario.check,
+        say=scenario.say,
+        step=scenario.step,
+        patient=cast.patient_keys,
+        hospital=cast.hospitals,
+        trusted=cast.trusted_party,
+        ledger=ledger,
+        clients=clients,
+        kill=lambda name: network.kill(network.nodes["ABC".index(name)].name),
+    )
+    for step in (
+        vaults,
+        home_readings,
+        cgm_report,
+        grant_and_read,
+        revoke,
+        emergency,
+        validator_down,
+    ):
+        step(story)
+    names = {k.public_key: f"hospital {n}" for n, k in cast.hospitals.items()}
+    audit(story, names)

@@ -1,25 +1,22 @@
-"""The paper's scenario on the ledger: vaults, co-signed reports, grants, receipts, revocation,
-emergency access, the patient's timeline, and a replay that reproduces every state root.
-
-Blocks are committed by a single-process chain (`node.local_chain`) until the validator network
-runs the same ledger; every check here is against committed state.
+"""The paper's scenario against a running network: the demo's view of the chain through the
+nodes' HTTP APIs, the patient's readings, the access timeline, and an auditor's replay.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import itertools
-from pathlib import Path
+import time
 
 from rich.table import Table as RichTable
 
 from carechain.cli.output import console
 from carechain.consensus import crypto
-from carechain.consensus.errors import DecodeError
+from carechain.consensus.errors import CarechainError, DecodeError
 from carechain.consensus.genesis import Genesis
-from carechain.consensus.ledger.apply import apply_block
+from carechain.consensus.ledger.apply import TxStatus, apply_block
 from carechain.consensus.ledger.context import ChainContext, epoch_key_key
+from carechain.consensus.ledger.governance import validator_set_at
 from carechain.consensus.ledger.records import (
     Account,
     Emergency,
@@ -29,13 +26,11 @@ from carechain.consensus.ledger.records import (
     Vault,
 )
 from carechain.consensus.ledger.state import Overlay, Table
-from carechain.consensus.types import Tx
+from carechain.consensus.types import Block, CommitCertificate, Tx
 from carechain.node import builders
 from carechain.node.agent_rules import Rule
-from carechain.node.local_chain import LocalChain
-from carechain.storage.blobs.backends import FsObjects
-from carechain.storage.blobs.store import BlobStore, from_bytes
-from carechain.storage.kv import LevelKV, MemoryKV
+from carechain.node.client import Client, RemoteState
+from carechain.storage.kv import MemoryKV
 from carechain.storage.state import StateStore
 
 DAY_MS = builders.DAY_MS
@@ -43,22 +38,41 @@ DAY_MS = builders.DAY_MS
 
 @dataclasses.dataclass
 class Ledger:
-    """The demo's chain, its blob store and the keys the patient's side keeps."""
+    """The demo's view of the running network, through the nodes' HTTP APIs, and the keys
+    the patient's side keeps. `client` is the node the current actor talks to."""
 
-    chain: LocalChain
-    blobs: BlobStore
+    genesis: Genesis
+    client: Client
     epoch_keys: dict[tuple[bytes, int], bytes] = dataclasses.field(default_factory=dict)
     record_ids: itertools.count[int] = dataclasses.field(default_factory=lambda: itertools.count(1))
 
+    @property
+    def chain_id(self) -> str:
+        return self.genesis.chain_id
+
     def state(self) -> Overlay:
-        return Overlay(self.chain.store)
+        return Overlay(RemoteState(self.client))
+
+    def entries(self, table: Table) -> list[tuple[bytes, bytes]]:
+        return RemoteState(self.client).entries(table)
+
+    def time_ms(self) -> int:
+        return max(int(time.time() * 1000), int(self.client.status()["last_block_time_ms"]) + 1)
+
+    def commit(self, tx: Tx) -> int:
+        """Submit and wait until committed; the height. TxRejected-like errors propagate."""
+        self.client.submit(tx)
+        return int(self.client.wait_committed(tx.id)["height"])
+
+    def check(self, tx: Tx) -> TxStatus:
+        return TxStatus(self.client.check(tx)["status"])
 
     def nonce(self, account: bytes) -> int:
         found = self.state().load(Table.ACCOUNT, account, Account)
         return 1 if found is None else found.nonce + 1
 
     def expiry(self) -> int:
-        return self.chain.time_ms + DAY_MS
+        return self.time_ms() + DAY_MS
 
     def vault(self, vault_id: bytes) -> Vault:
         found = self.state().load(Table.VAULT, vault_id, Vault)
@@ -68,19 +82,18 @@ class Ledger:
     def sealed_epoch_key(self, vault_id: bytes, epoch: int, member: bytes) -> bytes | None:
         return self.state().get(Table.EPOCH_KEY, epoch_key_key(vault_id, epoch, member))
 
-
-def open_ledger(folder: Path, genesis: Genesis, proposer: bytes) -> Ledger:
-    chain = LocalChain(LevelKV(folder / "state"), genesis, proposer)
-    return Ledger(chain, BlobStore(FsObjects(folder / "blobs")))
-
-
-def store_blob(ledger: Ledger, ciphertext: bytes) -> str:
-    return asyncio.run(ledger.blobs.put(from_bytes(ciphertext)))
-
-
-def fetch_blob(ledger: Ledger, content_id: str) -> bytes:
-    """Read a blob back; every chunk is checked against its content id on the way."""
-    return asyncio.run(ledger.blobs.read(content_id))
+    def blocks(self) -> list[tuple[Block, CommitCertificate]]:
+        height = int(self.client.status()["height"])
+        found = []
+        for number in range(1, height + 1):
+            answer = self.client.get(f"/v1/blocks/{number}")
+            found.append(
+                (
+                    Block.decode(bytes.fromhex(answer["block"])),
+                    CommitCertificate.decode(bytes.fromhex(answer["certificate"])),
+                )
+            )
+        return found
 
 
 def reading(kind: str, index: int) -> bytes:
@@ -97,10 +110,10 @@ def put_reading(ledger: Ledger, vault_id: bytes, plaintext: bytes) -> tuple[Tx, 
         data_type=vault.data_type,
         epoch=vault.epoch,
         epoch_key=ledger.epoch_keys[(vault_id, vault.epoch)],
-        record_time_ms=ledger.chain.time_ms,
+        record_time_ms=ledger.time_ms(),
     )
     draft = builders.TxDraft(
-        ledger.chain.chain.chain_id,
+        ledger.chain_id,
         "record.put",
         vault_id,
         ledger.nonce(vault_id),
@@ -165,25 +178,32 @@ _DESCRIBE = {
 def timeline(ledger: Ledger, vaults: dict[bytes, str], names: dict[bytes, str]) -> list[Event]:
     """The patient's access events from committed state, in block order."""
     events = []
-    for table, _, value in ledger.chain.store.entries():
-        describe = _DESCRIBE.get(table)
-        event = describe(value, vaults, names) if describe else None
-        if event is not None:
-            events.append(event)
+    for table, describe in _DESCRIBE.items():
+        for _, value in ledger.entries(table):
+            event = describe(value, vaults, names)
+            if event is not None:
+                events.append(event)
     return sorted(events)
 
 
-def replay_roots(ledger: Ledger, genesis: Genesis) -> tuple[int, list[int]]:
-    """Re-execute every block on a fresh store; heights whose root differs from the header's."""
+def replay(ledger: Ledger) -> tuple[int, list[str]]:
+    """An auditor's replay of the whole chain from a node's API: every certificate verified
+    against the validator set in force, every block re-executed, every state root compared."""
     store = StateStore(MemoryKV())
-    store.initialize(genesis)
-    chain = ChainContext.from_genesis(genesis)
-    mismatches = []
-    for block in ledger.chain.blocks:
-        root = store.apply(apply_block(store, block, chain), block.header.height)
+    store.initialize(ledger.genesis)
+    chain = ChainContext.from_genesis(ledger.genesis)
+    problems = []
+    blocks = ledger.blocks()
+    for block, certificate in blocks:
+        height = block.header.height
+        try:
+            certificate.verify(chain.chain_id, validator_set_at(store, height), block.block_hash)
+        except CarechainError as exc:
+            problems.append(str(exc))
+        root = store.apply(apply_block(store, block, chain), height)
         if root != block.header.state_root:
-            mismatches.append(block.header.height)
-    return len(ledger.chain.blocks), mismatches
+            problems.append(f"height {height}: state root differs")
+    return len(blocks), problems
 
 
 def print_timeline(events: list[Event]) -> None:

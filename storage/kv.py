@@ -93,6 +93,8 @@ class LevelKV:
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = plyvel.DB(str(path), create_if_missing=create)
         except plyvel.IOError as exc:

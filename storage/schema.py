@@ -6,6 +6,7 @@
     c<height:8>                the block's commit certificate
     h<block hash:32>           height of a block hash
     t<tx id:32>                height:8 and position:4 of a committed transaction
+    p<tx id:32>                a partial transaction waiting for co-signatures, and when seen
 
 No other module spells out a key.
 """
@@ -30,6 +31,7 @@ BLOCK_PREFIX: Final = b"b"
 CERTIFICATE_PREFIX: Final = b"c"
 BLOCK_HASH_PREFIX: Final = b"h"
 TX_PREFIX: Final = b"t"
+PARTIAL_PREFIX: Final = b"p"
 HEAD_KEY: Final = META_PREFIX + b"head"  # height:8 + block hash:32
 
 
@@ -47,6 +49,10 @@ def block_hash_key(block_hash: bytes) -> bytes:
 
 def tx_key(tx_id: bytes) -> bytes:
     return TX_PREFIX + tx_id
+
+
+def partial_key(tx_id: bytes) -> bytes:
+    return PARTIAL_PREFIX + tx_id
 
 
 def encode_head(height: int, block_hash: bytes) -> bytes:

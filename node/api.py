@@ -1,0 +1,488 @@
+"""The node's local HTTP JSON API (aiohttp), bound to 127.0.0.1 by default.
+
+Every error is JSON `{"error": <reason code>, "message": ...}` with a 4xx status for the
+caller's mistakes (malformed JSON, unknown fields, oversize bodies, bad signatures, a wrong
+chain id, ledger rejections) and never stops the node. `GET /openapi.json` describes every
+route; `GET /metrics` serves Prometheus metrics; `GET /v1/events` streams new blocks and
+partial transactions as newline-delimited JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pydantic
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from carechain.config.genesis import genesis_to_json
+from carechain.consensus.codec import Record
+from carechain.consensus.crypto import decode_address, peer_id
+from carechain.consensus.errors import CarechainError, InvalidInput
+from carechain.consensus.ledger.apply import classify
+from carechain.consensus.ledger.errors import TxRejected
+from carechain.consensus.ledger.governance import validator_set
+from carechain.consensus.ledger.records import Account, Vault
+from carechain.consensus.ledger.state import Overlay, Table
+from carechain.consensus.types import Tx, TxSignature
+from carechain.node.blob_service import BlobRequest, fetch_from_peer
+from carechain.node.daemon import Node
+from carechain.storage import schema
+from carechain.storage.blobs.store import from_bytes
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Body(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+
+
+class SubmitTx(Body):
+    tx: str = pydantic.Field(description="canonical transaction bytes, hex", max_length=2_000_000)
+
+
+class CoSignature(Body):
+    public_key: str = pydantic.Field(pattern=r"^[0-9a-f]{64}$")
+    signature: str = pydantic.Field(pattern=r"^[0-9a-f]{128}$")
+
+
+class FetchBlob(Body):
+    request: str = pydantic.Field(description="signed BlobRequest, hex", max_length=8192)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _hex(value: str, field: str) -> bytes:
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise ApiError(400, "bad_hex", f"{field} is not hex") from None
+
+
+def to_json(value: Any) -> Any:
+    """Records to JSON: bytes as hex, enums by name, nested records as objects."""
+    if isinstance(value, Record):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}  # type: ignore[arg-type]
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, enum.Enum):
+        return value.name.lower()
+    if isinstance(value, tuple | list):
+        return [to_json(v) for v in value]
+    return value
+
+
+async def _body(request: web.Request, model: type[Body]) -> Any:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "too_large", "the request body is too large") from None
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_json", f"the body is not JSON: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        problem = exc.errors()[0]
+        code = {"extra_forbidden": "unknown_field", "missing": "missing_field"}.get(
+            problem["type"], "bad_field"
+        )
+        where = ".".join(str(p) for p in problem["loc"]) or "body"
+        raise ApiError(400, code, f"{where}: {problem['msg']}") from None
+
+
+def _decode_tx(node: Node, text: str) -> Tx:
+    try:
+        tx = Tx.decode(_hex(text, "tx"), max_bytes=node.app.chain.params.max_tx_bytes)
+    except CarechainError as exc:
+        raise ApiError(400, "bad_tx", f"not a canonical transaction: {exc}") from None
+    if tx.chain_id != node.genesis.chain_id:
+        raise ApiError(
+            400,
+            "wrong_chain",
+            f"transaction for {tx.chain_id!r}, this node runs {node.genesis.chain_id!r}",
+        )
+    return tx
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return web.json_response({"error": exc.code, "message": exc.message}, status=exc.status)
+    except TxRejected as exc:
+        return web.json_response({"error": exc.code, "message": exc.detail}, status=400)
+    except InvalidInput as exc:
+        return web.json_response({"error": exc.code, "message": str(exc)}, status=400)
+    except web.HTTPRequestEntityTooLarge:
+        return web.json_response(
+            {"error": "too_large", "message": "the body is too large"}, status=413
+        )
+    except web.HTTPException as exc:
+        code = "not_found" if exc.status == 404 else "bad_request"
+        return web.json_response({"error": code, "message": exc.reason}, status=exc.status)
+
+
+class Api:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.registry = CollectorRegistry()
+        self.height = Gauge("carechain_height", "committed height", registry=self.registry)
+        self.mempool = Gauge(
+            "carechain_mempool_txs", "transactions in the mempool", registry=self.registry
+        )
+        self.partials = Gauge(
+            "carechain_partial_txs", "partial transactions", registry=self.registry
+        )
+        self.peers = Gauge("carechain_peers", "connected peers", registry=self.registry)
+        self.round = Gauge("carechain_round", "consensus round", registry=self.registry)
+
+    def app(self) -> web.Application:
+        application = web.Application(
+            middlewares=[errors], client_max_size=self.node.config.api.body_bytes_max
+        )
+        for method, path, handler, _ in self.routes():
+            application.router.add_route(method, path, handler)
+        return application
+
+    def routes(self) -> list[tuple[str, str, Handler, str]]:
+        return [
+            ("GET", "/v1/status", self.status, "Node and chain status"),
+            ("GET", "/v1/genesis", self.genesis, "The genesis document"),
+            ("POST", "/v1/txs", self.submit, "Submit a transaction (complete or partial)"),
+            ("POST", "/v1/txs/check", self.check, "Dry-run a transaction against the head"),
+            ("GET", "/v1/txs/{id}", self.tx_status, "A transaction's status"),
+            (
+                "GET",
+                "/v1/partials",
+                self.list_partials,
+                "Partial transactions, optionally awaiting one key",
+            ),
+            ("POST", "/v1/partials/{id}/signatures", self.cosign, "Add a co-signature"),
+            (
+                "GET",
+                "/v1/accounts/{address}",
+                self.account,
+                "An account by address (cc1...) or hex id",
+            ),
+            ("GET", "/v1/vaults/{id}", self.vault, "A vault"),
+            (
+                "GET",
+                "/v1/state/{table}",
+                self.state_list,
+                "Raw state entries of one table (auditors)",
+            ),
+            ("GET", "/v1/state/{table}/{key}", self.state_get, "One raw state entry"),
+            ("GET", "/v1/blocks/{height}", self.block, "A committed block with its certificate"),
+            ("POST", "/v1/blobs", self.blob_put, "Store ciphertext; returns its content id"),
+            ("GET", "/v1/blobs/{cid}", self.blob_get, "Read a blob stored here (verified)"),
+            (
+                "POST",
+                "/v1/blobs/fetch",
+                self.blob_fetch,
+                "Fetch a record's blob from a peer with a signed request",
+            ),
+            ("GET", "/v1/events", self.events, "Stream of new blocks and partials (NDJSON)"),
+            ("GET", "/metrics", self.metrics, "Prometheus metrics"),
+            ("GET", "/openapi.json", self.openapi, "This document"),
+        ]
+
+    # -- chain ----------------------------------------------------------------------------------
+    async def status(self, request: web.Request) -> web.Response:
+        node = self.node
+        state = node.engine.state
+        head = node.store.head()
+        validators = validator_set(node.store).validators
+        return web.json_response(
+            {
+                "chain_id": node.genesis.chain_id,
+                "node_id": node.node_id,
+                "height": node.store.height,
+                "head_hash": head[1].hex() if head else "",
+                "state_root": node.store.state.root.hex(),
+                "last_block_time_ms": node.app.last_block_time_ms(),
+                "round": state.round if state else 0,
+                "validator": node.engine.key is not None,
+                "validators": [
+                    {
+                        "name": v.name,
+                        "public_key": v.public_key.hex(),
+                        "node_id": peer_id(v.node_key),
+                        "power": v.power,
+                    }
+                    for v in validators
+                ],
+                "peers": node.network.peers(),
+                "syncing": node.syncing,
+                "mempool": len(node.mempool),
+                "partials": len(node.partials),
+            }
+        )
+
+    async def genesis(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text=genesis_to_json(self.node.genesis), content_type="application/json"
+        )
+
+    async def block(self, request: web.Request) -> web.Response:
+        text = request.match_info["height"]
+        height = self.node.store.height if text == "latest" else _int(text, "height")
+        if not 1 <= height <= self.node.store.height:
+            raise ApiError(404, "not_found", f"no block at height {height}")
+        block, certificate = self.node.store.block(height), self.node.store.certificate(height)
+        return web.json_response(
+            {
+                "height": height,
+                "hash": block.block_hash.hex(),
+                "header": to_json(block.header),
+                "txs": [tx.id.hex() for tx in block.txs],
+                "block": block.encode().hex(),
+                "certificate": certificate.encode().hex(),
+            }
+        )
+
+    # -- transactions ---------------------------------------------------------------------------
+    async def submit(self, request: web.Request) -> web.Response:
+        body = await _body(request, SubmitTx)
+        tx = _decode_tx(self.node, body.tx)
+        outcome = await self.node.submit(tx)
+        return web.json_response({"id": tx.id.hex(), "status": outcome.status}, status=202)
+
+    async def check(self, request: web.Request) -> web.Response:
+        body = await _body(request, SubmitTx)
+        tx = _decode_tx(self.node, body.tx)
+        result = classify(self.node.store, tx, self.node.next_block_context())
+        reason = result.reason
+        return web.json_response(
+            {
+                "id": tx.id.hex(),
+                "status": result.status.value,
+                "reason": reason.code if reason else None,
+                "message": reason.detail if reason else None,
+            }
+        )
+
+    async def tx_status(self, request: web.Request) -> web.Response:
+        tx_id = _hex(request.match_info["id"], "id")
+        node = self.node
+        location = node.store.tx_location(tx_id)
+        if location is not None:
+            return web.json_response(
+                {
+                    "id": tx_id.hex(),
+                    "status": "committed",
+                    "height": location[0],
+                    "position": location[1],
+                }
+            )
+        if tx_id in node.mempool.txs:
+            return web.json_response({"id": tx_id.hex(), "status": "pending"})
+        if tx_id in node.partials.partials:
+            tx = node.partials.partials[tx_id].tx
+            return web.json_response(
+                {
+                    "id": tx_id.hex(),
+                    "status": "partial",
+                    "signers": [s.public_key.hex() for s in tx.signatures],
+                }
+            )
+        if tx_id in node.mempool.rejected:
+            return web.json_response(
+                {"id": tx_id.hex(), "status": "rejected", "reason": node.mempool.rejected[tx_id]}
+            )
+        raise ApiError(404, "not_found", f"this node does not know transaction {tx_id.hex()}")
+
+    async def list_partials(self, request: web.Request) -> web.Response:
+        awaiting = request.query.get("awaiting")
+        key = _hex(awaiting, "awaiting") if awaiting else None
+        return web.json_response(
+            {
+                "partials": [
+                    {
+                        "id": tx.id.hex(),
+                        "kind": tx.kind,
+                        "account": tx.account.hex(),
+                        "tx": tx.encode().hex(),
+                        "signers": [s.public_key.hex() for s in tx.signatures],
+                    }
+                    for tx in self.node.partials.awaiting(key)
+                ]
+            }
+        )
+
+    async def cosign(self, request: web.Request) -> web.Response:
+        tx_id = _hex(request.match_info["id"], "id")
+        body = await _body(request, CoSignature)
+        signature = TxSignature(bytes.fromhex(body.public_key), bytes.fromhex(body.signature))
+        merged = self.node.partials.cosign(tx_id, signature)
+        outcome = await self.node.submit(merged)
+        return web.json_response({"id": tx_id.hex(), "status": outcome.status})
+
+    # -- state ----------------------------------------------------------------------------------
+    def _table(self, name: str) -> Table:
+        try:
+            return Table[name.upper().replace("-", "_")]
+        except KeyError:
+            raise ApiError(404, "not_found", f"no state table {name!r}") from None
+
+    async def state_get(self, request: web.Request) -> web.Response:
+        table = self._table(request.match_info["table"])
+        value = self.node.store.get(table, _hex(request.match_info["key"], "key"))
+        if value is None:
+            raise ApiError(404, "not_found", "no such entry")
+        return web.json_response({"value": value.hex()})
+
+    async def state_list(self, request: web.Request) -> web.Response:
+        table = self._table(request.match_info["table"])
+        prefix = _hex(request.query.get("prefix", ""), "prefix")
+        limit = min(_int(request.query.get("limit", "1000"), "limit"), 10_000)
+        entries = []
+        for raw_key, value in self.node.store.kv.iterate(schema.state_key(table, prefix)):
+            entries.append([schema.parse_state_key(raw_key)[1].hex(), value.hex()])
+            if len(entries) >= limit:
+                break
+        return web.json_response({"entries": entries})
+
+    async def account(self, request: web.Request) -> web.Response:
+        text = request.match_info["address"]
+        account_id = decode_address(text) if text.startswith("cc1") else _hex(text, "address")
+        account = Overlay(self.node.store).load(Table.ACCOUNT, account_id, Account)
+        if account is None:
+            raise ApiError(404, "not_found", "no such account")
+        return web.json_response({"id": account_id.hex(), **to_json(account)})
+
+    async def vault(self, request: web.Request) -> web.Response:
+        vault = Overlay(self.node.store).load(
+            Table.VAULT, _hex(request.match_info["id"], "id"), Vault
+        )
+        if vault is None:
+            raise ApiError(404, "not_found", "no such vault")
+        return web.json_response(to_json(vault))
+
+    # -- blobs ----------------------------------------------------------------------------------
+    async def blob_put(self, request: web.Request) -> web.Response:
+        data = await request.read()
+        cid = await self.node.blobs.put(from_bytes(data))
+        return web.json_response({"cid": cid, "size": len(data)}, status=201)
+
+    async def blob_get(self, request: web.Request) -> web.Response:
+        data = await self.node.blobs.read(request.match_info["cid"])
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def blob_fetch(self, request: web.Request) -> web.Response:
+        body = await _body(request, FetchBlob)
+        try:
+            blob_request = BlobRequest.decode(_hex(body.request, "request"), max_bytes=8192)
+        except CarechainError as exc:
+            raise ApiError(400, "bad_request", f"not a blob request: {exc}") from None
+        node = self.node
+        if await node.blobs.has(blob_request.content_id):
+            return web.Response(
+                body=await node.blobs.read(blob_request.content_id),
+                content_type="application/octet-stream",
+            )
+        refusals = []
+        for peer in node.network.peers():
+            try:
+                data = await fetch_from_peer(node.network, peer, blob_request)
+            except CarechainError as exc:
+                refusals.append(f"{peer[-8:]}: {exc}")
+                continue
+            return web.Response(body=data, content_type="application/octet-stream")
+        raise ApiError(403, "not_authorised", "; ".join(refusals) or "no peer holds this blob")
+
+    # -- events, metrics, document --------------------------------------------------------------
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(1000)
+        self.node.subscribers.add(queue)
+        try:
+            while True:
+                event = await queue.get()
+                await response.write((json.dumps(event) + "\n").encode())
+        finally:
+            self.node.subscribers.discard(queue)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        node = self.node
+        self.height.set(node.store.height)
+        self.mempool.set(len(node.mempool))
+        self.partials.set(len(node.partials))
+        self.peers.set(len(node.network.peers()))
+        self.round.set(node.engine.state.round if node.engine.state else 0)
+        return web.Response(body=generate_latest(self.registry), content_type="text/plain")
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_document(self))
+
+
+def _int(text: str, field: str) -> int:
+    if not text.isdigit():
+        raise ApiError(400, "bad_field", f"{field} must be a whole number")
+    return int(text)
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+}
+BODIES: dict[str, type[Body]] = {
+    "/v1/txs": SubmitTx,
+    "/v1/txs/check": SubmitTx,
+    "/v1/partials/{id}/signatures": CoSignature,
+    "/v1/blobs/fetch": FetchBlob,
+}
+
+
+def openapi_document(api: Api) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for method, path, _, summary in api.routes():
+        operation: dict[str, Any] = {
+            "summary": summary,
+            "responses": {
+                "200": {"description": "success"},
+                "4XX": {
+                    "description": "the caller's mistake",
+                    "content": {"application/json": {"schema": ERROR_SCHEMA}},
+                },
+            },
+        }
+        parameters = [
+            {"name": part[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
+            for part in path.split("/")
+            if part.startswith("{")
+        ]
+        if parameters:
+            operation["parameters"] = parameters
+        if method == "POST" and path in BODIES:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": BODIES[path].model_json_schema()}},
+            }
+        paths.setdefault(path, {})[method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "carechain node API", "version": "1"},
+        "paths": paths,
+    }
+
+
+async def serve(api: Api, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(api.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner

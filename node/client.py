@@ -1,0 +1,153 @@
+"""A small synchronous client for the node's HTTP API (CLI, demo, agent, tests).
+
+`RemoteState` reads raw ledger state through the API, so the ledger's own typed readers
+(`Overlay(...).load`) work against a remote node exactly as against a local store."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from carechain.consensus.errors import InvalidInput
+from carechain.consensus.ledger.state import Table
+from carechain.consensus.types import Tx, TxSignature
+
+
+class ApiRequestError(InvalidInput):
+    """The node answered with an error (its reason code is `code`)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}", code=code)
+        self.status = status
+        self.detail = message
+
+
+class NodeUnreachable(InvalidInput):
+    code = "node_unreachable"
+
+
+def api_address(home: Path) -> str:
+    path = home / "data" / "api.address"
+    if not path.exists():
+        raise NodeUnreachable(
+            f"no running node at {home}", hint=f"start it: carechain start --home {home}"
+        )
+    return path.read_text().strip()
+
+
+class Client:
+    def __init__(self, base_url: str, timeout_s: float = 30) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise NodeUnreachable(f"{base_url!r} is not an http(s) URL of a carechain node")
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Any:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        headers = {
+            "Content-Type": "application/octet-stream" if raw is not None else "application/json"
+        }
+        url = self.base_url + path  # http(s) only: checked in __init__
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
+        try:
+            # the URL is the operator's own node (http on loopback by default)
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
+                payload = response.read()
+                if response.headers.get_content_type() == "application/octet-stream":
+                    return payload
+                return json.loads(payload) if payload else None
+        except urllib.error.HTTPError as exc:
+            try:
+                error = json.loads(exc.read())
+            except ValueError:
+                error = {"error": "http_error", "message": str(exc)}
+            raise ApiRequestError(
+                exc.code, error.get("error", "error"), error.get("message", "")
+            ) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            raise NodeUnreachable(f"cannot reach the node at {self.base_url}: {exc}") from None
+
+    def get(self, path: str) -> Any:
+        return self.request("GET", path)
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.get("/v1/status")
+        return result
+
+    def submit(self, tx: Tx) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/v1/txs", {"tx": tx.encode().hex()})
+        return result
+
+    def check(self, tx: Tx) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/v1/txs/check", {"tx": tx.encode().hex()})
+        return result
+
+    def tx_status(self, tx_id: bytes) -> dict[str, Any]:
+        result: dict[str, Any] = self.get(f"/v1/txs/{tx_id.hex()}")
+        return result
+
+    def wait_committed(self, tx_id: bytes, timeout_s: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                status = self.tx_status(tx_id)
+            except ApiRequestError as exc:
+                if exc.status != 404:
+                    raise
+                status = {"status": "unknown"}
+            if status["status"] == "committed":
+                return status
+            if status["status"] == "rejected":
+                raise ApiRequestError(
+                    400, status.get("reason", "rejected"), "the transaction was rejected"
+                )
+            if time.monotonic() > deadline:
+                raise NodeUnreachable(
+                    f"transaction {tx_id.hex()[:16]} not committed after {timeout_s}s "
+                    f"({status['status']})"
+                )
+            time.sleep(0.05)
+
+    def partials(self, awaiting: bytes | None = None) -> list[dict[str, Any]]:
+        query = f"?awaiting={awaiting.hex()}" if awaiting else ""
+        result: list[dict[str, Any]] = self.get(f"/v1/partials{query}")["partials"]
+        return result
+
+    def cosign(self, tx_id: bytes, signature: TxSignature) -> dict[str, Any]:
+        body = {"public_key": signature.public_key.hex(), "signature": signature.signature.hex()}
+        result: dict[str, Any] = self.request(
+            "POST", f"/v1/partials/{tx_id.hex()}/signatures", body
+        )
+        return result
+
+    def blob_put(self, data: bytes) -> str:
+        return str(self.request("POST", "/v1/blobs", raw=data)["cid"])
+
+    def blob_fetch(self, request: bytes) -> bytes:
+        result: bytes = self.request("POST", "/v1/blobs/fetch", {"request": request.hex()})
+        return result
+
+
+class RemoteState:
+    """A ledger `StateReader` over the API."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def get(self, table: Table, key: bytes) -> bytes | None:
+        try:
+            return bytes.fromhex(
+                self.client.get(f"/v1/state/{table.name.lower()}/{key.hex()}")["value"]
+            )
+        except ApiRequestError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def entries(self, table: Table, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+        found = self.client.get(f"/v1/state/{table.name.lower()}?prefix={prefix.hex()}&limit=10000")
+        return [(bytes.fromhex(k), bytes.fromhex(v)) for k, v in found["entries"]]

@@ -1,0 +1,337 @@
+"""The node: the asyncio shell around the pure engine and ledger.
+
+It performs the engine's actions in order (a WAL record is fsynced before any message it
+guards leaves), feeds the engine messages, ticks and transactions under one lock so batches
+never interleave, commits decided blocks with their side effects (WAL rotation, pools, event
+stream), syncs from peers when behind, and keeps the network's permission set equal to the
+validators' node ids. Every task runs in one TaskGroup; `run` returns after a clean stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from carechain.config.node import NodeConfig
+from carechain.consensus.crypto import PrivateKey, peer_id
+from carechain.consensus.errors import CarechainError
+from carechain.consensus.genesis import Genesis
+from carechain.consensus.ledger.apply import TxStatus, classify
+from carechain.consensus.ledger.context import BlockContext
+from carechain.consensus.ledger.errors import TxRejected
+from carechain.consensus.ledger.governance import validator_set_at
+from carechain.consensus.poa.application import LedgerApplication
+from carechain.consensus.poa.engine import Engine, EngineConfig
+from carechain.consensus.poa.events import (
+    Action,
+    BlockPersisted,
+    Broadcast,
+    CommitBlock,
+    Event,
+    PeerMisbehaved,
+    Received,
+    ReportEvidence,
+    RequestSync,
+    Send,
+    Start,
+    Tick,
+    TxsAvailable,
+    WakeAt,
+    WalReplayed,
+    WriteWal,
+)
+from carechain.consensus.poa.messages import Commit, decode_message, encode_message
+from carechain.consensus.types import Block, CommitCertificate, Tx
+from carechain.node import builders
+from carechain.node.blob_service import BlobService
+from carechain.node.pools import Mempool, PartialPool, PoolFull, admit
+from carechain.node.sync import BlockSync, range_provider
+from carechain.p2p.network import Inbound, Network, Topic
+from carechain.storage.blobs.backends import open_blob_store
+from carechain.storage.chain import ChainStore
+from carechain.storage.wal import ConsensusWal
+
+log = logging.getLogger("carechain.node")
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def engine_config(config: NodeConfig, genesis: Genesis) -> EngineConfig:
+    timeouts = config.consensus
+    return EngineConfig(
+        chain_id=genesis.chain_id,
+        heartbeat_interval_ms=genesis.params.heartbeat_interval_ms,
+        clock_drift_ms_max=genesis.params.clock_drift_ms_max,
+        timeout_propose_ms=timeouts.timeout_propose_ms,
+        timeout_prevote_ms=timeouts.timeout_prevote_ms,
+        timeout_precommit_ms=timeouts.timeout_precommit_ms,
+        timeout_delta_ms=timeouts.timeout_delta_ms,
+        timeout_commit_ms=timeouts.timeout_commit_ms,
+        timeout_ms_max=timeouts.timeout_ms_max,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TxOutcome:
+    tx_id: bytes
+    status: str  # "pending" (mempool), "partial", or "committed"
+    new: bool
+
+
+class Node:
+    def __init__(
+        self,
+        home: Path,
+        config: NodeConfig,
+        genesis: Genesis,
+        node_key: PrivateKey,
+        validator_key: PrivateKey | None,
+        network: Network,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.home = home
+        self.config = config
+        self.genesis = genesis
+        self.node_id = peer_id(node_key.public_key)
+        self.clock_ms = clock_ms
+        self.store = ChainStore.open(home / "data" / "chain", genesis)
+        self.wal = ConsensusWal(home / "data" / "wal")
+        self.blobs = open_blob_store(config.blobs, home)
+        self.mempool = Mempool(config.mempool.txs_max, config.mempool.bytes_max)
+        self.partials = PartialPool(self.store.kv, config.mempool.partials_max)
+        self.app = LedgerApplication(genesis, self.store, self.mempool.ordered)
+        key = validator_key if config.validator else None
+        self.engine = Engine(engine_config(config, genesis), self.app, key)
+        self.network = network
+        self.syncer = BlockSync(network, self.store, self.app, on_commit=self._after_sync_commit)
+        self.blob_service = BlobService(self.store, genesis.chain_id, self.blobs, clock_ms)
+        self.subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.misbehaviour: dict[str, int] = {}
+        self.syncing = False
+        self.started_ms = clock_ms()
+        self._lock = asyncio.Lock()
+        self._wake_at: int | None = None
+        self._woken = asyncio.Event()
+        self._tasks: asyncio.TaskGroup | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event, ready: Callable[[], None] | None = None) -> None:
+        try:
+            await self.network.start()
+            self.network.serve_range(range_provider(self.store))
+            self.network.serve_blobs(self.blob_service.serve)
+            self._update_permissions()
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                await self._handle(WalReplayed(tuple(self.wal.records(self.store.height + 1))))
+                await self._handle(Start(self.clock_ms()))
+                tasks.create_task(self._inbox_loop(), name="inbox")
+                tasks.create_task(self._timer_loop(), name="timers")
+                tasks.create_task(self._housekeeping_loop(), name="housekeeping")
+                if ready is not None:
+                    ready()
+                await stop.wait()
+                raise _Stopping
+        except* _Stopping:
+            pass
+        finally:
+            self._tasks = None
+            with contextlib.suppress(Exception):
+                await self.network.stop()
+            self.wal.close()
+            await self.blobs.close()
+            self.store.close()
+
+    # -- engine driving -------------------------------------------------------------------------
+    async def _handle(self, event: Event) -> None:
+        async with self._lock:
+            await self._perform(self.engine.handle(event))
+
+    async def _perform(self, actions: list[Action]) -> None:
+        unsynced = False
+        for action in actions:
+            if isinstance(action, WriteWal):
+                self.wal.append(action.record)
+                unsynced = True
+                continue
+            if unsynced:
+                self.wal.sync()  # durable before anything it guards leaves this node
+                unsynced = False
+            if isinstance(action, Broadcast):
+                await self.network.broadcast(Topic.CONSENSUS, encode_message(action.message))
+            elif isinstance(action, Send):
+                await self.network.send(
+                    action.peer, Topic.CONSENSUS, encode_message(action.message)
+                )
+            elif isinstance(action, WakeAt):
+                self._wake_at = action.at_ms
+                self._woken.set()
+            elif isinstance(action, CommitBlock):
+                self._commit(action.block, action.certificate)
+                follow = self.engine.handle(
+                    BlockPersisted(action.block.header.height, self.clock_ms())
+                )
+                await self._perform(follow)
+            elif isinstance(action, RequestSync):
+                self._start_sync(action.peer)
+            elif isinstance(action, ReportEvidence):
+                self._submit_evidence(action)
+            elif isinstance(action, PeerMisbehaved):
+                self.misbehaviour[action.peer] = self.misbehaviour.get(action.peer, 0) + 1
+                log.warning("peer %s misbehaved: %s", action.peer, action.reason)
+        if unsynced:
+            self.wal.sync()
+
+    def _commit(self, block: Block, certificate: CommitCertificate) -> None:
+        self.store.commit(block, certificate, self.app.executed(block))
+        self._after_commit(block)
+
+    def _after_sync_commit(self, commit: Commit) -> None:
+        self._after_commit(commit.block)
+
+    def _after_commit(self, block: Block) -> None:
+        height = block.header.height
+        self.wal.rotate(height + 1)
+        self.mempool.drop_rejected(self.app.rejected)
+        self.app.rejected = []
+        self.mempool.after_commit(block, self.store, self.app.chain, self.clock_ms())
+        for tx in block.txs:
+            self.partials.remove(tx.id)
+        self._update_permissions()
+        self.publish(
+            {
+                "event": "block",
+                "height": height,
+                "hash": block.block_hash.hex(),
+                "txs": [tx.id.hex() for tx in block.txs],
+                "time_ms": block.header.time_ms,
+            }
+        )
+        log.info("committed height %d with %d transactions", height, len(block.txs))
+
+    def _update_permissions(self) -> None:
+        height = self.store.height
+        registered = {
+            peer_id(v.node_key)
+            for h in (height + 1, height + 2)
+            for v in validator_set_at(self.store, h).validators
+        }
+        self.network.allow(registered - {self.node_id})
+
+    # -- loops ----------------------------------------------------------------------------------
+    async def _timer_loop(self) -> None:
+        while True:
+            now = self.clock_ms()
+            if self._wake_at is not None and now >= self._wake_at:
+                self._wake_at = None
+                await self._handle(Tick(now))
+                continue
+            delay = 1.0 if self._wake_at is None else (self._wake_at - now) / 1000
+            self._woken.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), timeout=max(0.001, min(delay, 1.0)))
+
+    async def _inbox_loop(self) -> None:
+        while True:
+            message = await self.network.inbox.get()
+            try:
+                await self._on_inbound(message)
+            except CarechainError as exc:
+                self.misbehaviour[message.peer] = self.misbehaviour.get(message.peer, 0) + 1
+                log.info("dropped a message from %s: %s", message.peer, exc)
+
+    async def _on_inbound(self, message: Inbound) -> None:
+        if message.topic is Topic.CONSENSUS:
+            decoded = decode_message(message.payload, max_bytes=self.config.p2p.message_bytes_max)
+            await self._handle(Received(message.peer, decoded, self.clock_ms()))
+        elif message.topic is Topic.TX:
+            await self.submit(Tx.decode(message.payload), gossip=False)
+        else:
+            await self.submit(Tx.decode(message.payload), gossip=False)
+
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(2)
+            self.partials.expire(self.clock_ms(), self.app.chain)
+            for tx in list(self.mempool.ordered())[:500]:  # peers that missed it get it again
+                await self.network.broadcast(Topic.TX, tx.encode())
+
+    # -- sync -----------------------------------------------------------------------------------
+    def _start_sync(self, peer: str) -> None:
+        if self.syncing or self._tasks is None:
+            return
+        self.syncing = True
+        self._tasks.create_task(self._sync_from(peer), name="sync")
+
+    async def _sync_from(self, peer: str) -> None:
+        try:
+            async with self._lock:
+                before = self.store.height
+                peers = [peer, *[p for p in self.network.peers() if p != peer]]
+                reached = await self.syncer.sync(peers, before + 10_000)
+                if reached > before:
+                    log.info("synced from height %d to %d", before, reached)
+                    await self._perform(
+                        self.engine.handle(BlockPersisted(reached, self.clock_ms()))
+                    )
+        except CarechainError as exc:
+            log.warning("sync failed: %s", exc)
+        finally:
+            self.syncing = False
+
+    # -- transactions ---------------------------------------------------------------------------
+    def next_block_context(self) -> BlockContext:
+        return BlockContext(self.app.chain, self.store.height + 1, self.clock_ms())
+
+    async def submit(self, tx: Tx, *, gossip: bool = True) -> TxOutcome:
+        """Admit a transaction (complete or partial); raises TxRejected saying why not."""
+        if self.store.tx_location(tx.id) is not None:
+            return TxOutcome(tx.id, "committed", False)
+        if tx.id in self.partials.partials:
+            tx = self.partials.merge(tx, self.clock_ms())
+            if classify(self.store, tx, self.next_block_context()).status is TxStatus.COMPLETE:
+                self.partials.remove(tx.id)
+        status = admit(self.store, tx, self.next_block_context())
+        if status is TxStatus.PARTIAL:
+            merged = self.partials.merge(tx, self.clock_ms())
+            if gossip or merged.signatures != tx.signatures:
+                await self.network.broadcast(Topic.PARTIAL, merged.encode())
+            self.publish({"event": "partial", "tx": tx.id.hex(), "kind": tx.kind})
+            return TxOutcome(tx.id, "partial", True)
+        try:
+            new = self.mempool.add(tx)
+        except PoolFull as exc:
+            raise TxRejected("oversize", str(exc)) from None
+        if new and gossip:
+            await self.network.broadcast(Topic.TX, tx.encode())
+        if new:
+            await self._handle(TxsAvailable(self.clock_ms()))
+        return TxOutcome(tx.id, "pending", new)
+
+    def _submit_evidence(self, evidence: ReportEvidence) -> None:
+        tx = builders.report_equivocation(
+            self.genesis.chain_id, self.clock_ms() + 3_600_000, evidence.first, evidence.second
+        )
+        with contextlib.suppress(CarechainError):
+            self.mempool.add(tx)
+
+    # -- events ---------------------------------------------------------------------------------
+    def publish(self, event: dict[str, Any]) -> None:
+        for queue in list(self.subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(event)
+
+
+class _Stopping(Exception):
+    """Raised inside the task group to cancel every task on a clean stop."""
+
+
+__all__ = ["Node", "TxOutcome", "TxRejected", "engine_config", "wall_clock_ms"]

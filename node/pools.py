@@ -1,0 +1,216 @@
+"""The node's two transaction pools.
+
+Mempool: complete transactions waiting for a block. Bounded by count and bytes; ordered per
+account by nonce (a proposer takes each account's transactions in nonce order); expired ones
+and ones a commit made stale leave after every block, with the reason kept for status queries.
+
+Partial pool: transactions whose signatures do not yet satisfy their policy. Bounded,
+persisted in the node's store (they survive restarts), merged as co-signatures arrive from the
+API or from peers, and expired after the chain's partial_expiry_ms (48 h by default). A
+partial that becomes complete moves to the mempool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Iterator
+
+from carechain.consensus.codec import pack, unpack
+from carechain.consensus.errors import CarechainError, InvalidInput
+from carechain.consensus.ledger.apply import (
+    TxStatus,
+    classify,
+    decode_body,
+    may_cosign,
+    partial_expired,
+    verified_signers,
+)
+from carechain.consensus.ledger.context import BlockContext, ChainContext
+from carechain.consensus.ledger.errors import TxRejected
+from carechain.consensus.ledger.records import Account
+from carechain.consensus.ledger.state import Overlay, StateReader, Table
+from carechain.consensus.types import Block, Tx, TxSignature
+from carechain.storage.kv import KV, WriteBatch
+from carechain.storage.schema import partial_key
+
+
+class PoolFull(CarechainError):
+    code = "pool_full"
+
+
+class UnknownPartial(InvalidInput):
+    code = "unknown_partial"
+
+
+def _next_nonce(state: StateReader, account: bytes) -> int:
+    found = Overlay(state).load(Table.ACCOUNT, account, Account)
+    return 1 if found is None else found.nonce + 1
+
+
+def admit(state: StateReader, tx: Tx, block: BlockContext) -> TxStatus:
+    """Check what can be checked before ordering: envelope, signatures, body, nonce not
+    behind. A nonce ahead of the next one is queued; at the next nonce the full rules apply."""
+    if tx.chain_id != block.chain.chain_id:
+        raise TxRejected("wrong_chain", f"for chain {tx.chain_id!r}")
+    if len(tx.encode()) > block.chain.params.max_tx_bytes:
+        raise TxRejected("oversize", "larger than max_tx_bytes")
+    if block.time_ms > tx.expiry_ms:
+        raise TxRejected("expired", "past its expiry")
+    verified_signers(tx)
+    decode_body(tx)
+    if tx.kind in ("account.register", "evidence.equivocation"):
+        return classify(state, tx, block).status
+    expected = _next_nonce(state, tx.account)
+    if tx.nonce < expected:
+        raise TxRejected("bad_nonce", f"nonce {tx.nonce} is spent; next is {expected}")
+    if tx.nonce > expected:
+        return TxStatus.COMPLETE  # queued behind the account's earlier transactions
+    result = classify(state, tx, block)
+    if result.status is TxStatus.INVALID:
+        assert result.reason is not None
+        raise result.reason
+    return result.status
+
+
+class Mempool:
+    def __init__(self, txs_max: int, bytes_max: int) -> None:
+        self.txs_max = txs_max
+        self.bytes_max = bytes_max
+        self.txs: OrderedDict[bytes, Tx] = OrderedDict()
+        self.size_bytes = 0
+        self.rejected: OrderedDict[bytes, str] = OrderedDict()  # recent drops, for status
+
+    def __len__(self) -> int:
+        return len(self.txs)
+
+    def add(self, tx: Tx) -> bool:
+        if tx.id in self.txs:
+            return False
+        size = len(tx.encode())
+        if len(self.txs) >= self.txs_max or self.size_bytes + size > self.bytes_max:
+            raise PoolFull(f"the mempool is full ({len(self.txs)} transactions); retry later")
+        self.txs[tx.id] = tx
+        self.size_bytes += size
+        return True
+
+    def _drop(self, tx_id: bytes, reason: str | None) -> None:
+        tx = self.txs.pop(tx_id, None)
+        if tx is not None:
+            self.size_bytes -= len(tx.encode())
+        if reason is not None:
+            self.rejected[tx_id] = reason
+            while len(self.rejected) > 10_000:
+                self.rejected.popitem(last=False)
+
+    def ordered(self) -> Iterator[Tx]:
+        """Per account in nonce order; accounts in arrival order of their first transaction."""
+        by_account: dict[bytes, list[Tx]] = {}
+        for tx in self.txs.values():
+            by_account.setdefault(tx.account, []).append(tx)
+        for txs in by_account.values():
+            yield from sorted(txs, key=lambda tx: tx.nonce)
+
+    def after_commit(
+        self, block: Block, state: StateReader, chain: ChainContext, now_ms: int
+    ) -> None:
+        for tx in block.txs:
+            self._drop(tx.id, None)
+        for tx in list(self.txs.values()):
+            if now_ms > tx.expiry_ms:
+                self._drop(tx.id, "expired")
+            elif tx.kind not in (
+                "account.register",
+                "evidence.equivocation",
+            ) and tx.nonce < _next_nonce(state, tx.account):
+                self._drop(tx.id, "bad_nonce")
+            elif tx.nonce == _next_nonce(state, tx.account) or tx.kind == "account.register":
+                outcome = classify(state, tx, BlockContext(chain, block.header.height + 1, now_ms))
+                if outcome.status is TxStatus.INVALID and outcome.reason is not None:
+                    self._drop(tx.id, outcome.reason.code)
+
+    def drop_rejected(self, rejected: list[tuple[Tx, str]]) -> None:
+        """What a proposer could not include leaves the pool with its reason."""
+        for tx, reason in rejected:
+            self._drop(tx.id, reason)
+
+
+@dataclasses.dataclass
+class Partial:
+    tx: Tx
+    first_seen_ms: int
+
+
+class PartialPool:
+    def __init__(self, kv: KV, partials_max: int) -> None:
+        self.kv = kv
+        self.partials_max = partials_max
+        self.partials: dict[bytes, Partial] = {}
+        for _, value in kv.iterate(partial_key(b"")):
+            stored = unpack(value)
+            assert isinstance(stored, list), "a stored partial is [tx, first seen]"
+            tx_bytes, first_seen = stored
+            assert isinstance(tx_bytes, bytes)
+            assert isinstance(first_seen, int)
+            tx = Tx.decode(tx_bytes)
+            self.partials[tx.id] = Partial(tx, first_seen)
+
+    def __len__(self) -> int:
+        return len(self.partials)
+
+    def _save(self, partial: Partial) -> None:
+        batch = WriteBatch()
+        batch.put(partial_key(partial.tx.id), pack([partial.tx.encode(), partial.first_seen_ms]))
+        self.kv.write(batch, sync=True)
+
+    def remove(self, tx_id: bytes) -> None:
+        if self.partials.pop(tx_id, None) is not None:
+            batch = WriteBatch()
+            batch.delete(partial_key(tx_id))
+            self.kv.write(batch, sync=True)
+
+    def merge(self, tx: Tx, now_ms: int) -> Tx:
+        """Add a partial or the signatures it brings; returns the merged transaction."""
+        known = self.partials.get(tx.id)
+        if known is None:
+            if len(self.partials) >= self.partials_max:
+                raise PoolFull(f"the partial pool holds {self.partials_max} transactions")
+            known = Partial(tx, now_ms)
+            self.partials[tx.id] = known
+        else:
+            merged = known.tx
+            for signature in tx.signatures:
+                if may_cosign(merged, signature):
+                    merged = merged.with_signature(signature)
+            known.tx = merged
+        self._save(known)
+        return known.tx
+
+    def cosign(self, tx_id: bytes, signature: TxSignature) -> Tx:
+        known = self.partials.get(tx_id)
+        if known is None:
+            raise UnknownPartial(f"no partial transaction {tx_id.hex()} waits here")
+        if not may_cosign(known.tx, signature):
+            raise TxRejected(
+                "bad_signature", "the co-signature does not verify for this transaction"
+            )
+        known.tx = known.tx.with_signature(signature)
+        self._save(known)
+        return known.tx
+
+    def awaiting(self, key: bytes | None = None) -> list[Tx]:
+        return [
+            p.tx
+            for p in self.partials.values()
+            if key is None or all(s.public_key != key for s in p.tx.signatures)
+        ]
+
+    def expire(self, now_ms: int, chain: ChainContext) -> list[bytes]:
+        gone = [
+            i
+            for i, p in self.partials.items()
+            if partial_expired(p.tx, p.first_seen_ms, now_ms, chain)
+        ]
+        for tx_id in gone:
+            self.remove(tx_id)
+        return gone

@@ -1,0 +1,95 @@
+"""Running a node from its home folder: config, genesis and keys in; the libp2p network, the
+node and its HTTP API up; JSON logs; a clean stop on SIGINT or SIGTERM (the commit in
+progress finishes, the stores close). The event loop is uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import structlog
+import uvloop
+
+from carechain.config.genesis import GENESIS_FILE, load_genesis
+from carechain.config.node import NodeConfig, load_node_config, parse_host_port
+from carechain.consensus.crypto import peer_id
+from carechain.consensus.ledger.governance import validator_set_at
+from carechain.node.api import Api, serve
+from carechain.node.daemon import Node
+from carechain.node.keystore import load_key
+from carechain.p2p.libp2p_net import Libp2pNetwork
+from carechain.storage.chain import ChainStore
+
+API_ADDRESS_FILE = "api.address"
+
+
+def configure_logging(config: NodeConfig) -> None:
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer()
+        if config.log.format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=renderer,
+            foreign_pre_chain=[
+                structlog.processors.TimeStamper(fmt="iso"),
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(config.log.level.upper())
+
+
+def build_node(home: Path, passphrase: str | None) -> Node:
+    config = load_node_config(home)
+    genesis = load_genesis(home / GENESIS_FILE)
+    node_key = load_key(home / "keys" / "node.json", None)
+    validator_key = (
+        load_key(home / "keys" / "validator.json", passphrase) if config.validator else None
+    )
+    store = ChainStore.open(home / "data" / "chain", genesis)
+    registered = {peer_id(v.node_key) for v in validator_set_at(store, store.height + 1).validators}
+    store.close()
+    network = Libp2pNetwork(
+        node_key,
+        config.p2p.listen,
+        dial=list(config.p2p.peers),
+        allowed=registered - {peer_id(node_key.public_key)},
+        frame_bytes_max=config.p2p.message_bytes_max,
+        messages_per_second_max=config.p2p.peer_messages_per_second_max,
+    )
+    return Node(home, config, genesis, node_key, validator_key, network)
+
+
+async def run_node(home: Path, passphrase: str | None, stop: asyncio.Event | None = None) -> None:
+    node = build_node(home, passphrase)
+    configure_logging(node.config)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    host, port = parse_host_port(node.config.api.listen)
+    runner = await serve(Api(node), host, port)
+    bound = runner.addresses[0]
+    address_file = home / "data" / API_ADDRESS_FILE
+    address_file.write_text(f"http://{bound[0]}:{bound[1]}\n")
+    logging.getLogger("carechain.node").info("API listening on http://%s:%s", bound[0], bound[1])
+    try:
+        await node.run(stop)
+    finally:
+        address_file.unlink(missing_ok=True)
+        await runner.cleanup()
+
+
+def run(home: Path, passphrase: str | None) -> None:
+    uvloop.run(run_node(home, passphrase))
