@@ -412,6 +412,8 @@ class Api:
             while True:
                 event = await queue.get()
                 await response.write((json.dumps(event) + "\n").encode())
+                if event["event"] == "stopping":
+                    return response
         finally:
             self.node.subscribers.discard(queue)
 

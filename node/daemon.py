@@ -144,6 +144,7 @@ class Node:
             pass
         finally:
             self._tasks = None
+            self.publish({"event": "stopping"})  # ends event streams, so the API stops at once
             with contextlib.suppress(Exception):
                 await self.network.stop()
             self.wal.close()
@@ -236,8 +237,11 @@ class Node:
                 continue
             delay = 1.0 if self._wake_at is None else (self._wake_at - now) / 1000
             self._woken.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that coincides with the event, and the stop would hang.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), timeout=max(0.001, min(delay, 1.0)))
+                async with asyncio.timeout(max(0.001, min(delay, 1.0))):
+                    await self._woken.wait()
 
     async def _inbox_loop(self) -> None:
         while True:

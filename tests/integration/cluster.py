@@ -1,0 +1,104 @@
+"""Several real `Node`s in one process over the in-memory network, each with its own home
+folder, stores and HTTP API on an ephemeral loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from carechain.config.genesis import load_genesis
+from carechain.config.node import APISection, NodeConfig
+from carechain.consensus.crypto import PrivateKey, peer_id
+from carechain.consensus.genesis import Institution
+from carechain.node.api import Api, serve
+from carechain.node.daemon import Node
+from carechain.node.keystore import load_key
+from carechain.node.testnet import LOCAL_TIMEOUTS, make_testnet
+from carechain.p2p.memory import MemoryHub, MemoryNetwork
+
+
+@dataclasses.dataclass
+class Member:
+    node: Node
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+    runner: web.AppRunner
+
+    @property
+    def url(self) -> str:
+        host, port = self.runner.addresses[0][:2]
+        return f"http://{host}:{port}"
+
+
+@dataclasses.dataclass
+class Cluster:
+    folder: Path
+    hub: MemoryHub = dataclasses.field(default_factory=MemoryHub)
+    members: list[Member] = dataclasses.field(default_factory=list)
+
+    async def start_node(self, home: Path) -> Member:
+        genesis = load_genesis(home / "genesis.json")
+        node_key = load_key(home / "keys" / "node.json", None)
+        validator_key = load_key(home / "keys" / "validator.json", None)
+        config = NodeConfig(
+            moniker=home.name,
+            validator=True,
+            consensus=LOCAL_TIMEOUTS,
+            api=APISection(listen="127.0.0.1:0"),
+        )
+        network = MemoryNetwork(self.hub, peer_id(node_key.public_key))
+        node = Node(home, config, genesis, node_key, validator_key, network)
+        runner = await serve(Api(node), "127.0.0.1", 0)
+        stop = asyncio.Event()
+        ready = asyncio.Event()
+        task = asyncio.create_task(node.run(stop, ready.set))
+        await asyncio.wait_for(ready.wait(), 30)
+        member = Member(node, stop, task, runner)
+        self.members.append(member)
+        return member
+
+    async def stop_member(self, member: Member) -> None:
+        member.stop.set()
+        await asyncio.wait_for(member.task, 30)
+        await member.runner.cleanup()
+        self.members.remove(member)
+
+    async def close(self) -> None:
+        for member in list(self.members):
+            with contextlib.suppress(Exception):
+                await self.stop_member(member)
+
+
+async def eventually(condition: Callable[[], bool], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def running_cluster(
+    folder: Path, validators: int = 4, institutions: tuple[Institution, ...] = ()
+) -> AsyncIterator[Cluster]:
+    homes = [n.home for n in make_testnet(folder, validators, institutions=institutions)]
+    cluster = Cluster(folder)
+    try:
+        for home in homes:
+            await cluster.start_node(home)
+        await eventually(
+            lambda: all(len(m.node.network.peers()) == validators - 1 for m in cluster.members)
+        )
+        yield cluster
+    finally:
+        await cluster.close()
+
+
+def hospital_keys(count: int) -> list[PrivateKey]:
+    return [PrivateKey(bytes([200 + i]) * 32) for i in range(count)]

@@ -1,0 +1,229 @@
+"""Four real nodes in one process over the in-memory network: ordering, partial co-signing,
+a node that stops and catches up, and the API answering bad input without harm."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from carechain.consensus.crypto import PrivateKey, account_id
+from carechain.consensus.genesis import Institution, InstitutionKind
+from carechain.consensus.ledger.policy import Template
+from carechain.consensus.types import Tx
+from carechain.node import builders
+from carechain.tests.integration.cluster import Cluster, eventually, hospital_keys, running_cluster
+
+HOSPITAL = hospital_keys(1)[0]
+INSTITUTIONS = (Institution("hospital-a", InstitutionKind.HOSPITAL, HOSPITAL.public_key),)
+
+
+def _registration(cluster: Cluster) -> tuple[Tx, PrivateKey, PrivateKey]:
+    p1, p2 = PrivateKey.generate(), PrivateKey.generate()
+    chain_id = cluster.members[0].node.genesis.chain_id
+    draft = builders.register_patient(
+        chain_id, (p1.public_key, p2.public_key), int(time.time() * 1000) + 3_600_000
+    )
+    return draft.signed(p1, p2), p1, p2
+
+
+async def _committed(cluster: Cluster, tx: Tx) -> None:
+    await eventually(
+        lambda: all(m.node.store.tx_location(tx.id) is not None for m in cluster.members)
+    )
+
+
+@pytest.mark.asyncio
+async def test_transactions_commit_on_every_node_with_identical_state(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path, institutions=INSTITUTIONS) as cluster:
+        txs = [_registration(cluster)[0] for _ in range(5)]
+        for index, tx in enumerate(txs):
+            await cluster.members[index % 4].node.submit(tx)
+        for tx in txs:
+            await _committed(cluster, tx)
+        await eventually(lambda: len({m.node.store.height for m in cluster.members}) == 1)
+        heads = {m.node.store.head() for m in cluster.members}
+        roots = {m.node.store.state.root for m in cluster.members}
+        assert len(heads) == 1
+        assert len(roots) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_partial_waits_for_its_cosignature_then_commits(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path, institutions=INSTITUTIONS) as cluster:
+        registration, p1, p2 = _registration(cluster)
+        first = cluster.members[0].node
+        await first.submit(registration)
+        await _committed(cluster, registration)
+        patient = account_id(p1.public_key)
+        draft, _ = builders.create_vault(
+            first.genesis.chain_id,
+            patient,
+            2,
+            int(time.time() * 1000) + 3_600_000,
+            data_type="glucose",
+            template=Template.PATIENT_CONTROLLED,
+            team=[HOSPITAL.public_key],
+            members={p1.public_key, p2.public_key, HOSPITAL.public_key},
+        )
+        partial = draft.signed(p1)
+        outcome = await first.submit(partial)
+        assert outcome.status == "partial"
+        await eventually(lambda: partial.id in cluster.members[3].node.partials.partials)
+        signature = partial.signed_by(p2).signatures
+        other = next(s for s in signature if s.public_key == p2.public_key)
+        merged = cluster.members[3].node.partials.cosign(partial.id, other)
+        assert (await cluster.members[3].node.submit(merged)).status == "pending"
+        await _committed(cluster, partial)
+        assert all(partial.id not in m.node.partials.partials for m in cluster.members)
+
+
+@pytest.mark.asyncio
+async def test_a_stopped_node_catches_up_and_the_rest_keep_committing(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path) as cluster:
+        stopped = cluster.members[3]
+        home = stopped.node.home
+        await cluster.stop_member(stopped)
+        txs = [_registration(cluster)[0] for _ in range(3)]
+        for tx in txs:
+            await cluster.members[0].node.submit(tx)
+        for tx in txs:
+            await _committed(cluster, tx)
+        target = cluster.members[0].node.store.height
+        restarted = await cluster.start_node(home)
+        await eventually(lambda: restarted.node.store.height >= target, timeout_s=60)
+        assert restarted.node.store.block(target) == cluster.members[0].node.store.block(target)
+
+
+# --- the API ---------------------------------------------------------------------------------
+
+
+async def _call(
+    session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
+) -> tuple[int, Any]:
+    async with session.request(method, url, **kwargs) as response:
+        text = await response.read()
+        if response.content_type == "application/json":
+            return response.status, json.loads(text)
+        return response.status, text
+
+
+@pytest.mark.asyncio
+async def test_every_route_is_documented_and_answers(tmp_path: Path) -> None:
+    async with (
+        running_cluster(tmp_path, institutions=INSTITUTIONS) as cluster,
+        aiohttp.ClientSession() as session,
+    ):
+        base = cluster.members[0].url
+        status, document = await _call(session, "GET", f"{base}/openapi.json")
+        assert status == 200
+        assert document["openapi"].startswith("3.")
+        registration, p1, _ = _registration(cluster)
+        status, body = await _call(
+            session, "POST", f"{base}/v1/txs", json={"tx": registration.encode().hex()}
+        )
+        assert (status, body["status"]) == (202, "pending")
+        await _committed(cluster, registration)
+        address = cluster.members[0].node.store.height
+        patient = account_id(p1.public_key).hex()
+        checks = {
+            ("get", "/v1/status"): ("/v1/status", 200, "chain_id"),
+            ("get", "/v1/genesis"): ("/v1/genesis", 200, "validators"),
+            ("get", "/v1/txs/{id}"): (f"/v1/txs/{registration.id.hex()}", 200, "status"),
+            ("get", "/v1/partials"): ("/v1/partials", 200, "partials"),
+            ("get", "/v1/accounts/{address}"): (f"/v1/accounts/{patient}", 200, "nonce"),
+            ("get", "/v1/state/{table}"): ("/v1/state/account", 200, "entries"),
+            ("get", "/v1/state/{table}/{key}"): (f"/v1/state/account/{patient}", 200, "value"),
+            ("get", "/v1/blocks/{height}"): (f"/v1/blocks/{address}", 200, "certificate"),
+            ("get", "/metrics"): ("/metrics", 200, None),
+            ("get", "/openapi.json"): ("/openapi.json", 200, "paths"),
+        }
+        for (method, template), (path, expected, field) in checks.items():
+            assert method in document["paths"][template], template
+            status, body = await _call(session, method.upper(), base + path)
+            assert status == expected, (path, body)
+            if field is not None:
+                assert field in body, (path, body)
+        status, body = await _call(session, "POST", f"{base}/v1/blobs", data=b"ciphertext")
+        assert status == 201
+        status, blob = await _call(session, "GET", f"{base}/v1/blobs/{body['cid']}")
+        assert (status, blob) == (200, b"ciphertext")
+        status, missing = await _call(session, "GET", f"{base}/v1/vaults/{'00' * 20}")
+        assert (status, missing["error"]) == (404, "not_found")
+
+
+@pytest.mark.asyncio
+async def test_bad_input_gets_a_4xx_with_a_reason_and_the_node_keeps_running(
+    tmp_path: Path,
+) -> None:
+    async with running_cluster(tmp_path) as cluster, aiohttp.ClientSession() as session:
+        node = cluster.members[0]
+        base = node.url
+        good, p1, p2 = _registration(cluster)
+        forged = good.with_signature(
+            good.signatures[0].__class__(good.signatures[0].public_key, bytes(64))
+        )
+        other_chain = Tx(
+            "carechain-other", good.kind, good.account, good.nonce, good.expiry_ms, good.body
+        )
+        other_chain = other_chain.signed_by(p1).signed_by(p2)
+        cases: list[tuple[dict[str, Any], int, str]] = [
+            (
+                {"data": b"{not json", "headers": {"Content-Type": "application/json"}},
+                400,
+                "bad_json",
+            ),
+            ({"json": {"tx": good.encode().hex(), "extra": 1}}, 400, "unknown_field"),
+            ({"json": {}}, 400, "missing_field"),
+            ({"json": {"tx": "zz"}}, 400, "bad_hex"),
+            ({"json": {"tx": "c1"}}, 400, "bad_tx"),
+            ({"json": {"tx": forged.encode().hex()}}, 400, "bad_signature"),
+            ({"json": {"tx": other_chain.encode().hex()}}, 400, "wrong_chain"),
+            (
+                {
+                    "data": io.BytesIO(b"x" * (5 * 1024 * 1024)),
+                    "headers": {"Content-Type": "application/json"},
+                },
+                413,
+                "too_large",
+            ),
+        ]
+        for kwargs, expected_status, code in cases:
+            status, body = await _call(session, "POST", f"{base}/v1/txs", **kwargs)
+            assert (status, body["error"]) == (expected_status, code), (code, body)
+            assert body["message"]
+        status, body = await _call(
+            session,
+            "POST",
+            f"{base}/v1/partials/{'ab' * 32}/signatures",
+            json={"public_key": "00" * 32, "signature": "00" * 64},
+        )
+        assert (status, body["error"]) == (400, "unknown_partial")
+        status, body = await _call(session, "GET", f"{base}/v1/blocks/999999")
+        assert (status, body["error"]) == (404, "not_found")
+        status, body = await _call(
+            session, "POST", f"{base}/v1/txs", json={"tx": good.encode().hex()}
+        )
+        assert status == 202, "the node still accepts good transactions"
+        await _committed(cluster, good)
+
+
+@pytest.mark.asyncio
+async def test_the_event_stream_reports_new_blocks(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path) as cluster, aiohttp.ClientSession() as session:
+        base = cluster.members[1].url
+        async with session.get(f"{base}/v1/events") as response:
+            tx, _, _ = _registration(cluster)
+            await cluster.members[1].node.submit(tx)
+            while True:
+                line = await asyncio.wait_for(response.content.readline(), 30)
+                event = json.loads(line)
+                if event["event"] == "block" and tx.id.hex() in event["txs"]:
+                    break
+        assert event["height"] >= 1
