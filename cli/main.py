@@ -14,7 +14,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from carechain.cli import demo, keys, nodes, setup
+from carechain.cli import demo, flows, flows_more, keys, nodes, setup
 from carechain.cli.output import error_console
 from carechain.consensus.errors import CarechainError, InvalidInput
 
@@ -49,6 +49,16 @@ cli.add_command(setup.init)
 cli.add_command(setup.config)
 cli.add_command(demo.demo)
 for command in (nodes.testnet, nodes.start, nodes.devnet, nodes.status):
+    cli.add_command(command)
+for group in (flows.patient, flows.vault, flows.record, flows.grant):
+    cli.add_command(group)
+for command in (
+    flows_more.emergency,
+    flows_more.tx,
+    flows_more.governance,
+    flows_more.blob,
+    flows_more.agent,
+):
     cli.add_command(command)
 
 

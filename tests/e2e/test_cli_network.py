@@ -1,0 +1,258 @@
+"""End to end: four real node processes over libp2p on loopback, driven through the `carechain`
+command as an operator, a patient and two hospitals would."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from carechain.cli.main import EXIT_INVALID_INPUT, cli
+from carechain.cli.nodes import Devnet
+from carechain.consensus.genesis import Institution, InstitutionKind
+from carechain.node.keystore import read_key_info
+
+PORT = 27300
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+def ok(*args: str) -> str:
+    result = run(*args)
+    assert result.exit_code == 0, f"{' '.join(args)}\n{result.output}"
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Devnet, str]]:
+    folder = tmp_path_factory.mktemp("e2e")
+    people = folder / "people"
+    for name in ("p1", "p2", "hospital-a", "hospital-b", "trusted"):
+        ok("keys", "new", "--home", str(people), "--name", name, "--insecure-plaintext")
+    keys = {p.stem: read_key_info(p).public_key for p in (people / "keys").glob("*.json")}
+    institutions = (
+        Institution("hospital-a", InstitutionKind.HOSPITAL, keys["hospital-a"]),
+        Institution("hospital-b", InstitutionKind.HOSPITAL, keys["hospital-b"]),
+        Institution("trusted", InstitutionKind.TRUSTED_PARTY, keys["trusted"]),
+    )
+    devnet = Devnet(folder / "net", 4, PORT, institutions=institutions, heartbeat_interval_ms=3000)
+    clients = devnet.start()
+    try:
+        yield people, devnet, clients[0].base_url
+    finally:
+        devnet.stop()
+
+
+def test_operator_status_and_a_patient_flow_through_the_cli(
+    network: tuple[Path, Devnet, str], tmp_path: Path
+) -> None:
+    people, devnet, api = network
+    status = json.loads(ok("status", "--home", str(devnet.nodes[0].home), "--json"))
+    assert status["chain_id"] == "carechain-devnet"
+    assert len(status["validators"]) == 4
+    home = ["--home", str(people), "--api", api]
+    key = {p.stem: read_key_info(p).public_key.hex() for p in (people / "keys").glob("*.json")}
+
+    ok("patient", "register", *home, "--key1", "p1", "--key2", "p2")
+    created = json.loads(
+        ok(
+            "vault",
+            "create",
+            *home,
+            "--key1",
+            "p1",
+            "--key2",
+            "p2",
+            "--type",
+            "glucose",
+            "--team",
+            key["hospital-a"],
+            "--json",
+        )
+    )
+    vault = created["vault"]
+    reading = tmp_path / "reading.txt"
+    reading.write_text("glucose 5.6 mmol/L fasting")
+    put = json.loads(
+        ok(
+            "record",
+            "put",
+            *home,
+            "--vault",
+            vault,
+            "--file",
+            str(reading),
+            "--key",
+            "p1",
+            "--key",
+            "p2",
+            "--json",
+        )
+    )
+    assert put["status"] == "committed"
+
+    # Hospital A files a record alone: it waits until the patient's agent co-signs by rule.
+    report = tmp_path / "report.txt"
+    report.write_text("clinic note: HbA1c trending down" * 100)  # large enough to be a blob
+    partial = json.loads(
+        ok(
+            "record",
+            "put",
+            *home,
+            "--vault",
+            vault,
+            "--file",
+            str(report),
+            "--key",
+            "hospital-a",
+            "--json",
+        )
+    )
+    assert partial["status"] == "partial"
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        f'[[rule]]\nname = "hospital A files glucose"\ninstitutions = ["{key["hospital-a"]}"]\n'
+        'kinds = ["record.put"]\ndata_types = ["glucose"]\n'
+    )
+    decisions = ok(
+        "agent", *home, "--rules", str(rules), "--key", "p1", "--other-key", "p2", "--once"
+    )
+    assert '"signed": true' in decisions
+    shown = json.loads(ok("tx", "show", *home, partial["id"], "--json"))
+    for _ in range(100):
+        if shown["status"] == "committed":
+            break
+        shown = json.loads(ok("tx", "show", *home, partial["id"], "--json"))
+    assert shown["status"] == "committed"
+
+    # Hospital B is granted access, reads (with a receipt), is revoked, and cannot read again.
+    granted = ok(
+        "grant",
+        "add",
+        *home,
+        "--vault",
+        vault,
+        "--grantee",
+        key["hospital-b"],
+        "--days",
+        "30",
+        "--key",
+        "p1",
+        "--key",
+        "p2",
+    )
+    grant_id = re.search(r"grant id ([0-9a-f]{64})", granted).group(1)  # type: ignore[union-attr]
+    out = tmp_path / "read.txt"
+    got = ok(
+        "record",
+        "get",
+        *home,
+        "--vault",
+        vault,
+        "--record",
+        put["record"],
+        "--key",
+        "hospital-b",
+        "--grant",
+        grant_id,
+        "--out",
+        str(out),
+    )
+    assert out.read_text() == "glucose 5.6 mmol/L fasting"
+    assert "read receipt: committed" in got
+    blob_out = tmp_path / "report-read.txt"
+    ok(
+        "record",
+        "get",
+        *home,
+        "--vault",
+        vault,
+        "--record",
+        partial["record"],
+        "--key",
+        "hospital-b",
+        "--grant",
+        grant_id,
+        "--out",
+        str(blob_out),
+    )
+    assert blob_out.read_text() == report.read_text()
+    listed = json.loads(ok("grant", "list", *home, "--vault", vault, "--json"))
+    assert [g["grantee"] for g in listed] == [key["hospital-b"]]
+    ok(
+        "grant",
+        "revoke",
+        *home,
+        "--vault",
+        vault,
+        "--grant",
+        grant_id,
+        "--key",
+        "p1",
+        "--key",
+        "p2",
+    )
+    later = tmp_path / "later.txt"
+    later.write_text("glucose 6.0 mmol/L")
+    newer = json.loads(
+        ok(
+            "record",
+            "put",
+            *home,
+            "--vault",
+            vault,
+            "--file",
+            str(later),
+            "--key",
+            "p1",
+            "--key",
+            "p2",
+            "--json",
+        )
+    )
+    refused = run(
+        "record",
+        "get",
+        *home,
+        "--vault",
+        vault,
+        "--record",
+        newer["record"],
+        "--key",
+        "hospital-b",
+        "--out",
+        str(tmp_path / "nope.txt"),
+    )
+    assert refused.exit_code == EXIT_INVALID_INPUT
+    assert "no key for the record's epoch" in refused.output
+
+
+def test_blob_commands_and_clear_errors(network: tuple[Path, Devnet, str], tmp_path: Path) -> None:
+    people, _, api = network
+    home = ["--home", str(people), "--api", api]
+    payload = tmp_path / "cipher.bin"
+    payload.write_bytes(b"\x00ciphertext" * 1000)
+    cid = ok("blob", "put", *home, str(payload)).strip()
+    ok("blob", "verify", str(payload), cid)
+    fetched = tmp_path / "back.bin"
+    ok("blob", "get", *home, cid, "--out", str(fetched))
+    assert fetched.read_bytes() == payload.read_bytes()
+    wrong = run(
+        "blob",
+        "verify",
+        str(payload),
+        "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku",
+    )
+    assert wrong.exit_code == EXIT_INVALID_INPUT
+    unreachable = run("status", "--home", str(tmp_path))
+    assert unreachable.exit_code == EXIT_INVALID_INPUT
+    assert "no running node" in unreachable.output
+    bad_vault = run("grant", "list", *home, "--vault", "xyz")
+    assert bad_vault.exit_code == EXIT_INVALID_INPUT
+    assert "40 hex characters" in bad_vault.output
