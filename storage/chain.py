@@ -66,6 +66,10 @@ class ChainStore:
             self._head_header = self.block(self.height).header
         return self._head_header
 
+    def last_certified(self) -> tuple[Block, CommitCertificate] | None:
+        height = self.height
+        return None if height == 0 else (self.block(height), self.certificate(height))
+
     # -- reading --------------------------------------------------------------------------------
     def head(self) -> tuple[int, bytes] | None:
         raw = self.kv.get(schema.HEAD_KEY)

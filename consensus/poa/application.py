@@ -17,7 +17,16 @@ from carechain.consensus.ledger.context import BlockContext, ChainContext
 from carechain.consensus.ledger.errors import BlockRejected
 from carechain.consensus.ledger.governance import validator_set_at
 from carechain.consensus.ledger.state import StateDiff, StateReader, state_root
-from carechain.consensus.types import ZERO_HASH, Block, BlockHeader, Tx, ValidatorSet, merkle_root
+from carechain.consensus.poa.messages import Commit
+from carechain.consensus.types import (
+    ZERO_HASH,
+    Block,
+    BlockHeader,
+    CommitCertificate,
+    Tx,
+    ValidatorSet,
+    merkle_root,
+)
 
 
 class ChainView(StateReader, Protocol):
@@ -30,6 +39,8 @@ class ChainView(StateReader, Protocol):
     def accumulator(self) -> int: ...
 
     def last_header(self) -> BlockHeader | None: ...
+
+    def last_certified(self) -> tuple[Block, CommitCertificate] | None: ...
 
 
 class LedgerApplication:
@@ -59,6 +70,10 @@ class LedgerApplication:
     def last_block_time_ms(self) -> int:
         header = self.view.last_header()
         return header.time_ms if header else self.genesis.genesis_time_ms
+
+    def last_commit(self) -> Commit | None:
+        found = self.view.last_certified()
+        return None if found is None else Commit(*found)
 
     def validator_set(self, height: int) -> ValidatorSet:
         return validator_set_at(self.view, height)

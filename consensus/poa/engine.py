@@ -265,6 +265,9 @@ class Engine:
         self.timers = {k: v for k, v in self.timers.items() if k[0] is Timer.REBROADCAST}
         self.state = HeightState(height, self.app.validator_set(height))
         self.validity.clear()
+        # Re-announce the last decision from the store, not from memory: a validator that
+        # crashed (or synced) right after a commit must still tell peers stuck below it.
+        self.last_commit = self.app.last_commit()
         resume_round = self._restore_from_wal()
         buffered, self.future = self.future, []
         for sender, message in buffered:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Protocol
 
-from carechain.consensus.poa.messages import ConsensusMessage, WalRecord
+from carechain.consensus.poa.messages import Commit, ConsensusMessage, WalRecord
 from carechain.consensus.types import Block, CommitCertificate, ValidatorSet, Vote
 
 # --- events ------------------------------------------------------------------------------------
@@ -130,6 +130,10 @@ class Application(Protocol):
     def last_block_hash(self) -> bytes: ...
 
     def last_block_time_ms(self) -> int: ...
+
+    def last_commit(self) -> Commit | None:
+        """The latest committed block with its certificate (None at genesis)."""
+        ...
 
     def validator_set(self, height: int) -> ValidatorSet: ...
 

@@ -41,6 +41,9 @@ class SimChain:
     def last_header(self) -> BlockHeader | None:
         return self.blocks[-1].header if self.blocks else None
 
+    def last_certified(self) -> tuple[Block, CommitCertificate] | None:
+        return (self.blocks[-1], self.certificates[-1]) if self.blocks else None
+
 
 @dataclasses.dataclass
 class SimNode:

@@ -66,6 +66,7 @@ class StubApp:
     pending: bool = True
     invalid: set[bytes] = dataclasses.field(default_factory=set)
     last_time_ms: int = T0 - 100_000
+    committed: Commit | None = None
 
     def committed_height(self) -> int:
         return self.height
@@ -78,6 +79,9 @@ class StubApp:
 
     def validator_set(self, height: int) -> ValidatorSet:
         return VALIDATORS
+
+    def last_commit(self) -> Commit | None:
+        return self.committed
 
     def has_pending(self) -> bool:
         return self.pending
@@ -435,3 +439,16 @@ def test_a_restarted_locked_proposer_re_proposes_with_its_proof_of_lock() -> Non
         and a.message.vote_type is VoteType.PREVOTE
     ]
     assert len({v.validator for v in proof}) == 3, "the re-proposal travels with its 3 prevotes"
+
+
+def test_a_restarted_validator_re_announces_its_last_commit_from_the_store() -> None:
+    """Regression (simulator seed 2806): a validator that committed and crashed before its
+    Commit left must still tell peers stuck at that height, or they may never finish it."""
+    decided = block(1, 0)
+    app = StubApp(height=1, committed=Commit(decided, _certificate(decided, KEYS[:3])))
+    engine, _ = started(app)
+    actions = engine.handle(Tick(T0 + CONFIG.rebroadcast_ms))
+    commits = [
+        a.message for a in actions if isinstance(a, Broadcast) and isinstance(a.message, Commit)
+    ]
+    assert [c.block for c in commits] == [decided]
