@@ -132,6 +132,12 @@ class Devnet:
             self.processes[node.name] = spawn(node.home, node.home / "node.log")
         return [wait_for_api(node.home, self.processes[node.name]) for node in self.nodes]
 
+    def terminate(self, name: str, timeout_s: float = 30) -> int:
+        """SIGTERM one node and wait for it; its exit code."""
+        process = self.processes[name]
+        process.send_signal(signal.SIGTERM)
+        return process.wait(timeout_s)
+
     def kill(self, name: str) -> None:
         self.processes[name].send_signal(signal.SIGKILL)
         self.processes[name].wait(30)

@@ -27,7 +27,15 @@ from carechain.consensus.errors import CarechainError, InvalidInput
 from carechain.consensus.ledger.apply import classify
 from carechain.consensus.ledger.errors import TxRejected
 from carechain.consensus.ledger.governance import validator_set
-from carechain.consensus.ledger.records import Account, Vault
+from carechain.consensus.ledger.records import (
+    Account,
+    Emergency,
+    EmergencyStatus,
+    Grant,
+    Receipt,
+    RecordEntry,
+    Vault,
+)
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.types import Tx, TxSignature
 from carechain.node.blob_service import BlobRequest, fetch_from_peer
@@ -177,6 +185,15 @@ class Api:
                 "An account by address (cc1...) or hex id",
             ),
             ("GET", "/v1/vaults/{id}", self.vault, "A vault"),
+            (
+                "GET",
+                "/v1/vaults/{id}/records",
+                self.vault_records,
+                "Records of a vault (no plaintext)",
+            ),
+            ("GET", "/v1/vaults/{id}/grants", self.vault_grants, "Grants on a vault"),
+            ("GET", "/v1/vaults/{id}/receipts", self.vault_receipts, "Read receipts of a vault"),
+            ("GET", "/v1/emergencies", self.emergencies, "Emergency accesses, unreviewed first"),
             (
                 "GET",
                 "/v1/state/{table}",
@@ -369,6 +386,32 @@ class Api:
         if vault is None:
             raise ApiError(404, "not_found", "no such vault")
         return web.json_response(to_json(vault))
+
+    def _decoded(self, table: Table, prefix: bytes, kind: type[Record]) -> list[Any]:
+        return [
+            kind.decode(value)
+            for _, value in self.node.store.kv.iterate(schema.state_key(table, prefix))
+        ]
+
+    async def vault_records(self, request: web.Request) -> web.Response:
+        vault_id = _hex(request.match_info["id"], "id")
+        records = self._decoded(Table.RECORD, vault_id, RecordEntry)
+        return web.json_response({"records": [to_json(r) for r in records]})
+
+    async def vault_grants(self, request: web.Request) -> web.Response:
+        vault_id = _hex(request.match_info["id"], "id")
+        grants = [g for g in self._decoded(Table.GRANT, b"", Grant) if g.vault == vault_id]
+        return web.json_response({"grants": [to_json(g) for g in grants]})
+
+    async def vault_receipts(self, request: web.Request) -> web.Response:
+        vault_id = _hex(request.match_info["id"], "id")
+        receipts = self._decoded(Table.RECEIPT, vault_id, Receipt)
+        return web.json_response({"receipts": [to_json(r) for r in receipts]})
+
+    async def emergencies(self, request: web.Request) -> web.Response:
+        found = self._decoded(Table.EMERGENCY, b"", Emergency)
+        found.sort(key=lambda e: (e.status is not EmergencyStatus.UNREVIEWED, e.opened_height))
+        return web.json_response({"emergencies": [to_json(e) for e in found]})
 
     # -- blobs ----------------------------------------------------------------------------------
     async def blob_put(self, request: web.Request) -> web.Response:

@@ -13,8 +13,10 @@ from click.testing import CliRunner, Result
 
 from carechain.cli.main import EXIT_INVALID_INPUT, cli
 from carechain.cli.nodes import Devnet
+from carechain.config.genesis import load_genesis
 from carechain.consensus.genesis import Institution, InstitutionKind
 from carechain.node.keystore import read_key_info
+from carechain.storage.chain import ChainStore
 
 PORT = 27300
 
@@ -256,3 +258,16 @@ def test_blob_commands_and_clear_errors(network: tuple[Path, Devnet, str], tmp_p
     bad_vault = run("grant", "list", *home, "--vault", "xyz")
     assert bad_vault.exit_code == EXIT_INVALID_INPUT
     assert "40 hex characters" in bad_vault.output
+
+
+def test_sigterm_stops_a_node_cleanly(network: tuple[Path, Devnet, str]) -> None:
+    _, devnet, _ = network
+    last = devnet.nodes[-1]
+    assert devnet.terminate(last.name) == 0
+    genesis = load_genesis(last.home / "genesis.json")
+    store = ChainStore.open(last.home / "data" / "chain", genesis, verify_state=True)
+    try:
+        assert store.height >= 1
+    finally:
+        store.close()
+    assert not (last.home / "data" / "api.address").exists()

@@ -141,6 +141,14 @@ async def test_every_route_is_documented_and_answers(tmp_path: Path) -> None:
             ("get", "/v1/state/{table}"): ("/v1/state/account", 200, "entries"),
             ("get", "/v1/state/{table}/{key}"): (f"/v1/state/account/{patient}", 200, "value"),
             ("get", "/v1/blocks/{height}"): (f"/v1/blocks/{address}", 200, "certificate"),
+            ("get", "/v1/emergencies"): ("/v1/emergencies", 200, "emergencies"),
+            ("get", "/v1/vaults/{id}/records"): (f"/v1/vaults/{'00' * 20}/records", 200, "records"),
+            ("get", "/v1/vaults/{id}/grants"): (f"/v1/vaults/{'00' * 20}/grants", 200, "grants"),
+            ("get", "/v1/vaults/{id}/receipts"): (
+                f"/v1/vaults/{'00' * 20}/receipts",
+                200,
+                "receipts",
+            ),
             ("get", "/metrics"): ("/metrics", 200, None),
             ("get", "/openapi.json"): ("/openapi.json", 200, "paths"),
         }
