@@ -63,6 +63,7 @@ class P2PSection(StrictModel):
     listen: str = "/ip4/0.0.0.0/tcp/26656"
     peers: list[str] = pydantic.Field(default_factory=list)
     heartbeat_listen: str = "0.0.0.0:26657"
+    heartbeat_peers: list[str] = pydantic.Field(default_factory=list)  # other validators' host:port
     heartbeat_interval_ms: PositiveMs = 1000
     message_bytes_max: Annotated[int, pydantic.Field(ge=1024, le=64 * 1024 * 1024)] = (
         16 * 1024 * 1024
@@ -89,6 +90,16 @@ class P2PSection(StrictModel):
     @classmethod
     def _heartbeat(cls, value: str) -> str:
         parse_host_port(value)
+        return value
+
+    @pydantic.field_validator("heartbeat_peers")
+    @classmethod
+    def _heartbeat_peers(cls, value: list[str]) -> list[str]:
+        for index, address in enumerate(value):
+            try:
+                parse_host_port(address)
+            except ValueError as exc:
+                raise ValueError(f"heartbeat_peers[{index}] {address!r}: {exc}") from None
         return value
 
 

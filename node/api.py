@@ -242,6 +242,10 @@ class Api:
                 ],
                 "peers": node.network.peers(),
                 "syncing": node.syncing,
+                "heartbeats": {
+                    peer: {"height": view.height, "round": view.round}
+                    for peer, view in (node.heartbeats.views.items() if node.heartbeats else ())
+                },
                 "mempool": len(node.mempool),
                 "partials": len(node.partials),
             }

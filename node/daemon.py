@@ -52,6 +52,7 @@ from carechain.node import builders
 from carechain.node.blob_service import BlobService
 from carechain.node.pools import Mempool, PartialPool, PoolFull, admit
 from carechain.node.sync import BlockSync, range_provider
+from carechain.p2p.heartbeat import HeartbeatService
 from carechain.p2p.network import Inbound, Network, Topic
 from carechain.storage.blobs.backends import open_blob_store
 from carechain.storage.chain import ChainStore
@@ -121,6 +122,26 @@ class Node:
         self._wake_at: int | None = None
         self._woken = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
+        self.heartbeats = (
+            HeartbeatService(
+                node_key,
+                genesis.chain_id,
+                config.p2p.heartbeat_listen,
+                list(config.p2p.heartbeat_peers),
+                status=self._heartbeat_status,
+                registered=lambda: set(self._registered),
+                on_ahead=lambda peer, height: self._start_sync(peer),
+                interval_ms=config.p2p.heartbeat_interval_ms,
+            )
+            if config.p2p.heartbeat_peers
+            else None
+        )
+        self._registered: set[str] = set()
+
+    def _heartbeat_status(self) -> tuple[int, int, tuple[str, ...]]:
+        state = self.engine.state
+        listen = tuple(getattr(self.network, "listen_addrs", ())[:4])
+        return self.store.height, state.round if state else 0, listen
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, ready: Callable[[], None] | None = None) -> None:
@@ -136,6 +157,8 @@ class Node:
                 tasks.create_task(self._inbox_loop(), name="inbox")
                 tasks.create_task(self._timer_loop(), name="timers")
                 tasks.create_task(self._housekeeping_loop(), name="housekeeping")
+                if self.heartbeats is not None:
+                    tasks.create_task(self.heartbeats.run(), name="heartbeats")
                 if ready is not None:
                     ready()
                 await stop.wait()
@@ -225,7 +248,8 @@ class Node:
             for h in (height + 1, height + 2)
             for v in validator_set_at(self.store, h).validators
         }
-        self.network.allow(registered - {self.node_id})
+        self._registered = registered - {self.node_id}
+        self.network.allow(self._registered)
 
     # -- loops ----------------------------------------------------------------------------------
     async def _timer_loop(self) -> None:

@@ -113,6 +113,9 @@ def make_testnet(
                 listen=f"/ip4/127.0.0.1/tcp/{node.p2p_port}",
                 peers=peers,
                 heartbeat_listen=f"127.0.0.1:{node.p2p_port + 1000}",
+                heartbeat_peers=[
+                    f"127.0.0.1:{other.p2p_port + 1000}" for other in nodes if other is not node
+                ],
             ),
             api=APISection(listen=f"127.0.0.1:{node.api_port}"),
             consensus=LOCAL_TIMEOUTS,
