@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from carechain.cli.keys import key_path
+from carechain.cli.output import console
 from carechain.cli.passphrase import obtain_passphrase
 from carechain.config.genesis import parse_genesis
 from carechain.consensus.crypto import PrivateKey, account_id, unseal
@@ -98,6 +99,33 @@ class FlowContext:
 def institution_kind(context: FlowContext, key: bytes) -> InstitutionKind | None:
     found = context.state().load(Table.INSTITUTION, key, InstitutionState)
     return None if found is None else found.kind
+
+
+def hex_bytes(value: str, size: int, what: str) -> bytes:
+    """Parse `size` bytes of hex, or say what the option expects."""
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raw = b""
+    if len(raw) != size:
+        raise InvalidInput(f"{what} must be {2 * size} hex characters")
+    return raw
+
+
+def vault_arg(value: str) -> bytes:
+    try:
+        return hex_bytes(value, 20, "--vault")
+    except InvalidInput:
+        raise InvalidInput(
+            "--vault is the vault id: 40 hex characters (see `vault create`)"
+        ) from None
+
+
+def report_outcome(answer: dict[str, object], what: str) -> None:
+    if answer["status"] == "partial":
+        console.print(f"{what}: waiting for co-signatures (transaction {answer['id']})")
+    else:
+        console.print(f"{what}: committed at height {answer.get('height')}")
 
 
 def flow_options(function: click.decorators.FC) -> click.decorators.FC:

@@ -14,9 +14,12 @@ from rich.table import Table
 from carechain.cli.context import (
     DAY_MS,
     flow_options,
+    hex_bytes,
     institution_kind,
     make_context,
     patient_account,
+    report_outcome,
+    vault_arg,
 )
 from carechain.cli.output import console, emit_json, json_option
 from carechain.consensus import crypto
@@ -37,30 +40,6 @@ from carechain.node.client import RemoteState
 from carechain.storage.blobs.store import content_id_of
 
 TEMPLATES = {"patient-controlled": Template.PATIENT_CONTROLLED, "nem-2-of-n": Template.NEM_2_OF_N}
-
-
-def _hex32(value: str, what: str) -> bytes:
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        raw = b""
-    if len(raw) != 32:
-        raise InvalidInput(f"{what} must be 64 hex characters (a public key or id)")
-    return raw
-
-
-def _vault_arg(value: str) -> bytes:
-    raw = bytes.fromhex(value) if len(value) == 40 else b""
-    if len(raw) != 20:
-        raise InvalidInput("--vault is the vault id: 40 hex characters (see `vault create`)")
-    return raw
-
-
-def _report(answer: dict[str, object], what: str) -> None:
-    if answer["status"] == "partial":
-        console.print(f"{what}: waiting for co-signatures (transaction {answer['id']})")
-    else:
-        console.print(f"{what}: committed at height {answer.get('height')}")
 
 
 # --- patients and vaults -----------------------------------------------------------------------
@@ -84,7 +63,7 @@ def patient_register(
     draft = builders.register_patient(
         context.chain_id, (first.public_key, second.public_key), context.expiry()
     )
-    _report(context.send(draft.signed(first, second)), "patient registered")
+    report_outcome(context.send(draft.signed(first, second)), "patient registered")
     console.print(f"patient address {crypto.encode_address(patient_account(first))}")
 
 
@@ -120,7 +99,7 @@ def vault_create(
     """Create a vault; its first epoch key is sealed to the patient, team and trusted parties."""
     context = make_context(home, api, passphrase_file)
     first, second = context.key(key1), context.key(key2)
-    team_keys = [_hex32(t, "--team") for t in team]
+    team_keys = [hex_bytes(t, 32, "--team") for t in team]
     members = {first.public_key, second.public_key, *team_keys, *context.trusted()}
     patient_id = patient_account(first)
     draft, _ = builders.create_vault(
@@ -138,7 +117,7 @@ def vault_create(
     if as_json:
         emit_json({"vault": vault_id, **answer})
     else:
-        _report(answer, f"{data_type} vault created")
+        report_outcome(answer, f"{data_type} vault created")
         console.print(f"vault id {vault_id}")
 
 
@@ -172,7 +151,7 @@ def record_put(
     """Encrypt a file, store it (inline or as a blob), and submit the record."""
     context = make_context(home, api, passphrase_file)
     keys = [context.key(name) for name in key_names]
-    vault_state = context.vault(_vault_arg(vault_hex))
+    vault_state = context.vault(vault_arg(vault_hex))
     epoch_key = context.epoch_key(vault_state, keys[0])
     plaintext = path.read_bytes()
     record_id = secrets.token_bytes(16)
@@ -212,7 +191,7 @@ def record_put(
     if as_json:
         emit_json({"record": record_id.hex(), "content_id": content_id or "inline", **answer})
     else:
-        _report(answer, "record submitted")
+        report_outcome(answer, "record submitted")
         console.print(f"record id {record_id.hex()}")
 
 
@@ -236,7 +215,7 @@ def record_get(
     """Fetch, verify and decrypt a record; an institution anchors a read receipt."""
     context = make_context(home, api, passphrase_file)
     reader = context.key(key_name)
-    vault_id, record_id = _vault_arg(vault_hex), bytes.fromhex(record_hex)
+    vault_id, record_id = vault_arg(vault_hex), bytes.fromhex(record_hex)
     entry = context.state().load(StateTable.RECORD, vault_id + record_id, RecordEntry)
     if entry is None:
         raise InvalidInput(f"no record {record_hex} in vault {vault_hex}")
@@ -273,7 +252,7 @@ def record_get(
             record_id=record_id,
             grant_id=bytes.fromhex(grant_hex),
         )
-        _report(context.send(receipt.signed(reader)), "read receipt")
+        report_outcome(context.send(receipt.signed(reader)), "read receipt")
 
 
 # --- grants ------------------------------------------------------------------------------------
@@ -308,14 +287,14 @@ def grant_add(
     """Grant an institution access to a vault for a number of days."""
     context = make_context(home, api, passphrase_file)
     keys = [context.key(name) for name in key_names]
-    vault_state = context.vault(_vault_arg(vault_hex))
+    vault_state = context.vault(vault_arg(vault_hex))
     now = context.now_ms()
     draft = builders.grant(
         context.chain_id,
         vault_state.vault_id,
         context.nonce(vault_state.vault_id),
         context.expiry(),
-        grantee=_hex32(grantee, "--grantee"),
+        grantee=hex_bytes(grantee, 32, "--grantee"),
         epoch_key=context.epoch_key(vault_state, keys[0]),
         valid_from_ms=now - 1000,
         valid_until_ms=now + days * DAY_MS,
@@ -323,7 +302,7 @@ def grant_add(
         access=Access.READ_WRITE if write else Access.READ,
     )
     tx = draft.signed(*keys)
-    _report(context.send(tx), "grant")
+    report_outcome(context.send(tx), "grant")
     console.print(f"grant id {tx.id.hex()}")
 
 
@@ -343,8 +322,8 @@ def grant_revoke(
     """Revoke a grant; the vault's epoch rotates to the remaining readers."""
     context = make_context(home, api, passphrase_file)
     keys = [context.key(name) for name in key_names]
-    vault_state = context.vault(_vault_arg(vault_hex))
-    grant_id = _hex32(grant_hex, "--grant")
+    vault_state = context.vault(vault_arg(vault_hex))
+    grant_id = hex_bytes(grant_hex, 32, "--grant")
     state = context.state()
     revoked = state.load(StateTable.GRANT, grant_id, Grant)
     if revoked is None:
@@ -364,7 +343,7 @@ def grant_revoke(
         new_epoch=vault_state.epoch + 1,
         remaining_members=remaining,
     )
-    _report(context.send(draft.signed(*keys)), "grant revoked, epoch rotated")
+    report_outcome(context.send(draft.signed(*keys)), "grant revoked, epoch rotated")
 
 
 @grant.command("list")
@@ -376,7 +355,7 @@ def grant_list(
 ) -> None:
     """Grants of a vault."""
     context = make_context(home, api, passphrase_file)
-    vault_id = _vault_arg(vault_hex)
+    vault_id = vault_arg(vault_hex)
     rows = []
     for _, value in RemoteState(context.client).entries(StateTable.GRANT):
         found = Grant.decode(value)

@@ -10,7 +10,14 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from carechain.cli.context import FlowContext, flow_options, make_context
+from carechain.cli.context import (
+    FlowContext,
+    flow_options,
+    hex_bytes,
+    make_context,
+    report_outcome,
+    vault_arg,
+)
 from carechain.cli.output import console, emit_json, json_option
 from carechain.consensus import crypto
 from carechain.consensus.errors import InvalidInput
@@ -28,30 +35,6 @@ from carechain.node import builders
 from carechain.node.agent_rules import decide, load_rules
 from carechain.node.client import RemoteState
 from carechain.storage.blobs.store import content_id_of
-
-
-def _vault(value: str) -> bytes:
-    raw = bytes.fromhex(value) if len(value) == 40 else b""
-    if len(raw) != 20:
-        raise InvalidInput("--vault is the vault id: 40 hex characters")
-    return raw
-
-
-def _hex(value: str, size: int, what: str) -> bytes:
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        raw = b""
-    if len(raw) != size:
-        raise InvalidInput(f"{what} must be {2 * size} hex characters")
-    return raw
-
-
-def _show(answer: dict[str, object], what: str) -> None:
-    if answer["status"] == "partial":
-        console.print(f"{what}: waiting for co-signatures (transaction {answer['id']})")
-    else:
-        console.print(f"{what}: committed at height {answer.get('height')}")
 
 
 def _sign(key: crypto.PrivateKey, tx: Tx) -> TxSignature:
@@ -98,7 +81,7 @@ def emergency_open(
     """Ask for emergency access (the trusted party co-signs with `tx cosign`)."""
     context = make_context(home, api, passphrase_file)
     hospital = context.key(key_name)
-    vault_state = context.vault(_vault(vault_hex))
+    vault_state = context.vault(vault_arg(vault_hex))
     epoch_key = context.epoch_key(vault_state, context.key(escrow_key))
     draft = builders.open_emergency(
         context.chain_id,
@@ -112,7 +95,7 @@ def emergency_open(
         note=note,
     )
     signers = [hospital] + ([context.key(trusted_key)] if trusted_key else [])
-    _show(context.send(draft.signed(*signers)), "emergency access")
+    report_outcome(context.send(draft.signed(*signers)), "emergency access")
 
 
 @emergency.command("review")
@@ -135,17 +118,17 @@ def emergency_review(
     """Review an emergency access (patient keys or a trusted party)."""
     context = make_context(home, api, passphrase_file)
     keys = [context.key(name) for name in key_names]
-    vault_id = _vault(vault_hex)
+    vault_id = vault_arg(vault_hex)
     draft = builders.review_emergency(
         context.chain_id,
         vault_id,
         context.nonce(vault_id),
         context.expiry(),
-        emergency_id=_hex(emergency_hex, 32, "--id"),
+        emergency_id=hex_bytes(emergency_hex, 32, "--id"),
         verdict=EmergencyStatus[verdict.upper()],
         note=note,
     )
-    _show(context.send(draft.signed(*keys)), "review")
+    report_outcome(context.send(draft.signed(*keys)), "review")
 
 
 @emergency.command("list")
@@ -199,12 +182,12 @@ def tx() -> None:
 @flow_options
 @click.argument("tx_id")
 @json_option
-def tx_show(
+def txreport_outcome(
     home: Path, api: str | None, passphrase_file: Path | None, tx_id: str, as_json: bool
 ) -> None:
     """A transaction's status: committed, pending, partial or rejected."""
     context = make_context(home, api, passphrase_file)
-    status = context.client.tx_status(_hex(tx_id, 32, "TX_ID"))
+    status = context.client.tx_status(hex_bytes(tx_id, 32, "TX_ID"))
     if as_json:
         emit_json(status)
     else:
@@ -247,7 +230,7 @@ def tx_cosign(
     """Add this key's signature to a partial transaction."""
     context = make_context(home, api, passphrase_file)
     key = context.key(key_name)
-    wanted = _hex(tx_id, 32, "TX_ID").hex()
+    wanted = hex_bytes(tx_id, 32, "TX_ID").hex()
     partial = next((p for p in context.client.partials() if p["id"] == wanted), None)
     if partial is None:
         raise InvalidInput(f"no partial transaction {tx_id} waits at this node")
@@ -310,10 +293,10 @@ def governance_propose(
     context = make_context(home, api, passphrase_file)
     key = context.key(key_name)
     nonce = context.nonce(GOVERNANCE_ACCOUNT)
-    subject = _hex(public_key, 32, "--public-key")
+    subject = hex_bytes(public_key, 32, "--public-key")
     if action.startswith("validator"):
         validator = Validator(
-            name, subject, _hex(node_key, 32, "--node-key") if node_key else subject, power
+            name, subject, hex_bytes(node_key, 32, "--node-key") if node_key else subject, power
         )
         verb = {
             "validator-add": ValidatorAction.ADD,
@@ -333,7 +316,7 @@ def governance_propose(
         draft = builders.change_institution(
             context.chain_id, nonce, context.expiry(), verb_i, institution
         )
-    _show(context.send(draft.signed(key)), "proposal")
+    report_outcome(context.send(draft.signed(key)), "proposal")
 
 
 @governance.command("approve")

@@ -15,8 +15,6 @@ from carechain.consensus import crypto
 from carechain.consensus.codec import Record
 from carechain.consensus.genesis import Institution
 from carechain.consensus.ledger.bodies import (
-    ChangeInstitution,
-    ChangeValidator,
     CreateVault,
     GrantAccess,
     OpenEmergency,
@@ -35,7 +33,9 @@ from carechain.consensus.ledger.records import (
     Access,
     EmergencyStatus,
     InstitutionAction,
+    InstitutionChange,
     ValidatorAction,
+    ValidatorChange,
 )
 from carechain.consensus.types import Tx, Validator, Vote
 
@@ -265,7 +265,7 @@ def receipt(
 def change_validator(
     chain_id: str, nonce: int, expiry_ms: int, action: ValidatorAction, validator: Validator
 ) -> TxDraft:
-    body = ChangeValidator(action, validator)
+    body = ValidatorChange(action, validator)
     return TxDraft(chain_id, "governance.validator", GOVERNANCE_ACCOUNT, nonce, expiry_ms, body)
 
 
@@ -278,5 +278,5 @@ def report_equivocation(chain_id: str, expiry_ms: int, first: Vote, second: Vote
 def change_institution(
     chain_id: str, nonce: int, expiry_ms: int, action: InstitutionAction, institution: Institution
 ) -> TxDraft:
-    body = ChangeInstitution(action, institution)
+    body = InstitutionChange(action, institution)
     return TxDraft(chain_id, "governance.institution", GOVERNANCE_ACCOUNT, nonce, expiry_ms, body)

@@ -9,7 +9,6 @@ import dataclasses
 from typing import Annotated, Final
 
 from carechain.consensus.codec import IntRange, Record, Size
-from carechain.consensus.genesis import Institution
 from carechain.consensus.ledger.policy import OperationClass, Policy, Template
 from carechain.consensus.ledger.records import (
     INLINE_CIPHERTEXT_BYTES_MAX,
@@ -17,14 +16,14 @@ from carechain.consensus.ledger.records import (
     ContentId,
     DataTypeName,
     EmergencyStatus,
-    InstitutionAction,
+    InstitutionChange,
     Note,
     Purpose,
     RecordId,
     SealedBytes,
-    ValidatorAction,
+    ValidatorChange,
 )
-from carechain.consensus.types import AccountId, Hash, MaybeHash, PublicKey, Validator, Vote
+from carechain.consensus.types import AccountId, Hash, MaybeHash, PublicKey, Vote
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -127,18 +126,6 @@ class AttestErasure(Record):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class ChangeValidator(Record):
-    action: ValidatorAction
-    validator: Validator
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ChangeInstitution(Record):
-    action: InstitutionAction
-    institution: Institution
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
 class ReportEquivocation(Record):
     first: Vote
     second: Vote
@@ -157,7 +144,8 @@ BODY_TYPES: Final[dict[str, type[Record]]] = {
     "access.receipt": RecordReceipt,
     "record.erase": EraseRecord,
     "erasure.attest": AttestErasure,
-    "governance.validator": ChangeValidator,
-    "governance.institution": ChangeInstitution,
+    # A governance body is the change itself, kept as such until it applies at H + 2.
+    "governance.validator": ValidatorChange,
+    "governance.institution": InstitutionChange,
     "evidence.equivocation": ReportEquivocation,
 }

@@ -19,11 +19,7 @@ from carechain.consensus.genesis import (
     InstitutionKind,
     default_governance_threshold,
 )
-from carechain.consensus.ledger.bodies import (
-    ChangeInstitution,
-    ChangeValidator,
-    ReportEquivocation,
-)
+from carechain.consensus.ledger.bodies import ReportEquivocation
 from carechain.consensus.ledger.context import (
     GOVERNANCE_KEY,
     TRUSTED_PARTIES_KEY,
@@ -105,7 +101,7 @@ def _require_governance(state: Overlay, ctx: TxContext) -> None:
     require_policy(account, OperationClass.ADMIN, ctx.signers, "a governance change")
 
 
-def process_change_validator(state: Overlay, body: ChangeValidator, ctx: TxContext) -> None:
+def process_change_validator(state: Overlay, body: ValidatorChange, ctx: TxContext) -> None:
     _require_governance(state, ctx)
     upcoming = validator_set_at(state, ctx.height + GOVERNANCE_DELAY)
     key = body.validator.public_key
@@ -116,10 +112,10 @@ def process_change_validator(state: Overlay, body: ChangeValidator, ctx: TxConte
         raise TxRejected("bad_governance", f"{body.validator.name} is not a validator")
     if body.action is ValidatorAction.REMOVE and len(upcoming.validators) == 1:
         raise TxRejected("bad_governance", "the last validator cannot be removed")
-    _schedule(state, ctx, ValidatorChange(body.action, body.validator))
+    _schedule(state, ctx, body)
 
 
-def process_change_institution(state: Overlay, body: ChangeInstitution, ctx: TxContext) -> None:
+def process_change_institution(state: Overlay, body: InstitutionChange, ctx: TxContext) -> None:
     _require_governance(state, ctx)
     existing = state.load(Table.INSTITUTION, body.institution.public_key, InstitutionState)
     if body.action is InstitutionAction.REGISTER and existing is not None:
@@ -128,7 +124,7 @@ def process_change_institution(state: Overlay, body: ChangeInstitution, ctx: TxC
         raise TxRejected("unknown_institution", f"{body.institution.name} is not active")
     if state.get(Table.ACCOUNT, account_id(body.institution.public_key)) and existing is None:
         raise TxRejected("bad_account", "that key already controls a patient account")
-    _schedule(state, ctx, InstitutionChange(body.action, body.institution))
+    _schedule(state, ctx, body)
 
 
 def process_equivocation(state: Overlay, body: ReportEquivocation, ctx: TxContext) -> None:
