@@ -12,11 +12,10 @@ from rich.table import Table as RichTable
 
 from carechain.cli.output import console
 from carechain.consensus import crypto
-from carechain.consensus.errors import CarechainError, DecodeError
+from carechain.consensus.errors import DecodeError
 from carechain.consensus.genesis import Genesis
-from carechain.consensus.ledger.apply import TxStatus, apply_block
-from carechain.consensus.ledger.context import ChainContext, epoch_key_key
-from carechain.consensus.ledger.governance import validator_set_at
+from carechain.consensus.ledger.apply import TxStatus
+from carechain.consensus.ledger.context import epoch_key_key
 from carechain.consensus.ledger.records import (
     Account,
     Emergency,
@@ -29,9 +28,9 @@ from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.types import Block, CommitCertificate, Tx
 from carechain.node import builders
 from carechain.node.agent_rules import Rule
-from carechain.node.client import Client, RemoteState
-from carechain.storage.kv import MemoryKV
-from carechain.storage.state import StateStore
+from carechain.node.audit import AuditFailure
+from carechain.node.audit import replay as audit_replay
+from carechain.node.client import ApiChain, Client, RemoteState
 
 DAY_MS = builders.DAY_MS
 
@@ -187,23 +186,12 @@ def timeline(ledger: Ledger, vaults: dict[bytes, str], names: dict[bytes, str]) 
 
 
 def replay(ledger: Ledger) -> tuple[int, list[str]]:
-    """An auditor's replay of the whole chain from a node's API: every certificate verified
-    against the validator set in force, every block re-executed, every state root compared."""
-    store = StateStore(MemoryKV())
-    store.initialize(ledger.genesis)
-    chain = ChainContext.from_genesis(ledger.genesis)
-    problems = []
-    blocks = ledger.blocks()
-    for block, certificate in blocks:
-        height = block.header.height
-        try:
-            certificate.verify(chain.chain_id, validator_set_at(store, height), block.block_hash)
-        except CarechainError as exc:
-            problems.append(str(exc))
-        root = store.apply(apply_block(store, block, chain), height)
-        if root != block.header.state_root:
-            problems.append(f"height {height}: state root differs")
-    return len(blocks), problems
+    """An auditor's replay of the whole chain through a node's API (see node.audit)."""
+    try:
+        report = audit_replay(ApiChain(ledger.client), ledger.genesis, workers=1)
+    except AuditFailure as failure:
+        return failure.height, [str(failure)]
+    return report.blocks, []
 
 
 def print_timeline(events: list[Event]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from carechain.cli import demo, flows, flows_more, keys, nodes, setup
+from carechain.cli import audit, demo, flows, flows_more, keys, nodes, setup
 from carechain.cli.output import error_console
 from carechain.consensus.errors import CarechainError, InvalidInput
 
@@ -48,6 +48,7 @@ cli.add_command(keys.keys)
 cli.add_command(setup.init)
 cli.add_command(setup.config)
 cli.add_command(demo.demo)
+cli.add_command(audit.audit)
 for command in (nodes.testnet, nodes.start, nodes.devnet, nodes.status):
     cli.add_command(command)
 for group in (flows.patient, flows.vault, flows.record, flows.grant):

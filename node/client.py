@@ -9,12 +9,13 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.ledger.state import Table
-from carechain.consensus.types import Tx, TxSignature
+from carechain.consensus.types import Block, CommitCertificate, Tx, TxSignature
 
 
 class ApiRequestError(InvalidInput):
@@ -151,3 +152,35 @@ class RemoteState:
     def entries(self, table: Table, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
         found = self.client.get(f"/v1/state/{table.name.lower()}?prefix={prefix.hex()}&limit=10000")
         return [(bytes.fromhex(k), bytes.fromhex(v)) for k, v in found["entries"]]
+
+
+class ApiChain:
+    """A node's chain read through its API, for replays (`node.audit.ChainSource`)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.state = _ApiState(client)
+
+    @property
+    def height(self) -> int:
+        return int(self.client.status()["height"])
+
+    def _answer(self, height: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.client.get(f"/v1/blocks/{height}")
+        return result
+
+    def block(self, height: int) -> Block:
+        return Block.decode(bytes.fromhex(self._answer(height)["block"]))
+
+    def certificate(self, height: int) -> CommitCertificate:
+        return CommitCertificate.decode(bytes.fromhex(self._answer(height)["certificate"]))
+
+
+class _ApiState:
+    def __init__(self, client: Client) -> None:
+        self.remote = RemoteState(client)
+
+    def entries(self) -> Iterator[tuple[Table, bytes, bytes]]:
+        for table in Table:
+            for key, value in self.remote.entries(table):
+                yield table, key, value

@@ -14,7 +14,9 @@ from carechain.consensus.genesis import Genesis
 from carechain.consensus.ledger.apply import Classification, classify, select_txs
 from carechain.consensus.ledger.context import BlockContext, ChainContext
 from carechain.consensus.ledger.errors import TxRejected
+from carechain.consensus.ledger.governance import validator_set_at
 from carechain.consensus.ledger.state import state_root
+from carechain.consensus.poa.votes import proposer_of
 from carechain.consensus.types import ZERO_HASH, Block, BlockHeader, Tx, merkle_root
 from carechain.storage.kv import KV
 from carechain.storage.state import StateStore
@@ -26,8 +28,13 @@ def wall_clock_ms() -> int:
 
 class LocalChain:
     def __init__(
-        self, kv: KV, genesis: Genesis, proposer: bytes, clock_ms: Callable[[], int] = wall_clock_ms
+        self,
+        kv: KV,
+        genesis: Genesis,
+        proposer: bytes | None,
+        clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
+        """`proposer=None`: each height's proposer is the round-robin's choice for round 0."""
         self.store = StateStore(kv)
         if not self.store.initialized:
             self.store.initialize(genesis)
@@ -62,11 +69,12 @@ class LocalChain:
             height=context.height,
             round=0,
             time_ms=context.time_ms,
-            proposer=self.proposer,
+            proposer=self.proposer
+            or proposer_of(validator_set_at(self.store, context.height), context.height, 0),
             parent_hash=self.blocks[-1].block_hash if self.blocks else ZERO_HASH,
             tx_root=merkle_root([tx.witness_hash for tx in txs]),
             state_root=state_root(selection.diff.advance(self.store.accumulator)),
-            validator_set_hash=self.genesis.validators.hash(),
+            validator_set_hash=validator_set_at(self.store, context.height).hash(),
         )
         block = Block(header, tuple(txs))
         root = self.store.apply(selection.diff, context.height)

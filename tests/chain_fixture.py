@@ -6,7 +6,11 @@ from __future__ import annotations
 import functools
 import itertools
 
+from carechain.consensus.crypto import PrivateKey
 from carechain.consensus.genesis import ConsensusParams, Genesis
+from carechain.consensus.ledger.apply import apply_block
+from carechain.consensus.ledger.context import ChainContext
+from carechain.consensus.ledger.state import StateDiff
 from carechain.consensus.types import (
     Block,
     CommitCertificate,
@@ -18,6 +22,7 @@ from carechain.consensus.types import (
 )
 from carechain.node import builders
 from carechain.node.local_chain import LocalChain
+from carechain.storage.chain import ChainStore
 from carechain.storage.kv import MemoryKV
 from carechain.tests.strategies import deterministic_key
 
@@ -58,3 +63,49 @@ def certified_blocks(count: int, txs_per_block: int = 3) -> list[tuple[Block, Co
         block = chain.commit(*txs)
         made.append((block, certify(block)))
     return made
+
+
+COMMITTEE = [deterministic_key(95 + i) for i in range(4)]
+
+
+@functools.cache
+def committee_genesis() -> Genesis:
+    validators = ValidatorSet.of(
+        [Validator(f"v{i}", k.public_key, k.public_key, 10) for i, k in enumerate(COMMITTEE)]
+    )
+    return Genesis(CHAIN_ID, GENESIS_TIME_MS, validators, 3, (), ConsensusParams(), ())
+
+
+def certify_by(block: Block, keys: list[PrivateKey]) -> CommitCertificate:
+    entries = []
+    for key in sorted(keys, key=lambda k: k.public_key):
+        vote = Vote(
+            CHAIN_ID, VoteType.PRECOMMIT, block.header.height, 0, block.block_hash, key.public_key
+        ).signed_by(key)
+        entries.append(CommitSignature(vote.validator, vote.signature))
+    return CommitCertificate(block.header.height, 0, block.block_hash, tuple(entries))
+
+
+def committee_chain(store: ChainStore, count: int, txs_per_block: int = 2) -> list[Block]:
+    """Commit `count` blocks of patient registrations, each certified by 3 of 4 validators,
+    into `store` (a ChainStore initialised with `committee_genesis()`)."""
+    ticks = itertools.count(GENESIS_TIME_MS + 1000, 1000)
+    chain = LocalChain(MemoryKV(), committee_genesis(), None, lambda: next(ticks))
+    keys = (deterministic_key(200_000 + i) for i in itertools.count())
+    made = []
+    for _ in range(count):
+        txs = []
+        for _ in range(txs_per_block):
+            first, second = next(keys), next(keys)
+            draft = builders.register_patient(
+                CHAIN_ID, (first.public_key, second.public_key), GENESIS_TIME_MS + 10**9
+            )
+            txs.append(draft.signed(first, second))
+        block = chain.commit(*txs)
+        store.commit(block, certify_by(block, COMMITTEE[:3]), _diff_of(store, block))
+        made.append(block)
+    return made
+
+
+def _diff_of(store: ChainStore, block: Block) -> StateDiff:
+    return apply_block(store, block, ChainContext.from_genesis(committee_genesis()))

@@ -271,3 +271,6 @@ def test_sigterm_stops_a_node_cleanly(network: tuple[Path, Devnet, str]) -> None
     finally:
         store.close()
     assert not (last.home / "data" / "api.address").exists()
+    audited = json.loads(ok("audit", "replay", "--home", str(last.home), "--json"))
+    assert audited["ok"]
+    assert audited["blocks"] >= 1

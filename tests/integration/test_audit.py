@@ -1,0 +1,174 @@
+"""The auditor's replay against a real chain and every tampering an attacker could try on a copy
+of it: each is caught, at the right height, with the exact failure."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from carechain.cli.main import cli
+from carechain.config.genesis import save_genesis
+from carechain.consensus.types import Block, CommitCertificate
+from carechain.node.audit import AuditFailure, replay
+from carechain.storage import schema
+from carechain.storage.chain import ChainStore
+from carechain.storage.kv import LevelKV, WriteBatch
+from carechain.tests.chain_fixture import COMMITTEE, certify_by, committee_chain, committee_genesis
+from carechain.tests.strategies import deterministic_key
+
+BLOCKS = 8
+
+
+def _chain(path: Path) -> None:
+    store = ChainStore.open(path, committee_genesis())
+    try:
+        committee_chain(store, BLOCKS)
+    finally:
+        store.close()
+
+
+def _rewrite(path: Path, change: Callable[[LevelKV], WriteBatch]) -> None:
+    kv = LevelKV(path, create=False)
+    try:
+        kv.write(change(kv))
+    finally:
+        kv.close()
+
+
+def _block(kv: LevelKV, height: int) -> Block:
+    raw = kv.get(schema.block_key(height))
+    assert raw is not None
+    return Block.decode(raw)
+
+
+def _certificate(kv: LevelKV, height: int) -> CommitCertificate:
+    raw = kv.get(schema.certificate_key(height))
+    assert raw is not None
+    return CommitCertificate.decode(raw)
+
+
+def _put(key: bytes, value: bytes) -> WriteBatch:
+    batch = WriteBatch()
+    batch.put(key, value)
+    return batch
+
+
+def flip_a_tx_byte(kv: LevelKV) -> WriteBatch:
+    block = _block(kv, 3)
+    tx = block.txs[0]
+    forged = dataclasses.replace(tx, expiry_ms=tx.expiry_ms + 1)  # one field, same size
+    return _put(
+        schema.block_key(3), dataclasses.replace(block, txs=(forged, *block.txs[1:])).encode()
+    )
+
+
+def drop_a_certificate_signature(kv: LevelKV) -> WriteBatch:
+    certificate = _certificate(kv, 4)
+    weaker = dataclasses.replace(certificate, precommits=certificate.precommits[:2])
+    return _put(schema.certificate_key(4), weaker.encode())
+
+
+def swap_two_blocks(kv: LevelKV) -> WriteBatch:
+    batch = WriteBatch()
+    for height, other in ((5, 6), (6, 5)):
+        raw = kv.get(schema.block_key(other))
+        assert raw is not None
+        batch.put(schema.block_key(height), raw)
+    return batch
+
+
+def change_a_state_root(kv: LevelKV) -> WriteBatch:
+    block = _block(kv, 2)
+    header = dataclasses.replace(block.header, state_root=b"\x01" * 32)
+    return _put(schema.block_key(2), dataclasses.replace(block, header=header).encode())
+
+
+def forge_a_block_with_a_real_looking_certificate(kv: LevelKV) -> WriteBatch:
+    """An altered block with a certificate signed by keys that are not the validators'."""
+    block = _block(kv, 7)
+    header = dataclasses.replace(block.header, time_ms=block.header.time_ms + 1)
+    forged = dataclasses.replace(block, header=header)
+    outsiders = [deterministic_key(777 + i) for i in range(3)]
+    batch = _put(schema.block_key(7), forged.encode())
+    batch.put(schema.certificate_key(7), certify_by(forged, outsiders).encode())
+    return batch
+
+
+def change_a_state_entry(kv: LevelKV) -> WriteBatch:
+    key, value = next(iter(kv.iterate(schema.STATE_PREFIX + bytes([2]))))  # an account
+    return _put(key, value[:-1] + bytes([value[-1] ^ 1]))
+
+
+TAMPERING = [
+    ("flip a transaction byte", flip_a_tx_byte, 3, "transaction root does not match"),
+    (
+        "drop a certificate signature",
+        drop_a_certificate_signature,
+        4,
+        "has 2 of 4 validator signatures",
+    ),
+    ("swap two blocks", swap_two_blocks, 5, "the block says height 6"),
+    ("change a state root", change_a_state_root, 2, "commit certificate is for block"),
+    (
+        "certificate by outsiders",
+        forge_a_block_with_a_real_looking_certificate,
+        7,
+        "is not a validator at this height",
+    ),
+    ("change a state entry", change_a_state_entry, BLOCKS, "first differing key: account"),
+]
+
+
+def test_an_untouched_chain_verifies(tmp_path: Path) -> None:
+    _chain(tmp_path / "chain")
+    store = ChainStore(LevelKV(tmp_path / "chain", create=False))
+    try:
+        report = replay(store, committee_genesis(), workers=2)
+    finally:
+        store.close()
+    assert (report.blocks, report.txs, report.signatures) == (BLOCKS, 2 * BLOCKS, 4 * BLOCKS)
+
+
+@pytest.mark.parametrize(
+    ("case", "tamper", "height", "problem"), TAMPERING, ids=[t[0] for t in TAMPERING]
+)
+def test_tampering_is_caught_where_it_happened(
+    tmp_path: Path, case: str, tamper: Callable[[LevelKV], WriteBatch], height: int, problem: str
+) -> None:
+    _chain(tmp_path / "chain")
+    _rewrite(tmp_path / "chain", tamper)
+    store = ChainStore(LevelKV(tmp_path / "chain", create=False))
+    try:
+        with pytest.raises(AuditFailure) as caught:
+            replay(store, committee_genesis(), workers=1)
+    finally:
+        store.close()
+    assert caught.value.height == height, str(caught.value)
+    assert problem in str(caught.value), str(caught.value)
+
+
+def test_the_cli_reports_json_and_exit_codes(tmp_path: Path) -> None:
+    _chain(tmp_path / "chain")
+    save_genesis(tmp_path / "genesis.json", committee_genesis())
+    arguments = [
+        "audit",
+        "replay",
+        "--data",
+        str(tmp_path / "chain"),
+        "--genesis",
+        str(tmp_path / "genesis.json"),
+        "--json",
+    ]
+    good = CliRunner().invoke(cli, arguments)
+    assert good.exit_code == 0, good.output
+    assert json.loads(good.output)["blocks"] == BLOCKS
+    _rewrite(tmp_path / "chain", drop_a_certificate_signature)
+    bad = CliRunner().invoke(cli, arguments)
+    assert bad.exit_code == 1
+    assert json.loads(bad.output)["height"] == 4
+    assert len(COMMITTEE) == 4
