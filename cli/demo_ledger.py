@@ -18,15 +18,13 @@ from carechain.consensus.ledger.apply import TxStatus
 from carechain.consensus.ledger.context import epoch_key_key
 from carechain.consensus.ledger.records import (
     Account,
-    Emergency,
-    Grant,
-    Receipt,
     RecordEntry,
     Vault,
 )
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.types import Block, CommitCertificate, Tx
 from carechain.node import builders
+from carechain.node.access_report import AccessEvent
 from carechain.node.agent_rules import Rule
 from carechain.node.audit import AuditFailure
 from carechain.node.audit import replay as audit_replay
@@ -53,7 +51,7 @@ class Ledger:
         return Overlay(RemoteState(self.client))
 
     def entries(self, table: Table) -> list[tuple[bytes, bytes]]:
-        return RemoteState(self.client).entries(table)
+        return RemoteState(self.client).table_entries(table)
 
     def time_ms(self) -> int:
         return max(int(time.time() * 1000), int(self.client.status()["last_block_time_ms"]) + 1)
@@ -135,54 +133,20 @@ def read_inline(
     )
 
 
-Event = tuple[int, str, str]
-
-
-def _grant_event(value: bytes, vaults: dict[bytes, str], names: dict[bytes, str]) -> Event | None:
-    grant = Grant.decode(value)
-    if grant.vault not in vaults or grant.emergency_id:
-        return None
-    revoked = "" if grant.revoked_height is None else f", revoked at {grant.revoked_height}"
-    text = f"{names[grant.grantee]} may read {vaults[grant.vault]} for {grant.purpose}{revoked}"
-    return grant.granted_height, "grant", text
-
-
-def _read_event(value: bytes, vaults: dict[bytes, str], names: dict[bytes, str]) -> Event | None:
-    receipt = Receipt.decode(value)
-    if receipt.vault not in vaults:
-        return None
-    return receipt.height, "read", f"{names[receipt.reader]} read a {vaults[receipt.vault]} record"
-
-
-def _emergency_event(
-    value: bytes, vaults: dict[bytes, str], names: dict[bytes, str]
-) -> Event | None:
-    emergency = Emergency.decode(value)
-    if emergency.vault not in vaults:
-        return None
-    text = (
-        f"{names[emergency.hospital]} opened {vaults[emergency.vault]} ({emergency.reason}), "
-        f"{emergency.status.name.lower()}"
-    )
-    return emergency.opened_height, "emergency", text
-
-
-_DESCRIBE = {
-    Table.GRANT: _grant_event,
-    Table.RECEIPT: _read_event,
-    Table.EMERGENCY: _emergency_event,
-}
-
-
-def timeline(ledger: Ledger, vaults: dict[bytes, str], names: dict[bytes, str]) -> list[Event]:
-    """The patient's access events from committed state, in block order."""
-    events = []
-    for table, describe in _DESCRIBE.items():
-        for _, value in ledger.entries(table):
-            event = describe(value, vaults, names)
-            if event is not None:
-                events.append(event)
-    return sorted(events)
+def print_timeline(events: list[AccessEvent], names: dict[bytes, str]) -> None:
+    table = RichTable("height", "event", "who", "data", "what happened")
+    for event in events:
+        detail = event.detail
+        if event.kind == "grant":
+            revoked = detail["revoked_height"]
+            what = f"{detail['purpose']}" + (f", revoked at {revoked}" if revoked else "")
+        elif event.kind == "emergency":
+            what = f"{detail['reason']}, {detail['status']}"
+        else:
+            what = ""
+        who = names.get(event.actor, event.actor.hex()[:12] or "patient")
+        table.add_row(str(event.height), event.kind, who, event.data_type, what)
+    console.print(table)
 
 
 def replay(ledger: Ledger) -> tuple[int, list[str]]:
@@ -192,13 +156,6 @@ def replay(ledger: Ledger) -> tuple[int, list[str]]:
     except AuditFailure as failure:
         return failure.height, [str(failure)]
     return report.blocks, []
-
-
-def print_timeline(events: list[Event]) -> None:
-    table = RichTable("height", "event", "what happened")
-    for height, kind, text in events:
-        table.add_row(str(height), kind, text)
-    console.print(table)
 
 
 AGENT_RULES = "hospital A may file CGM and glucose reports up to 10 MB"

@@ -18,7 +18,6 @@ from carechain.cli.demo_ledger import (
     read_inline,
     reading,
     replay,
-    timeline,
 )
 from carechain.consensus import crypto
 from carechain.consensus.errors import DecodeError
@@ -30,9 +29,10 @@ from carechain.consensus.ledger.state import Table
 from carechain.consensus.ledger.vaults import vault_id_of
 from carechain.consensus.types import Tx, TxSignature
 from carechain.node import builders
+from carechain.node.access_report import fhir_bundle, timeline
 from carechain.node.agent_rules import decide
 from carechain.node.blob_service import BlobRequest
-from carechain.node.client import ApiRequestError, Client
+from carechain.node.client import ApiRequestError, Client, RemoteState
 
 CGM_REPORT_BYTES = 3 * 1024 * 1024
 VAULT_TYPES = ("glucose", "cgm", "blood-pressure")
@@ -400,13 +400,16 @@ def validator_down(story: Story) -> None:
 
 def audit(story: Story, names: dict[bytes, str]) -> None:
     story.step("An auditor replays the chain from genesis and prints the patient's access timeline")
-    vault_names = {v: t for t, v in story.vaults.items()}
-    events = timeline(story.ledger, vault_names, names)
-    print_timeline(events)
-    kinds = [kind for _, kind, _ in events]
+    events = timeline(RemoteState(story.ledger.client), story.patient_account)
+    print_timeline(events, names)
+    kinds = [event.kind for event in events]
     story.check(
         kinds.count("read") == 4 and kinds.count("grant") == 1 and kinds.count("emergency") == 1,
         "the timeline shows 1 grant (revoked), 4 reads and 1 reviewed emergency",
+    )
+    bundle = fhir_bundle(events, story.patient_account)
+    story.check(
+        len(bundle["entry"]) == 6, "it exports as 6 FHIR resources: 1 Consent, 5 AuditEvents"
     )
     blocks, problems = replay(story.ledger)
     story.check(not problems, f"all {blocks} blocks: certificates verify, state roots reproduce")

@@ -357,7 +357,7 @@ def grant_list(
     context = make_context(home, api, passphrase_file)
     vault_id = vault_arg(vault_hex)
     rows = []
-    for _, value in RemoteState(context.client).entries(StateTable.GRANT):
+    for _, value in RemoteState(context.client).table_entries(StateTable.GRANT):
         found = Grant.decode(value)
         if found.vault == vault_id:
             rows.append(

@@ -140,7 +140,8 @@ def emergency_list(
     """Emergency accesses; unreviewed ones first."""
     context = make_context(home, api, passphrase_file)
     found = [
-        Emergency.decode(v) for _, v in RemoteState(context.client).entries(StateTable.EMERGENCY)
+        Emergency.decode(v)
+        for _, v in RemoteState(context.client).table_entries(StateTable.EMERGENCY)
     ]
     found.sort(key=lambda e: (e.status is not EmergencyStatus.UNREVIEWED, e.opened_height))
     rows = [

@@ -149,7 +149,7 @@ class RemoteState:
                 return None
             raise
 
-    def entries(self, table: Table, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+    def table_entries(self, table: Table, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
         found = self.client.get(f"/v1/state/{table.name.lower()}?prefix={prefix.hex()}&limit=10000")
         return [(bytes.fromhex(k), bytes.fromhex(v)) for k, v in found["entries"]]
 
@@ -182,5 +182,5 @@ class _ApiState:
 
     def entries(self) -> Iterator[tuple[Table, bytes, bytes]]:
         for table in Table:
-            for key, value in self.remote.entries(table):
+            for key, value in self.remote.table_entries(table):
                 yield table, key, value

@@ -66,6 +66,9 @@ class ChainStore:
             self._head_header = self.block(self.height).header
         return self._head_header
 
+    def table_entries(self, table: Table, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+        return self.state.table_entries(table, prefix)
+
     def last_certified(self) -> tuple[Block, CommitCertificate] | None:
         height = self.height
         return None if height == 0 else (self.block(height), self.certificate(height))

@@ -92,6 +92,12 @@ class StateStore:
             table, key = schema.parse_state_key(raw_key)
             yield table, key, value
 
+    def table_entries(self, table: Table, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+        """Entries of one table whose key starts with `prefix`, in key order."""
+        start = schema.state_key(table, prefix)
+        skip = len(schema.state_table_prefix(table))
+        return [(raw[skip:], value) for raw, value in self.kv.iterate(start)]
+
     def verify(self) -> None:
         """Recompute the root from every entry; raise StateCorruptError on any mismatch."""
         if not self.initialized:

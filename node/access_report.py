@@ -1,0 +1,231 @@
+"""A patient's access timeline from committed state, and its FHIR R4 export.
+
+Who was granted what, when and for how long (and when it was revoked); who actually read which
+record (read receipts); emergency accesses with their reasons and review; erasures. As FHIR:
+a `Consent` per grant, an `AuditEvent` per read (DICOM 110110 Patient Record) and per
+break-glass (DICOM 110113 Security Alert, subtype 110127 Emergency Override Started, purpose
+ETREAT), in one collection `Bundle`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any, Protocol
+
+from carechain.consensus.crypto import encode_address
+from carechain.consensus.ledger.records import (
+    Emergency,
+    Grant,
+    Receipt,
+    RecordEntry,
+    Vault,
+)
+from carechain.consensus.ledger.state import Table
+
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+
+
+class TableReader(Protocol):
+    def table_entries(self, table: Table, prefix: bytes = b"") -> list[tuple[bytes, bytes]]: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AccessEvent:
+    height: int
+    time_ms: int | None
+    kind: str  # grant, read, emergency, erasure
+    actor: bytes  # the institution's key (empty for the patient)
+    data_type: str
+    detail: dict[str, Any]
+
+
+def _iso(time_ms: int) -> str:
+    moment = dt.datetime.fromtimestamp(time_ms / 1000, tz=dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def patient_vaults(reader: TableReader, patient: bytes) -> dict[bytes, Vault]:
+    vault_ids = [value for _, value in reader.table_entries(Table.PATIENT_VAULT, patient)]
+    vaults = {}
+    for vault_id in vault_ids:
+        for _, raw in reader.table_entries(Table.VAULT, vault_id):
+            vaults[vault_id] = Vault.decode(raw)
+    return vaults
+
+
+def timeline(reader: TableReader, patient: bytes) -> list[AccessEvent]:
+    """Every access event of the patient's vaults, in chain order."""
+    vaults = patient_vaults(reader, patient)
+    events: list[AccessEvent] = []
+    for _, raw in reader.table_entries(Table.GRANT):
+        grant = Grant.decode(raw)
+        if grant.vault in vaults and not grant.emergency_id:
+            events.append(_grant_event(grant, vaults[grant.vault]))
+    for vault_id, vault in vaults.items():
+        for _, raw in reader.table_entries(Table.RECEIPT, vault_id):
+            receipt = Receipt.decode(raw)
+            events.append(
+                AccessEvent(
+                    receipt.height,
+                    receipt.time_ms,
+                    "read",
+                    receipt.reader,
+                    vault.data_type,
+                    {"record": receipt.record_id.hex(), "grant": receipt.grant_id.hex()},
+                )
+            )
+        for _, raw in reader.table_entries(Table.RECORD, vault_id):
+            record = RecordEntry.decode(raw)
+            if record.erased_height is not None:
+                events.append(
+                    AccessEvent(
+                        record.erased_height,
+                        None,
+                        "erasure",
+                        b"",
+                        vault.data_type,
+                        {"record": record.record_id.hex()},
+                    )
+                )
+    for _, raw in reader.table_entries(Table.EMERGENCY):
+        emergency = Emergency.decode(raw)
+        if emergency.vault in vaults:
+            events.append(_emergency_event(emergency, vaults[emergency.vault]))
+    return sorted(events, key=lambda e: (e.height, e.kind))
+
+
+def _grant_event(grant: Grant, vault: Vault) -> AccessEvent:
+    return AccessEvent(
+        grant.granted_height,
+        None,
+        "grant",
+        grant.grantee,
+        vault.data_type,
+        {
+            "grant": grant.grant_id.hex(),
+            "access": grant.access.name.lower(),
+            "valid_from_ms": grant.valid_from_ms,
+            "valid_until_ms": grant.valid_until_ms,
+            "purpose": grant.purpose,
+            "revoked_height": grant.revoked_height,
+        },
+    )
+
+
+def _emergency_event(emergency: Emergency, vault: Vault) -> AccessEvent:
+    return AccessEvent(
+        emergency.opened_height,
+        emergency.opened_time_ms,
+        "emergency",
+        emergency.hospital,
+        vault.data_type,
+        {
+            "emergency": emergency.emergency_id.hex(),
+            "reason": emergency.reason,
+            "until_ms": emergency.until_ms,
+            "trusted_party": emergency.trusted_party.hex(),
+            "status": emergency.status.name.lower(),
+            "reviewed_height": emergency.reviewed_height,
+        },
+    )
+
+
+def _institution(key: bytes) -> dict[str, Any]:
+    return {"identifier": {"system": "urn:carechain:key", "value": key.hex()}}
+
+
+def _consent(event: AccessEvent, patient: str) -> dict[str, Any]:
+    detail = event.detail
+    return {
+        "resourceType": "Consent",
+        "id": detail["grant"][:64],
+        "status": "inactive" if detail["revoked_height"] is not None else "active",
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "patient-privacy",
+                }
+            ]
+        },
+        "category": [
+            {
+                "coding": [
+                    {"system": "http://loinc.org", "code": "59284-0", "display": "Consent Document"}
+                ]
+            }
+        ],
+        "patient": {"reference": f"Patient/{patient}"},
+        "policyRule": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}
+            ]
+        },
+        "provision": {
+            "type": "permit",
+            "period": {
+                "start": _iso(detail["valid_from_ms"]),
+                "end": _iso(detail["valid_until_ms"]),
+            },
+            "actor": [
+                {
+                    "role": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                "code": "IRCP",
+                            }
+                        ]
+                    },
+                    "reference": _institution(event.actor),
+                }
+            ],
+            "purpose": [{"system": ACT_REASON, "code": detail["purpose"]}],
+            "data": [],
+            "class": [{"code": event.data_type}],
+        },
+    }
+
+
+def _audit_event(event: AccessEvent, patient: str, emergency: bool) -> dict[str, Any]:
+    if emergency:
+        kind = {"system": DCM, "code": "110113", "display": "Security Alert"}
+        subtype = [{"system": DCM, "code": "110127", "display": "Emergency Override Started"}]
+        purpose = [
+            {"coding": [{"system": ACT_REASON, "code": "ETREAT"}], "text": event.detail["reason"]}
+        ]
+    else:
+        kind = {"system": DCM, "code": "110110", "display": "Patient Record"}
+        subtype = [{"system": "http://hl7.org/fhir/restful-interaction", "code": "read"}]
+        purpose = []
+    resource: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "type": kind,
+        "subtype": subtype,
+        "action": "R" if not emergency else "E",
+        "recorded": _iso(event.time_ms or 0),
+        "outcome": "0",
+        "agent": [{"who": _institution(event.actor), "requestor": True}],
+        "source": {"observer": {"display": f"carechain block {event.height}"}},
+        "entity": [{"what": {"reference": f"Patient/{patient}"}, "name": event.data_type}],
+    }
+    if purpose:
+        resource["purposeOfEvent"] = purpose
+    return resource
+
+
+def fhir_bundle(events: list[AccessEvent], patient: bytes) -> dict[str, Any]:
+    address = encode_address(patient)
+    entries = []
+    for event in events:
+        if event.kind == "grant":
+            entries.append(_consent(event, address))
+        elif event.kind in ("read", "emergency"):
+            entries.append(_audit_event(event, address, emergency=event.kind == "emergency"))
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": resource} for resource in entries],
+    }
