@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -12,13 +13,18 @@ from rich.progress import Progress
 from rich.table import Table
 
 from carechain.cli.output import console, emit_json, json_option
-from carechain.config.genesis import GENESIS_FILE, load_genesis
+from carechain.config.genesis import GENESIS_FILE, load_genesis, save_genesis
 from carechain.consensus.crypto import decode_address
+from carechain.consensus.genesis import Genesis
+from carechain.consensus.ledger.records import Emergency, EmergencyStatus, Evidence
+from carechain.consensus.ledger.state import Table as StateTable
 from carechain.node.access_report import fhir_bundle, timeline
-from carechain.node.audit import AuditFailure, replay
+from carechain.node.archive import ArchiveSource, ChainReport, export_archive, import_archive
+from carechain.node.audit import AuditFailure, ChainSource, replay
 from carechain.node.client import Client, RemoteState
 from carechain.storage.chain import ChainStore
-from carechain.storage.kv import LevelKV
+from carechain.storage.kv import LevelKV, MemoryKV
+from carechain.storage.state import StateStore
 
 EXIT_FAILED = 1
 
@@ -28,24 +34,48 @@ def audit() -> None:
     """Verify the chain yourself."""
 
 
-@audit.command("replay")
-@click.option(
+ARCHIVE = click.option(
+    "--archive",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A carechain archive (from `carechain export`).",
+)
+HOME = click.option(
     "--home",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="A stopped node's home (or a copy of it).",
 )
-@click.option(
+DATA = click.option(
     "--data",
-    "data",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="A chain directory (default: HOME/data/chain).",
 )
-@click.option(
+GENESIS = click.option(
     "--genesis",
     "genesis_path",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="genesis.json (default: HOME/genesis.json).",
 )
+
+
+def _source(
+    home: Path | None, data: Path | None, genesis_path: Path | None, archive: Path | None
+) -> tuple[ChainSource, Genesis, Callable[[], None]]:
+    """Where a replay reads from, its genesis, and how to close it."""
+    if archive is not None:
+        source = ArchiveSource(archive)
+        return source, source.genesis, lambda: None
+    if home is None and (data is None or genesis_path is None):
+        raise click.UsageError("give --home, --archive, or both --data and --genesis")
+    genesis = load_genesis(genesis_path or home / GENESIS_FILE)  # type: ignore[operator]
+    store = ChainStore(LevelKV(data or home / "data" / "chain", create=False))  # type: ignore[operator]
+    return store, genesis, store.close
+
+
+@audit.command("replay")
+@ARCHIVE
+@HOME
+@DATA
+@GENESIS
 @click.option(
     "--workers",
     type=click.IntRange(1, 256),
@@ -53,6 +83,7 @@ def audit() -> None:
 )
 @json_option
 def audit_replay(
+    archive: Path | None,
     home: Path | None,
     data: Path | None,
     genesis_path: Path | None,
@@ -61,10 +92,7 @@ def audit_replay(
 ) -> None:
     """Replay every block from genesis: hash links, proposers, certificates, signatures,
     policies, state roots. Exit 1 at the first failure, saying exactly where and what."""
-    if home is None and (data is None or genesis_path is None):
-        raise click.UsageError("give --home, or both --data and --genesis")
-    genesis = load_genesis(genesis_path or home / GENESIS_FILE)  # type: ignore[operator]
-    store = ChainStore(LevelKV(data or home / "data" / "chain", create=False))  # type: ignore[operator]
+    store, genesis, close = _source(home, data, genesis_path, archive)
     try:
         with Progress(console=console, disable=as_json, transient=True) as bar:
             task = bar.add_task("replaying", total=store.height)
@@ -73,6 +101,7 @@ def audit_replay(
                     store,
                     genesis,
                     workers=workers,
+                    compare_state=archive is None,
                     progress=lambda h, _: bar.update(task, completed=h),
                 )
             except AuditFailure as failure:
@@ -82,7 +111,7 @@ def audit_replay(
                     console.print(f"[red]FAILED[/red] {failure}")
                 sys.exit(EXIT_FAILED)
     finally:
-        store.close()
+        close()
     if as_json:
         emit_json({"ok": True, **dataclasses.asdict(report)})
         return
@@ -137,3 +166,108 @@ def audit_access(
             str(event.height), event.kind, who, event.data_type, details[:80], style=style
         )
     console.print(table)
+
+
+@audit.command("report")
+@click.option("--archive", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--home", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--data", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--genesis", "genesis_path", type=click.Path(dir_okay=False, exists=True, path_type=Path)
+)
+@json_option
+def audit_report(
+    archive: Path | None,
+    home: Path | None,
+    data: Path | None,
+    genesis_path: Path | None,
+    as_json: bool,
+) -> None:
+    """After a verified replay: validators' participation, round changes, evidence,
+    governance history, emergency accesses (unreviewed ones highlighted)."""
+    source, genesis, close = _source(home, data, genesis_path, archive)
+    report = ChainReport()
+    rebuilt = StateStore(MemoryKV())
+    try:
+        replay(
+            source, genesis, observer=report.observe, compare_state=archive is None, into=rebuilt
+        )
+    except AuditFailure as failure:
+        console.print(f"[red]FAILED[/red] {failure}")
+        sys.exit(EXIT_FAILED)
+    finally:
+        close()
+    evidence = [Evidence.decode(v) for _, v in rebuilt.table_entries(StateTable.EVIDENCE)]
+    emergencies = sorted(
+        (Emergency.decode(v) for _, v in rebuilt.table_entries(StateTable.EMERGENCY)),
+        key=lambda e: (e.status is not EmergencyStatus.UNREVIEWED, e.opened_height),
+    )
+    document = {
+        "participation": {k: dataclasses.asdict(v) for k, v in report.participation.items()},
+        "heights_with_round_changes": report.heights_with_round_changes,
+        "max_round": report.max_round,
+        "evidence": [
+            {"validator": e.validator.hex(), "height": e.height, "round": e.round} for e in evidence
+        ],
+        "governance": report.governance,
+        "emergencies": [
+            {
+                "id": e.emergency_id.hex(),
+                "hospital": e.hospital.hex(),
+                "reason": e.reason,
+                "height": e.opened_height,
+                "status": e.status.name.lower(),
+            }
+            for e in emergencies
+        ],
+    }
+    if as_json:
+        emit_json(document)
+        return
+    table = Table("validator", "proposed", "signed", "missed")
+    for row in report.participation.values():
+        table.add_row(row.name, str(row.proposed), str(row.signed), str(row.missed))
+    console.print(table)
+    changes = report.heights_with_round_changes
+    console.print(f"heights needing more than one round: {changes} (max round {report.max_round})")
+    console.print(f"evidence: {len(evidence)}; governance changes: {len(report.governance)}")
+    for emergency in emergencies:
+        status = emergency.status.name.lower()
+        text = f"emergency at height {emergency.opened_height}: {emergency.reason}, {status}"
+        console.print(text, style="bold red" if status == "unreviewed" else "")
+
+
+@click.command("export")
+@click.option(
+    "--home", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path)
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--from", "first", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--to", "last", default=2**62, type=click.IntRange(1))
+def export(home: Path, out: Path, first: int, last: int) -> None:
+    """Write blocks and certificates (with the genesis) to a portable archive."""
+    genesis = load_genesis(home / GENESIS_FILE)
+    store = ChainStore(LevelKV(home / "data" / "chain", create=False))
+    try:
+        written = export_archive(store, genesis, out, first, last)
+    finally:
+        store.close()
+    console.print(f"wrote {written} blocks to {out}")
+
+
+@click.command("import")
+@click.option(
+    "--archive", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path)
+)
+@click.option("--home", required=True, type=click.Path(file_okay=False, path_type=Path))
+def import_(archive: Path, home: Path) -> None:
+    """Verify an archive by replaying it, then write it into HOME/data/chain."""
+    source = ArchiveSource(archive)
+    try:
+        replay(source, source.genesis, compare_state=False)
+    except AuditFailure as failure:
+        console.print(f"[red]refused[/red]: {failure}")
+        sys.exit(EXIT_FAILED)
+    height = import_archive(source, home / "data" / "chain")
+    save_genesis(home / GENESIS_FILE, source.genesis)
+    console.print(f"imported and verified {height} blocks into {home}")

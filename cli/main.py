@@ -49,6 +49,8 @@ cli.add_command(setup.init)
 cli.add_command(setup.config)
 cli.add_command(demo.demo)
 cli.add_command(audit.audit)
+cli.add_command(audit.export)
+cli.add_command(audit.import_)
 for command in (nodes.testnet, nodes.start, nodes.devnet, nodes.status):
     cli.add_command(command)
 for group in (flows.patient, flows.vault, flows.record, flows.grant):
