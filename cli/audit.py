@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import sys
@@ -20,8 +21,10 @@ from carechain.consensus.ledger.records import Emergency, EmergencyStatus, Evide
 from carechain.consensus.ledger.state import Table as StateTable
 from carechain.node.access_report import fhir_bundle, timeline
 from carechain.node.archive import ArchiveSource, ChainReport, export_archive, import_archive
-from carechain.node.audit import AuditFailure, ChainSource, replay
+from carechain.node.audit import AuditFailure, ChainSource, check_blobs, replay
 from carechain.node.client import Client, RemoteState
+from carechain.storage.blobs.backends import FsObjects
+from carechain.storage.blobs.store import BlobStore
 from carechain.storage.chain import ChainStore
 from carechain.storage.kv import LevelKV, MemoryKV
 from carechain.storage.state import StateStore
@@ -81,6 +84,12 @@ def _source(
     type=click.IntRange(1, 256),
     help="Signature-checking processes (default: all cores).",
 )
+@click.option(
+    "--blobs",
+    "blob_folder",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Also check every record's blob in this fs blob store (e.g. HOME/blobs).",
+)
 @json_option
 def audit_replay(
     archive: Path | None,
@@ -88,6 +97,7 @@ def audit_replay(
     data: Path | None,
     genesis_path: Path | None,
     workers: int | None,
+    blob_folder: Path | None,
     as_json: bool,
 ) -> None:
     """Replay every block from genesis: hash links, proposers, certificates, signatures,
@@ -97,13 +107,21 @@ def audit_replay(
         with Progress(console=console, disable=as_json, transient=True) as bar:
             task = bar.add_task("replaying", total=store.height)
             try:
+                rebuilt = StateStore(MemoryKV())
                 report = replay(
                     store,
                     genesis,
                     workers=workers,
                     compare_state=archive is None,
                     progress=lambda h, _: bar.update(task, completed=h),
+                    into=rebuilt,
                 )
+                if blob_folder is not None:
+                    blobs = BlobStore(FsObjects(blob_folder))
+                    checked, problems = asyncio.run(check_blobs(rebuilt, blobs))
+                    if problems:
+                        raise AuditFailure(report.blocks, None, "; ".join(problems))
+                    report.blobs_checked = checked
             except AuditFailure as failure:
                 if as_json:
                     emit_json({"ok": False, "height": failure.height, "problem": str(failure)})

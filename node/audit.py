@@ -25,9 +25,11 @@ from carechain.consensus.ledger.apply import apply_block, verified_signers
 from carechain.consensus.ledger.context import ChainContext
 from carechain.consensus.ledger.errors import BlockRejected, TxRejected
 from carechain.consensus.ledger.governance import validator_set_at
+from carechain.consensus.ledger.records import RecordEntry
 from carechain.consensus.ledger.state import Table
 from carechain.consensus.poa.votes import proposer_of
 from carechain.consensus.types import ZERO_HASH, Block, CommitCertificate, Tx, ValidatorSet
+from carechain.storage.blobs.store import BlobStore
 from carechain.storage.kv import MemoryKV
 from carechain.storage.state import StateStore
 
@@ -55,6 +57,7 @@ class ReplayReport:
     validator_set_changes: int = 0
     seconds: float = 0.0
     state_root: str = ""
+    blobs_checked: int = 0
 
 
 def _signers(tx_bytes: bytes) -> tuple[bytes, frozenset[bytes] | str]:
@@ -235,3 +238,18 @@ def _compare_states(source: ChainSource, replayed: StateStore, head: int) -> Non
                 f"the node's state differs from the replay; first differing key: "
                 f"{Table(table).name.lower()} {key.hex()}",
             )
+
+
+async def check_blobs(state: StateStore, blobs: BlobStore) -> tuple[int, list[str]]:
+    """Every blob a live record names must be in `blobs` and match its content id."""
+    checked, problems = 0, []
+    for _, raw in state.table_entries(Table.RECORD):
+        record = RecordEntry.decode(raw)
+        if record.content_id == "inline" or record.erased_height is not None:
+            continue
+        checked += 1
+        try:
+            await blobs.read(record.content_id)
+        except CarechainError as exc:
+            problems.append(f"record {record.record_id.hex()}: {exc}")
+    return checked, problems

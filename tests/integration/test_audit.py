@@ -3,6 +3,7 @@ of it: each is caught, at the right height, with the exact failure."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import Callable
@@ -13,12 +14,18 @@ from click.testing import CliRunner
 
 from carechain.cli.main import cli
 from carechain.config.genesis import save_genesis
-from carechain.consensus.types import Block, CommitCertificate
-from carechain.node.audit import AuditFailure, replay
+from carechain.consensus.ledger.bodies import PutRecord
+from carechain.consensus.ledger.records import ValidatorAction
+from carechain.consensus.types import Block, CommitCertificate, Validator, merkle_root
+from carechain.node import builders
+from carechain.node.audit import AuditFailure, check_blobs, replay
 from carechain.storage import schema
+from carechain.storage.blobs.backends import FsObjects
+from carechain.storage.blobs.store import CHUNK_BYTES, BlobStore, content_id_of, from_bytes
 from carechain.storage.chain import ChainStore
 from carechain.storage.kv import LevelKV, WriteBatch
 from carechain.tests.chain_fixture import COMMITTEE, certify_by, committee_chain, committee_genesis
+from carechain.tests.ledger_world import CHAIN_ID, World
 from carechain.tests.strategies import deterministic_key
 
 BLOCKS = 8
@@ -223,3 +230,63 @@ def test_the_report_shows_participation_and_round_changes(tmp_path: Path) -> Non
     assert sum(r["proposed"] for r in rows.values()) == BLOCKS
     assert report["heights_with_round_changes"] == 0
     assert report["evidence"] == []
+
+
+def test_a_forged_governance_change_is_caught_even_with_a_real_certificate(tmp_path: Path) -> None:
+    """Three validators certify a block holding a governance change only one of them signed:
+    the certificate verifies, but re-executing the block does not."""
+    _chain(tmp_path / "chain")
+
+    def forge(kv: LevelKV) -> WriteBatch:
+        block = _block(kv, BLOCKS)
+        newcomer = deterministic_key(888)
+        draft = builders.change_validator(
+            block.header.chain_id,
+            1,
+            block.header.time_ms + 10**6,
+            ValidatorAction.ADD,
+            Validator("intruder", newcomer.public_key, newcomer.public_key, 100),
+        )
+        forged_tx = draft.signed(COMMITTEE[0])  # governance needs 3 of 4
+        txs = (*block.txs, forged_tx)
+        header = dataclasses.replace(
+            block.header, tx_root=merkle_root([t.witness_hash for t in txs])
+        )
+        forged = dataclasses.replace(block, header=header, txs=txs)
+        batch = _put(schema.block_key(BLOCKS), forged.encode())
+        batch.put(schema.certificate_key(BLOCKS), certify_by(forged, COMMITTEE[:3]).encode())
+        return batch
+
+    _rewrite(tmp_path / "chain", forge)
+    store = ChainStore(LevelKV(tmp_path / "chain", create=False))
+    try:
+        with pytest.raises(AuditFailure) as caught:
+            replay(store, committee_genesis(), workers=1)
+    finally:
+        store.close()
+    assert caught.value.height == BLOCKS
+    assert "policy_not_satisfied" in str(caught.value)
+
+
+def test_a_replaced_blob_is_caught(tmp_path: Path) -> None:
+    world = World()
+    vault = world.create_vault()
+    blobs_folder = tmp_path / "blobs"
+    blobs = BlobStore(FsObjects(blobs_folder))
+    ciphertext = b"encrypted imaging study " * 100_000
+    content_id = asyncio.run(blobs.put(from_bytes(ciphertext)))
+    body = world.record_draft(vault).body
+    assert isinstance(body, PutRecord)
+    body = dataclasses.replace(body, content_id=content_id, inline_ciphertext=b"")
+    draft = builders.TxDraft(
+        CHAIN_ID, "record.put", vault, world.nonce(vault), world.expiry(), body
+    )
+    world.block(draft.signed(world.p1, world.hospital["A"]))
+    assert asyncio.run(check_blobs(world.store, blobs)) == (1, [])
+    first_chunk = content_id_of(ciphertext[:CHUNK_BYTES])
+    path = blobs_folder / "chunks" / first_chunk[-2:] / first_chunk
+    path.write_bytes(b"replaced" + path.read_bytes()[8:])
+    checked, problems = asyncio.run(check_blobs(world.store, blobs))
+    assert checked == 1
+    assert len(problems) == 1
+    assert "does not match its content id" in problems[0]
