@@ -22,7 +22,7 @@ from carechain.consensus.ledger.state import Table as StateTable
 from carechain.node.access_report import fhir_bundle, timeline
 from carechain.node.archive import ArchiveSource, ChainReport, export_archive, import_archive
 from carechain.node.audit import AuditFailure, ChainSource, check_blobs, replay
-from carechain.node.client import Client, RemoteState
+from carechain.node.client import ApiChain, Client, RemoteState
 from carechain.storage.blobs.backends import FsObjects
 from carechain.storage.blobs.store import BlobStore
 from carechain.storage.chain import ChainStore
@@ -61,12 +61,22 @@ GENESIS = click.option(
 
 
 def _source(
-    home: Path | None, data: Path | None, genesis_path: Path | None, archive: Path | None
+    home: Path | None,
+    data: Path | None,
+    genesis_path: Path | None,
+    archive: Path | None,
+    api: str | None = None,
 ) -> tuple[ChainSource, Genesis, Callable[[], None]]:
     """Where a replay reads from, its genesis, and how to close it."""
     if archive is not None:
         source = ArchiveSource(archive)
         return source, source.genesis, lambda: None
+    if api is not None:
+        # The node serves only blocks and certificates; the genesis (the trust anchor)
+        # must be the auditor's own copy, never one fetched from the node under audit.
+        if genesis_path is None:
+            raise click.UsageError("--api needs --genesis: your own copy of genesis.json")
+        return ApiChain(Client(api)), load_genesis(genesis_path), lambda: None
     if home is None and (data is None or genesis_path is None):
         raise click.UsageError("give --home, --archive, or both --data and --genesis")
     genesis = load_genesis(genesis_path or home / GENESIS_FILE)  # type: ignore[operator]
@@ -90,6 +100,10 @@ def _source(
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="Also check every record's blob in this fs blob store (e.g. HOME/blobs).",
 )
+@click.option(
+    "--api",
+    help="Read blocks from a running node's API (e.g. http://127.0.0.1:26680); needs --genesis.",
+)
 @json_option
 def audit_replay(
     archive: Path | None,
@@ -98,11 +112,12 @@ def audit_replay(
     genesis_path: Path | None,
     workers: int | None,
     blob_folder: Path | None,
+    api: str | None,
     as_json: bool,
 ) -> None:
     """Replay every block from genesis: hash links, proposers, certificates, signatures,
     policies, state roots. Exit 1 at the first failure, saying exactly where and what."""
-    store, genesis, close = _source(home, data, genesis_path, archive)
+    store, genesis, close = _source(home, data, genesis_path, archive, api)
     try:
         with Progress(console=console, disable=as_json, transient=True) as bar:
             task = bar.add_task("replaying", total=store.height)
@@ -112,7 +127,9 @@ def audit_replay(
                     store,
                     genesis,
                     workers=workers,
-                    compare_state=archive is None,
+                    # A live node keeps committing, so its current state is not the state
+                    # at the replayed head; every header's state root was checked instead.
+                    compare_state=archive is None and api is None,
                     progress=lambda h, _: bar.update(task, completed=h),
                     into=rebuilt,
                 )

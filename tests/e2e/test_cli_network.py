@@ -260,6 +260,20 @@ def test_blob_commands_and_clear_errors(network: tuple[Path, Devnet, str], tmp_p
     assert "40 hex characters" in bad_vault.output
 
 
+def test_an_auditor_replays_a_live_node_through_its_api(
+    network: tuple[Path, Devnet, str],
+) -> None:
+    _, devnet, api = network
+    genesis = str(devnet.nodes[0].home / "genesis.json")
+    audited = json.loads(ok("audit", "replay", "--api", api, "--genesis", genesis, "--json"))
+    assert audited["ok"]
+    assert audited["blocks"] >= 1
+    assert audited["signatures"] >= audited["txs"]
+    without_anchor = run("audit", "replay", "--api", api)
+    assert without_anchor.exit_code != 0
+    assert "your own copy of genesis.json" in without_anchor.output
+
+
 def test_sigterm_stops_a_node_cleanly(network: tuple[Path, Devnet, str]) -> None:
     _, devnet, _ = network
     last = devnet.nodes[-1]
