@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections.abc import Iterator
 
 from carechain.consensus.crypto import PrivateKey
 from carechain.consensus.genesis import ConsensusParams, Genesis
@@ -15,6 +16,7 @@ from carechain.consensus.types import (
     Block,
     CommitCertificate,
     CommitSignature,
+    Tx,
     Validator,
     ValidatorSet,
     Vote,
@@ -46,6 +48,18 @@ def certify(block: Block) -> CommitCertificate:
     )
 
 
+def _registrations(keys: Iterator[PrivateKey], count: int) -> list[Tx]:
+    """`count` patient registrations, each by two fresh keys from `keys`."""
+    txs = []
+    for _ in range(count):
+        first, second = next(keys), next(keys)
+        draft = builders.register_patient(
+            CHAIN_ID, (first.public_key, second.public_key), GENESIS_TIME_MS + 10**9
+        )
+        txs.append(draft.signed(first, second))
+    return txs
+
+
 @functools.cache
 def certified_blocks(count: int, txs_per_block: int = 3) -> list[tuple[Block, CommitCertificate]]:
     ticks = itertools.count(GENESIS_TIME_MS + 1000, 1000)
@@ -53,14 +67,7 @@ def certified_blocks(count: int, txs_per_block: int = 3) -> list[tuple[Block, Co
     keys = (deterministic_key(100_000 + i) for i in itertools.count())
     made = []
     for _ in range(count):
-        txs = []
-        for _ in range(txs_per_block):
-            first, second = next(keys), next(keys)
-            draft = builders.register_patient(
-                CHAIN_ID, (first.public_key, second.public_key), GENESIS_TIME_MS + 10**9
-            )
-            txs.append(draft.signed(first, second))
-        block = chain.commit(*txs)
+        block = chain.commit(*_registrations(keys, txs_per_block))
         made.append((block, certify(block)))
     return made
 
@@ -94,14 +101,7 @@ def committee_chain(store: ChainStore, count: int, txs_per_block: int = 2) -> li
     keys = (deterministic_key(200_000 + i) for i in itertools.count())
     made = []
     for _ in range(count):
-        txs = []
-        for _ in range(txs_per_block):
-            first, second = next(keys), next(keys)
-            draft = builders.register_patient(
-                CHAIN_ID, (first.public_key, second.public_key), GENESIS_TIME_MS + 10**9
-            )
-            txs.append(draft.signed(first, second))
-        block = chain.commit(*txs)
+        block = chain.commit(*_registrations(keys, txs_per_block))
         store.commit(block, certify_by(block, COMMITTEE[:3]), _diff_of(store, block))
         made.append(block)
     return made
