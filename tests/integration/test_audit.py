@@ -47,6 +47,17 @@ def _rewrite(path: Path, change: Callable[[LevelKV], WriteBatch]) -> None:
         kv.close()
 
 
+def _replay_failure(path: Path) -> AuditFailure:
+    """Replay the chain at `path`, which must fail; the failure it reports."""
+    store = ChainStore(LevelKV(path, create=False))
+    try:
+        with pytest.raises(AuditFailure) as caught:
+            replay(store, committee_genesis(), workers=1)
+    finally:
+        store.close()
+    return caught.value
+
+
 def _block(kv: LevelKV, height: int) -> Block:
     raw = kv.get(schema.block_key(height))
     assert raw is not None
@@ -149,14 +160,9 @@ def test_tampering_is_caught_where_it_happened(
 ) -> None:
     _chain(tmp_path / "chain")
     _rewrite(tmp_path / "chain", tamper)
-    store = ChainStore(LevelKV(tmp_path / "chain", create=False))
-    try:
-        with pytest.raises(AuditFailure) as caught:
-            replay(store, committee_genesis(), workers=1)
-    finally:
-        store.close()
-    assert caught.value.height == height, str(caught.value)
-    assert problem in str(caught.value), str(caught.value)
+    failure = _replay_failure(tmp_path / "chain")
+    assert failure.height == height, str(failure)
+    assert problem in str(failure), str(failure)
 
 
 def test_the_cli_reports_json_and_exit_codes(tmp_path: Path) -> None:
@@ -258,14 +264,9 @@ def test_a_forged_governance_change_is_caught_even_with_a_real_certificate(tmp_p
         return batch
 
     _rewrite(tmp_path / "chain", forge)
-    store = ChainStore(LevelKV(tmp_path / "chain", create=False))
-    try:
-        with pytest.raises(AuditFailure) as caught:
-            replay(store, committee_genesis(), workers=1)
-    finally:
-        store.close()
-    assert caught.value.height == BLOCKS
-    assert "policy_not_satisfied" in str(caught.value)
+    failure = _replay_failure(tmp_path / "chain")
+    assert failure.height == BLOCKS
+    assert "policy_not_satisfied" in str(failure)
 
 
 def test_a_replaced_blob_is_caught(tmp_path: Path) -> None:
