@@ -13,8 +13,10 @@ import click
 from rich.progress import Progress
 from rich.table import Table
 
-from carechain.cli.output import console, emit_json, json_option
+from carechain.cli.output import console, emit_json, error_console, json_option
+from carechain.cli.passphrase import passphrase_option, unlock_key
 from carechain.config.genesis import GENESIS_FILE, load_genesis, save_genesis
+from carechain.config.node import parse_multiaddr
 from carechain.consensus.crypto import decode_address
 from carechain.consensus.genesis import Genesis
 from carechain.consensus.ledger.records import Emergency, EmergencyStatus, Evidence
@@ -23,6 +25,7 @@ from carechain.node.access_report import fhir_bundle, timeline
 from carechain.node.archive import ArchiveSource, ChainReport, export_archive, import_archive
 from carechain.node.audit import AuditFailure, ChainSource, check_blobs, replay
 from carechain.node.client import ApiChain, Client, RemoteState
+from carechain.node.observer import observe
 from carechain.storage.blobs.backends import FsObjects
 from carechain.storage.blobs.store import BlobStore
 from carechain.storage.chain import ChainStore
@@ -66,17 +69,32 @@ def _source(
     genesis_path: Path | None,
     archive: Path | None,
     api: str | None = None,
+    peer: str | None = None,
+    key_file: Path | None = None,
+    passphrase_file: Path | None = None,
 ) -> tuple[ChainSource, Genesis, Callable[[], None]]:
     """Where a replay reads from, its genesis, and how to close it."""
     if archive is not None:
         source = ArchiveSource(archive)
         return source, source.genesis, lambda: None
-    if api is not None:
+    if api is not None or peer is not None:
         # The node serves only blocks and certificates; the genesis (the trust anchor)
         # must be the auditor's own copy, never one fetched from the node under audit.
         if genesis_path is None:
-            raise click.UsageError("--api needs --genesis: your own copy of genesis.json")
-        return ApiChain(Client(api)), load_genesis(genesis_path), lambda: None
+            raise click.UsageError("--api and --peer need --genesis: your own copy of genesis.json")
+        genesis = load_genesis(genesis_path)
+        if api is not None:
+            return ApiChain(Client(api)), genesis, lambda: None
+        assert peer is not None
+        try:
+            parse_multiaddr(peer, need_peer=True)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--peer") from None
+        if key_file is None:
+            raise click.UsageError("--peer needs --key-file: the key the node admits as observer")
+        key = unlock_key(key_file, passphrase_file)
+        error_console.print(f"syncing from {peer} as an observer ...", soft_wrap=True)
+        return asyncio.run(observe(key, peer)), genesis, lambda: None
     if home is None and (data is None or genesis_path is None):
         raise click.UsageError("give --home, --archive, or both --data and --genesis")
     genesis = load_genesis(genesis_path or home / GENESIS_FILE)  # type: ignore[operator]
@@ -104,6 +122,16 @@ def _source(
     "--api",
     help="Read blocks from a running node's API (e.g. http://127.0.0.1:26680); needs --genesis.",
 )
+@click.option(
+    "--peer",
+    help="Sync over libp2p as an observer from /ip4/H/tcp/P/p2p/ID; needs --genesis, --key-file.",
+)
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="With --peer: your key file; the node must list its peer id under p2p.observers.",
+)
+@passphrase_option
 @json_option
 def audit_replay(
     archive: Path | None,
@@ -113,11 +141,16 @@ def audit_replay(
     workers: int | None,
     blob_folder: Path | None,
     api: str | None,
+    peer: str | None,
+    key_file: Path | None,
+    passphrase_file: Path | None,
     as_json: bool,
 ) -> None:
     """Replay every block from genesis: hash links, proposers, certificates, signatures,
     policies, state roots. Exit 1 at the first failure, saying exactly where and what."""
-    store, genesis, close = _source(home, data, genesis_path, archive, api)
+    store, genesis, close = _source(
+        home, data, genesis_path, archive, api, peer, key_file, passphrase_file
+    )
     try:
         with Progress(console=console, disable=as_json, transient=True) as bar:
             task = bar.add_task("replaying", total=store.height)
@@ -129,7 +162,7 @@ def audit_replay(
                     workers=workers,
                     # A live node keeps committing, so its current state is not the state
                     # at the replayed head; every header's state root was checked instead.
-                    compare_state=archive is None and api is None,
+                    compare_state=archive is None and api is None and peer is None,
                     progress=lambda h, _: bar.update(task, completed=h),
                     into=rebuilt,
                 )

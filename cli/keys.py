@@ -11,7 +11,7 @@ from rich.table import Table
 
 from carechain.cli.output import console, emit_json, json_option
 from carechain.cli.passphrase import obtain_passphrase, passphrase_option
-from carechain.consensus.crypto import PrivateKey
+from carechain.consensus.crypto import PrivateKey, peer_id
 from carechain.node.keystore import (
     KeyInfo,
     KeyPurpose,
@@ -45,6 +45,7 @@ def info_json(info: KeyInfo) -> dict[str, object]:
         "purpose": info.purpose,
         "public_key": info.public_key.hex(),
         "address": info.address,
+        "peer_id": peer_id(info.public_key),
         "encrypted": info.encrypted,
         "path": str(info.path),
     }

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from carechain.node.keystore import KeystoreError
+from carechain.consensus.crypto import PrivateKey
+from carechain.node.keystore import KeystoreError, load_key, read_key_info
 
 ENVIRONMENT_VARIABLE = "CARECHAIN_PASSPHRASE"
 
@@ -40,3 +41,10 @@ def obtain_passphrase(passphrase_file: Path | None, *, confirm: bool) -> str:
             hint=f"pass --passphrase-file or set {ENVIRONMENT_VARIABLE}",
         )
     return str(click.prompt("Keystore passphrase", hide_input=True, confirmation_prompt=confirm))
+
+
+def unlock_key(path: Path, passphrase_file: Path | None) -> PrivateKey:
+    """Load a key file, asking for the passphrase only when it is encrypted."""
+    if not read_key_info(path).encrypted:
+        return load_key(path, None)
+    return load_key(path, obtain_passphrase(passphrase_file, confirm=False))

@@ -65,6 +65,9 @@ class P2PSection(StrictModel):
     heartbeat_listen: str = "0.0.0.0:26657"
     heartbeat_peers: list[str] = pydantic.Field(default_factory=list)  # other validators' host:port
     heartbeat_interval_ms: PositiveMs = 1000
+    # Peer ids of read-only observers (auditors) this node admits besides the validators:
+    # they may sync blocks from it (`carechain audit replay --peer`); they never vote.
+    observers: list[str] = pydantic.Field(default_factory=list)
     message_bytes_max: Annotated[int, pydantic.Field(ge=1024, le=64 * 1024 * 1024)] = (
         16 * 1024 * 1024
     )
@@ -84,6 +87,16 @@ class P2PSection(StrictModel):
                 parse_multiaddr(peer, need_peer=True)
             except ValueError as exc:
                 raise ValueError(f"peers[{index}] {peer!r}: {exc}") from None
+        return value
+
+    @pydantic.field_validator("observers")
+    @classmethod
+    def _observers(cls, value: list[str]) -> list[str]:
+        for index, observer in enumerate(value):
+            try:
+                public_key_from_peer_id(observer)
+            except AddressError as exc:
+                raise ValueError(f"observers[{index}] {observer!r}: {exc}") from None
         return value
 
     @pydantic.field_validator("heartbeat_listen")

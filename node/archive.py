@@ -75,25 +75,13 @@ class _ArchiveState:
         return iter(())
 
 
-class ArchiveSource:
-    """An archive as a `ChainSource` (held in memory; archives are for offline audits)."""
+class CommitsSource:
+    """Blocks with their certificates from height 1, held in memory, as a `ChainSource`
+    (an archive, or what an observer synced); it carries no node state to compare."""
 
-    def __init__(self, path: Path) -> None:
-        records = _records(path)
-        try:
-            self.genesis = Genesis.decode(next(records), max_bytes=RECORD_BYTES_MAX)
-            self.commits = [Commit.decode(r, max_bytes=RECORD_BYTES_MAX) for r in records]
-        except StopIteration:
-            raise ArchiveError(f"{path} holds no genesis") from None
-        except CarechainError as exc:
-            raise ArchiveError(f"{path}: a record is unreadable: {exc}") from None
+    def __init__(self, commits: list[Commit]) -> None:
+        self.commits = commits
         self.state = _ArchiveState()
-        if self.commits and self.commits[0].block.header.height != 1:
-            start = self.commits[0].block.header.height
-            raise ArchiveError(
-                f"{path} starts at height {start}; a replay from genesis needs it to start at 1",
-                hint="export with --from 1",
-            )
 
     @property
     def height(self) -> int:
@@ -104,6 +92,27 @@ class ArchiveSource:
 
     def certificate(self, height: int) -> CommitCertificate:
         return self.commits[height - 1].certificate
+
+
+class ArchiveSource(CommitsSource):
+    """An archive as a `ChainSource` (held in memory; archives are for offline audits)."""
+
+    def __init__(self, path: Path) -> None:
+        records = _records(path)
+        try:
+            self.genesis = Genesis.decode(next(records), max_bytes=RECORD_BYTES_MAX)
+            commits = [Commit.decode(r, max_bytes=RECORD_BYTES_MAX) for r in records]
+        except StopIteration:
+            raise ArchiveError(f"{path} holds no genesis") from None
+        except CarechainError as exc:
+            raise ArchiveError(f"{path}: a record is unreadable: {exc}") from None
+        super().__init__(commits)
+        if commits and commits[0].block.header.height != 1:
+            start = commits[0].block.header.height
+            raise ArchiveError(
+                f"{path} starts at height {start}; a replay from genesis needs it to start at 1",
+                hint="export with --from 1",
+            )
 
 
 def import_archive(source: ArchiveSource, data: Path) -> int:

@@ -249,7 +249,7 @@ class Node:
             for v in validator_set_at(self.store, h).validators
         }
         self._registered = registered - {self.node_id}
-        self.network.allow(self._registered)
+        self.network.allow(self._registered | set(self.config.p2p.observers))
 
     # -- loops ----------------------------------------------------------------------------------
     async def _timer_loop(self) -> None:
@@ -303,7 +303,8 @@ class Node:
         try:
             async with self._lock:
                 before = self.store.height
-                peers = [peer, *[p for p in self.network.peers() if p != peer]]
+                others = [p for p in self.network.peers() if p != peer and p in self._registered]
+                peers = [peer, *others]  # observers are admitted but serve no blocks
                 reached = await self.syncer.sync(peers, before + 10_000)
                 if reached > before:
                     log.info("synced from height %d to %d", before, reached)

@@ -63,7 +63,7 @@ def build_node(home: Path, passphrase: str | None) -> Node:
         node_key,
         config.p2p.listen,
         dial=list(config.p2p.peers),
-        allowed=registered - {peer_id(node_key.public_key)},
+        allowed=(registered | set(config.p2p.observers)) - {peer_id(node_key.public_key)},
         frame_bytes_max=config.p2p.message_bytes_max,
         messages_per_second_max=config.p2p.peer_messages_per_second_max,
     )

@@ -14,9 +14,11 @@ from click.testing import CliRunner, Result
 from carechain.cli.main import EXIT_INVALID_INPUT, cli
 from carechain.cli.nodes import Devnet
 from carechain.config.genesis import load_genesis
+from carechain.config.node import load_node_config, save_node_config
 from carechain.consensus.genesis import Institution, InstitutionKind
 from carechain.node.keystore import read_key_info
 from carechain.storage.chain import ChainStore
+from carechain.tests.leaks import LEAKED_SOCKET
 
 PORT = 27300
 
@@ -35,7 +37,7 @@ def ok(*args: str) -> str:
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Devnet, str]]:
     folder = tmp_path_factory.mktemp("e2e")
     people = folder / "people"
-    for name in ("p1", "p2", "hospital-a", "hospital-b", "trusted"):
+    for name in ("p1", "p2", "hospital-a", "hospital-b", "trusted", "auditor"):
         ok("keys", "new", "--home", str(people), "--name", name, "--insecure-plaintext")
     keys = {p.stem: read_key_info(p).public_key for p in (people / "keys").glob("*.json")}
     institutions = (
@@ -44,6 +46,11 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, De
         Institution("trusted", InstitutionKind.TRUSTED_PARTY, keys["trusted"]),
     )
     devnet = Devnet(folder / "net", 4, PORT, institutions=institutions, heartbeat_interval_ms=3000)
+    auditor = json.loads(ok("keys", "show", "--home", str(people), "auditor", "--json"))
+    first = devnet.nodes[0].home
+    config = load_node_config(first)
+    p2p = config.p2p.model_copy(update={"observers": [auditor["peer_id"]]})
+    save_node_config(first, config.model_copy(update={"p2p": p2p}))  # hospital 1 admits it
     clients = devnet.start()
     try:
         yield people, devnet, clients[0].base_url
@@ -272,6 +279,39 @@ def test_an_auditor_replays_a_live_node_through_its_api(
     without_anchor = run("audit", "replay", "--api", api)
     assert without_anchor.exit_code != 0
     assert "your own copy of genesis.json" in without_anchor.output
+
+
+@pytest.mark.filterwarnings(LEAKED_SOCKET)
+def test_an_admitted_auditor_replays_by_syncing_as_an_observer(
+    network: tuple[Path, Devnet, str],
+) -> None:
+    people, devnet, _ = network
+    first = devnet.nodes[0].home
+    node_id = json.loads(ok("keys", "show", "--home", str(first), "node", "--json"))["peer_id"]
+    port = load_node_config(first).p2p.listen.rsplit("/", 1)[1]
+    address = f"/ip4/127.0.0.1/tcp/{port}/p2p/{node_id}"
+    genesis = str(first / "genesis.json")
+    synced = run(
+        "audit", "replay", "--peer", address, "--genesis", genesis,
+        "--key-file", str(people / "keys" / "auditor.json"), "--json",
+    )  # fmt: skip
+    assert synced.exit_code == 0, synced.output
+    assert "as an observer" in synced.stderr
+    audited = json.loads(synced.stdout)
+    assert audited["ok"]
+    assert audited["blocks"] >= 1
+    stranger = run(
+        "audit",
+        "replay",
+        "--peer",
+        address,
+        "--genesis",
+        genesis,
+        "--key-file",
+        str(people / "keys" / "p1.json"),
+    )
+    assert stranger.exit_code == EXIT_INVALID_INPUT
+    assert "p2p.observers" in stranger.output
 
 
 def test_sigterm_stops_a_node_cleanly(network: tuple[Path, Devnet, str]) -> None:

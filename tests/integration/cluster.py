@@ -13,7 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from carechain.config.genesis import load_genesis
-from carechain.config.node import APISection, NodeConfig
+from carechain.config.node import APISection, NodeConfig, P2PSection
 from carechain.consensus.crypto import PrivateKey, peer_id
 from carechain.consensus.genesis import Institution
 from carechain.node.api import Api, serve
@@ -41,6 +41,7 @@ class Cluster:
     folder: Path
     hub: MemoryHub = dataclasses.field(default_factory=MemoryHub)
     members: list[Member] = dataclasses.field(default_factory=list)
+    observers: tuple[str, ...] = ()  # peer ids every node admits as read-only observers
 
     async def start_node(self, home: Path) -> Member:
         genesis = load_genesis(home / "genesis.json")
@@ -51,6 +52,7 @@ class Cluster:
             validator=True,
             consensus=LOCAL_TIMEOUTS,
             api=APISection(listen="127.0.0.1:0"),
+            p2p=P2PSection(observers=list(self.observers)),
         )
         network = MemoryNetwork(self.hub, peer_id(node_key.public_key))
         node = Node(home, config, genesis, node_key, validator_key, network)
@@ -85,10 +87,13 @@ async def eventually(condition: Callable[[], bool], timeout_s: float = 30) -> No
 
 @contextlib.asynccontextmanager
 async def running_cluster(
-    folder: Path, validators: int = 4, institutions: tuple[Institution, ...] = ()
+    folder: Path,
+    validators: int = 4,
+    institutions: tuple[Institution, ...] = (),
+    observers: tuple[str, ...] = (),
 ) -> AsyncIterator[Cluster]:
     homes = [n.home for n in make_testnet(folder, validators, institutions=institutions)]
-    cluster = Cluster(folder)
+    cluster = Cluster(folder, observers=observers)
     try:
         for home in homes:
             await cluster.start_node(home)

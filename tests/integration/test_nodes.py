@@ -13,11 +13,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from carechain.consensus.crypto import PrivateKey, account_id
+from carechain.consensus.crypto import PrivateKey, account_id, peer_id
 from carechain.consensus.genesis import Institution, InstitutionKind
 from carechain.consensus.ledger.policy import Template
 from carechain.consensus.types import Tx
 from carechain.node import builders
+from carechain.node.audit import replay
+from carechain.node.observer import ObserverError, fetch_commits
+from carechain.p2p.memory import MemoryNetwork
 from carechain.tests.integration.cluster import Cluster, eventually, hospital_keys, running_cluster
 
 HOSPITAL = hospital_keys(1)[0]
@@ -235,3 +238,30 @@ async def test_the_event_stream_reports_new_blocks(tmp_path: Path) -> None:
                 if event["event"] == "block" and tx.id.hex() in event["txs"]:
                     break
         assert event["height"] >= 1
+
+
+@pytest.mark.asyncio
+async def test_a_node_admits_only_the_observers_its_config_lists(tmp_path: Path) -> None:
+    auditor, stranger = PrivateKey(b"\x51" * 32), PrivateKey(b"\x52" * 32)
+    admitted = (peer_id(auditor.public_key),)
+    async with running_cluster(tmp_path, observers=admitted) as cluster:
+        tx = _registration(cluster)[0]
+        await cluster.members[0].node.submit(tx)
+        await _committed(cluster, tx)
+        hospital = cluster.members[0].node
+        watcher = MemoryNetwork(cluster.hub, admitted[0], allowed={hospital.node_id})
+        outsider = MemoryNetwork(
+            cluster.hub, peer_id(stranger.public_key), allowed={hospital.node_id}
+        )
+        for network in (watcher, outsider):
+            await network.start()
+        assert admitted[0] in hospital.network.peers()
+        assert outsider.local_id not in hospital.network.peers()
+        source = await fetch_commits(watcher, hospital.node_id)
+        location = hospital.store.tx_location(tx.id)
+        assert location is not None
+        assert source.height >= location[0]
+        report = replay(source, hospital.genesis, workers=1, compare_state=False)
+        assert report.blocks == source.height
+        with pytest.raises(ObserverError, match=r"p2p\.observers"):
+            await fetch_commits(outsider, hospital.node_id)

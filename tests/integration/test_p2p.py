@@ -28,8 +28,10 @@ from carechain.consensus.ledger.bodies import PutRecord
 from carechain.consensus.poa.application import LedgerApplication
 from carechain.consensus.poa.messages import Commit
 from carechain.node import builders
+from carechain.node.audit import replay
 from carechain.node.blob_service import BlobRequest, BlobService, fetch_from_peer
-from carechain.node.sync import BlockSync, range_provider
+from carechain.node.observer import ObserverError, observe
+from carechain.node.sync import RANGE_MAX, BlockSync, range_provider
 from carechain.p2p.libp2p_net import MESSAGES, Libp2pNetwork
 from carechain.p2p.memory import MemoryHub, MemoryNetwork
 from carechain.p2p.network import FRAME_HEADER, Network, PeerError, Topic, encode_frame
@@ -38,14 +40,11 @@ from carechain.storage.blobs.store import BlobStore, from_bytes
 from carechain.storage.chain import ChainStore
 from carechain.storage.kv import MemoryKV
 from carechain.tests.chain_fixture import certified_blocks, fixture_genesis
+from carechain.tests.leaks import LEAKED_SOCKET
 from carechain.tests.ledger_world import CHAIN_ID, World
 
-# py-libp2p 0.8.1 leaves the TCP sockets of connections it dropped to the garbage collector.
-# That warning (and only that one) is not this project's to fix: it is ignored in this module,
-# and a collection at the module's end reaps the leaks here rather than in a later test.
-LEAKED_SOCKET = (
-    "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
-)
+# The leaked-socket warning of py-libp2p is ignored in this module (see tests.leaks), and a
+# collection at the module's end reaps the leaks here rather than in a later test.
 pytestmark = pytest.mark.filterwarnings(LEAKED_SOCKET)
 
 
@@ -268,11 +267,6 @@ ATTACKS = [
 ]
 
 
-# py-libp2p 0.8.1 leaves the TCP socket of a connection it dropped mid-stream to the garbage
-# collector; that warning (and only that one) is not this project's to fix.
-@pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
-)
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("attack", "data"), ATTACKS, ids=[a for a, _ in ATTACKS])
 async def test_garbage_oversize_and_floods_cost_the_peer_its_connection(
@@ -294,6 +288,28 @@ async def test_garbage_oversize_and_floods_cost_the_peer_its_connection(
     finally:
         for net in made.started:
             await net.stop()
+
+
+@pytest.mark.asyncio
+async def test_an_admitted_observer_syncs_the_chain_and_replays_it(full_chain: ChainStore) -> None:
+    auditor, stranger = _key(30), _key(31)
+    hospital = Libp2pNetwork(_key(1), "/ip4/127.0.0.1/tcp/0", allowed={peer_id(auditor.public_key)})
+    hospital.serve_range(range_provider(full_chain))
+    await hospital.start()
+    try:
+        address = hospital.listen_addrs[0]
+        seen: list[int] = []
+        source = await observe(auditor, address, seen.append)
+        assert source.height == BLOCKS
+        assert seen[-1] == BLOCKS
+        assert len(seen) == BLOCKS // RANGE_MAX
+        report = replay(source, fixture_genesis(), workers=1, compare_state=False)
+        assert report.blocks == BLOCKS
+        assert bytes.fromhex(report.state_root) == full_chain.block(BLOCKS).header.state_root
+        with pytest.raises(ObserverError, match=r"p2p\.observers"):
+            await observe(stranger, address, connect_timeout_s=2)
+    finally:
+        await hospital.stop()
 
 
 def test_a_plaintext_only_dialer_is_refused() -> None:

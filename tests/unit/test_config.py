@@ -159,6 +159,7 @@ NODE_ERRORS = [
     ),
     ('[p2p]\npeers = ["/ip4/127.0.0.1/tcp/1"]\n', "must end with /p2p/<peer id>"),
     ('[p2p]\nlisten = "/ip4/999.1.1.1/tcp/1"\n', "is not an IP address"),
+    ('[p2p]\nobservers = ["auditor"]\n', "p2p.observers: Value error, observers[0] 'auditor'"),
     ('[api]\nlisten = "localhost"\n', "api.listen: Value error, expected <host>:<port>"),
     ('[api]\nlistne = "x"\n', "api.listne: unknown key"),
     (
