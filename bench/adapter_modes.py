@@ -76,10 +76,17 @@ class Bridge:
 
             threading.Thread(target=host, daemon=True).start()
         else:
+
+            def soon_threadsafe(function: Callable[[], None]) -> None:
+                loop.call_soon_threadsafe(function)
+
+            def soon(function: Callable[[], None]) -> None:
+                loop.call_soon(function)
+
             trio.lowlevel.start_guest_run(
                 trio_main,
-                run_sync_soon_threadsafe=loop.call_soon_threadsafe,
-                run_sync_soon_not_threadsafe=loop.call_soon,
+                run_sync_soon_threadsafe=soon_threadsafe,
+                run_sync_soon_not_threadsafe=soon,
                 done_callback=done,
                 host_uses_signal_set_wakeup_fd=True,  # uvloop owns the wakeup fd
             )
@@ -107,7 +114,11 @@ async def round_trip_us(bridge: Bridge, count: int) -> float:
     for _ in range(count):
         back: asyncio.Future[None] = loop.create_future()
         started = time.perf_counter()
-        bridge.call(lambda f=back: loop.call_soon_threadsafe(f.set_result, None))
+
+        def reply(future: asyncio.Future[None] = back) -> None:
+            loop.call_soon_threadsafe(future.set_result, None)
+
+        bridge.call(reply)
         await back
         samples.append(time.perf_counter() - started)
     return 1e6 * statistics.median(samples)
