@@ -7,11 +7,13 @@ sides talk through bounded queues: asyncio -> trio through a trio memory channel
 bounded inbox (a full inbox drops and counts, it never blocks the network thread). Sync and
 blob providers live on the asyncio side and are pulled in batches.
 
-Why a thread and not trio guest mode (`bench/adapter_modes.py` measures both in one run): the
-thread crossed asyncio -> trio -> asyncio faster (median 28 vs 42 us), carried about 1.3x the
-commands per second and 1.1x the loopback ping-pong rate, and the daemon's 1 ms timers stayed
-within 0.1 ms at p99 either way; a thread also keeps a stuck or crashing libp2p host off the
-loop that runs consensus timeouts and the API.
+Why a thread and not trio guest mode (`bench/adapter_modes.py` measures both in one run; three
+runs on 2 cores agreed): the thread crossed asyncio -> trio -> asyncio faster (median 44 vs
+60 us) and carried 1.1-1.3x the loopback TCP ping-pong rate, the shape of libp2p's work; guest
+mode queued bursts of commands about 1.1x faster and kept the daemon's 1 ms timers closer (p99
+lateness 0.1 vs 0.4-0.5 ms, both far inside consensus timeouts of hundreds of ms). Network
+throughput and latency decide it, and a thread also keeps a stuck or crashing libp2p host off
+the loop that runs consensus timeouts and the API.
 
 What py-libp2p 0.8.1 does by default, and why this module overrides it (DESIGN.md section 6):
 plaintext and secio are accepted, so only Noise is offered; dials wait 250 ms unless
