@@ -203,3 +203,17 @@ class World:
         tx = self.grant_draft(vault_id, grantee, **kwargs).signed(self.p1, self.p2)
         self.block(tx)
         return tx.id
+
+    def receipt(self, reader: str, vault_id: bytes, record_id: bytes, grant_id: bytes = b"") -> Tx:
+        """Hospital `reader`'s signed read receipt for a record (not yet in a block)."""
+        key = self.hospital[reader]
+        draft = builders.receipt(
+            CHAIN_ID,
+            key.public_key,
+            self.nonce(crypto.account_id(key.public_key)),
+            self.expiry(),
+            vault=vault_id,
+            record_id=record_id,
+            grant_id=grant_id,
+        )
+        return draft.signed(key)

@@ -20,17 +20,7 @@ def _story() -> World:
     cgm = world.create_vault("cgm")
     record = world.put_record(glucose)
     grant_id = world.grant(glucose, "B")
-    reader = world.hospital["B"]
-    draft = builders.receipt(
-        CHAIN_ID,
-        reader.public_key,
-        world.nonce(crypto.account_id(reader.public_key)),
-        world.expiry(),
-        vault=glucose,
-        record_id=record,
-        grant_id=grant_id,
-    )
-    world.block(draft.signed(reader))
+    world.block(world.receipt("B", glucose, record, grant_id))
     opened = builders.open_emergency(
         CHAIN_ID,
         cgm,

@@ -461,35 +461,17 @@ def test_revocation_rotates_and_excludes_the_grantee() -> None:
 # --- receipts ------------------------------------------------------------------------------------
 
 
-def _receipt(
-    world: World, reader: str, vault: bytes, record_id: bytes, grant_id: bytes = b""
-) -> Tx:
-    key = world.hospital[reader]
-    draft = builders.receipt(
-        CHAIN_ID,
-        key.public_key,
-        world.nonce(crypto.account_id(key.public_key)),
-        world.expiry(),
-        vault=vault,
-        record_id=record_id,
-        grant_id=grant_id,
-    )
-    return draft.signed(key)
-
-
 def test_receipts_follow_the_right_to_read() -> None:
     world = World()
     vault = world.create_vault()
     record_id = world.put_record(vault, record_time_ms=world.time_ms - DAY_MS)
-    world.block(_receipt(world, "A", vault, record_id))  # the team reads by right
-    assert world.reject(_receipt(world, "B", vault, record_id)).code == "not_authorised"
+    world.block(world.receipt("A", vault, record_id))  # the team reads by right
+    assert world.reject(world.receipt("B", vault, record_id)).code == "not_authorised"
     grant_id = world.grant(vault, "B", valid_until_ms=world.time_ms + 10_000)
-    world.block(_receipt(world, "B", vault, record_id, grant_id))
+    world.block(world.receipt("B", vault, record_id, grant_id))
     assert world.vault(vault).receipt_count == 2
-    assert world.reject(_receipt(world, "C", vault, record_id, grant_id)).code == "not_authorised"
-    assert (
-        world.reject(_receipt(world, "B", vault, b"\x00" * 16, grant_id)).code == "unknown_record"
-    )
+    assert world.reject(world.receipt("C", vault, record_id, grant_id)).code == "not_authorised"
+    assert world.reject(world.receipt("B", vault, b"\x00" * 16, grant_id)).code == "unknown_record"
 
 
 def test_an_expired_grant_stops_at_the_exact_block_time() -> None:
@@ -498,9 +480,9 @@ def test_an_expired_grant_stops_at_the_exact_block_time() -> None:
     record_id = world.put_record(vault)
     until = world.time_ms + 5_000
     grant_id = world.grant(vault, "B", valid_until_ms=until)  # block time now until - 4000
-    tx = _receipt(world, "B", vault, record_id, grant_id)
+    tx = world.receipt("B", vault, record_id, grant_id)
     world.block(tx, advance_ms=until - 1 - world.time_ms)  # one ms before the end: allowed
-    late = _receipt(world, "B", vault, record_id, grant_id)
+    late = world.receipt("B", vault, record_id, grant_id)
     assert world.reject(late, advance_ms=1).code == "grant_expired"  # exactly at the end
 
 
@@ -512,10 +494,10 @@ def test_grant_not_yet_valid_and_record_window() -> None:
     later = world.grant(
         vault, "B", valid_from_ms=world.time_ms + DAY_MS, valid_until_ms=world.time_ms + 2 * DAY_MS
     )
-    assert world.reject(_receipt(world, "B", vault, recent, later)).code == "grant_not_yet_valid"
+    assert world.reject(world.receipt("B", vault, recent, later)).code == "grant_not_yet_valid"
     windowed = world.grant(vault, "C", record_from_ms=world.time_ms - DAY_MS)
-    assert world.reject(_receipt(world, "C", vault, old, windowed)).code == "outside_record_window"
-    world.block(_receipt(world, "C", vault, recent, windowed))
+    assert world.reject(world.receipt("C", vault, old, windowed)).code == "outside_record_window"
+    world.block(world.receipt("C", vault, recent, windowed))
 
 
 # --- emergency -----------------------------------------------------------------------------------
@@ -547,7 +529,7 @@ def test_emergency_access_open_read_and_review() -> None:
     assert emergency is not None
     assert emergency.status is EmergencyStatus.UNREVIEWED
     assert emergency.trusted_party == world.trusted.public_key
-    world.block(_receipt(world, "C", vault, record_id, opened.id))
+    world.block(world.receipt("C", vault, record_id, opened.id))
     review = builders.review_emergency(
         CHAIN_ID,
         vault,
@@ -558,7 +540,7 @@ def test_emergency_access_open_read_and_review() -> None:
         note="not an emergency",
     )
     world.block(review.signed(world.p1, world.p2))
-    assert world.reject(_receipt(world, "C", vault, record_id, opened.id)).code == "grant_revoked"
+    assert world.reject(world.receipt("C", vault, record_id, opened.id)).code == "grant_revoked"
     twice = dataclasses.replace(review, nonce=world.nonce(vault))
     assert world.reject(twice.signed(world.trusted)).code == "already_reviewed"
 
@@ -633,7 +615,7 @@ def test_erasure_and_attestations() -> None:
     world.block(erase.signed(world.p1, world.p2))
     world.block(attest())
     assert world.reject(attest()).code == "already_attested"
-    assert world.reject(_receipt(world, "A", vault, record_id)).code == "record_erased"
+    assert world.reject(world.receipt("A", vault, record_id)).code == "record_erased"
     again = builders.TxDraft(
         CHAIN_ID, "record.erase", vault, world.nonce(vault), world.expiry(), EraseRecord(record_id)
     )

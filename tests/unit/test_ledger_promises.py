@@ -136,16 +136,7 @@ def _run(world: World, operations: list[str]) -> None:
         elif operation == "grant":
             grants.append(world.grant(vault, "B", access=Access.READ_WRITE))
         elif operation == "receipt" and records:
-            key = world.hospital["A"]
-            draft = builders.receipt(
-                CHAIN_ID,
-                key.public_key,
-                world.nonce(crypto.account_id(key.public_key)),
-                world.expiry(),
-                vault=vault,
-                record_id=records[-1],
-            )
-            world.block(draft.signed(key))
+            world.block(world.receipt("A", vault, records[-1]))
         elif operation == "rotate":
             epoch = world.vault(vault).epoch + 1
             draft, key_ = builders.rotate_epoch(
