@@ -1,7 +1,9 @@
 """The network on loopback, 4 libp2p nodes in one process: broadcast messages per second at
 saturation and latency p50/p99 at saturation and at 500 messages/s, for 200 B and 10 KB
-payloads (one sender, three receivers), block-sync items per
-second, blob MB/s between two nodes, and the trio-thread adapter's own round-trip overhead.
+payloads (one sender, three receivers) over the validators' direct streams and over the
+tuned GossipSub that serves non-validator nodes (with the share of messages delivered), block-sync
+items per second, blob MB/s between two nodes, and the trio-thread adapter's own round-trip
+overhead.
 
 Run: .venv/bin/python bench/p2p.py [--messages 3000]
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import struct
 import time
@@ -19,7 +22,7 @@ from common import report
 
 from carechain.consensus.crypto import PrivateKey, peer_id
 from carechain.p2p.libp2p_net import Libp2pNetwork
-from carechain.p2p.network import Topic
+from carechain.p2p.network import GossipHandler, Topic, Verdict
 
 MiB = 1024 * 1024
 
@@ -69,6 +72,60 @@ async def broadcast(
     return {
         "messages_per_s": count / elapsed,
         "deliveries_per_s": count * len(receivers) / elapsed,
+        "latency_p50_ms": 1000 * latencies[len(latencies) // 2],
+        "latency_p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+    }
+
+
+async def gossip(
+    nets: list[Libp2pNetwork], count: int, size: int, pace_s: float = 0.0
+) -> dict[str, float]:
+    """One publisher, three subscribers that accept everything (each forwards what it gets)."""
+    sender, receivers = nets[0], nets[1:]
+    latencies: list[float] = []
+    received = {n.local_id: 0 for n in receivers}
+    probed: set[str] = set()
+    everything = asyncio.Event()
+
+    def handler(local: str) -> GossipHandler:
+        async def accept(peer: str, topic: Topic, payload: bytes) -> Verdict:
+            (sent,) = struct.unpack(">d", payload[:8])
+            if sent == 0:  # a probe, sent until the mesh carries messages to everyone
+                probed.add(local)
+                return Verdict.ACCEPT
+            latencies.append(time.perf_counter() - sent)
+            received[local] += 1
+            if sum(received.values()) == count * len(receivers):
+                everything.set()
+            return Verdict.ACCEPT
+
+        return accept
+
+    for net in nets:
+        net.serve_gossip(handler(net.local_id), frozenset({Topic.TX}))
+    for local in received:
+        received[local] = 0
+    probe = 0
+    while len(probed) < len(receivers):
+        probe += 1
+        await sender.publish(Topic.TX, struct.pack(">dQ", 0.0, probe))
+        await asyncio.sleep(0.05)
+    started = time.perf_counter()
+    for index in range(count):
+        await sender.publish(Topic.TX, struct.pack(">d", time.perf_counter()) + bytes(size - 8))
+        if pace_s:
+            await asyncio.sleep(pace_s)
+        elif index % 200 == 199:
+            await asyncio.sleep(0)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(30):
+            await everything.wait()
+    elapsed = time.perf_counter() - started
+    delivered = sum(received.values())
+    latencies.sort()
+    return {
+        "messages_per_s": delivered / len(receivers) / elapsed,
+        "delivered_fraction": delivered / (count * len(receivers)),
         "latency_p50_ms": 1000 * latencies[len(latencies) // 2],
         "latency_p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
     }
@@ -128,6 +185,11 @@ async def run(messages: int) -> dict[str, float]:
             paced = await broadcast(nets, 1000, size, pace_s=0.002)
             figures[f"broadcast_{size}B_at_500_per_s_latency_p50_ms"] = paced["latency_p50_ms"]
             figures[f"broadcast_{size}B_at_500_per_s_latency_p99_ms"] = paced["latency_p99_ms"]
+        paced = await gossip(nets, 200, 200, pace_s=0.02)
+        figures["gossip_200B_at_50_per_s_latency_p50_ms"] = paced["latency_p50_ms"]
+        figures["gossip_200B_at_50_per_s_latency_p99_ms"] = paced["latency_p99_ms"]
+        for key, value in (await gossip(nets, messages // 2, 200)).items():
+            figures[f"gossip_200B_saturated_{key}"] = value
         figures["sync_1KB_items_per_s"] = await sync_rate(nets, 20_000)
         figures["blob_mib_per_s"] = await blob_rate(nets, 64)
         figures["adapter_round_trip_us_median"] = await adapter_round_trip_us(nets[0], 2000)

@@ -65,8 +65,9 @@ class P2PSection(StrictModel):
     heartbeat_listen: str = "0.0.0.0:26657"
     heartbeat_peers: list[str] = pydantic.Field(default_factory=list)  # other validators' host:port
     heartbeat_interval_ms: PositiveMs = 1000
-    # Peer ids of read-only observers (auditors) this node admits besides the validators:
-    # they may sync blocks from it (`carechain audit replay --peer`); they never vote.
+    # Peer ids of non-validator nodes this node admits besides the validators: full nodes
+    # (clinics, pharmacies; blocks and transactions reach them over GossipSub) and auditors
+    # (`carechain audit replay --peer`). They never vote.
     observers: list[str] = pydantic.Field(default_factory=list)
     message_bytes_max: Annotated[int, pydantic.Field(ge=1024, le=64 * 1024 * 1024)] = (
         16 * 1024 * 1024

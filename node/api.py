@@ -40,6 +40,7 @@ from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.types import Tx, TxSignature
 from carechain.node.blob_service import BlobRequest, fetch_from_peer
 from carechain.node.daemon import Node
+from carechain.node.pools import PoolFull
 from carechain.storage import schema
 from carechain.storage.blobs.store import from_bytes
 
@@ -131,8 +132,13 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.json_response({"error": exc.code, "message": exc.message}, status=exc.status)
     except TxRejected as exc:
         return web.json_response({"error": exc.code, "message": exc.detail}, status=400)
-    except InvalidInput as exc:
-        return web.json_response({"error": exc.code, "message": str(exc)}, status=400)
+    except (PoolFull, InvalidInput) as exc:
+        full = isinstance(exc, PoolFull)  # a busy node, not a bad request: retry shortly
+        return web.json_response(
+            {"error": exc.code, "message": str(exc)},
+            status=503 if full else 400,
+            headers={"Retry-After": "1"} if full else None,
+        )
     except web.HTTPRequestEntityTooLarge:
         return web.json_response(
             {"error": "too_large", "message": "the body is too large"}, status=413
@@ -242,6 +248,7 @@ class Api:
                 ],
                 "peers": node.network.peers(),
                 "syncing": node.syncing,
+                "gossip_blocks": node.gossip_blocks,
                 "heartbeats": {
                     peer: {"height": view.height, "round": view.round}
                     for peer, view in (node.heartbeats.views.items() if node.heartbeats else ())
@@ -514,6 +521,11 @@ def openapi_document(api: Api) -> dict[str, Any]:
             for part in path.split("/")
             if part.startswith("{")
         ]
+        if path in ("/v1/txs", "/v1/partials/{id}/signatures"):
+            operation["responses"]["503"] = {
+                "description": "the node's pool is full: retry after the Retry-After seconds",
+                "content": {"application/json": {"schema": ERROR_SCHEMA}},
+            }
         if parameters:
             operation["parameters"] = parameters
         if method == "POST" and path in BODIES:

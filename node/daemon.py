@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from carechain.config.node import NodeConfig
 from carechain.consensus.crypto import PrivateKey, peer_id
@@ -51,14 +51,29 @@ from carechain.consensus.types import Block, CommitCertificate, Tx
 from carechain.node import builders
 from carechain.node.blob_service import BlobService
 from carechain.node.pools import Mempool, PartialPool, PoolFull, admit
-from carechain.node.sync import BlockSync, range_provider
+from carechain.node.sync import ITEM_BYTES_MAX, BlockSync, range_provider
 from carechain.p2p.heartbeat import HeartbeatService
-from carechain.p2p.network import Inbound, Network, Topic
+from carechain.p2p.network import (
+    BLOCK_ID_BYTES,
+    GOSSIP_TOPICS,
+    Inbound,
+    Network,
+    PeerError,
+    Topic,
+    Verdict,
+)
 from carechain.storage.blobs.backends import open_blob_store
 from carechain.storage.chain import ChainStore
 from carechain.storage.wal import ConsensusWal
 
 log = logging.getLogger("carechain.node")
+
+
+# Rejections no honest peer forwards: they do not depend on the chain's state or the clock.
+PROVABLY_INVALID: Final = frozenset(
+    {"wrong_chain", "non_canonical_signatures", "bad_signature", "unknown_kind", "bad_body"}
+)
+FULL_NODE_POLL_S: Final = 2.0
 
 
 def wall_clock_ms() -> int:
@@ -111,12 +126,17 @@ class Node:
         self.app = LedgerApplication(genesis, self.store, self.mempool.ordered)
         key = validator_key if config.validator else None
         self.engine = Engine(engine_config(config, genesis), self.app, key)
+        # Gossip reaches non-validator nodes: a validator publishes only if its config admits
+        # some (`p2p.observers`); a non-validator node always takes part.
+        self._gossips = not config.validator or bool(config.p2p.observers)
         self.network = network
         self.syncer = BlockSync(network, self.store, self.app, on_commit=self._after_sync_commit)
         self.blob_service = BlobService(self.store, genesis.chain_id, self.blobs, clock_ms)
         self.subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self.misbehaviour: dict[str, int] = {}
         self.syncing = False
+        self.gossip_blocks = 0  # blocks taken in from gossip (a full node's usual way)
+        self.pool_full_drops = 0  # transactions from peers dropped because the mempool was full
         self.started_ms = clock_ms()
         self._lock = asyncio.Lock()
         self._wake_at: int | None = None
@@ -149,6 +169,10 @@ class Node:
             await self.network.start()
             self.network.serve_range(range_provider(self.store))
             self.network.serve_blobs(self.blob_service.serve)
+            topics = (
+                frozenset({Topic.TX, Topic.PARTIAL}) if self.config.validator else GOSSIP_TOPICS
+            )
+            self.network.serve_gossip(self._on_gossip, topics)
             self._update_permissions()
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
@@ -200,6 +224,13 @@ class Node:
                 self._woken.set()
             elif isinstance(action, CommitBlock):
                 self._commit(action.block, action.certificate)
+                if self._gossips:
+                    # every validator hands the block to the non-validator nodes it is linked
+                    # to; the copies share one message id (the block hash) and only the first
+                    # is read, so a full node linked to any one validator gets every block
+                    commit = Commit(action.block, action.certificate)
+                    payload = action.block.block_hash + commit.encode()
+                    await self.network.publish(Topic.BLOCK, payload)
                 follow = self.engine.handle(
                     BlockPersisted(action.block.header.height, self.clock_ms())
                 )
@@ -249,7 +280,8 @@ class Node:
             for v in validator_set_at(self.store, h).validators
         }
         self._registered = registered - {self.node_id}
-        self.network.allow(self._registered | set(self.config.p2p.observers))
+        admitted = self._registered | set(self.config.p2p.observers)
+        self.network.allow(admitted, direct=self._registered)
 
     # -- loops ----------------------------------------------------------------------------------
     async def _timer_loop(self) -> None:
@@ -272,6 +304,8 @@ class Node:
             message = await self.network.inbox.get()
             try:
                 await self._on_inbound(message)
+            except PoolFull:
+                self.pool_full_drops += 1  # not the peer's fault; its re-broadcast brings it back
             except CarechainError as exc:
                 self.misbehaviour[message.peer] = self.misbehaviour.get(message.peer, 0) + 1
                 log.info("dropped a message from %s: %s", message.peer, exc)
@@ -287,10 +321,54 @@ class Node:
 
     async def _housekeeping_loop(self) -> None:
         while True:
-            await asyncio.sleep(2)
+            await asyncio.sleep(FULL_NODE_POLL_S)
             self.partials.expire(self.clock_ms(), self.app.chain)
             for tx in list(self.mempool.ordered())[:500]:  # peers that missed it get it again
                 await self.network.broadcast(Topic.TX, tx.encode())
+            if not self.config.validator and self.network.peers():
+                # a full node that missed a gossiped block (or just started) catches up here
+                self._start_sync(self.network.peers()[0])
+
+    # -- gossip ---------------------------------------------------------------------------------
+    async def _on_gossip(self, peer: str, topic: Topic, payload: bytes) -> Verdict:
+        """Validate and take in one gossip message; only what is accepted is passed on."""
+        if topic is Topic.BLOCK:
+            return await self._on_gossip_block(peer, payload)
+        try:
+            tx = Tx.decode(payload)
+        except CarechainError:
+            return Verdict.REJECT
+        try:
+            outcome = await self.submit(tx, gossip=False)
+        except TxRejected as exc:
+            return Verdict.REJECT if exc.code in PROVABLY_INVALID else Verdict.IGNORE
+        except PoolFull:
+            self.pool_full_drops += 1
+            return Verdict.IGNORE
+        return Verdict.IGNORE if outcome.status == "committed" else Verdict.ACCEPT
+
+    async def _on_gossip_block(self, peer: str, payload: bytes) -> Verdict:
+        if self.syncing:
+            return Verdict.IGNORE  # the sync brings it
+        commit = _gossiped_commit(payload)
+        if commit is None:
+            return Verdict.REJECT
+        height = commit.block.header.height
+        async with self._lock:
+            ours = self.store.height
+            if height <= ours:
+                return Verdict.IGNORE
+            if height > ours + 1:
+                self._start_sync(peer)  # a gap: fetch the range, this block comes with it
+                return Verdict.IGNORE
+            try:
+                self.syncer.apply(commit, peer)
+            except PeerError as exc:
+                log.warning("gossiped block %d from %s refused: %s", height, peer, exc)
+                return Verdict.REJECT
+            self.gossip_blocks += 1
+            await self._perform(self.engine.handle(BlockPersisted(height, self.clock_ms())))
+        return Verdict.ACCEPT
 
     # -- sync -----------------------------------------------------------------------------------
     def _start_sync(self, peer: str) -> None:
@@ -303,8 +381,10 @@ class Node:
         try:
             async with self._lock:
                 before = self.store.height
-                others = [p for p in self.network.peers() if p != peer and p in self._registered]
-                peers = [peer, *others]  # observers are admitted but serve no blocks
+                connected = [p for p in self.network.peers() if p != peer]
+                # validators first; other full nodes serve blocks too, auditors do not
+                others = sorted(connected, key=lambda p: p not in self._registered)
+                peers = [peer, *others]
                 reached = await self.syncer.sync(peers, before + 10_000)
                 if reached > before:
                     log.info("synced from height %d to %d", before, reached)
@@ -332,18 +412,21 @@ class Node:
         if status is TxStatus.PARTIAL:
             merged = self.partials.merge(tx, self.clock_ms())
             if gossip or merged.signatures != tx.signatures:
-                await self.network.broadcast(Topic.PARTIAL, merged.encode())
+                await self._spread(Topic.PARTIAL, merged.encode())
             self.publish({"event": "partial", "tx": tx.id.hex(), "kind": tx.kind})
             return TxOutcome(tx.id, "partial", True)
-        try:
-            new = self.mempool.add(tx)
-        except PoolFull as exc:
-            raise TxRejected("oversize", str(exc)) from None
+        new = self.mempool.add(tx)  # PoolFull when full: the API answers 503, retry later
         if new and gossip:
-            await self.network.broadcast(Topic.TX, tx.encode())
+            await self._spread(Topic.TX, tx.encode())
         if new:
             await self._handle(TxsAvailable(self.clock_ms()))
         return TxOutcome(tx.id, "pending", new)
+
+    async def _spread(self, topic: Topic, payload: bytes) -> None:
+        """To the validators directly, and to non-validator nodes over gossip."""
+        await self.network.broadcast(topic, payload)
+        if self._gossips:
+            await self.network.publish(topic, payload)
 
     def _submit_evidence(self, evidence: ReportEvidence) -> None:
         tx = builders.report_equivocation(
@@ -357,6 +440,16 @@ class Node:
         for queue in list(self.subscribers):
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(event)
+
+
+def _gossiped_commit(payload: bytes) -> Commit | None:
+    """The block and certificate in a gossiped block message, or None if it is malformed or
+    its message id (the prefix) names another block."""
+    try:
+        commit = Commit.decode(payload[BLOCK_ID_BYTES:], max_bytes=ITEM_BYTES_MAX)
+    except CarechainError:
+        return None
+    return commit if commit.block.block_hash == payload[:BLOCK_ID_BYTES] else None
 
 
 class _Stopping(Exception):

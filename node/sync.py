@@ -59,6 +59,10 @@ class BlockSync:
             commit = Commit.decode(item, max_bytes=ITEM_BYTES_MAX)
         except CarechainError as exc:
             raise PeerError(f"{peer} sent an unreadable block: {exc}") from None
+        return self.apply(commit, peer)
+
+    def apply(self, commit: Commit, peer: str) -> Commit:
+        """Check a committed block for the next height and apply it; PeerError if it is not."""
         height = self.store.height + 1
         block, certificate = commit.block, commit.certificate
         if block.header.height != height or certificate.height != height:

@@ -19,15 +19,30 @@ What py-libp2p 0.8.1 does by default, and why this module overrides it (DESIGN.m
 plaintext and secio are accepted, so only Noise is offered; dials wait 250 ms unless
 `max_connections_per_peer=1`; there is no peer allow-list, so the Noise transport below refuses
 any peer outside the registered set right after the handshake, in both directions.
+
+GossipSub, which carries transactions and committed blocks to non-validator nodes, is tuned
+(`_gossipsub`): its spam protection (10 messages/s per peer and topic, silently dropped beyond)
+and its eclipse protection (a mesh needs 3 distinct IPs, so hosts on one address never form one)
+are off, our own per-peer limits and permission gate stand in their place; the per-peer outbound
+queue grows from 32 to `OUTBOX_MAX` RPCs; the heartbeat runs every second, not every 120 s, so a
+mesh forms at once; the message id is the content hash, so duplicates are dropped by a set
+lookup before any validation; envelope signing is off (`strict_signing=False`) because every
+payload carries its own signatures (transaction signatures, a block's commit certificate) that
+the node's handler checks, and a second Ed25519 check per message per hop would only cost time.
+Validation runs in the topic validator: it hands the message to the node on the asyncio side,
+which checks and takes it in one step, and only what it accepts is forwarded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import struct
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
@@ -40,20 +55,32 @@ from libp2p.custom_types import TProtocol
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.pubsub import pubsub as pubsub_module
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11 as MESHSUB
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.rpc_queue import RpcQueue
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.tools.anyio_service import background_trio_service
 
 from carechain.consensus.crypto import PrivateKey, peer_id
 from carechain.p2p.network import (
+    BAN_S,
+    GOSSIP_STRIKES_MAX,
+    GOSSIP_TOPICS,
     INBOX_MAX,
     BlobProvider,
     FrameReader,
+    GossipHandler,
     Inbound,
     PeerError,
     RangeProvider,
     RateLimit,
     Topic,
+    Verdict,
     encode_frame,
+    message_id,
     parse_topic,
 )
 
@@ -61,12 +88,71 @@ MESSAGES: Final = TProtocol("/carechain/messages/1")
 SYNC: Final = TProtocol("/carechain/sync/1")
 BLOBS: Final = TProtocol("/carechain/blob/1")
 OUTBOX_MAX: Final = 4096
+CHECKED_MAX: Final = 65_536
 READ_BYTES: Final = 256 * 1024
 DIAL_INTERVAL_S: Final = 1.0
 END: Final = b""
+TOPIC_NAMES: Final = {
+    Topic.TX: "/carechain/tx/1",
+    Topic.PARTIAL: "/carechain/partial/1",
+    Topic.BLOCK: "/carechain/block/1",
+}
 
 log = logging.getLogger("carechain.p2p")
 logging.getLogger("libp2p").setLevel(logging.CRITICAL)  # its refusals are reported by us
+
+
+class _LargeRpcQueue(RpcQueue):
+    """GossipSub's per-peer outbound queue, which holds 32 RPCs by default and drops beyond."""
+
+    def __init__(self, max_size: int = OUTBOX_MAX, **kwargs: Any) -> None:
+        super().__init__(max_size, **kwargs)
+
+
+# py-libp2p builds each peer's queue with `RpcQueue()` and takes no size: the class it uses is
+# replaced here (only this package imports libp2p, so nothing else sees the change).
+setattr(pubsub_module, "RpcQueue", _LargeRpcQueue)  # noqa: B010
+
+
+_TOPICS_BY_NAME: Final = {name: topic for topic, name in TOPIC_NAMES.items()}
+
+
+def _content_id(message: Any) -> bytes:
+    topics = message.topicIDs
+    topic = _TOPICS_BY_NAME.get(topics[0]) if len(topics) == 1 else None
+    if topic is None:
+        return message_id(Topic.TX, bytes(message.data))  # refused by the allowed topics
+    return message_id(topic, bytes(message.data))
+
+
+class _NoValidationCache:
+    """In place of py-libp2p's cache of validation results. Duplicates never reach validation
+    (the seen cache, keyed by content id, drops them first), and caching a failure under a
+    block's id would let one forged copy shadow the genuine block that follows it."""
+
+    def get(self, message_id: bytes) -> None:
+        return None
+
+    def put(self, message_id: bytes, result: Any) -> None:
+        pass
+
+    def clear_expired(self) -> None:
+        pass
+
+
+def _gossipsub() -> GossipSub:
+    return GossipSub(
+        protocols=[MESHSUB],
+        degree=6,
+        degree_low=4,
+        degree_high=12,
+        time_to_live=30,
+        heartbeat_initial_delay=0.1,
+        heartbeat_interval=1,
+        spam_protection_enabled=False,
+        eclipse_protection_enabled=False,
+        max_pending_messages_per_peer=OUTBOX_MAX,
+    )
 
 
 class GatedNoise(NoiseTransport):
@@ -78,7 +164,7 @@ class GatedNoise(NoiseTransport):
 
     async def _gate(self, secured: Any) -> Any:
         remote = str(secured.get_remote_peer())
-        if remote not in self.network.allowed:
+        if not self.network.admits(remote):
             self.network.refused += 1
             log.warning("refused unregistered peer %s", remote)
             await secured.close()
@@ -109,6 +195,8 @@ class Libp2pNetwork:
         self.listen = listen
         self.dial = list(dial or [])
         self.allowed: frozenset[str] = frozenset(allowed or ())
+        self.direct: frozenset[str] | None = None
+        self.banned_until: dict[str, float] = {}
         self.frame_bytes_max = frame_bytes_max
         self.rate = RateLimit(messages_per_second_max)
         self.on_peer_error = on_peer_error
@@ -119,6 +207,15 @@ class Libp2pNetwork:
         self.disconnected_for: dict[str, str] = {}
         self._ranges: RangeProvider | None = None
         self._blobs: BlobProvider | None = None
+        self._gossip: GossipHandler | None = None
+        self._gossip_topics: frozenset[Topic] = frozenset()
+        self._gossip_tasks: set[asyncio.Future[Verdict]] = set()
+        self._strikes: dict[str, int] = {}
+        self._in_flight: set[bytes] = set()  # ids being published right now
+        # ids handed to the node: pubsub marks a message seen only after validation, so a copy
+        # arriving meanwhile would be validated again
+        self._checked: OrderedDict[bytes, None] = OrderedDict()
+        self._pubsub: Pubsub | None = None
         self._connected: frozenset[str] = frozenset()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -183,8 +280,12 @@ class Libp2pNetwork:
     def peers(self) -> list[str]:
         return sorted(self._connected)
 
-    def allow(self, peer_ids: set[str]) -> None:
+    def admits(self, remote: str) -> bool:
+        return remote in self.allowed and self.banned_until.get(remote, 0.0) <= time.monotonic()
+
+    def allow(self, peer_ids: set[str], direct: set[str] | None = None) -> None:
         self.allowed = frozenset(peer_ids)
+        self.direct = None if direct is None else frozenset(direct)
         if self._token is not None:
             self._to_trio(self._enforce_allowed)
 
@@ -195,6 +296,17 @@ class Libp2pNetwork:
     async def send(self, peer: str, topic: Topic, payload: bytes) -> None:
         frame = encode_frame(topic, payload)
         self._to_trio(lambda: self._queue_frame(peer, frame))
+
+    async def publish(self, topic: Topic, payload: bytes) -> None:
+        name = TOPIC_NAMES[topic]
+        self._to_trio(lambda: self._nursery.start_soon(self._publish, name, payload))
+
+    def serve_gossip(self, handler: GossipHandler, topics: frozenset[Topic]) -> None:
+        """Subscribe to `topics`; each message received on them goes to `handler` first."""
+        self._gossip = handler
+        self._gossip_topics = topics & GOSSIP_TOPICS
+        if self._token is not None:
+            self._to_trio(lambda: self._nursery.start_soon(self._subscribe_all))
 
     def serve_range(self, provider: RangeProvider) -> None:
         self._ranges = provider
@@ -246,7 +358,24 @@ class Libp2pNetwork:
         self._host.set_stream_handler(MESSAGES, self._on_messages)
         self._host.set_stream_handler(SYNC, self._on_sync)
         self._host.set_stream_handler(BLOBS, self._on_blob)
+        router = _gossipsub()
+        self._pubsub = Pubsub(
+            self._host,
+            router,
+            msg_id_constructor=_content_id,
+            strict_signing=False,
+            max_inbound_rpc_size=self.frame_bytes_max + 64 * 1024,
+            allowed_topics=set(TOPIC_NAMES.values()),
+        )
+        self._pubsub.validation_cache = _NoValidationCache()  # type: ignore[assignment]
+        for topic, name in TOPIC_NAMES.items():
+            validator = functools.partial(self._validate_gossip, topic)
+            self._pubsub.set_topic_validator(name, validator, True)
+        # pubsub outlives the host: stopping it first would leave the host's stream handlers
+        # handing messages to a closed service
         async with (
+            background_trio_service(self._pubsub),
+            background_trio_service(router),
             self._host.run([multiaddr.Multiaddr(self.listen)]),
             trio.open_nursery() as nursery,
         ):
@@ -254,6 +383,8 @@ class Libp2pNetwork:
             self.listen_addrs = [str(a) for a in self._host.get_addrs()]
             nursery.start_soon(self._run_commands, receive)
             nursery.start_soon(self._dial_loop)
+            if self._gossip is not None:
+                nursery.start_soon(self._subscribe_all)
             self._call_async(self._mark_started)
             await self._stop.wait()
             nursery.cancel_scope.cancel()
@@ -306,7 +437,13 @@ class Libp2pNetwork:
             self._call_async(self.on_peer_error, remote, reason)
 
     def _queue_frame(self, remote: str | None, frame: bytes) -> None:
-        targets = self._connected if remote is None else {remote} & self._connected
+        targets: frozenset[str]
+        if remote is not None:
+            targets = frozenset({remote}) & self._connected
+        elif self.direct is None:
+            targets = self._connected
+        else:
+            targets = self._connected & self.direct
         for target in targets:
             outbox = self._ensure_outbox(target)
             try:
@@ -359,6 +496,87 @@ class Libp2pNetwork:
             self.inbox.put_nowait(message)
         except asyncio.QueueFull:
             self.dropped += 1
+
+    # -- gossip ---------------------------------------------------------------------------------
+    async def _subscribe_all(self) -> None:
+        assert self._pubsub is not None
+        for topic in self._gossip_topics:
+            subscription = await self._pubsub.subscribe(TOPIC_NAMES[topic])
+            self._nursery.start_soon(_drain, subscription)
+
+    async def _publish(self, name: str, payload: bytes) -> None:
+        assert self._pubsub is not None
+        key = message_id(_TOPICS_BY_NAME[name], payload)
+        if key in self._in_flight or self._pubsub.seen_messages.has(key):
+            return  # sent already
+        self._in_flight.add(key)
+        try:
+            await self._pubsub.publish(name, payload)
+        except Exception as exc:  # reported, never fatal: re-broadcast and sync recover it
+            self.dropped += 1
+            log.debug("gossip publish on %s failed: %r", name, exc)
+        finally:
+            self._in_flight.discard(key)
+
+    async def _validate_gossip(self, topic: Topic, forwarder: ID, message: Any) -> bool:
+        """GossipSub's topic validator: ask the node, over on the asyncio side."""
+        remote = str(forwarder)
+        if remote == self.local_id:
+            return True  # our own publication, checked before it was published
+        handler = self._gossip
+        if handler is None or topic not in self._gossip_topics or self._loop is None:
+            return False
+        payload = bytes(message.data)
+        key = message_id(topic, payload)
+        if key in self._checked:
+            return False  # another copy is being checked or just was: a duplicate
+        self._checked[key] = None
+        if len(self._checked) > CHECKED_MAX:
+            self._checked.popitem(last=False)
+        verdict = await self._ask_node(handler, remote, topic, payload)
+        if verdict is Verdict.REJECT:
+            self._checked.pop(key, None)  # a genuine copy under the same id may follow
+        if verdict is Verdict.REJECT:
+            self._strikes[remote] = self._strikes.get(remote, 0) + 1
+            if self._strikes[remote] >= GOSSIP_STRIKES_MAX:
+                self._strikes.pop(remote)
+                self.banned_until[remote] = time.monotonic() + BAN_S
+                log.warning("dropping peer %s: it forwarded invalid gossip messages", remote)
+                self._nursery.start_soon(
+                    self._disconnect, remote, "forwarded invalid gossip messages"
+                )
+        return verdict is Verdict.ACCEPT
+
+    async def _ask_node(
+        self, handler: GossipHandler, remote: str, topic: Topic, payload: bytes
+    ) -> Verdict:
+        """Run `handler` on the asyncio loop and wait for its verdict without a thread."""
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        verdicts: list[Verdict] = []
+
+        def settle(verdict: Verdict) -> None:
+            verdicts.append(verdict)
+            done.set()
+
+        def finished(task: asyncio.Future[Verdict]) -> None:
+            self._gossip_tasks.discard(task)
+            verdict = Verdict.IGNORE  # a failure of ours is not the peer's fault
+            if not task.cancelled() and task.exception() is None:
+                verdict = task.result()
+            elif not task.cancelled():
+                log.error("gossip handler failed", exc_info=task.exception())
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(settle, verdict)
+
+        def start() -> None:
+            task = asyncio.ensure_future(handler(remote, topic, payload))
+            self._gossip_tasks.add(task)
+            task.add_done_callback(finished)
+
+        self._call_async(start)
+        await done.wait()
+        return verdicts[0]
 
     # -- request streams ------------------------------------------------------------------------
     async def _client(
@@ -440,6 +658,12 @@ class Libp2pNetwork:
 
     async def _on_blob(self, stream: Any) -> None:
         await self._serve(stream, self._blobs)
+
+
+async def _drain(subscription: Any) -> None:
+    """Empty a subscription's queue: the topic validator already handed every message over."""
+    while True:
+        await subscription.get()
 
 
 async def _pull(items: AsyncIterator[bytes], count: int) -> tuple[list[bytes], bool]:

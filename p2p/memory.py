@@ -1,20 +1,34 @@
 """The in-memory twin of the libp2p network, for integration tests that run several nodes in
 one process. Same `Network` protocol, same permission rule (both ends must allow each other),
-same bounded inbox; a hub can cut links to test partitions and broken syncs."""
+same bounded inbox; a hub can cut links to test partitions and broken syncs.
+
+Gossip here floods: a node hands a message to each linked peer subscribed to its topic; the peer
+drops it if its id (the content hash) was seen, else asks its handler and forwards only what the
+handler accepts, and drops a peer after `GOSSIP_STRIKES_MAX` rejected messages. GossipSub's mesh
+sends fewer copies, but what arrives and what is forwarded follow the same rule."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 
 from carechain.p2p.network import (
+    BAN_S,
+    GOSSIP_STRIKES_MAX,
     INBOX_MAX,
     BlobProvider,
+    GossipHandler,
     Inbound,
     PeerError,
     RangeProvider,
     Topic,
+    Verdict,
+    message_id,
 )
+
+SEEN_MAX = 100_000
 
 
 class MemoryHub:
@@ -27,7 +41,7 @@ class MemoryHub:
         first, second = self.endpoints.get(a), self.endpoints.get(b)
         if first is None or second is None or frozenset({a, b}) in self.cut:
             return False
-        return b in first.allowed and a in second.allowed
+        return first.admits(b) and second.admits(a)
 
     def partition(self, *groups: set[str]) -> None:
         names = set(self.endpoints)
@@ -47,15 +61,28 @@ class MemoryNetwork:
         self.hub = hub
         self.local_id = local_id
         self.allowed: set[str] = set(allowed or ())
+        self.direct: set[str] | None = None
         self.inbox: asyncio.Queue[Inbound] = asyncio.Queue(INBOX_MAX)
+        self.disconnected_for: dict[str, str] = {}
         self._ranges: RangeProvider | None = None
         self._blobs: BlobProvider | None = None
+        self._gossip: GossipHandler | None = None
+        self._topics: frozenset[Topic] = frozenset()
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._strikes: dict[str, int] = {}
+        self.banned_until: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def admits(self, peer: str) -> bool:
+        return peer in self.allowed and self.banned_until.get(peer, 0.0) <= time.monotonic()
 
     async def start(self) -> None:
         self.hub.endpoints[self.local_id] = self
 
     async def stop(self) -> None:
         self.hub.endpoints.pop(self.local_id, None)
+        for task in list(self._tasks):
+            task.cancel()
 
     def peers(self) -> list[str]:
         return sorted(
@@ -64,8 +91,9 @@ class MemoryNetwork:
             if p != self.local_id and self.hub.linked(self.local_id, p)
         )
 
-    def allow(self, peer_ids: set[str]) -> None:
+    def allow(self, peer_ids: set[str], direct: set[str] | None = None) -> None:
         self.allowed = set(peer_ids)
+        self.direct = None if direct is None else set(direct)
 
     def _deliver(self, peer: str, topic: Topic, payload: bytes) -> None:
         target = self.hub.endpoints[peer]
@@ -76,7 +104,52 @@ class MemoryNetwork:
 
     async def broadcast(self, topic: Topic, payload: bytes) -> None:
         for peer in self.peers():
-            self._deliver(peer, topic, payload)
+            if self.direct is None or peer in self.direct:
+                self._deliver(peer, topic, payload)
+
+    # -- gossip ---------------------------------------------------------------------------------
+    def serve_gossip(self, handler: GossipHandler, topics: frozenset[Topic]) -> None:
+        self._gossip = handler
+        self._topics = topics
+
+    async def publish(self, topic: Topic, payload: bytes) -> None:
+        if self._mark_seen(
+            message_id(topic, payload)
+        ):  # as GossipSub: a seen message is not resent
+            self._forward(None, topic, payload)
+
+    def _mark_seen(self, key: bytes) -> bool:
+        """Whether `key` is new; remembers it (the oldest are forgotten past SEEN_MAX)."""
+        if key in self._seen:
+            return False
+        self._seen[key] = None
+        if len(self._seen) > SEEN_MAX:
+            self._seen.popitem(last=False)
+        return True
+
+    def _forward(self, source: str | None, topic: Topic, payload: bytes) -> None:
+        for peer in self.peers():
+            target = self.hub.endpoints[peer]
+            if peer != source and topic in target._topics:
+                task = asyncio.get_running_loop().create_task(
+                    target._on_gossip(self.local_id, topic, payload)
+                )
+                target._tasks.add(task)
+                task.add_done_callback(target._tasks.discard)
+
+    async def _on_gossip(self, source: str, topic: Topic, payload: bytes) -> None:
+        key = message_id(topic, payload)
+        if self._gossip is None or not self._mark_seen(key):
+            return  # a duplicate costs one hash
+        verdict = await self._gossip(source, topic, payload)
+        if verdict is Verdict.ACCEPT:
+            self._forward(source, topic, payload)
+        elif verdict is Verdict.REJECT:
+            self._seen.pop(key, None)  # a genuine copy under the same id may follow
+            self._strikes[source] = self._strikes.get(source, 0) + 1
+            if self._strikes[source] >= GOSSIP_STRIKES_MAX:
+                self.disconnected_for[source] = "forwarded invalid gossip messages"
+                self.banned_until[source] = time.monotonic() + BAN_S
 
     async def send(self, peer: str, topic: Topic, payload: bytes) -> None:
         if self.hub.linked(self.local_id, peer):

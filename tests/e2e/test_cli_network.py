@@ -6,6 +6,9 @@ from __future__ import annotations
 import gc
 import json
 import re
+import shutil
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,10 +16,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from carechain.cli.main import EXIT_INVALID_INPUT, cli
-from carechain.cli.nodes import Devnet
+from carechain.cli.nodes import Devnet, spawn, wait_for_api
 from carechain.config.genesis import load_genesis
 from carechain.config.node import load_node_config, save_node_config
 from carechain.consensus.genesis import Institution, InstitutionKind
+from carechain.node.client import Client
 from carechain.node.keystore import read_key_info
 from carechain.storage.chain import ChainStore
 from carechain.tests.leaks import LEAKED_SOCKET
@@ -314,6 +318,72 @@ def test_an_admitted_auditor_replays_by_syncing_as_an_observer(
     assert stranger.exit_code == EXIT_INVALID_INPUT
     assert "p2p.observers" in stranger.output
     gc.collect()  # reap py-libp2p's leaked sockets here, under this test's filter
+
+
+@pytest.mark.filterwarnings(LEAKED_SOCKET)
+def test_a_clinic_runs_a_full_node_that_follows_over_gossip_and_submits(
+    network: tuple[Path, Devnet, str], tmp_path: Path
+) -> None:
+    """A non-validator node process (`init` without `--validator`) dials hospital 1, which admits
+    its peer id under p2p.observers: blocks reach it over GossipSub, and a patient registered
+    through its API commits on the validators."""
+    people, devnet, api = network
+    clinic = tmp_path / "clinic"
+    ok("init", "--home", str(clinic), "--moniker", "clinic", "--insecure-plaintext")
+    # hospital 1 admits the auditor key's peer id (see the fixture): the clinic's node runs with it
+    shutil.copy(people / "keys" / "auditor.json", clinic / "keys" / "node.json")
+    first = devnet.nodes[0].home
+    shutil.copy(first / "genesis.json", clinic / "genesis.json")
+    node_id = json.loads(ok("keys", "show", "--home", str(first), "node", "--json"))["peer_id"]
+    port = load_node_config(first).p2p.listen.rsplit("/", 1)[1]
+    config = load_node_config(clinic)
+    p2p = config.p2p.model_copy(
+        update={
+            "listen": f"/ip4/127.0.0.1/tcp/{PORT + 90}",
+            "peers": [f"/ip4/127.0.0.1/tcp/{port}/p2p/{node_id}"],
+        }
+    )
+    api_section = config.api.model_copy(update={"listen": "127.0.0.1:0"})
+    save_node_config(clinic, config.model_copy(update={"p2p": p2p, "api": api_section}))
+    process = spawn(clinic, clinic / "node.log")
+    try:
+        client = wait_for_api(clinic, process)
+        assert client.status()["validator"] is False
+        for name in ("p5", "p6"):
+            ok("keys", "new", "--home", str(people), "--name", name, "--insecure-plaintext")
+        ok("patient", "register", "--home", str(people), "--api", client.base_url,
+           "--key1", "p5", "--key2", "p6")  # fmt: skip
+        hospital = Client(api)
+        target = hospital.status()["height"]
+        deadline = time.monotonic() + 30
+        while client.status()["height"] < target:
+            assert time.monotonic() < deadline, "the clinic's node did not catch up"
+            time.sleep(0.1)
+        for name in ("p7", "p8"):  # one more block, registered through a validator
+            ok("keys", "new", "--home", str(people), "--name", name, "--insecure-plaintext")
+        ok(
+            "patient",
+            "register",
+            "--home",
+            str(people),
+            "--api",
+            api,
+            "--key1",
+            "p7",
+            "--key2",
+            "p8",
+        )
+        target = hospital.status()["height"]
+        while client.status()["height"] < target:
+            assert time.monotonic() < deadline + 30, "the clinic's node did not follow"
+            time.sleep(0.05)
+        status = client.status()
+        assert status["peers"] == [node_id]
+        assert status["gossip_blocks"] >= 1, (clinic / "node.log").read_text()[-3000:]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    gc.collect()
 
 
 def test_sigterm_stops_a_node_cleanly(network: tuple[Path, Devnet, str]) -> None:

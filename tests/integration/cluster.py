@@ -15,7 +15,7 @@ from aiohttp import web
 from carechain.config.genesis import load_genesis
 from carechain.config.node import APISection, NodeConfig, P2PSection
 from carechain.consensus.crypto import PrivateKey, peer_id
-from carechain.consensus.genesis import Institution
+from carechain.consensus.genesis import Genesis, Institution
 from carechain.node.api import Api, serve
 from carechain.node.daemon import Node
 from carechain.node.keystore import load_key
@@ -47,12 +47,32 @@ class Cluster:
         genesis = load_genesis(home / "genesis.json")
         node_key = load_key(home / "keys" / "node.json", None)
         validator_key = load_key(home / "keys" / "validator.json", None)
+        return await self._start(home, genesis, node_key, validator_key, list(self.observers))
+
+    async def start_full_node(
+        self, name: str, node_key: PrivateKey, admits: tuple[str, ...] = ()
+    ) -> Member:
+        """A non-validator node (a clinic's): the first validator's genesis, its own key; it
+        admits `admits` (other full nodes) besides the validators."""
+        home = self.folder / name
+        home.mkdir()
+        genesis = load_genesis(self.members[0].node.home / "genesis.json")
+        return await self._start(home, genesis, node_key, None, list(admits))
+
+    async def _start(
+        self,
+        home: Path,
+        genesis: Genesis,
+        node_key: PrivateKey,
+        validator_key: PrivateKey | None,
+        observers: list[str],
+    ) -> Member:
         config = NodeConfig(
             moniker=home.name,
-            validator=True,
+            validator=validator_key is not None,
             consensus=LOCAL_TIMEOUTS,
             api=APISection(listen="127.0.0.1:0"),
-            p2p=P2PSection(observers=list(self.observers)),
+            p2p=P2PSection(observers=observers),
         )
         network = MemoryNetwork(self.hub, peer_id(node_key.public_key))
         node = Node(home, config, genesis, node_key, validator_key, network)

@@ -4,6 +4,7 @@ a node that stops and catches up, and the API answering bad input without harm."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import time
@@ -16,11 +17,13 @@ import pytest
 from carechain.consensus.crypto import PrivateKey, account_id, peer_id
 from carechain.consensus.genesis import Institution, InstitutionKind
 from carechain.consensus.ledger.policy import Template
+from carechain.consensus.poa.messages import Commit
 from carechain.consensus.types import Tx
 from carechain.node import builders
 from carechain.node.audit import replay
 from carechain.node.observer import ObserverError, fetch_commits
 from carechain.p2p.memory import MemoryNetwork
+from carechain.p2p.network import Topic, Verdict
 from carechain.tests.integration.cluster import Cluster, eventually, hospital_keys, running_cluster
 
 HOSPITAL = hospital_keys(1)[0]
@@ -218,6 +221,13 @@ async def test_bad_input_gets_a_4xx_with_a_reason_and_the_node_keeps_running(
         assert (status, body["error"]) == (400, "unknown_partial")
         status, body = await _call(session, "GET", f"{base}/v1/blocks/999999")
         assert (status, body["error"]) == (404, "not_found")
+        node = cluster.members[0].node
+        node.mempool.txs_max = len(node.mempool)  # a busy node: full until the next block
+        async with session.post(f"{base}/v1/txs", json={"tx": good.encode().hex()}) as busy:
+            assert busy.status == 503
+            assert busy.headers["Retry-After"] == "1"
+            assert (await busy.json())["error"] == "pool_full"
+        node.mempool.txs_max = 50_000
         status, body = await _call(
             session, "POST", f"{base}/v1/txs", json={"tx": good.encode().hex()}
         )
@@ -265,3 +275,69 @@ async def test_a_node_admits_only_the_observers_its_config_lists(tmp_path: Path)
         assert report.blocks == source.height
         with pytest.raises(ObserverError, match=r"p2p\.observers"):
             await fetch_commits(outsider, hospital.node_id)
+
+
+@pytest.mark.asyncio
+async def test_full_nodes_follow_the_chain_over_gossip_and_their_transactions_commit(
+    tmp_path: Path,
+) -> None:
+    """A clinic (admitted by the validators) and a pharmacy (admitted only by the clinic) run
+    non-validator nodes: blocks reach both over gossip, a transaction sent at the pharmacy
+    travels pharmacy -> clinic -> validators and commits."""
+    clinic_key, pharmacy_key = PrivateKey(b"\x61" * 32), PrivateKey(b"\x62" * 32)
+    clinic_id, pharmacy_id = peer_id(clinic_key.public_key), peer_id(pharmacy_key.public_key)
+    async with running_cluster(tmp_path, observers=(clinic_id,)) as cluster:
+        clinic = (await cluster.start_full_node("clinic", clinic_key, (pharmacy_id,))).node
+        pharmacy = (await cluster.start_full_node("pharmacy", pharmacy_key, (clinic_id,))).node
+        assert pharmacy.network.peers() == [clinic_id]
+        validators = cluster.members[:4]
+        first = _registration(cluster)[0]
+        await validators[0].node.submit(first)
+        await eventually(lambda: pharmacy.store.tx_location(first.id) is not None)
+        second = _registration(cluster)[0]
+        outcome = await pharmacy.submit(second)
+        assert outcome.status == "pending"
+        await _committed(cluster, second)
+        await eventually(lambda: pharmacy.store.height == validators[0].node.store.height)
+        assert clinic.gossip_blocks > 0
+        assert pharmacy.gossip_blocks > 0
+        height = pharmacy.store.height
+        heads = {
+            next(iter(n.store.blocks(height, height)))[0].block_hash
+            for n in (clinic, pharmacy, validators[0].node)
+        }
+        assert len(heads) == 1, "the full nodes hold the validators' chain"
+
+
+@pytest.mark.asyncio
+async def test_a_full_node_rejects_forged_gossip_and_ignores_stale_gossip(tmp_path: Path) -> None:
+    clinic_key = PrivateKey(b"\x61" * 32)
+    async with running_cluster(tmp_path, observers=(peer_id(clinic_key.public_key),)) as cluster:
+        clinic = (await cluster.start_full_node("clinic", clinic_key)).node
+        tx = _registration(cluster)[0]
+        await cluster.members[0].node.submit(tx)
+        await eventually(lambda: clinic.store.tx_location(tx.id) is not None)
+        peer = cluster.members[0].node.node_id
+        height = clinic.store.height
+        block, certificate = next(iter(clinic.store.blocks(height, height)))
+        stale = block.block_hash + Commit(block, certificate).encode()
+        forged_block = dataclasses.replace(
+            block, header=dataclasses.replace(block.header, height=height + 1)
+        )
+        forged = forged_block.block_hash + Commit(forged_block, certificate).encode()
+        misnamed = bytes(32) + Commit(block, certificate).encode()
+        fresh = _registration(cluster)[0]
+        wrong = dataclasses.replace(fresh.signatures[0], signature=bytes(64))
+        forged_tx = dataclasses.replace(fresh, signatures=(wrong, *fresh.signatures[1:]))
+        cases = [
+            (Topic.TX, b"\xc1 not a transaction", Verdict.REJECT),
+            (Topic.TX, forged_tx.encode(), Verdict.REJECT),
+            (Topic.TX, tx.encode(), Verdict.IGNORE),  # committed already
+            (Topic.BLOCK, b"\xc1 not a block", Verdict.REJECT),
+            (Topic.BLOCK, forged, Verdict.REJECT),
+            (Topic.BLOCK, misnamed, Verdict.REJECT),
+            (Topic.BLOCK, stale, Verdict.IGNORE),
+        ]
+        for topic, payload, expected in cases:
+            assert await clinic._on_gossip(peer, topic, payload) is expected, (topic, expected)
+        assert clinic.store.height >= height

@@ -36,7 +36,16 @@ from carechain.node.observer import ObserverError, observe
 from carechain.node.sync import RANGE_MAX, BlockSync, range_provider
 from carechain.p2p.libp2p_net import MESSAGES, Libp2pNetwork
 from carechain.p2p.memory import MemoryHub, MemoryNetwork
-from carechain.p2p.network import FRAME_HEADER, Network, PeerError, Topic, encode_frame
+from carechain.p2p.network import (
+    FRAME_HEADER,
+    GOSSIP_STRIKES_MAX,
+    GOSSIP_TOPICS,
+    Network,
+    PeerError,
+    Topic,
+    Verdict,
+    encode_frame,
+)
 from carechain.storage.blobs.backends import MemoryObjects
 from carechain.storage.blobs.store import BlobStore, from_bytes
 from carechain.storage.chain import ChainStore
@@ -147,6 +156,82 @@ async def test_a_node_removed_by_governance_is_disconnected(cluster: Cluster) ->
     assert nets[3].inbox.empty()
 
 
+@dataclasses.dataclass
+class GossipLog:
+    """A node's gossip handler: records what it is handed; a strict one rejects b"bad..."."""
+
+    strict: bool = False
+    seen: list[tuple[str, Topic, bytes]] = dataclasses.field(default_factory=list)
+
+    async def __call__(self, peer: str, topic: Topic, payload: bytes) -> Verdict:
+        self.seen.append((peer, topic, payload))
+        return Verdict.REJECT if self.strict and payload.startswith(b"bad") else Verdict.ACCEPT
+
+    def payloads(self) -> list[bytes]:
+        return [payload for _, _, payload in self.seen]
+
+
+async def _gossip_line(cluster: Cluster) -> tuple[list[Any], list[GossipLog]]:
+    """Three nodes in a line, 1 - 2 - 3 (3 is not admitted by 1), 3 not taking blocks."""
+    first = await cluster.network(1, {2})
+    second = await cluster.network(2, {1, 3}, dial=[first])
+    third = await cluster.network(3, {2}, dial=[second])
+    logs = [GossipLog(), GossipLog(), GossipLog(strict=True)]
+    nets = [first, second, third]
+    for net, log, topics in zip(
+        nets, logs, [GOSSIP_TOPICS, GOSSIP_TOPICS, {Topic.TX}], strict=True
+    ):
+        net.serve_gossip(log, frozenset(topics))
+    await _eventually(lambda: len(second.peers()) == 2)
+    probe = 0
+    while not logs[2].seen:  # until the mesh carries a message from 1 to 3
+        probe += 1
+        assert probe < 200, "gossip never reached the third node"
+        await first.publish(Topic.TX, b"probe %d" % probe)
+        await asyncio.sleep(0.1)
+    return nets, logs
+
+
+@pytest.mark.asyncio
+async def test_gossip_is_forwarded_once_and_duplicates_are_dropped_by_content_id(
+    cluster: Cluster,
+) -> None:
+    (first, second, _), logs = await _gossip_line(cluster)
+    for log in logs:
+        log.seen.clear()
+    for _ in range(3):
+        await first.publish(Topic.TX, b"a transaction")
+    await _eventually(lambda: b"a transaction" in logs[2].payloads())
+    await second.publish(Topic.TX, b"a transaction")  # a node re-publishing what it saw
+    await first.publish(Topic.BLOCK, b"a block")
+    await _eventually(lambda: b"a block" in logs[1].payloads())
+    await asyncio.sleep(0.5)
+    assert logs[1].seen == [
+        (first.local_id, Topic.TX, b"a transaction"),
+        (first.local_id, Topic.BLOCK, b"a block"),
+    ]
+    assert logs[2].seen == [(second.local_id, Topic.TX, b"a transaction")]
+    assert logs[0].seen == []  # its own publications are not handed back
+
+
+@pytest.mark.asyncio
+async def test_a_peer_forwarding_invalid_gossip_is_disconnected(cluster: Cluster) -> None:
+    (first, second, third), logs = await _gossip_line(cluster)
+    for number in range(GOSSIP_STRIKES_MAX):
+        await first.publish(Topic.TX, b"bad %d" % number)  # 2 accepts them, 3 rejects them
+    await _eventually(lambda: second.local_id in third.disconnected_for)
+    await _eventually(lambda: second.local_id not in third.peers())
+    assert third.disconnected_for[second.local_id] == "forwarded invalid gossip messages"
+    assert sorted(p for p in logs[2].payloads() if p.startswith(b"bad")) == [
+        b"bad %d" % n for n in range(GOSSIP_STRIKES_MAX)
+    ]
+    await asyncio.sleep(DIAL_WAIT_S)  # the dial loop tries again: the ban holds
+    assert second.local_id not in third.peers()
+    await first.publish(Topic.TX, b"still fine")
+    await _eventually(lambda: b"still fine" in logs[1].payloads())
+
+
+DIAL_WAIT_S = 1.5
 BLOCKS = 5000
 
 
