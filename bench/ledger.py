@@ -33,21 +33,27 @@ BLOCK_TXS = 500
 
 
 class Setup:
-    def __init__(self, patients: int) -> None:
+    """Patients with a glucose vault each, three institutions, and a workload of signed
+    transactions for them (`chain` and `start_ms` let a live network use it)."""
+
+    def __init__(self, patients: int, chain: str = CHAIN, start_ms: int = START_MS) -> None:
+        self.chain_id = chain
+        self.start_ms = start_ms
         self.hospital_a, self.hospital_b, self.trusted = (
             crypto.PrivateKey(bytes([i]) * 32) for i in (1, 2, 3)
         )
+        self.institutions = (
+            Institution("a", InstitutionKind.HOSPITAL, self.hospital_a.public_key),
+            Institution("b", InstitutionKind.HOSPITAL, self.hospital_b.public_key),
+            Institution("t", InstitutionKind.TRUSTED_PARTY, self.trusted.public_key),
+        )
         validator = crypto.PrivateKey(b"\x09" * 32)
         self.genesis = Genesis(
-            CHAIN,
-            START_MS,
+            chain,
+            start_ms,
             ValidatorSet.of([Validator("v0", validator.public_key, validator.public_key, 1)]),
             1,
-            (
-                Institution("a", InstitutionKind.HOSPITAL, self.hospital_a.public_key),
-                Institution("b", InstitutionKind.HOSPITAL, self.hospital_b.public_key),
-                Institution("t", InstitutionKind.TRUSTED_PARTY, self.trusted.public_key),
-            ),
+            self.institutions,
             ConsensusParams(),
             (),
         )
@@ -59,7 +65,7 @@ class Setup:
         self.setup_blocks = self._setup_blocks()
 
     def expiry(self) -> int:
-        return START_MS + 10 * builders.DAY_MS
+        return self.start_ms + 10 * builders.DAY_MS
 
     def _setup_blocks(self) -> list[list[Tx]]:
         registrations, vaults = [], []
@@ -67,10 +73,10 @@ class Setup:
         for p1, p2 in self.patients:
             keys = (p1.public_key, p2.public_key)
             registrations.append(
-                builders.register_patient(CHAIN, keys, self.expiry()).signed(p1, p2)
+                builders.register_patient(self.chain_id, keys, self.expiry()).signed(p1, p2)
             )
             draft, epoch_key = builders.create_vault(
-                CHAIN,
+                self.chain_id,
                 crypto.account_id(p1.public_key),
                 2,
                 self.expiry(),
@@ -83,8 +89,18 @@ class Setup:
             self.epoch_keys[crypto.account_id(p1.public_key)] = epoch_key
         return [registrations, vaults]
 
-    def workload(self, rounds: int) -> list[Tx]:
-        txs: list[Tx] = []
+    def workload(self, rounds: int, *, receipts: bool = True) -> list[Tx]:
+        """`rounds` transactions per patient: 80% co-signed record puts with an inline reading,
+        10% grants, 10% record puts followed (with `receipts`) by the hospital's read receipt
+        for the record just put."""
+        return [tx for tx, _ in self.workload_with_partials(rounds, receipts=receipts)]
+
+    def workload_with_partials(
+        self, rounds: int, *, receipts: bool = True
+    ) -> list[tuple[Tx, Tx | None]]:
+        """As `workload`, each transaction with, for co-signed record puts, a copy signed by
+        the hospital alone (a partial the patient's signature completes) or None."""
+        txs: list[tuple[Tx, Tx | None]] = []
         vault_nonce = dict.fromkeys(self.epoch_keys, 1)
         reader_nonce = 1
         for round_index in range(rounds):
@@ -95,16 +111,16 @@ class Setup:
                 kind = (round_index + index) % 10
                 if kind == 0:
                     draft = builders.grant(
-                        CHAIN,
+                        self.chain_id,
                         vault,
                         vault_nonce[patient],
                         self.expiry(),
                         grantee=self.hospital_b.public_key,
                         epoch_key=self.epoch_keys[patient],
-                        valid_from_ms=START_MS,
-                        valid_until_ms=START_MS + 30 * builders.DAY_MS,
+                        valid_from_ms=self.start_ms,
+                        valid_until_ms=self.start_ms + 30 * builders.DAY_MS,
                     )
-                    txs.append(draft.signed(p1, p2))
+                    txs.append((draft.signed(p1, p2), None))
                     vault_nonce[patient] += 1
                     continue
                 encrypted = builders.encrypt_record(
@@ -113,23 +129,28 @@ class Setup:
                     data_type="glucose",
                     epoch=1,
                     epoch_key=self.epoch_keys[patient],
-                    record_time_ms=START_MS,
+                    record_time_ms=self.start_ms,
                 )
                 put = builders.TxDraft(
-                    CHAIN, "record.put", vault, vault_nonce[patient], self.expiry(), encrypted.body
+                    self.chain_id,
+                    "record.put",
+                    vault,
+                    vault_nonce[patient],
+                    self.expiry(),
+                    encrypted.body,
                 )
-                txs.append(put.signed(p1, self.hospital_a))
+                txs.append((put.signed(p1, self.hospital_a), put.signed(self.hospital_a)))
                 vault_nonce[patient] += 1
-                if kind == 5:
+                if kind == 5 and receipts:
                     receipt = builders.receipt(
-                        CHAIN,
+                        self.chain_id,
                         self.hospital_a.public_key,
                         reader_nonce,
                         self.expiry(),
                         vault=vault,
                         record_id=record_id,
                     )
-                    txs.append(receipt.signed(self.hospital_a))
+                    txs.append((receipt.signed(self.hospital_a), None))
                     reader_nonce += 1
         return txs
 
