@@ -55,6 +55,12 @@ class SubmitTx(Body):
     tx: str = pydantic.Field(description="canonical transaction bytes, hex", max_length=2_000_000)
 
 
+class SubmitTxs(Body):
+    txs: list[str] = pydantic.Field(
+        description="canonical transactions, hex, taken in order", min_length=1, max_length=1000
+    )
+
+
 class CoSignature(Body):
     public_key: str = pydantic.Field(pattern=r"^[0-9a-f]{64}$")
     signature: str = pydantic.Field(pattern=r"^[0-9a-f]{128}$")
@@ -175,6 +181,12 @@ class Api:
             ("GET", "/v1/status", self.status, "Node and chain status"),
             ("GET", "/v1/genesis", self.genesis, "The genesis document"),
             ("POST", "/v1/txs", self.submit, "Submit a transaction (complete or partial)"),
+            (
+                "POST",
+                "/v1/txs/batch",
+                self.submit_batch,
+                "Submit up to 1,000 transactions; one result (id and status, or error) each",
+            ),
             ("POST", "/v1/txs/check", self.check, "Dry-run a transaction against the head"),
             ("GET", "/v1/txs/{id}", self.tx_status, "A transaction's status"),
             (
@@ -286,6 +298,29 @@ class Api:
         tx = _decode_tx(self.node, body.tx)
         outcome = await self.node.submit(tx)
         return web.json_response({"id": tx.id.hex(), "status": outcome.status}, status=202)
+
+    async def submit_batch(self, request: web.Request) -> web.Response:
+        """Each transaction is admitted or refused on its own, as `POST /v1/txs` would; a
+        refusal (pool_full included, which the caller retries) does not stop the others."""
+        body = await _body(request, SubmitTxs)
+        results: list[dict[str, str]] = []
+        new = False
+        for text in body.txs:
+            try:
+                tx = _decode_tx(self.node, text)
+                outcome = await self.node.submit(tx, notify=False)
+            except ApiError as exc:
+                results.append({"error": exc.code, "message": exc.message})
+            except TxRejected as exc:
+                results.append({"error": exc.code, "message": exc.detail})
+            except (PoolFull, InvalidInput) as exc:
+                results.append({"error": exc.code, "message": str(exc)})
+            else:
+                new = new or outcome.new
+                results.append({"id": tx.id.hex(), "status": outcome.status})
+        if new:
+            await self.node.transactions_available()
+        return web.json_response({"results": results})
 
     async def check(self, request: web.Request) -> web.Response:
         body = await _body(request, SubmitTx)
@@ -497,6 +532,7 @@ ERROR_SCHEMA = {
 }
 BODIES: dict[str, type[Body]] = {
     "/v1/txs": SubmitTx,
+    "/v1/txs/batch": SubmitTxs,
     "/v1/txs/check": SubmitTx,
     "/v1/partials/{id}/signatures": CoSignature,
     "/v1/blobs/fetch": FetchBlob,
@@ -521,7 +557,7 @@ def openapi_document(api: Api) -> dict[str, Any]:
             for part in path.split("/")
             if part.startswith("{")
         ]
-        if path in ("/v1/txs", "/v1/partials/{id}/signatures"):
+        if path in ("/v1/txs", "/v1/partials/{id}/signatures"):  # a batch reports it per item
             operation["responses"]["503"] = {
                 "description": "the node's pool is full: retry after the Retry-After seconds",
                 "content": {"application/json": {"schema": ERROR_SCHEMA}},

@@ -22,7 +22,7 @@ from carechain.config.node import NodeConfig
 from carechain.consensus.crypto import PrivateKey, peer_id
 from carechain.consensus.errors import CarechainError
 from carechain.consensus.genesis import Genesis
-from carechain.consensus.ledger.apply import TxStatus, classify
+from carechain.consensus.ledger.apply import SignatureCache, TxStatus
 from carechain.consensus.ledger.context import BlockContext
 from carechain.consensus.ledger.errors import TxRejected
 from carechain.consensus.ledger.governance import validator_set_at
@@ -123,7 +123,10 @@ class Node:
         self.blobs = open_blob_store(config.blobs, home)
         self.mempool = Mempool(config.mempool.txs_max, config.mempool.bytes_max)
         self.partials = PartialPool(self.store.kv, config.mempool.partials_max)
-        self.app = LedgerApplication(genesis, self.store, self.mempool.ordered)
+        self.signatures = SignatureCache()  # each signature verified once per node
+        self.app = LedgerApplication(
+            genesis, self.store, self.mempool.ordered, check_signers=self.signatures
+        )
         key = validator_key if config.validator else None
         self.engine = Engine(engine_config(config, genesis), self.app, key)
         # Gossip reaches non-validator nodes: a validator publishes only if its config admits
@@ -255,9 +258,9 @@ class Node:
     def _after_commit(self, block: Block) -> None:
         height = block.header.height
         self.wal.rotate(height + 1)
-        self.mempool.drop_rejected(self.app.rejected)
+        self.mempool.drop_rejected(self.app.rejected, self.store)
         self.app.rejected = []
-        self.mempool.after_commit(block, self.store, self.app.chain, self.clock_ms())
+        self.mempool.after_commit(block, self.store, self.clock_ms())
         for tx in block.txs:
             self.partials.remove(tx.id)
         self._update_permissions()
@@ -400,15 +403,19 @@ class Node:
     def next_block_context(self) -> BlockContext:
         return BlockContext(self.app.chain, self.store.height + 1, self.clock_ms())
 
-    async def submit(self, tx: Tx, *, gossip: bool = True) -> TxOutcome:
-        """Admit a transaction (complete or partial); raises TxRejected saying why not."""
+    async def submit(self, tx: Tx, *, gossip: bool = True, notify: bool = True) -> TxOutcome:
+        """Admit a transaction (complete or partial); raises TxRejected saying why not.
+        With `notify=False` the engine is not told (the caller tells it once for a batch)."""
+        if tx.id in self.mempool.txs:
+            return TxOutcome(tx.id, "pending", False)  # a re-broadcast: dropped unchecked
         if self.store.tx_location(tx.id) is not None:
             return TxOutcome(tx.id, "committed", False)
-        if tx.id in self.partials.partials:
+        merging = tx.id in self.partials.partials
+        if merging:
             tx = self.partials.merge(tx, self.clock_ms())
-            if classify(self.store, tx, self.next_block_context()).status is TxStatus.COMPLETE:
-                self.partials.remove(tx.id)
-        status = admit(self.store, tx, self.next_block_context())
+        status = admit(self.store, tx, self.next_block_context(), self.signatures)
+        if merging and status is TxStatus.COMPLETE:
+            self.partials.remove(tx.id)
         if status is TxStatus.PARTIAL:
             merged = self.partials.merge(tx, self.clock_ms())
             if gossip or merged.signatures != tx.signatures:
@@ -418,14 +425,19 @@ class Node:
         new = self.mempool.add(tx)  # PoolFull when full: the API answers 503, retry later
         if new and gossip:
             await self._spread(Topic.TX, tx.encode())
-        if new:
-            await self._handle(TxsAvailable(self.clock_ms()))
+        if new and notify:
+            await self.transactions_available()
         return TxOutcome(tx.id, "pending", new)
 
+    async def transactions_available(self) -> None:
+        await self._handle(TxsAvailable(self.clock_ms()))
+
     async def _spread(self, topic: Topic, payload: bytes) -> None:
-        """To the validators directly, and to non-validator nodes over gossip."""
+        """To the validators directly, and over gossip: partials always (a patient's agent on
+        a full node co-signs them), complete transactions only from a non-validator node (they
+        reach the other full nodes inside blocks, and the validators directly)."""
         await self.network.broadcast(topic, payload)
-        if self._gossips:
+        if self._gossips and (topic is not Topic.TX or not self.config.validator):
             await self.network.publish(topic, payload)
 
     def _submit_evidence(self, evidence: ReportEvidence) -> None:

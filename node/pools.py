@@ -15,10 +15,12 @@ from __future__ import annotations
 import dataclasses
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import Final
 
 from carechain.consensus.codec import pack, unpack
 from carechain.consensus.errors import CarechainError, InvalidInput
 from carechain.consensus.ledger.apply import (
+    SignerCheck,
     TxStatus,
     classify,
     decode_body,
@@ -34,6 +36,8 @@ from carechain.consensus.types import Block, Tx, TxSignature
 from carechain.storage.kv import KV, WriteBatch
 from carechain.storage.schema import partial_key
 
+NONCE_FREE: Final = ("account.register", "evidence.equivocation")
+
 
 class PoolFull(CarechainError):
     code = "pool_full"
@@ -48,25 +52,40 @@ def _next_nonce(state: StateReader, account: bytes) -> int:
     return 1 if found is None else found.nonce + 1
 
 
-def admit(state: StateReader, tx: Tx, block: BlockContext) -> TxStatus:
+def admit(
+    state: StateReader,
+    tx: Tx,
+    block: BlockContext,
+    check_signers: SignerCheck = verified_signers,
+) -> TxStatus:
     """Check what can be checked before ordering: envelope, signatures, body, nonce not
-    behind. A nonce ahead of the next one is queued; at the next nonce the full rules apply."""
+    behind. A nonce ahead of the next one is queued; at the next nonce the full rules apply.
+    Signatures are checked once, through `check_signers` (the node's cache)."""
     if tx.chain_id != block.chain.chain_id:
         raise TxRejected("wrong_chain", f"for chain {tx.chain_id!r}")
     if len(tx.encode()) > block.chain.params.max_tx_bytes:
         raise TxRejected("oversize", "larger than max_tx_bytes")
     if block.time_ms > tx.expiry_ms:
         raise TxRejected("expired", "past its expiry")
-    verified_signers(tx)
+    check_signers(tx)
     decode_body(tx)
-    if tx.kind in ("account.register", "evidence.equivocation"):
-        return classify(state, tx, block).status
+    if tx.kind in NONCE_FREE:
+        return classify(state, tx, block, check_signers).status
     expected = _next_nonce(state, tx.account)
     if tx.nonce < expected:
         raise TxRejected("bad_nonce", f"nonce {tx.nonce} is spent; next is {expected}")
     if tx.nonce > expected:
-        return TxStatus.COMPLETE  # queued behind the account's earlier transactions
-    result = classify(state, tx, block)
+        # Queued behind the account's earlier transactions, which may change what it finds;
+        # but whether its signatures satisfy the policy is known now: try it as if they had
+        # applied, so a partial goes to the partial pool and not into a block it would fail.
+        ahead = Overlay(state)
+        account = ahead.load(Table.ACCOUNT, tx.account, Account)
+        if account is None:
+            return TxStatus.COMPLETE
+        ahead.save(Table.ACCOUNT, tx.account, dataclasses.replace(account, nonce=tx.nonce - 1))
+        guess = classify(ahead, tx, block, check_signers)
+        return TxStatus.PARTIAL if guess.status is TxStatus.PARTIAL else TxStatus.COMPLETE
+    result = classify(state, tx, block, check_signers)
     if result.status is TxStatus.INVALID:
         assert result.reason is not None
         raise result.reason
@@ -111,27 +130,32 @@ class Mempool:
         for txs in by_account.values():
             yield from sorted(txs, key=lambda tx: tx.nonce)
 
-    def after_commit(
-        self, block: Block, state: StateReader, chain: ChainContext, now_ms: int
-    ) -> None:
+    def after_commit(self, block: Block, state: StateReader, now_ms: int) -> None:
+        """Drop what the block included, what expired, and what it made stale: transactions
+        of the accounts it touched whose nonce is now spent. Nothing else is re-executed
+        here (that would cost a full check of the whole pool per block); a transaction a
+        block made invalid in another way is dropped, with its reason, by the next proposal
+        that tries it."""
+        touched = {tx.account for tx in block.txs}
         for tx in block.txs:
             self._drop(tx.id, None)
+        next_nonces: dict[bytes, int] = {}
         for tx in list(self.txs.values()):
             if now_ms > tx.expiry_ms:
                 self._drop(tx.id, "expired")
-            elif tx.kind not in (
-                "account.register",
-                "evidence.equivocation",
-            ) and tx.nonce < _next_nonce(state, tx.account):
-                self._drop(tx.id, "bad_nonce")
-            elif tx.nonce == _next_nonce(state, tx.account) or tx.kind == "account.register":
-                outcome = classify(state, tx, BlockContext(chain, block.header.height + 1, now_ms))
-                if outcome.status is TxStatus.INVALID and outcome.reason is not None:
-                    self._drop(tx.id, outcome.reason.code)
+            elif tx.account in touched and tx.kind not in NONCE_FREE:
+                if tx.account not in next_nonces:
+                    next_nonces[tx.account] = _next_nonce(state, tx.account)
+                if tx.nonce < next_nonces[tx.account]:
+                    self._drop(tx.id, "bad_nonce")
 
-    def drop_rejected(self, rejected: list[tuple[Tx, str]]) -> None:
-        """What a proposer could not include leaves the pool with its reason."""
+    def drop_rejected(self, rejected: list[tuple[Tx, str]], state: StateReader) -> None:
+        """What a proposer could not include leaves the pool with its reason, except a
+        transaction whose nonce is ahead: its predecessor has not reached this node yet (it
+        was sent to another one), and it stays until that arrives or it expires."""
         for tx, reason in rejected:
+            if reason == "bad_nonce" and tx.nonce > _next_nonce(state, tx.account):
+                continue
             self._drop(tx.id, reason)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
@@ -66,6 +67,31 @@ def verified_signers(tx: Tx) -> frozenset[bytes]:
                 "bad_signature", f"signature of {signature.public_key.hex()[:16]} does not verify"
             )
     return frozenset(keys)
+
+
+class SignatureCache:
+    """`verified_signers` that remembers: a transaction's signatures are checked once per
+    node, when it is admitted, not again when a block is proposed, validated and committed.
+    Keyed by the witness hash (the hash of the transaction with its signatures), so a
+    transaction with another signature set is checked afresh; failures are never kept.
+    Bounded: the oldest entries are forgotten first."""
+
+    def __init__(self, size: int = 200_000) -> None:
+        self.size = size
+        self._signers: OrderedDict[bytes, frozenset[bytes]] = OrderedDict()
+        self.hits = 0
+
+    def __call__(self, tx: Tx) -> frozenset[bytes]:
+        key = tx.witness_hash
+        found = self._signers.get(key)
+        if found is not None:
+            self.hits += 1
+            return found
+        signers = verified_signers(tx)
+        self._signers[key] = signers
+        if len(self._signers) > self.size:
+            self._signers.popitem(last=False)
+        return signers
 
 
 def decode_body(tx: Tx) -> Record:
@@ -195,10 +221,15 @@ class Classification:
     reason: TxRejected | None = None
 
 
-def classify(reader: StateReader, tx: Tx, block: BlockContext) -> Classification:
+def classify(
+    reader: StateReader,
+    tx: Tx,
+    block: BlockContext,
+    check_signers: SignerCheck = verified_signers,
+) -> Classification:
     """Would `tx` apply on top of `reader` in a block like `block`?"""
     try:
-        apply_tx(Overlay(reader), tx, block)
+        apply_tx(Overlay(reader), tx, block, check_signers)
     except TxRejected as reason:
         if reason.code == "policy_not_satisfied":
             return Classification(TxStatus.PARTIAL, reason)

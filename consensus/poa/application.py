@@ -112,6 +112,8 @@ class LedgerApplication:
         problem = self._check_header(block)
         if problem:
             return problem
+        if block.block_hash in self._executed:
+            return None  # proposed (or validated) by us on this very view: executed already
         try:
             diff = apply_block(self.view, block, self.chain, self.check_signers)
         except BlockRejected as exc:

@@ -170,6 +170,24 @@ async def test_every_route_is_documented_and_answers(tmp_path: Path) -> None:
         assert (status, blob) == (200, b"ciphertext")
         status, missing = await _call(session, "GET", f"{base}/v1/vaults/{'00' * 20}")
         assert (status, missing["error"]) == (404, "not_found")
+        assert "post" in document["paths"]["/v1/txs/batch"]
+        fresh = [_registration(cluster)[0] for _ in range(3)]
+        status, body = await _call(
+            session,
+            "POST",
+            f"{base}/v1/txs/batch",
+            json={"txs": [fresh[0].encode().hex(), "zz", registration.encode().hex(),
+                          fresh[1].encode().hex(), fresh[2].encode().hex()]},
+        )  # fmt: skip
+        assert status == 200
+        assert [r.get("status", r.get("error")) for r in body["results"]] == [
+            "pending", "bad_hex", "committed", "pending", "pending"
+        ]  # fmt: skip
+        assert body["results"][3]["id"] == fresh[1].id.hex()
+        for tx in fresh:
+            await _committed(cluster, tx)
+        status, body = await _call(session, "POST", f"{base}/v1/txs/batch", json={"txs": []})
+        assert (status, body["error"]) == (400, "bad_field")
 
 
 @pytest.mark.asyncio

@@ -1,0 +1,99 @@
+"""The mempool's bookkeeping after a block, and the node's signature cache."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from carechain.consensus.ledger.apply import SignatureCache, TxStatus
+from carechain.consensus.ledger.errors import TxRejected
+from carechain.node.pools import Mempool, PoolFull, admit
+from carechain.tests.ledger_world import World
+
+
+def _puts(world: World, vault: bytes, count: int) -> list:
+    first = world.record_draft(vault)
+    drafts = [dataclasses.replace(world.record_draft(vault), nonce=first.nonce + i)
+              for i in range(count)]  # fmt: skip
+    return [d.signed(world.p1, world.hospital["A"]) for d in drafts]
+
+
+def test_after_a_block_the_pool_drops_included_spent_and_expired_transactions() -> None:
+    world = World()
+    vault = world.create_vault()
+    other_vault = world.create_vault("hba1c")  # its transactions stay, unchecked
+    first, second, third = _puts(world, vault, 3)
+    stranger = _puts(world, other_vault, 1)[0]
+    pool = Mempool(100, 1 << 20)
+    for tx in (first, second, third, stranger):
+        assert pool.add(tx)
+    assert not pool.add(first), "a duplicate is not added twice"
+    spent = dataclasses.replace(third, expiry_ms=third.expiry_ms + 1)  # same nonce as third
+    pool.add(spent)
+    world.block(first, second, third)
+    block = world.blocks[-1]
+    pool.after_commit(block, world.store, world.time_ms)
+    assert list(pool.txs) == [stranger.id]
+    assert pool.rejected[spent.id] == "bad_nonce"
+    pool.after_commit(block, world.store, stranger.expiry_ms + 1)
+    assert len(pool) == 0
+    assert pool.rejected[stranger.id] == "expired"
+    assert pool.size_bytes == 0
+
+
+def test_a_full_pool_refuses_with_pool_full() -> None:
+    world = World()
+    vault = world.create_vault()
+    first, second = _puts(world, vault, 2)
+    pool = Mempool(1, 1 << 20)
+    pool.add(first)
+    with pytest.raises(PoolFull, match="full"):
+        pool.add(second)
+
+
+def test_the_signature_cache_verifies_each_signature_set_once() -> None:
+    world = World()
+    vault = world.create_vault()
+    tx = _puts(world, vault, 1)[0]
+    cache = SignatureCache(size=2)
+    expected = frozenset({world.p1.public_key, world.hospital["A"].public_key})
+    assert cache(tx) == expected
+    assert cache(tx) == expected
+    assert cache.hits == 1
+    wrong = dataclasses.replace(tx.signatures[0], signature=bytes(64))
+    forged = dataclasses.replace(tx, signatures=(wrong, *tx.signatures[1:]))
+    for _ in range(2):  # a failure is never remembered
+        with pytest.raises(TxRejected, match="bad_signature"):
+            cache(forged)
+    assert cache.hits == 1
+
+
+def test_a_proposal_rejecting_a_transaction_ahead_of_its_predecessor_keeps_it() -> None:
+    """Sent to another node, nonce n may arrive after n + 1: a proposal that cannot include
+    n + 1 yet must not drop it; one whose nonce is spent goes, with its reason."""
+    world = World()
+    vault = world.create_vault()
+    first, second = _puts(world, vault, 2)
+    pool = Mempool(100, 1 << 20)
+    pool.add(second)
+    pool.drop_rejected([(second, "bad_nonce")], world.store)
+    assert second.id in pool.txs
+    world.block(first, second)
+    pool.drop_rejected([(second, "bad_nonce")], world.store)
+    assert pool.rejected[second.id] == "bad_nonce"
+    assert second.id not in pool.txs
+
+
+def test_a_partial_ahead_of_its_predecessor_is_admitted_as_partial() -> None:
+    """A hospital's record put waiting for the patient's signature, queued behind another
+    transaction of the same vault, must go to the partial pool, not into a block."""
+    world = World()
+    vault = world.create_vault()
+    first, _ = _puts(world, vault, 2)
+    draft = world.record_draft(vault)
+    ahead = dataclasses.replace(draft, nonce=first.nonce + 1)
+    context = world.next_context()
+    assert admit(world.store, ahead.signed(world.hospital["A"]), context) is TxStatus.PARTIAL
+    complete = ahead.signed(world.p1, world.hospital["A"])
+    assert admit(world.store, complete, context) is TxStatus.COMPLETE
