@@ -1,0 +1,364 @@
+"""A live network's throughput and finality: committed transactions per second and latency
+from submission to commit, for 1 validator and for 4 validators (each a separate node process
+on loopback, all sharing this machine's cores with the load generator), at saturation and at a
+steady half of it, submitted through the HTTP API and through the p2p layer (an admitted
+non-validator peer that sends transactions to the validators); CPU and peak memory per node.
+
+The load is signed in advance: patients with a glucose vault each (registered through the
+API first), then 90% co-signed `record.put` with an inline reading (one in ten sent first as
+the hospital's partial and completed by the patient's signature) and 10% grants. Commits are
+timed from the first node's event stream.
+
+Run: .venv/bin/python bench/throughput.py [--validators 1 4] [--seconds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+from common import ceilings, report
+from ledger import Setup
+
+from carechain.cli.nodes import spawn, wait_for_api
+from carechain.config.node import load_node_config, save_node_config
+from carechain.consensus.crypto import PrivateKey, peer_id
+from carechain.consensus.types import Tx
+from carechain.node.testnet import make_testnet
+from carechain.p2p.libp2p_net import Libp2pNetwork
+from carechain.p2p.network import Topic
+
+CHAIN = "carechain-throughput"
+LOADGEN_KEY = PrivateKey(b"\x77" * 32)
+CONCURRENCY = 8
+DRAIN_TIMEOUT_S = 20.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One transaction to commit: the submissions that make it (a partial first, or not)."""
+
+    tx_id: str
+    submissions: tuple[Tx, ...]
+
+
+@dataclasses.dataclass
+class Live:
+    homes: list[Path]
+    processes: list[Any]
+    urls: list[str]
+    p2p_addresses: list[str]
+    node_ids: list[str]
+
+
+class Commits:
+    """Commit times of transactions, from one node's event stream."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+        self.blocks: list[tuple[float, int]] = []  # (commit time, transactions)
+        self.changed = asyncio.Event()
+
+    async def follow(self, session: aiohttp.ClientSession, url: str) -> None:
+        async with session.get(f"{url}/v1/events", timeout=aiohttp.ClientTimeout()) as response:
+            async for line in response.content:
+                event = json.loads(line)
+                if event.get("event") == "block":
+                    now = time.perf_counter()
+                    self.blocks.append((now, len(event["txs"])))
+                    for tx_id in event["txs"]:
+                        self.at[tx_id] = now
+                    self.changed.set()
+
+    async def wait_for(self, ids: list[str], timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+        """Until every id committed, or none of them for `timeout_s`."""
+        done = 0
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            now_done = sum(i in self.at for i in ids)
+            if now_done == len(ids):
+                return
+            if now_done > done:
+                done, deadline = now_done, time.monotonic() + timeout_s
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self.changed.wait()
+
+
+def say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def items_of(setup: Setup, rounds: int) -> list[Item]:
+    items = []
+    for index, (tx, partial) in enumerate(setup.workload_with_partials(rounds, receipts=False)):
+        first = (partial,) if partial is not None and index % 10 == 5 else ()
+        items.append(Item(tx.id.hex(), (*first, tx)))
+    return items
+
+
+def start(folder: Path, validators: int, setup: Setup, base_port: int) -> Live:
+    nodes = make_testnet(
+        folder, validators, base_port=base_port, chain_id=CHAIN, institutions=setup.institutions
+    )
+    for node in nodes:
+        config = load_node_config(node.home)
+        p2p = config.p2p.model_copy(update={"observers": [peer_id(LOADGEN_KEY.public_key)]})
+        mempool = config.mempool.model_copy(update={"txs_max": 200_000})
+        log = config.log.model_copy(update={"level": "warning"})
+        update = {"p2p": p2p, "mempool": mempool, "log": log}
+        save_node_config(node.home, config.model_copy(update=update))
+    processes = [spawn(node.home, node.home / "node.log") for node in nodes]
+    clients = [
+        wait_for_api(node.home, process) for node, process in zip(nodes, processes, strict=True)
+    ]
+    return Live(
+        [n.home for n in nodes],
+        processes,
+        [c.base_url for c in clients],
+        [f"/ip4/127.0.0.1/tcp/{n.p2p_port}/p2p/{n.node_id}" for n in nodes],
+        [n.node_id for n in nodes],
+    )
+
+
+def stop(live: Live) -> None:
+    for process in live.processes:
+        process.terminate()
+    for process in live.processes:
+        try:
+            process.wait(30)
+        except Exception:
+            process.kill()
+
+
+async def post(session: aiohttp.ClientSession, url: str, txs: list[Tx]) -> None:
+    """POST a batch to /v1/txs/batch, retrying what a full pool refused, as a client should."""
+    while txs:
+        body = {"txs": [tx.encode().hex() for tx in txs]}
+        async with session.post(f"{url}/v1/txs/batch", json=body) as response:
+            answer = await response.json()
+        if response.status != 200:
+            raise RuntimeError(f"batch refused: {answer}")
+        retry = []
+        for tx, result in zip(txs, answer["results"], strict=True):
+            if result.get("error") == "pool_full":
+                retry.append(tx)
+            elif "error" in result:
+                raise RuntimeError(f"submission refused: {result}")
+        if retry:
+            await asyncio.sleep(0.05)
+        txs = retry
+
+
+async def submit_api(
+    session: aiohttp.ClientSession,
+    urls: list[str],
+    items: list[Item],
+    sent: dict[str, float],
+    per_second: float | None = None,
+) -> None:
+    """Submit through the API in batches, spread over every node, `CONCURRENCY` requests in
+    flight; at `per_second` if given (each batch of 10 ms of load at its scheduled time),
+    else as fast as accepted (batches of 100)."""
+    size = 100 if per_second is None else max(1, int(per_second / 100))
+    batches = [items[i : i + size] for i in range(0, len(items), size)]
+    queue: asyncio.Queue[tuple[int, list[Item]]] = asyncio.Queue()
+    for numbered in enumerate(batches):
+        queue.put_nowait(numbered)
+    began = time.perf_counter()
+
+    async def worker(url: str) -> None:
+        while not queue.empty():
+            index, batch = queue.get_nowait()
+            if per_second is not None:
+                delay = began + index * size / per_second - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            now = time.perf_counter()
+            for item in batch:
+                sent.setdefault(item.tx_id, now)
+            await post(session, url, [tx for item in batch for tx in item.submissions])
+
+    await asyncio.gather(*(worker(urls[i % len(urls)]) for i in range(CONCURRENCY)))
+
+
+async def submit_p2p(
+    network: Libp2pNetwork, items: list[Item], sent: dict[str, float], per_second: float
+) -> None:
+    """Send each transaction to every validator over the p2p layer, paced at `per_second`."""
+    began = time.perf_counter()
+    for index, item in enumerate(items):
+        delay = began + index / per_second - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent.setdefault(item.tx_id, time.perf_counter())
+        for tx in item.submissions:
+            topic = Topic.TX if tx is item.submissions[-1] else Topic.PARTIAL
+            await network.broadcast(topic, tx.encode())
+
+
+def figures_of(items: list[Item], sent: dict[str, float], commits: Commits) -> dict[str, float]:
+    done = [(sent[i.tx_id], commits.at[i.tx_id]) for i in items if i.tx_id in commits.at]
+    if not done:
+        return {"committed": 0.0}
+    first_sent = min(s for s, _ in done)
+    last_commit = max(c for _, c in done)
+    latencies = sorted(c - s for s, c in done)
+    blocks = [n for at, n in commits.blocks if first_sent <= at <= last_commit]
+    return {
+        "blocks_per_s": len(blocks) / (last_commit - first_sent),
+        "txs_per_block": statistics.mean(blocks) if blocks else 0.0,
+        "committed_tx_per_s": len(done) / (last_commit - first_sent),
+        "committed_fraction": len(done) / len(items),
+        "latency_p50_s": statistics.median(latencies),
+        "latency_p99_s": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+    }
+
+
+def usage(processes: list[psutil.Process]) -> list[tuple[float, float]]:
+    return [(sum(p.cpu_times()[:2]), time.perf_counter()) for p in processes]
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclasses.dataclass
+class Run:
+    """One network under load: what was sent when, what committed when, the figures."""
+
+    live: Live
+    session: aiohttp.ClientSession
+    prefix: str
+    commits: Commits = dataclasses.field(default_factory=Commits)
+    sent: dict[str, float] = dataclasses.field(default_factory=dict)
+    figures: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def record(self, phase: str, items: list[Item]) -> dict[str, float]:
+        measured = figures_of(items, self.sent, self.commits)
+        for key, value in measured.items():
+            self.figures[f"{self.prefix}{phase}_{key}"] = value
+        return measured
+
+    async def through_api(self, items: list[Item], per_second: float | None = None) -> None:
+        await submit_api(self.session, self.live.urls, items, self.sent, per_second)
+        await self.commits.wait_for([i.tx_id for i in items])
+
+    async def saturate_api(self, items: list[Item]) -> float:
+        processes = [psutil.Process(p.pid) for p in self.live.processes]
+        say(f"saturating the API with {len(items)} transactions")
+        before = usage(processes)
+        await self.through_api(items)
+        after = usage(processes)
+        elapsed = after[0][1] - before[0][1]
+        for index, (first, last) in enumerate(zip(before, after, strict=True)):
+            cores = (last[0] - first[0]) / elapsed
+            self.figures[f"{self.prefix}node{index}_cpu_cores_saturated"] = cores
+        return self.record("api_saturated", items).get("committed_tx_per_s", 100.0)
+
+    async def through_p2p(self, items: list[Item], per_second: float) -> None:
+        network = Libp2pNetwork(
+            LOADGEN_KEY, "/ip4/127.0.0.1/tcp/0", dial=self.live.p2p_addresses,
+            allowed=set(self.live.node_ids),
+        )  # fmt: skip
+        await network.start()
+        try:
+            deadline = time.monotonic() + 30
+            while len(network.peers()) < len(self.live.node_ids):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the load generator reached {network.peers()} only")
+                await asyncio.sleep(0.05)
+            say(f"{len(items)} transactions at {per_second:.0f}/s through p2p")
+            await submit_p2p(network, items, self.sent, per_second)
+            await self.commits.wait_for([i.tx_id for i in items])
+        finally:
+            await network.stop()
+
+
+async def run_network(
+    validators: int, seconds: float, base_port: int, folder: Path
+) -> dict[str, float]:
+    setup = Setup(1000, chain=CHAIN, start_ms=int(time.time() * 1000))
+    target = 1500 if validators == 1 else 600  # sized so a phase lasts about `seconds`
+    saturation = int(target * seconds)
+    rounds = -(-(saturation * 2 + int(target * seconds)) // len(setup.patients)) + 1
+    items = items_of(setup, rounds)
+    live = start(folder, validators, setup, base_port)
+    try:
+        connector = aiohttp.TCPConnector(limit=CONCURRENCY * 2)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            run = Run(live, session, f"v{validators}_")
+            follower = asyncio.create_task(run.commits.follow(session, live.urls[0]))
+            await asyncio.sleep(0.5)
+            for batch in setup.setup_blocks:  # registrations, then vaults
+                say(f"{validators} validator(s): setting up {len(batch)} transactions")
+                await run.through_api([Item(tx.id.hex(), (tx,)) for tx in batch])
+            rate = await run.saturate_api(items[:saturation]) / 2
+            steady = items[saturation : saturation + int(rate * seconds)]
+            say(f"{len(steady)} transactions at {rate:.0f}/s through the API")
+            await run.through_api(steady, per_second=rate)
+            run.record("api_at_half_saturation", steady)
+            run.figures[f"{run.prefix}api_half_saturation_rate_tx_per_s"] = rate
+            offset = saturation + len(steady)
+            pushed = items[offset : offset + saturation]
+            await run.through_p2p(pushed, 2.2 * rate)
+            run.record("p2p_offered_1_1x", pushed)
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+                await follower
+        for index, process in enumerate(live.processes):
+            run.figures[f"{run.prefix}node{index}_peak_rss_mib"] = peak_rss_mib(process.pid)
+        run.figures[f"{run.prefix}signatures_per_tx"] = statistics.mean(
+            len(i.submissions[-1].signatures) for i in items
+        )
+    finally:
+        say("stopping the nodes")
+        stop(live)
+    return run.figures
+
+
+async def main_async(validator_counts: list[int], seconds: float) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for index, count in enumerate(validator_counts):
+            base_port = 28100 + 100 * index
+            figures.update(await run_network(count, seconds, base_port, Path(folder) / str(count)))
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--validators", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    arguments = parser.parse_args()
+    figures = asyncio.run(main_async(arguments.validators, arguments.seconds))
+    limits = ceilings()
+    cluster_ceiling = limits["ed25519_verify_per_s_one_core"] * (psutil.cpu_count() or 1)
+    for count in arguments.validators:
+        key = f"v{count}_api_saturated_committed_tx_per_s"
+        if key in figures:
+            # every validator verifies every signature once: cores x verify rate / validators,
+            # in transactions per second
+            ceiling = cluster_ceiling / count / figures[f"v{count}_signatures_per_tx"]
+            figures[f"v{count}_verify_ceiling_tx_per_s"] = ceiling
+            figures[f"v{count}_saturated_vs_verify_ceiling"] = figures[key] / ceiling
+    report("throughput", figures, limits=limits)
+
+
+if __name__ == "__main__":
+    main()
