@@ -32,6 +32,9 @@ class ChainStore:
         self.kv = kv
         self.state = StateStore(kv)
         self._head_header: BlockHeader | None = None
+        # the last block committed through this store, kept so the engine's re-announcement
+        # at every height does not decode it again
+        self._last_certified: tuple[Block, CommitCertificate] | None = None
 
     @classmethod
     def open(cls, path: Path, genesis: Genesis, *, verify_state: bool = False) -> ChainStore:
@@ -71,7 +74,12 @@ class ChainStore:
 
     def last_certified(self) -> tuple[Block, CommitCertificate] | None:
         height = self.height
-        return None if height == 0 else (self.block(height), self.certificate(height))
+        if height == 0:
+            return None
+        last = self._last_certified
+        if last is not None and last[0].header.height == height:
+            return last
+        return self.block(height), self.certificate(height)
 
     # -- reading --------------------------------------------------------------------------------
     def head(self) -> tuple[int, bytes] | None:
@@ -123,6 +131,7 @@ class ChainStore:
         assert root == block.header.state_root, f"height {height}: committing a wrong state root"
         self.kv.write(batch, sync=True)
         self._head_header = block.header
+        self._last_certified = (block, certificate)
         return root
 
     # -- checking -------------------------------------------------------------------------------
