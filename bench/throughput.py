@@ -9,7 +9,7 @@ API first), then 90% co-signed `record.put` with an inline reading (one in ten s
 the hospital's partial and completed by the patient's signature) and 10% grants. Commits are
 timed from the first node's event stream.
 
-Run: .venv/bin/python bench/throughput.py [--validators 1 4] [--seconds 8]
+Run: .venv/bin/python bench/throughput.py [--validators 1 4] [--seconds 8] [--max-block-txs N]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from common import ceilings, report
 from ledger import Setup
 
 from carechain.cli.nodes import spawn, wait_for_api
+from carechain.config.genesis import load_genesis, save_genesis
 from carechain.config.node import load_node_config, save_node_config
 from carechain.consensus.crypto import PrivateKey, peer_id
 from carechain.consensus.types import Tx
@@ -109,11 +110,17 @@ def items_of(setup: Setup, rounds: int) -> list[Item]:
     return items
 
 
-def start(folder: Path, validators: int, setup: Setup, base_port: int) -> Live:
+def start(
+    folder: Path, validators: int, setup: Setup, base_port: int, max_block_txs: int | None = None
+) -> Live:
     nodes = make_testnet(
         folder, validators, base_port=base_port, chain_id=CHAIN, institutions=setup.institutions
     )
     for node in nodes:
+        if max_block_txs is not None:
+            genesis = load_genesis(node.home / "genesis.json")
+            params = dataclasses.replace(genesis.params, max_block_txs=max_block_txs)
+            save_genesis(node.home / "genesis.json", dataclasses.replace(genesis, params=params))
         config = load_node_config(node.home)
         p2p = config.p2p.model_copy(update={"observers": [peer_id(LOADGEN_KEY.public_key)]})
         mempool = config.mempool.model_copy(update={"txs_max": 200_000})
@@ -291,14 +298,14 @@ class Run:
 
 
 async def run_network(
-    validators: int, seconds: float, base_port: int, folder: Path
+    validators: int, seconds: float, base_port: int, folder: Path, max_block_txs: int | None
 ) -> dict[str, float]:
     setup = Setup(1000, chain=CHAIN, start_ms=int(time.time() * 1000))
     target = 1500 if validators == 1 else 600  # sized so a phase lasts about `seconds`
     saturation = int(target * seconds)
     rounds = -(-(saturation * 2 + int(target * seconds)) // len(setup.patients)) + 1
     items = items_of(setup, rounds)
-    live = start(folder, validators, setup, base_port)
+    live = start(folder, validators, setup, base_port, max_block_txs)
     try:
         connector = aiohttp.TCPConnector(limit=CONCURRENCY * 2)
         async with aiohttp.ClientSession(connector=connector) as session:
@@ -332,12 +339,15 @@ async def run_network(
     return run.figures
 
 
-async def main_async(validator_counts: list[int], seconds: float) -> dict[str, float]:
+async def main_async(
+    validator_counts: list[int], seconds: float, max_block_txs: int | None
+) -> dict[str, float]:
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as folder:
         for index, count in enumerate(validator_counts):
             base_port = 28100 + 100 * index
-            figures.update(await run_network(count, seconds, base_port, Path(folder) / str(count)))
+            home = Path(folder) / str(count)
+            figures.update(await run_network(count, seconds, base_port, home, max_block_txs))
     return figures
 
 
@@ -345,8 +355,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--validators", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--max-block-txs", type=int, default=None, help="genesis parameter")
     arguments = parser.parse_args()
-    figures = asyncio.run(main_async(arguments.validators, arguments.seconds))
+    figures = asyncio.run(
+        main_async(arguments.validators, arguments.seconds, arguments.max_block_txs)
+    )
     limits = ceilings()
     cluster_ceiling = limits["ed25519_verify_per_s_one_core"] * (psutil.cpu_count() or 1)
     for count in arguments.validators:
