@@ -239,13 +239,13 @@ async def test_bad_input_gets_a_4xx_with_a_reason_and_the_node_keeps_running(
         assert (status, body["error"]) == (400, "unknown_partial")
         status, body = await _call(session, "GET", f"{base}/v1/blocks/999999")
         assert (status, body["error"]) == (404, "not_found")
-        node = cluster.members[0].node
-        node.mempool.txs_max = len(node.mempool)  # a busy node: full until the next block
+        crowded = cluster.members[0].node
+        crowded.mempool.txs_max = len(crowded.mempool)  # a busy node: full until the next block
         async with session.post(f"{base}/v1/txs", json={"tx": good.encode().hex()}) as busy:
             assert busy.status == 503
             assert busy.headers["Retry-After"] == "1"
             assert (await busy.json())["error"] == "pool_full"
-        node.mempool.txs_max = 50_000
+        crowded.mempool.txs_max = 50_000
         status, body = await _call(
             session, "POST", f"{base}/v1/txs", json={"tx": good.encode().hex()}
         )

@@ -8,11 +8,12 @@ import pytest
 
 from carechain.consensus.ledger.apply import SignatureCache, TxStatus
 from carechain.consensus.ledger.errors import TxRejected
+from carechain.consensus.types import Tx
 from carechain.node.pools import Mempool, PoolFull, admit
 from carechain.tests.ledger_world import World
 
 
-def _puts(world: World, vault: bytes, count: int) -> list:
+def _puts(world: World, vault: bytes, count: int) -> list[Tx]:
     first = world.record_draft(vault)
     drafts = [dataclasses.replace(world.record_draft(vault), nonce=first.nonce + i)
               for i in range(count)]  # fmt: skip

@@ -1,0 +1,183 @@
+"""A fault-injection harness on real node processes: 4 validators on loopback, a steady load
+of patient registrations through their APIs, and the checks every scenario ends with: all live
+nodes hold the same blocks (hash by hash), every transaction a node acknowledged as committed is
+committed on every live node, and no validator was caught signing twice."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from carechain.cli.nodes import Devnet, spawn, wait_for_api
+from carechain.consensus.crypto import PrivateKey
+from carechain.node import builders
+from carechain.node.client import ApiRequestError, Client, NodeUnreachable
+
+CHAIN = "carechain-faults"
+
+
+@dataclasses.dataclass
+class Commit:
+    height: int
+    seen_at: float  # monotonic
+
+
+class Load:
+    """Registrations at `per_second` through the live nodes in turn; remembers each one a node
+    accepted, and the time every new height was first seen."""
+
+    def __init__(self, net: FaultNet, per_second: float = 10.0, seed: int = 1) -> None:
+        self.net = net
+        self.per_second = per_second
+        self.seed = seed
+        self.accepted: list[bytes] = []
+        self.heights: list[Commit] = []
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._submit, daemon=True),
+            threading.Thread(target=self._watch, daemon=True),
+        ]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _submit(self) -> None:
+        counter = 0
+        while not self._stop.wait(1 / self.per_second):
+            counter += 1
+            first = PrivateKey(self.seed.to_bytes(4, "big") + counter.to_bytes(28, "big"))
+            second = PrivateKey(b"\x02" + first.seed[1:])
+            expiry = int(time.time() * 1000) + 3_600_000
+            draft = builders.register_patient(CHAIN, (first.public_key, second.public_key), expiry)
+            tx = draft.signed(first, second)
+            live = self.net.live_clients()
+            if not live:
+                continue
+            try:
+                live[counter % len(live)].submit(tx)
+            except (NodeUnreachable, ApiRequestError):
+                continue  # a node going down may refuse; the load goes on
+            self.accepted.append(tx.id)
+
+    def _watch(self) -> None:
+        last = 0
+        while not self._stop.wait(0.05):
+            for client in self.net.live_clients():
+                try:
+                    height = int(client.status()["height"])
+                except (NodeUnreachable, ApiRequestError):
+                    continue
+                if height > last:
+                    self.heights.extend(
+                        Commit(h, time.monotonic()) for h in range(last + 1, height + 1)
+                    )
+                    last = height
+
+    def longest_gap_s(self, since: float, until: float) -> float:
+        """The longest time without a new height between `since` and `until`."""
+        times = [since] + [c.seen_at for c in self.heights if since < c.seen_at < until] + [until]
+        return max(b - a for a, b in itertools.pairwise(times))
+
+
+class FaultNet:
+    def __init__(self, folder: Path, base_port: int) -> None:
+        self.devnet = Devnet(folder, 4, base_port, chain_id=CHAIN, heartbeat_interval_ms=1000)
+        self.clients: dict[str, Client] = {}
+        self.stopped: set[str] = set()
+
+    @property
+    def names(self) -> list[str]:
+        return [node.name for node in self.devnet.nodes]
+
+    def start(self) -> None:
+        for node, client in zip(self.devnet.nodes, self.devnet.start(), strict=True):
+            self.clients[node.name] = client
+
+    def live_clients(self) -> list[Client]:
+        return [c for name, c in self.clients.items() if name not in self.stopped]
+
+    def kill(self, name: str) -> None:
+        self.stopped.add(name)
+        self.devnet.kill(name)
+
+    def pause(self, name: str) -> None:
+        self.stopped.add(name)
+        os.kill(self.devnet.processes[name].pid, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        os.kill(self.devnet.processes[name].pid, signal.SIGCONT)
+        self.stopped.discard(name)
+
+    def restart(self, name: str) -> None:
+        node = next(n for n in self.devnet.nodes if n.name == name)
+        process = spawn(node.home, node.home / "node.log")
+        self.devnet.processes[name] = process
+        self.clients[name] = wait_for_api(node.home, process)
+        self.stopped.discard(name)
+
+    def heights(self) -> dict[str, int]:
+        return {name: int(c.status()["height"]) for name, c in self.clients.items()
+                if name not in self.stopped}  # fmt: skip
+
+    def wait_until_level(self, timeout_s: float = 60) -> int:
+        """Until every live node reports the same height; that height."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            heights = set(self.heights().values())
+            if len(heights) == 1:
+                return heights.pop()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nodes did not level: {self.heights()}")
+            time.sleep(0.2)
+
+    def check_agreement(self, accepted: list[bytes]) -> int:
+        """Every live node holds the same blocks, every committed transaction everywhere, and
+        no equivocation evidence was recorded; the common height."""
+        height = self.wait_until_level()
+        clients = self.live_clients()
+        for h in range(1, height + 1):
+            hashes = {c.get(f"/v1/blocks/{h}")["hash"] for c in clients}
+            assert len(hashes) == 1, f"height {h}: nodes disagree: {hashes}"
+            kinds = {c.get(f"/v1/blocks/{h}")["header"]["chain_id"] for c in clients[:1]}
+            assert kinds == {CHAIN}
+        committed = 0
+        for tx_id in accepted:
+            answers = {c.tx_status(tx_id)["status"] for c in clients}
+            if "committed" in answers:
+                assert answers == {"committed"}, f"{tx_id.hex()}: {answers}"
+                committed += 1
+        assert committed > 0, "the load committed nothing"
+        evidence = clients[0].get("/v1/state/evidence")["entries"]
+        assert evidence == [], f"a validator signed twice: {evidence}"
+        return height
+
+    def stop(self) -> None:
+        for name in list(self.stopped):
+            if name in self.devnet.processes:
+                with suppress(ProcessLookupError):
+                    os.kill(self.devnet.processes[name].pid, signal.SIGCONT)
+        self.devnet.stop()
+
+
+@contextmanager
+def fault_net(folder: Path, base_port: int) -> Iterator[FaultNet]:
+    net = FaultNet(folder, base_port)
+    try:
+        net.start()
+        yield net
+    finally:
+        net.stop()

@@ -1,0 +1,78 @@
+"""Faults injected into 4 real validator processes under load (scenarios 1, 5 and 6 of the
+reliability plan); each ends with the harness's agreement checks once the load has stopped.
+The recovery figures each test measures are printed (run with -s to see them)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from carechain.tests.e2e.faults.harness import Load, fault_net
+
+pytestmark = pytest.mark.slow
+
+
+def _progress_after(load: Load, height: int, timeout_s: float) -> float:
+    """Seconds until a height above `height` is seen (AssertionError after `timeout_s`)."""
+    started = time.monotonic()
+    while not any(c.height > height for c in load.heights):
+        assert time.monotonic() - started < timeout_s, f"no block above {height}"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_a_validator_killed_under_load_restarts_catches_up_and_agrees(tmp_path: Path) -> None:
+    with fault_net(tmp_path, 27400) as net:
+        with Load(net, seed=1) as load:
+            time.sleep(3)
+            victim = net.names[2]
+            net.kill(victim)  # SIGKILL: no clean shutdown, mid-round
+            time.sleep(5)
+            net.restart(victim)
+            started = time.monotonic()
+            others = max(h for name, h in net.heights().items() if name != victim)
+            while net.heights()[victim] < others:
+                assert time.monotonic() - started < 30, "the restarted validator did not catch up"
+                time.sleep(0.1)
+            print(f"caught up to height {others} in {time.monotonic() - started:.2f} s")
+            time.sleep(2)
+        assert net.check_agreement(load.accepted) > others
+
+
+def test_a_paused_validator_costs_a_bounded_write_outage(tmp_path: Path) -> None:
+    with fault_net(tmp_path, 27500) as net:
+        with Load(net, seed=2) as load:
+            time.sleep(3)
+            paused = net.names[1]
+            since = time.monotonic()
+            net.pause(paused)  # SIGSTOP: its turns as proposer need a round change
+            time.sleep(10)
+            until = time.monotonic()
+            net.resume(paused)
+            outage = load.longest_gap_s(since, until)
+            print(f"longest write outage while paused: {outage:.2f} s")
+            assert outage < 5.0
+            time.sleep(3)
+        net.check_agreement(load.accepted)
+
+
+def test_two_of_four_stopped_halts_the_chain_and_it_resumes_without_a_fork(
+    tmp_path: Path,
+) -> None:
+    with fault_net(tmp_path, 27600) as net:
+        with Load(net, seed=3) as load:
+            time.sleep(3)
+            for name in net.names[2:]:
+                net.kill(name)
+            time.sleep(2)
+            halted = max(net.heights().values())
+            time.sleep(15)  # more than 1/3 of the power is gone: nothing may commit
+            assert max(net.heights().values()) == halted
+            for name in net.names[2:]:
+                net.restart(name)
+            resumed = _progress_after(load, halted, 30)
+            print(f"the chain resumed {resumed:.2f} s after the restarts")
+            time.sleep(2)
+        net.check_agreement(load.accepted)
