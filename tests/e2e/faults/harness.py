@@ -21,6 +21,9 @@ from carechain.node import builders
 from carechain.node.client import ApiRequestError, Client, NodeUnreachable
 
 CHAIN = "carechain-faults"
+# Short, so that a request caught by a node's SIGSTOP or SIGKILL cannot stall the load or the
+# watcher for long (a stalled watcher would report an outage that did not happen).
+REQUEST_TIMEOUT_S = 1.0
 
 
 @dataclasses.dataclass
@@ -105,7 +108,7 @@ class FaultNet:
 
     def start(self) -> None:
         for node, client in zip(self.devnet.nodes, self.devnet.start(), strict=True):
-            self.clients[node.name] = client
+            self.clients[node.name] = Client(client.base_url, timeout_s=REQUEST_TIMEOUT_S)
 
     def live_clients(self) -> list[Client]:
         return [c for name, c in self.clients.items() if name not in self.stopped]
@@ -126,7 +129,8 @@ class FaultNet:
         node = next(n for n in self.devnet.nodes if n.name == name)
         process = spawn(node.home, node.home / "node.log")
         self.devnet.processes[name] = process
-        self.clients[name] = wait_for_api(node.home, process)
+        client = wait_for_api(node.home, process)
+        self.clients[name] = Client(client.base_url, timeout_s=REQUEST_TIMEOUT_S)
         self.stopped.discard(name)
 
     def heights(self) -> dict[str, int]:
