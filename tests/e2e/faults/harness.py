@@ -117,6 +117,13 @@ class FaultNet:
         self.stopped.add(name)
         self.devnet.kill(name)
 
+    def terminate(self, name: str) -> int:
+        self.stopped.add(name)
+        return self.devnet.terminate(name)
+
+    def home(self, name: str) -> Path:
+        return next(n.home for n in self.devnet.nodes if n.name == name)
+
     def pause(self, name: str) -> None:
         self.stopped.add(name)
         os.kill(self.devnet.processes[name].pid, signal.SIGSTOP)
