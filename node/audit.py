@@ -23,7 +23,7 @@ from typing import Final, Protocol
 
 from carechain.consensus.errors import CarechainError
 from carechain.consensus.genesis import Genesis
-from carechain.consensus.ledger.apply import apply_block, verified_signers
+from carechain.consensus.ledger.apply import apply_block, signers_of
 from carechain.consensus.ledger.context import ChainContext
 from carechain.consensus.ledger.errors import BlockRejected, TxRejected
 from carechain.consensus.ledger.governance import validator_set_at
@@ -62,15 +62,6 @@ class ReplayReport:
     blobs_checked: int = 0
 
 
-def _signers(tx_bytes: bytes) -> tuple[bytes, frozenset[bytes] | str]:
-    """In a worker: a transaction's verified signers, or the reason it has none."""
-    tx = Tx.decode(tx_bytes)
-    try:
-        return tx.witness_hash, verified_signers(tx)
-    except TxRejected as reason:
-        return tx.witness_hash, str(reason)
-
-
 class SignatureChecks:
     """Verify the signatures of a batch of blocks in parallel; answer the ledger's
     `check_signers` from the results."""
@@ -83,15 +74,17 @@ class SignatureChecks:
     def prepare(self, blocks: list[Block]) -> None:
         txs = [tx.encode() for block in blocks for tx in block.txs]
         if self.pool is not None and len(txs) > 64:
-            found = self.pool.map(_signers, txs, chunksize=max(16, len(txs) // (self.workers * 4)))
+            found = self.pool.map(
+                signers_of, txs, chunksize=max(16, len(txs) // (self.workers * 4))
+            )
         else:
-            found = [_signers(tx) for tx in txs]
+            found = [signers_of(tx) for tx in txs]
         self.results = dict(found)
 
     def __call__(self, tx: Tx) -> frozenset[bytes]:
         found = self.results.get(tx.witness_hash)
         if found is None:
-            found = _signers(tx.encode())[1]
+            found = signers_of(tx.encode())[1]
         if isinstance(found, str):
             code, _, detail = found.partition(": ")
             raise TxRejected(code, detail)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -133,7 +134,14 @@ class Node:
         # some (`p2p.observers`); a non-validator node always takes part.
         self._gossips = not config.validator or bool(config.p2p.observers)
         self.network = network
-        self.syncer = BlockSync(network, self.store, self.app, on_commit=self._after_sync_commit)
+        self.syncer = BlockSync(
+            network,
+            self.store,
+            self.app,
+            on_commit=self._after_sync_commit,
+            signatures=self.signatures,
+            workers=os.cpu_count() or 1,
+        )
         self.blob_service = BlobService(self.store, genesis.chain_id, self.blobs, clock_ms)
         self.subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self.misbehaviour: dict[str, int] = {}
@@ -198,6 +206,7 @@ class Node:
             with contextlib.suppress(Exception):
                 await self.network.stop()
             self.wal.close()
+            self.syncer.close()
             await self.blobs.close()
             self.store.close()
 

@@ -5,21 +5,32 @@ per range, never one request per block). Each block is checked before it is appl
 certificate against the validator set this node computes for that height (following every
 governance change), its header against our head, and its state root by re-executing it. A
 broken stream resumes from the next height, with the next peer if that one failed.
+
+With `workers` > 1 and a signature cache, the signatures of large batches (at least
+`PARALLEL_TXS_MIN` transactions) are verified in a process pool while the previous batch is
+applied; the cache then answers the block's re-execution. A pool failure falls back to
+verifying inline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import multiprocessing
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Final
 
 from carechain.consensus.errors import CarechainError, InvalidInput
+from carechain.consensus.ledger.apply import SignatureCache, signers_of
 from carechain.consensus.poa.application import LedgerApplication
 from carechain.consensus.poa.messages import Commit
 from carechain.p2p.network import Network, PeerError
 from carechain.storage.chain import ChainStore
 
 RANGE_MAX: Final = 1000
+BATCH_TXS: Final = 4000  # transactions verified together in the pool
+PARALLEL_TXS_MIN: Final = 2000  # smaller batches are verified inline
 ITEM_BYTES_MAX: Final = 80 * 1024 * 1024
 
 log = logging.getLogger("carechain.sync")
@@ -47,19 +58,86 @@ class BlockSync:
         store: ChainStore,
         app: LedgerApplication,
         on_commit: Callable[[Commit], None] | None = None,
+        *,
+        signatures: SignatureCache | None = None,
+        workers: int = 1,
     ) -> None:
         self.network = network
         self.store = store
         self.app = app
         self.on_commit = on_commit
+        self.signatures = signatures
+        self.workers = workers
         self.applied = 0
+        self._pool: ProcessPoolExecutor | None = None
 
-    def _apply(self, item: bytes, peer: str) -> Commit:
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    async def _verify(self, commits: list[Commit]) -> None:
+        """Verify the batch's signatures in the pool and remember them in the cache."""
+        txs = [tx.encode() for commit in commits for tx in commit.block.txs]
+        if self.signatures is None or self.workers < 2 or len(txs) < PARALLEL_TXS_MIN:
+            return
+        if self._pool is None:  # forkserver: never fork the thread that runs libp2p
+            context = multiprocessing.get_context("forkserver")
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+        loop = asyncio.get_running_loop()
+        size = -(-len(txs) // self.workers)
+        chunks = [txs[i : i + size] for i in range(0, len(txs), size)]
         try:
-            commit = Commit.decode(item, max_bytes=ITEM_BYTES_MAX)
+            found = await asyncio.gather(
+                *(loop.run_in_executor(self._pool, signers_of_all, c) for c in chunks)
+            )
+        except Exception as exc:  # a broken pool: verify inline instead
+            log.warning("signature workers failed (%r); verifying inline", exc)
+            self.close()
+            self.workers = 1
+            return
+        for chunk in found:
+            for witness_hash, signers in chunk:
+                if not isinstance(signers, str):
+                    self.signatures.remember(witness_hash, signers)
+
+    def _decode(self, item: bytes, peer: str) -> Commit:
+        try:
+            return Commit.decode(item, max_bytes=ITEM_BYTES_MAX)
         except CarechainError as exc:
             raise PeerError(f"{peer} sent an unreadable block: {exc}") from None
-        return self.apply(commit, peer)
+
+    async def _stream(self, peer: str, first: int, last: int) -> None:
+        """Apply the peer's blocks first..last; verification of each batch overlaps the
+        application of the one before."""
+        batch: list[Commit] = []
+        size = 0
+        waiting: tuple[list[Commit], asyncio.Task[None]] | None = None
+        try:
+            async for item in self.network.request_range(peer, first, last):
+                commit = self._decode(item, peer)
+                batch.append(commit)
+                size += len(commit.block.txs)
+                if size >= BATCH_TXS:
+                    verifying = asyncio.create_task(self._verify(batch))
+                    if waiting is not None:
+                        await self._apply_batch(*waiting, peer)
+                    waiting, batch, size = (batch, verifying), [], 0
+            if waiting is not None:
+                await self._apply_batch(*waiting, peer)
+                waiting = None
+            if batch:
+                await self._apply_batch(batch, asyncio.create_task(self._verify(batch)), peer)
+        finally:
+            if waiting is not None:
+                waiting[1].cancel()
+
+    async def _apply_batch(
+        self, commits: list[Commit], verifying: asyncio.Task[None], peer: str
+    ) -> None:
+        await verifying
+        for commit in commits:
+            self.apply(commit, peer)
 
     def apply(self, commit: Commit, peer: str) -> Commit:
         """Check a committed block for the next height and apply it; PeerError if it is not."""
@@ -90,8 +168,7 @@ class BlockSync:
             peer = candidates[0]
             before = self.store.height
             try:
-                async for item in self.network.request_range(peer, before + 1, target):
-                    self._apply(item, peer)
+                await self._stream(peer, before + 1, target)
             except PeerError as exc:
                 failures[peer] = str(exc)
                 log.warning("sync from %s stopped at %d: %s", peer, self.store.height, exc)
@@ -106,3 +183,8 @@ class BlockSync:
                 "sync reached %d of %d; peers failed: %s", self.store.height, target, failures
             )
         return self.store.height
+
+
+def signers_of_all(txs: list[bytes]) -> list[tuple[bytes, frozenset[bytes] | str]]:
+    """In a worker process: each transaction's verified signers, or why it has none."""
+    return [signers_of(tx) for tx in txs]

@@ -69,6 +69,16 @@ def verified_signers(tx: Tx) -> frozenset[bytes]:
     return frozenset(keys)
 
 
+def signers_of(tx_bytes: bytes) -> tuple[bytes, frozenset[bytes] | str]:
+    """A transaction's witness hash and its verified signers, or why it has none (what a
+    worker process verifying for a node or an auditor returns)."""
+    tx = Tx.decode(tx_bytes)
+    try:
+        return tx.witness_hash, verified_signers(tx)
+    except TxRejected as reason:
+        return tx.witness_hash, str(reason)
+
+
 class SignatureCache:
     """`verified_signers` that remembers: a transaction's signatures are checked once per
     node, when it is admitted, not again when a block is proposed, validated and committed.
@@ -80,6 +90,12 @@ class SignatureCache:
         self.size = size
         self._signers: OrderedDict[bytes, frozenset[bytes]] = OrderedDict()
         self.hits = 0
+
+    def remember(self, witness_hash: bytes, signers: frozenset[bytes]) -> None:
+        """Record signers verified elsewhere (a worker process of this node)."""
+        self._signers[witness_hash] = signers
+        if len(self._signers) > self.size:
+            self._signers.popitem(last=False)
 
     def __call__(self, tx: Tx) -> frozenset[bytes]:
         key = tx.witness_hash
