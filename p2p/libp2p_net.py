@@ -388,6 +388,7 @@ class Libp2pNetwork:
             self._call_async(self._mark_started)
             await self._stop.wait()
             nursery.cancel_scope.cancel()
+        self._pubsub.seen_messages.stop()  # its sweeping thread would outlive the host
 
     def _mark_started(self) -> None:
         assert self._started is not None
