@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
@@ -59,6 +60,16 @@ def parse_host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port_text)
 
 
+def _each(field: str, values: list[str], parse: Callable[[str], object]) -> list[str]:
+    """Check every entry of a list field with `parse`; the error names the entry."""
+    for index, value in enumerate(values):
+        try:
+            parse(value)
+        except (ValueError, AddressError) as exc:
+            raise ValueError(f"{field}[{index}] {value!r}: {exc}") from None
+    return values
+
+
 class P2PSection(StrictModel):
     listen: str = "/ip4/0.0.0.0/tcp/26656"
     peers: list[str] = pydantic.Field(default_factory=list)
@@ -83,22 +94,12 @@ class P2PSection(StrictModel):
     @pydantic.field_validator("peers")
     @classmethod
     def _peers(cls, value: list[str]) -> list[str]:
-        for index, peer in enumerate(value):
-            try:
-                parse_multiaddr(peer, need_peer=True)
-            except ValueError as exc:
-                raise ValueError(f"peers[{index}] {peer!r}: {exc}") from None
-        return value
+        return _each("peers", value, lambda peer: parse_multiaddr(peer, need_peer=True))
 
     @pydantic.field_validator("observers")
     @classmethod
     def _observers(cls, value: list[str]) -> list[str]:
-        for index, observer in enumerate(value):
-            try:
-                public_key_from_peer_id(observer)
-            except AddressError as exc:
-                raise ValueError(f"observers[{index}] {observer!r}: {exc}") from None
-        return value
+        return _each("observers", value, public_key_from_peer_id)
 
     @pydantic.field_validator("heartbeat_listen")
     @classmethod
@@ -109,12 +110,7 @@ class P2PSection(StrictModel):
     @pydantic.field_validator("heartbeat_peers")
     @classmethod
     def _heartbeat_peers(cls, value: list[str]) -> list[str]:
-        for index, address in enumerate(value):
-            try:
-                parse_host_port(address)
-            except ValueError as exc:
-                raise ValueError(f"heartbeat_peers[{index}] {address!r}: {exc}") from None
-        return value
+        return _each("heartbeat_peers", value, parse_host_port)
 
 
 class APISection(StrictModel):

@@ -14,7 +14,7 @@ import dataclasses
 import enum
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import pydantic
 from aiohttp import web
@@ -130,21 +130,26 @@ def _decode_tx(node: Node, text: str) -> Tx:
     return tx
 
 
+REFUSALS: Final = (ApiError, TxRejected, PoolFull, InvalidInput)
+
+
+def refusal(exc: ApiError | CarechainError) -> tuple[int, dict[str, str]]:
+    """The status and body with which the API refuses: a reason code and a message. A full
+    pool is a busy node, not a bad request (503: retry shortly)."""
+    if isinstance(exc, ApiError):
+        return exc.status, {"error": exc.code, "message": exc.message}
+    message = exc.detail if isinstance(exc, TxRejected) else str(exc)
+    return 503 if isinstance(exc, PoolFull) else 400, {"error": exc.code, "message": message}
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as exc:
-        return web.json_response({"error": exc.code, "message": exc.message}, status=exc.status)
-    except TxRejected as exc:
-        return web.json_response({"error": exc.code, "message": exc.detail}, status=400)
-    except (PoolFull, InvalidInput) as exc:
-        full = isinstance(exc, PoolFull)  # a busy node, not a bad request: retry shortly
-        return web.json_response(
-            {"error": exc.code, "message": str(exc)},
-            status=503 if full else 400,
-            headers={"Retry-After": "1"} if full else None,
-        )
+    except REFUSALS as exc:
+        status, body = refusal(exc)
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return web.json_response(body, status=status, headers=headers)
     except web.HTTPRequestEntityTooLarge:
         return web.json_response(
             {"error": "too_large", "message": "the body is too large"}, status=413
@@ -309,12 +314,8 @@ class Api:
             try:
                 tx = _decode_tx(self.node, text)
                 outcome = await self.node.submit(tx, notify=False)
-            except ApiError as exc:
-                results.append({"error": exc.code, "message": exc.message})
-            except TxRejected as exc:
-                results.append({"error": exc.code, "message": exc.detail})
-            except (PoolFull, InvalidInput) as exc:
-                results.append({"error": exc.code, "message": str(exc)})
+            except REFUSALS as exc:
+                results.append(refusal(exc)[1])
             else:
                 new = new or outcome.new
                 results.append({"id": tx.id.hex(), "status": outcome.status})

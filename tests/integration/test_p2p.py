@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import gc
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import multiaddr
@@ -51,6 +52,7 @@ from carechain.storage.blobs.store import BlobStore, from_bytes
 from carechain.storage.chain import ChainStore
 from carechain.storage.kv import MemoryKV
 from carechain.tests.chain_fixture import certified_blocks, fixture_genesis
+from carechain.tests.integration.cluster import eventually
 from carechain.tests.leaks import LEAKED_SOCKET
 from carechain.tests.ledger_world import CHAIN_ID, World
 
@@ -65,16 +67,11 @@ def _reap_leaked_sockets() -> Iterator[None]:
     gc.collect()
 
 
+_eventually = functools.partial(eventually, timeout_s=20.0)  # this module's deadline
+
+
 def _key(index: int) -> PrivateKey:
     return PrivateKey(bytes([index]) * 32)
-
-
-async def _eventually(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 @dataclasses.dataclass
@@ -366,7 +363,7 @@ async def test_garbage_oversize_and_floods_cost_the_peer_its_connection(
         victim, bystander, attacker = await made.full_mesh(3)
         victim.rate.rate = 2000
         await _raw(attacker, victim.local_id, data)
-        await _eventually(lambda: attacker.local_id in victim.disconnected_for, timeout=15)
+        await _eventually(lambda: attacker.local_id in victim.disconnected_for, timeout_s=15)
         await bystander.send(victim.local_id, Topic.TX, b"still alive")
         deadline = time.monotonic() + 10
         while True:
