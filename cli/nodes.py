@@ -72,15 +72,22 @@ def _encrypted(path: Path) -> bool:
     return read_key_info(path).encrypted
 
 
-def spawn(home: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    """Start `carechain start --home HOME` as a child process logging to `log_path`."""
+def spawn(
+    home: Path, log_path: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `carechain start --home HOME` as a child process logging to `log_path`, with
+    `extra_env` added to its environment."""
     with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
             [sys.executable, "-m", "carechain.cli", "start", "--home", str(home)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, ENVIRONMENT_VARIABLE: os.environ.get(ENVIRONMENT_VARIABLE, "")},
+            env={
+                **os.environ,
+                ENVIRONMENT_VARIABLE: os.environ.get(ENVIRONMENT_VARIABLE, ""),
+                **(extra_env or {}),
+            },
         )
 
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import libfaketime
+
 from carechain.cli.nodes import Devnet, spawn, wait_for_api
 from carechain.consensus.crypto import PrivateKey
 from carechain.node import builders
@@ -132,9 +134,9 @@ class FaultNet:
         os.kill(self.devnet.processes[name].pid, signal.SIGCONT)
         self.stopped.discard(name)
 
-    def restart(self, name: str) -> None:
+    def restart(self, name: str, extra_env: dict[str, str] | None = None) -> None:
         node = next(n for n in self.devnet.nodes if n.name == name)
-        process = spawn(node.home, node.home / "node.log")
+        process = spawn(node.home, node.home / "node.log", extra_env)
         self.devnet.processes[name] = process
         client = wait_for_api(node.home, process)
         self.clients[name] = Client(client.base_url, timeout_s=REQUEST_TIMEOUT_S)
@@ -182,6 +184,13 @@ class FaultNet:
                 with suppress(ProcessLookupError):
                     os.kill(self.devnet.processes[name].pid, signal.SIGCONT)
         self.devnet.stop()
+
+
+def skewed_clock(offset_s: int) -> dict[str, str]:
+    """The environment that runs a process with its wall clock `offset_s` seconds off (the
+    libfaketime library, preloaded); monotonic time, which the node's timers use, stays true."""
+    _, env = libfaketime.get_reload_information()
+    return {**env, "DONT_FAKE_MONOTONIC": "1", "FAKETIME": f"{offset_s:+d}s"}
 
 
 @contextmanager

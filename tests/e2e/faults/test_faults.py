@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from carechain.tests.e2e.faults.harness import Load, fault_net
+from carechain.tests.e2e.faults.harness import Load, fault_net, skewed_clock
 
 pytestmark = pytest.mark.slow
 
@@ -123,3 +123,31 @@ def test_a_torn_wal_tail_is_cut_off_and_the_validator_rejoins(tmp_path: Path) ->
             assert log.count("cut a torn tail") == len(torn_writes)
             time.sleep(2)
         net.check_agreement(load.accepted)
+
+
+def test_a_validator_with_a_clock_ahead_of_the_drift_bound_proposes_nothing_that_commits(
+    tmp_path: Path,
+) -> None:
+    """One validator's wall clock runs 8 s ahead (the genesis allows 2 s of drift): the
+    blocks it proposes carry its time and the others refuse them, so its turns end in round
+    changes; the chain goes on with the other three, and the skewed node follows it."""
+    with fault_net(tmp_path, 27900) as net:
+        with Load(net, seed=6) as load:
+            skewed = net.names[0]
+            time.sleep(2)
+            assert net.terminate(skewed) == 0
+            net.restart(skewed, skewed_clock(+8))
+            first = net.heights()[skewed] + 1
+            time.sleep(15)
+            last = min(net.heights().values())
+        net.check_agreement(load.accepted)
+        client = net.live_clients()[1]
+        status = client.status()
+        key = next(v["public_key"] for v in status["validators"] if v["name"] == skewed)
+        headers = [client.get(f"/v1/blocks/{h}")["header"] for h in range(first, last + 1)]
+        assert len(headers) >= 5, f"the chain stalled: heights {first}..{last}"
+        proposers = [h["proposer"] for h in headers]
+        assert key not in proposers, "a block proposed with the skewed clock was committed"
+        latest_ms = time.time() * 1000 + 2_000  # the drift bound, on a true clock
+        assert all(h["time_ms"] <= latest_ms for h in headers)
+        print(f"heights {first}..{last} committed without the skewed validator's proposals")
