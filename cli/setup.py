@@ -17,6 +17,7 @@ from carechain.consensus.errors import InvalidInput
 from carechain.consensus.genesis import ConsensusParams, Genesis, default_governance_threshold
 from carechain.consensus.types import Validator, ValidatorSet
 from carechain.node.keystore import save_key
+from carechain.storage.wal import mark_never_signed
 
 NODE_KEY = "node"
 VALIDATOR_KEY = "validator"
@@ -81,6 +82,7 @@ def init(
             save_genesis(home / GENESIS_FILE, genesis)
             summary["genesis_hash"] = genesis.genesis_hash.hex()
     save_node_config(home, NodeConfig(moniker=moniker, validator=validator))
+    mark_never_signed(home / "data" / "wal")
     if as_json:
         emit_json(summary)
         return

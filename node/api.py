@@ -265,6 +265,8 @@ class Api:
                 ],
                 "peers": node.network.peers(),
                 "syncing": node.syncing,
+                "signing_held": node.signing_held,
+                "signs_from_height": None if node.signing_held else node.engine.sign_from_height,
                 "gossip_blocks": node.gossip_blocks,
                 "heartbeats": {
                     peer: {"height": view.height, "round": view.round}

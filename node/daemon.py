@@ -77,6 +77,9 @@ PROVABLY_INVALID: Final = frozenset(
 FULL_NODE_POLL_S: Final = 2.0
 
 
+SIGNING_HELD: Final = 2**62  # a height no chain reaches
+
+
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
@@ -130,6 +133,28 @@ class Node:
         )
         key = validator_key if config.validator else None
         self.engine = Engine(engine_config(config, genesis), self.app, key)
+        # Signing history. A validator that finds neither a block nor the WAL's NEVER_SIGNED
+        # marker lost its data folder, and with it the record of what it signed: signing at
+        # a height it signed before the loss could make it equivocate. It follows the chain
+        # without signing until it holds a certified block proposed after it started (time
+        # after our start + the drift bound); every height it could have signed at is then
+        # committed. A data folder lost before the network's first block is the one case
+        # this cannot see (the WAL's marker is gone but so is every block).
+        self.signing_held = (
+            key is not None
+            and self.store.height == 0
+            and not self.wal.never_signed
+            and not self.wal.records()
+        )
+        if self.signing_held:
+            self.engine.sign_from_height = SIGNING_HELD
+            log.warning(
+                "no blocks and no signing history in %s: this validator signs nothing until "
+                "the chain has committed a block proposed after it started",
+                home / "data",
+            )
+        elif self.store.height > 0:
+            self.wal.forget_never_signed()
         # Gossip reaches non-validator nodes: a validator publishes only if its config admits
         # some (`p2p.observers`); a non-validator node always takes part.
         self._gossips = not config.validator or bool(config.p2p.observers)
@@ -267,6 +292,13 @@ class Node:
     def _after_commit(self, block: Block) -> None:
         height = block.header.height
         self.wal.rotate(height + 1)
+        self.wal.forget_never_signed()
+        if self.signing_held and block.header.time_ms > (
+            self.started_ms + self.genesis.params.clock_drift_ms_max
+        ):
+            self.signing_held = False
+            self.engine.sign_from_height = height + 1
+            log.warning("height %d was proposed after this node started: signing again", height)
         self.mempool.drop_rejected(self.app.rejected, self.store)
         self.app.rejected = []
         self.mempool.after_commit(block, self.store, self.clock_ms())

@@ -26,6 +26,7 @@ from carechain.consensus.genesis import (
 )
 from carechain.consensus.types import Validator, ValidatorSet
 from carechain.node.keystore import save_key
+from carechain.storage.wal import mark_never_signed
 
 LOCAL_TIMEOUTS = ConsensusSection(
     timeout_propose_ms=1500,
@@ -123,4 +124,5 @@ def make_testnet(
         )
         save_node_config(node.home, config)
         save_genesis(node.home / GENESIS_FILE, genesis)
+        mark_never_signed(node.home / "data" / "wal")
     return nodes

@@ -8,6 +8,13 @@ On open, every file is read back. A damaged *tail* (a torn write after a crash: 
 header, a record cut short, or a last record whose checksum fails) is cut off, and a warning
 says so. Damage *followed by valid records* cannot come from a crash; it is reported as an
 error and never skipped, because replaying around it could make the validator sign twice.
+
+A new home's WAL folder holds a marker, `NEVER_SIGNED`, written by `carechain init` and the
+testnet generator: the validator key beside it has signed nothing on this chain yet. The node
+removes it once it holds a block. A node that finds neither blocks nor the marker has lost
+its data folder (wiped, or a disk replaced): what its key signed before is unknown, so the
+node must not sign until the chain has moved past anything it could have signed (see
+`Node`, "signing history").
 """
 
 from __future__ import annotations
@@ -27,6 +34,18 @@ MAGIC: Final = b"\xcc\xc1"
 HEADER: Final = struct.Struct(">2sII")
 RECORD_BYTES_MAX: Final = 64 * 1024 * 1024
 _NAME: Final = re.compile(r"^wal-(\d{20})\.log$")
+NEVER_SIGNED: Final = "NEVER_SIGNED"
+
+
+def mark_never_signed(folder: Path) -> None:
+    """Mark a new home's WAL folder: its validator key has signed nothing yet."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / NEVER_SIGNED).write_text(
+        "Written when this home was created: its validator key had signed nothing on this\n"
+        "chain. The node removes this file once it holds a block. Never copy it into another\n"
+        "home: a node that has it signs from the first height it meets.\n"
+    )
+
 
 log = logging.getLogger("carechain.wal")
 
@@ -93,6 +112,7 @@ def read_records(path: Path) -> tuple[list[WalRecord], int, int]:
 class ConsensusWal:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.never_signed = (folder / NEVER_SIGNED).exists()
         folder.mkdir(parents=True, exist_ok=True)
         self._records: list[WalRecord] = []
         self.repairs: list[str] = []
@@ -121,6 +141,12 @@ class ConsensusWal:
 
     def _path(self, height: int) -> Path:
         return self.folder / f"wal-{height:020d}.log"
+
+    def forget_never_signed(self) -> None:
+        """The node holds a block now: from here on a lost data folder shows by its absence."""
+        if self.never_signed:
+            (self.folder / NEVER_SIGNED).unlink(missing_ok=True)
+            self.never_signed = False
 
     def records(self, height: int | None = None) -> list[WalRecord]:
         return [r for r in self._records if height is None or r.height == height]

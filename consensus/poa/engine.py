@@ -126,6 +126,9 @@ class Engine:
         self.config = config
         self.app = app
         self.key = key  # None: an observer that follows and commits but never signs
+        # No proposal or vote is signed below this height: a validator that lost its WAL
+        # (and so what it signed) waits here until the chain has moved past it.
+        self.sign_from_height = 0
         self.now_ms = 0
         self.state: HeightState | None = None
         self.timers: dict[tuple[Timer, int], int] = {}  # (timer, round) -> due time
@@ -170,6 +173,11 @@ class Engine:
     @property
     def me(self) -> bytes | None:
         return self.key.public_key if self.key else None
+
+    @property
+    def signing(self) -> bool:
+        """Whether this engine signs at its current height."""
+        return self.key is not None and self.height >= self.sign_from_height
 
     # -- events ---------------------------------------------------------------------------------
     def _on_start(self) -> None:
@@ -302,7 +310,7 @@ class Engine:
         assert state is not None
         self.timers.pop((Timer.HEARTBEAT, 0), None)
         state.round, state.step = round, Step.PROPOSE
-        if self.me is not None and proposer_of(state.validators, state.height, round) == self.me:
+        if self.signing and proposer_of(state.validators, state.height, round) == self.me:
             self._propose(round)
         self._set_timer(
             Timer.PROPOSE, round, self.config.timeout(self.config.timeout_propose_ms, round)
@@ -424,7 +432,7 @@ class Engine:
     def _sign_vote(self, vote_type: VoteType, block_hash: bytes) -> None:
         state = self.state
         assert state is not None
-        if self.key is None:
+        if self.key is None or not self.signing:
             return
         signed = state.own_votes.get((state.round, vote_type))
         if signed is None:
@@ -460,7 +468,7 @@ class Engine:
         state = self.state
         assert state is not None
         state.locked_round, state.locked_block = round, block
-        if self.key is not None:
+        if self.signing:  # a lock guards our own later votes; none at a height we sit out
             proof = tuple(state.votes(VoteType.PREVOTE, round).votes_for(block.block_hash))
             record = WalRecord(WalKind.LOCK, state.height, round, Lock(block, proof).encode())
             self._out.append(WriteWal(record))

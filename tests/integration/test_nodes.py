@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import io
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,45 @@ async def test_a_stopped_node_catches_up_and_the_rest_keep_committing(tmp_path: 
         restarted = await cluster.start_node(home)
         await eventually(lambda: restarted.node.store.height >= target, timeout_s=60)
         assert restarted.node.store.block(target) == cluster.members[0].node.store.block(target)
+
+
+@pytest.mark.asyncio
+async def test_a_validator_that_lost_its_data_folder_signs_again_only_past_the_chain_tip(
+    tmp_path: Path,
+) -> None:
+    """Its WAL (what it signed) is gone with the blocks: it follows the chain without signing
+    until a block proposed after its restart is committed, then signs again."""
+    async with running_cluster(tmp_path) as cluster:
+        first = _registration(cluster)[0]
+        await cluster.members[0].node.submit(first)
+        await _committed(cluster, first)
+        assert not any(m.node.signing_held for m in cluster.members)  # a new home may sign
+        wiped = cluster.members[3]
+        home, key = wiped.node.home, wiped.node.engine.me
+        await cluster.stop_member(wiped)
+        shutil.rmtree(home / "data")
+        restarted = await cluster.start_node(home)
+        held_at_start = restarted.node.signing_held
+        assert held_at_start
+        tip = cluster.members[0].node.store.height
+        while restarted.node.signing_held:
+            tx = _registration(cluster)[0]
+            await cluster.members[0].node.submit(tx)
+            await _committed(cluster, tx)
+        resumed = restarted.node.engine.sign_from_height
+        assert resumed > tip + 1  # the height in progress at the restart was sat out
+        assert all(r.height >= resumed for r in restarted.node.wal.records())
+
+        def signed_by_it() -> bool:
+            store = restarted.node.store
+            certificate = store.certificate(store.height)
+            return any(p.validator == key for p in certificate.precommits)
+
+        while not signed_by_it():
+            tx = _registration(cluster)[0]
+            await cluster.members[1].node.submit(tx)
+            await _committed(cluster, tx)
+        assert not (home / "data" / "wal" / "NEVER_SIGNED").exists()
 
 
 # --- the API ---------------------------------------------------------------------------------

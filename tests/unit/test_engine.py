@@ -17,6 +17,7 @@ from carechain.consensus.poa.events import (
     Received,
     ReportEvidence,
     RequestSync,
+    Send,
     Start,
     Tick,
     TxsAvailable,
@@ -452,3 +453,26 @@ def test_a_restarted_validator_re_announces_its_last_commit_from_the_store() -> 
         a.message for a in actions if isinstance(a, Broadcast) and isinstance(a.message, Commit)
     ]
     assert [c.block for c in commits] == [decided]
+
+
+def _a_height_played(sign_from_height: int) -> list[Action]:
+    """Height 1 as its round-0 proposer sees it: its own turn, a timeout, then the others'
+    nil prevotes and precommits."""
+    engine = Engine(CONFIG, StubApp(), proposer_key(1, 0))
+    engine.sign_from_height = sign_from_height
+    actions = engine.handle(Start(T0))
+    actions += engine.handle(Tick(T0 + 10 * CONFIG.timeout_propose_ms))
+    for vote_type in (VoteType.PREVOTE, VoteType.PRECOMMIT):
+        for signer in others(engine):
+            actions += deliver(engine, vote(signer, vote_type, 0, b""))
+    return actions
+
+
+def test_below_its_sign_from_height_an_engine_proposes_and_votes_nothing() -> None:
+    """A validator that lost its WAL sits heights out: no proposal, vote or lock of its own."""
+    signing = _a_height_played(sign_from_height=1)
+    assert any(isinstance(a, Broadcast) and isinstance(a.message, Proposal) for a in signing)
+    assert sent_votes(signing, VoteType.PREVOTE)
+    assert sent_votes(signing, VoteType.PRECOMMIT)
+    held = _a_height_played(sign_from_height=2)
+    assert [a for a in held if isinstance(a, (Broadcast, Send, WriteWal))] == []

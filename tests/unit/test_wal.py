@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from carechain.consensus.poa.messages import WalKind, WalRecord
-from carechain.storage.wal import ConsensusWal, WalCorruptError
+from carechain.storage.wal import ConsensusWal, WalCorruptError, mark_never_signed
 
 
 def _record(height: int, index: int) -> WalRecord:
@@ -90,3 +90,14 @@ def test_rotation_keeps_the_previous_height_only(tmp_path: Path) -> None:
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [f"wal-{3:020d}.log", f"wal-{4:020d}.log"]
     assert [r.height for r in ConsensusWal(tmp_path).records()] == [3, 4]
+
+
+def test_the_never_signed_marker_is_read_and_forgotten(tmp_path: Path) -> None:
+    folder = tmp_path / "wal"
+    assert not ConsensusWal(folder).never_signed  # a folder that appeared from nowhere
+    mark_never_signed(folder)
+    wal = ConsensusWal(folder)
+    marked = wal.never_signed
+    assert marked
+    wal.forget_never_signed()
+    assert (wal.never_signed, ConsensusWal(folder).never_signed) == (False, False)

@@ -5,11 +5,14 @@ The recovery figures each test measures are printed (run with -s to see them).""
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 
+from carechain.consensus.types import CommitCertificate
+from carechain.node.client import Client
 from carechain.tests.e2e.faults.harness import Load, fault_net, skewed_clock
 
 pytestmark = pytest.mark.slow
@@ -151,3 +154,42 @@ def test_a_validator_with_a_clock_ahead_of_the_drift_bound_proposes_nothing_that
         latest_ms = time.time() * 1000 + 2_000  # the drift bound, on a true clock
         assert all(h["time_ms"] <= latest_ms for h in headers)
         print(f"heights {first}..{last} committed without the skewed validator's proposals")
+
+
+def test_a_wiped_validator_resyncs_and_signs_only_after_the_chain_moved_past_it(
+    tmp_path: Path,
+) -> None:
+    """Its data folder (blocks and WAL) is deleted while it is down: it restarts with no record
+    of what it signed, follows the chain without signing until a block proposed after its
+    restart is committed, then signs again. No height it may have signed at before sees a
+    second signature of it."""
+    with fault_net(tmp_path, 28000) as net:
+        with Load(net, seed=8) as load:
+            wiped = net.names[2]
+            time.sleep(3)
+            net.kill(wiped)
+            down_at = max(net.heights().values())
+            shutil.rmtree(net.home(wiped) / "data")
+            net.restart(wiped)
+            client = net.clients[wiped]
+            assert client.status()["signing_held"] is True
+            started = time.monotonic()
+            while client.status()["signing_held"]:
+                assert time.monotonic() - started < 30, "the wiped validator never signed again"
+                time.sleep(0.1)
+            signs_from = client.status()["signs_from_height"]
+            print(f"resynced and signing again {time.monotonic() - started:.2f} s after restart")
+            time.sleep(3)
+        height = net.check_agreement(load.accepted)
+        other = net.live_clients()[0]
+        validators = other.status()["validators"]
+        key = next(v["public_key"] for v in validators if v["name"] == wiped)
+        # (down_at + 1 may hold a precommit it sent just before it was killed)
+        signed = [h for h in range(down_at + 2, height + 1) if _signed_at(other, h, key)]
+    assert signed, "it never signed again"
+    assert min(signed) >= signs_from > down_at + 1, (signed, signs_from, down_at)
+
+
+def _signed_at(client: Client, height: int, key: str) -> bool:
+    encoded = bytes.fromhex(client.get(f"/v1/blocks/{height}")["certificate"])
+    return any(p.validator.hex() == key for p in CommitCertificate.decode(encoded).precommits)
