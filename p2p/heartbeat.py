@@ -10,7 +10,6 @@ counted and dropped, never raised.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -92,6 +91,7 @@ class HeartbeatService:
         self.rate = RateLimit(per_source_per_second)
         self.views: dict[str, PeerView] = {}
         self.dropped = 0
+        self.send_errors = 0
         self.bound: tuple[str, int] | None = None
 
     def _heartbeat(self) -> bytes:
@@ -117,13 +117,21 @@ class HeartbeatService:
         while True:
             data = self._heartbeat()
             for address in self.peers:
-                with contextlib.suppress(OSError):
+                try:
                     await socket.send(data, address)
+                except OSError:  # this send's failure, or an earlier one reported now
+                    self.send_errors += 1
             await asyncio.sleep(self.interval_s)
 
     async def _receive_loop(self, socket: asyncio_dgram.aio.DatagramServer) -> None:
         while True:
-            data, source = await socket.recv()
+            try:
+                data, source = await socket.recv()
+            except OSError:
+                # an earlier send's failure (no route to a peer, a partitioned network),
+                # which the socket reports late, on the next receive: counted, never fatal
+                self.send_errors += 1
+                continue
             host, port = typing.cast(tuple[str, int], source)[:2]
             self.receive(data, f"{host}:{port}")
 

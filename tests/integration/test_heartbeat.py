@@ -107,3 +107,55 @@ async def test_the_service_survives_a_flood_on_its_socket() -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@pytest.mark.asyncio
+async def test_a_peer_address_that_cannot_be_sent_to_costs_a_count_not_the_service() -> None:
+    """A failed send (here: the broadcast address, which needs SO_BROADCAST; in a partitioned
+    network: a blackhole route) is reported by the socket on the next receive."""
+    service = _service(PrivateKey(b"\x47" * 32), [1], set(), [])
+    service.peers = [("255.255.255.255", 9)]
+    ready = asyncio.Event()
+    task = asyncio.create_task(service.run(ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 5)
+        await asyncio.sleep(0.5)
+        assert service.send_errors >= 2, "each interval's failed send is counted"
+        assert not task.done(), "the service keeps running"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class _LateErrorSocket:
+    """A socket that reports an earlier send's failure on a receive, then gets garbage."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def recv(self) -> tuple[bytes, tuple[str, int]]:
+        self.calls += 1
+        if self.calls == 1:
+            raise OSError(22, "Invalid argument")
+        if self.calls == 2:
+            return b"garbage", ("127.0.0.1", 9)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+@pytest.mark.asyncio
+async def test_a_send_failure_reported_on_receive_does_not_stop_the_receiving() -> None:
+    service = _service(PrivateKey(b"\x48" * 32), [1], set(), [])
+    fake = _LateErrorSocket()
+    task = asyncio.create_task(service._receive_loop(fake))  # type: ignore[arg-type]
+    try:
+        for _ in range(100):
+            if fake.calls >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert (service.send_errors, service.dropped) == (1, 1)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
