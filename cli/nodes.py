@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -73,13 +74,17 @@ def _encrypted(path: Path) -> bool:
 
 
 def spawn(
-    home: Path, log_path: Path, extra_env: dict[str, str] | None = None
+    home: Path,
+    log_path: Path,
+    extra_env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     """Start `carechain start --home HOME` as a child process logging to `log_path`, with
-    `extra_env` added to its environment."""
+    `extra_env` added to its environment and the command after `prefix` (a wrapper such as
+    `ip netns exec NAME`)."""
     with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
-            [sys.executable, "-m", "carechain.cli", "start", "--home", str(home)],
+            [*prefix, sys.executable, "-m", "carechain.cli", "start", "--home", str(home)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

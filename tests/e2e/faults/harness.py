@@ -21,6 +21,7 @@ from carechain.cli.nodes import Devnet, spawn, wait_for_api
 from carechain.consensus.crypto import PrivateKey
 from carechain.node import builders
 from carechain.node.client import ApiRequestError, Client, NodeUnreachable
+from carechain.tests.e2e.faults.netns import Namespaces, readdress
 
 CHAIN = "carechain-faults"
 # Short, so that a request caught by a node's SIGSTOP or SIGKILL cannot stall the load or the
@@ -99,17 +100,29 @@ class Load:
 
 
 class FaultNet:
-    def __init__(self, folder: Path, base_port: int) -> None:
+    """Four validators on loopback, or each in its own network namespace (`spaces`)."""
+
+    def __init__(self, folder: Path, base_port: int, spaces: Namespaces | None = None) -> None:
         self.devnet = Devnet(folder, 4, base_port, chain_id=CHAIN, heartbeat_interval_ms=1000)
+        self.spaces = spaces
         self.clients: dict[str, Client] = {}
         self.stopped: set[str] = set()
+        if spaces is not None:
+            readdress([node.home for node in self.devnet.nodes], spaces)
 
     @property
     def names(self) -> list[str]:
         return [node.name for node in self.devnet.nodes]
 
+    def _prefix(self, name: str) -> list[str]:
+        return [] if self.spaces is None else self.spaces.command(self.names.index(name))
+
     def start(self) -> None:
-        for node, client in zip(self.devnet.nodes, self.devnet.start(), strict=True):
+        for node in self.devnet.nodes:
+            log = node.home / "node.log"
+            self.devnet.processes[node.name] = spawn(node.home, log, prefix=self._prefix(node.name))
+        for node in self.devnet.nodes:
+            client = wait_for_api(node.home, self.devnet.processes[node.name])
             self.clients[node.name] = Client(client.base_url, timeout_s=REQUEST_TIMEOUT_S)
 
     def live_clients(self) -> list[Client]:
@@ -136,7 +149,7 @@ class FaultNet:
 
     def restart(self, name: str, extra_env: dict[str, str] | None = None) -> None:
         node = next(n for n in self.devnet.nodes if n.name == name)
-        process = spawn(node.home, node.home / "node.log", extra_env)
+        process = spawn(node.home, node.home / "node.log", extra_env, self._prefix(name))
         self.devnet.processes[name] = process
         client = wait_for_api(node.home, process)
         self.clients[name] = Client(client.base_url, timeout_s=REQUEST_TIMEOUT_S)
@@ -194,8 +207,8 @@ def skewed_clock(offset_s: int) -> dict[str, str]:
 
 
 @contextmanager
-def fault_net(folder: Path, base_port: int) -> Iterator[FaultNet]:
-    net = FaultNet(folder, base_port)
+def fault_net(folder: Path, base_port: int, spaces: Namespaces | None = None) -> Iterator[FaultNet]:
+    net = FaultNet(folder, base_port, spaces)
     try:
         net.start()
         yield net

@@ -7,13 +7,16 @@ from __future__ import annotations
 import random
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from carechain.consensus.types import CommitCertificate
 from carechain.node.client import Client
+from carechain.tests.e2e.faults import netns
 from carechain.tests.e2e.faults.harness import Load, fault_net, skewed_clock
+from carechain.tests.e2e.faults.netns import Namespaces
 
 pytestmark = pytest.mark.slow
 
@@ -193,3 +196,63 @@ def test_a_wiped_validator_resyncs_and_signs_only_after_the_chain_moved_past_it(
 def _signed_at(client: Client, height: int, key: str) -> bool:
     encoded = bytes.fromhex(client.get(f"/v1/blocks/{height}")["certificate"])
     return any(p.validator.hex() == key for p in CommitCertificate.decode(encoded).precommits)
+
+
+@pytest.fixture
+def spaces() -> Iterator[Namespaces]:
+    reason = netns.available()
+    if reason is not None:
+        pytest.skip(reason)
+    made = Namespaces(4)
+    try:
+        made.up()
+        yield made
+    finally:
+        made.down()
+
+
+def test_a_validator_partitioned_away_past_the_round_timeouts_catches_up_after_healing(
+    tmp_path: Path, spaces: Namespaces
+) -> None:
+    """Scenario 4a: one validator's links are cut for 12 s (its round timeouts are 1-2 s):
+    the other three go on; after healing it catches up and all agree."""
+    with fault_net(tmp_path, 28100, spaces) as net:
+        with Load(net, seed=9) as load:
+            time.sleep(3)
+            cut = net.names[3]
+            since = time.monotonic()
+            spaces.split([3], [0, 1, 2])
+            time.sleep(12)
+            until = time.monotonic()
+            spaces.heal()
+            outage = load.longest_gap_s(since, until)
+            print(f"longest write outage with one validator cut off: {outage:.2f} s")
+            assert outage < 5.0
+            others = max(h for name, h in net.heights().items() if name != cut)
+            healed = time.monotonic()
+            while net.heights()[cut] < others:
+                assert time.monotonic() - healed < 30, "the cut-off validator did not catch up"
+                time.sleep(0.1)
+            print(f"caught up {time.monotonic() - healed:.2f} s after healing")
+            time.sleep(2)
+        net.check_agreement(load.accepted)
+
+
+def test_a_two_two_split_commits_nothing_and_resumes_after_healing(
+    tmp_path: Path, spaces: Namespaces
+) -> None:
+    """Scenario 4b: neither half has more than 2/3 of the power: no block commits on either
+    side while split (after the one that may be in flight); healed, the chain resumes."""
+    with fault_net(tmp_path, 28200, spaces) as net:
+        with Load(net, seed=10) as load:
+            time.sleep(3)
+            spaces.split([0, 1], [2, 3])
+            time.sleep(2)
+            halted = net.heights()
+            time.sleep(12)
+            assert net.heights() == halted, f"a block committed while split: {halted}"
+            spaces.heal()
+            resumed = _progress_after(load, max(halted.values()), 30)
+            print(f"the chain resumed {resumed:.2f} s after healing the 2-2 split")
+            time.sleep(2)
+        net.check_agreement(load.accepted)
