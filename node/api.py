@@ -14,7 +14,7 @@ import dataclasses
 import enum
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import pydantic
 from aiohttp import web
@@ -51,13 +51,21 @@ class Body(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", strict=True)
 
 
+HEX: Final = r"^([0-9a-f]{2})+$"
+
+
 class SubmitTx(Body):
-    tx: str = pydantic.Field(description="canonical transaction bytes, hex", max_length=2_000_000)
+    tx: str = pydantic.Field(
+        description="canonical transaction bytes, hex", max_length=2_000_000, pattern=HEX
+    )
 
 
 class SubmitTxs(Body):
-    txs: list[str] = pydantic.Field(
-        description="canonical transactions, hex, taken in order", min_length=1, max_length=1000
+    # (no pattern on the items: each is refused on its own, in the results, not the batch)
+    txs: list[Annotated[str, pydantic.Field(max_length=2_000_000)]] = pydantic.Field(
+        description="canonical transactions, hex, taken in order",
+        min_length=1,
+        max_length=1000,
     )
 
 
@@ -67,7 +75,9 @@ class CoSignature(Body):
 
 
 class FetchBlob(Body):
-    request: str = pydantic.Field(description="signed BlobRequest, hex", max_length=8192)
+    request: str = pydantic.Field(
+        description="signed BlobRequest, hex", max_length=8192, pattern=HEX
+    )
 
 
 class ApiError(Exception):
@@ -109,9 +119,11 @@ async def _body(request: web.Request, model: type[Body]) -> Any:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
         problem = exc.errors()[0]
-        code = {"extra_forbidden": "unknown_field", "missing": "missing_field"}.get(
-            problem["type"], "bad_field"
-        )
+        code = {
+            "extra_forbidden": "unknown_field",
+            "missing": "missing_field",
+            "string_pattern_mismatch": "bad_hex",  # every pattern in the bodies is hex
+        }.get(problem["type"], "bad_field")
         where = ".".join(str(p) for p in problem["loc"]) or "body"
         raise ApiError(400, code, f"{where}: {problem['msg']}") from None
 
@@ -139,7 +151,8 @@ def refusal(exc: ApiError | CarechainError) -> tuple[int, dict[str, str]]:
     if isinstance(exc, ApiError):
         return exc.status, {"error": exc.code, "message": exc.message}
     message = exc.detail if isinstance(exc, TxRejected) else str(exc)
-    return 503 if isinstance(exc, PoolFull) else 400, {"error": exc.code, "message": message}
+    status = 503 if isinstance(exc, PoolFull) else 404 if exc.code.endswith("not_found") else 400
+    return status, {"error": exc.code, "message": message}
 
 
 @web.middleware
@@ -156,7 +169,18 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
     except web.HTTPException as exc:
         code = "not_found" if exc.status == 404 else "bad_request"
-        return web.json_response({"error": code, "message": exc.reason}, status=exc.status)
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return web.json_response(
+            {"error": code, "message": exc.reason}, status=exc.status, headers=allow
+        )
+
+
+# A parameter may not take the name of a sibling route (`/v1/txs/batch` is not a transaction
+# id), or a 405 there would advertise the sibling's methods too.
+ROUTER_PATHS: Final = {
+    "/v1/txs/{id}": "/v1/txs/{id:(?!batch$|check$)[^/]+}",
+    "/v1/blobs/{cid}": "/v1/blobs/{cid:(?!fetch$)[^/]+}",
+}
 
 
 class Api:
@@ -178,7 +202,7 @@ class Api:
             middlewares=[errors], client_max_size=self.node.config.api.body_bytes_max
         )
         for method, path, handler, _ in self.routes():
-            application.router.add_route(method, path, handler)
+            application.router.add_route(method, ROUTER_PATHS.get(path, path), handler)
         return application
 
     def routes(self) -> list[tuple[str, str, Handler, str]]:
@@ -523,7 +547,7 @@ class Api:
 
 
 def _int(text: str, field: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²".isdigit() is true; int() refuses it
         raise ApiError(400, "bad_field", f"{field} must be a whole number")
     return int(text)
 
@@ -542,31 +566,54 @@ BODIES: dict[str, type[Body]] = {
 }
 
 
+HEX_64: Final = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+HEX_40: Final = {"type": "string", "pattern": "^[0-9a-f]{40}$"}
+PARAMETERS: Final[dict[str, dict[str, Any]]] = {
+    "/v1/txs/{id}": HEX_64,
+    "/v1/partials/{id}": HEX_64,
+    "/v1/vaults/{id}": HEX_40,
+    "{address}": {"type": "string", "pattern": "^(cc1[02-9ac-hj-np-z]{38}|[0-9a-f]{40})$"},
+    "{height}": {"type": "string", "pattern": "^([1-9][0-9]{0,17}|latest)$"},
+    "{cid}": {"type": "string", "pattern": "^b[a-z2-7]{58}$"},
+    "{table}": {"type": "string", "enum": [t.name.lower().replace("_", "-") for t in Table]},
+    "{key}": {"type": "string", "pattern": "^([0-9a-f]{2}){1,128}$"},
+}
+SUCCESS: Final = {("POST", "/v1/txs"): "202", ("POST", "/v1/blobs"): "201"}
+
+
+def _parameter_schema(path: str, name: str) -> dict[str, Any]:
+    for where, described in PARAMETERS.items():
+        if where == f"{{{name}}}" or (where.startswith("/") and path.startswith(where)):
+            return described
+    return {"type": "string"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+
+
 def openapi_document(api: Api) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for method, path, _, summary in api.routes():
-        operation: dict[str, Any] = {
-            "summary": summary,
-            "responses": {
-                "200": {"description": "success"},
-                "4XX": {
-                    "description": "the caller's mistake",
-                    "content": {"application/json": {"schema": ERROR_SCHEMA}},
-                },
-            },
+        names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+        responses: dict[str, Any] = {
+            SUCCESS.get((method, path), "200"): {"description": "success"},
+            "400": _error("the caller's mistake: what was wrong, in `error` and `message`"),
         }
-        parameters = [
-            {"name": part[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
-            for part in path.split("/")
-            if part.startswith("{")
-        ]
+        if names:
+            responses["404"] = _error("nothing of that name here")
+        if method == "POST":
+            responses["413"] = _error("the body exceeds `api.body_bytes_max`")
         if path in ("/v1/txs", "/v1/partials/{id}/signatures"):  # a batch reports it per item
-            operation["responses"]["503"] = {
-                "description": "the node's pool is full: retry after the Retry-After seconds",
-                "content": {"application/json": {"schema": ERROR_SCHEMA}},
-            }
-        if parameters:
-            operation["parameters"] = parameters
+            responses["503"] = _error(
+                "the node's pool is full: retry after the Retry-After seconds"
+            )
+        operation: dict[str, Any] = {"summary": summary, "responses": responses}
+        if names:
+            operation["parameters"] = [
+                {"name": n, "in": "path", "required": True, "schema": _parameter_schema(path, n)}
+                for n in names
+            ]
         if method == "POST" and path in BODIES:
             operation["requestBody"] = {
                 "required": True,

@@ -279,6 +279,15 @@ async def test_bad_input_gets_a_4xx_with_a_reason_and_the_node_keeps_running(
         assert (status, body["error"]) == (400, "unknown_partial")
         status, body = await _call(session, "GET", f"{base}/v1/blocks/999999")
         assert (status, body["error"]) == (404, "not_found")
+        # found by the API fuzzer (tests/fuzz/test_api.py): a superscript two is a digit to
+        # str.isdigit() but not to int(), and was a 500
+        status, body = await _call(session, "GET", f"{base}/v1/blocks/%C2%B2")
+        assert (status, body["error"]) == (400, "bad_field")
+        missing = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+        status, body = await _call(session, "GET", f"{base}/v1/blobs/{missing}")
+        assert (status, body["error"]) == (404, "blob_not_found")
+        async with session.options(f"{base}/v1/txs/batch") as refused:
+            assert (refused.status, refused.headers["Allow"]) == (405, "POST")
         crowded = cluster.members[0].node
         crowded.mempool.txs_max = len(crowded.mempool)  # a busy node: full until the next block
         async with session.post(f"{base}/v1/txs", json={"tx": good.encode().hex()}) as busy:
