@@ -28,7 +28,7 @@ def test_the_api_keeps_its_openapi_contract_under_generated_input(tmp_path: Path
     devnet = Devnet(tmp_path / "net", 1, PORT)
     try:
         (client,) = devnet.start()
-        run = subprocess.run(  # noqa: S603 - our interpreter, fixed arguments
+        run = subprocess.run(
             [
                 sys.executable,
                 "-m",
