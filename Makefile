@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck layers unit bench sim clean
+.PHONY: install demo test lint typecheck layers unit bench fuzz sim clean
 
 install:
 	@test -x $(BIN)/python || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet --upgrade pip; }
@@ -37,6 +37,10 @@ layers: install
 
 unit: install
 	$(BIN)/python -m pytest -q
+
+# The fuzzers with a long budget (CI runs them with a small one inside `make test`).
+fuzz: install
+	CARECHAIN_FUZZ_EXAMPLES=$${CARECHAIN_FUZZ_EXAMPLES:-20000} $(BIN)/python -m pytest -q tests/fuzz
 
 bench: install
 	@for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

@@ -73,6 +73,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(path, ["file not found (run `carechain init` to create it)"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
+    except UnicodeDecodeError as exc:  # tomllib reads UTF-8 only
+        raise ConfigError(path, [f"not UTF-8 text: {exc}"]) from None
     except OSError as exc:
         raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from None
 

@@ -183,6 +183,13 @@ def test_node_config_errors_name_the_field(tmp_path: Path, text: str, message: s
     assert message in str(caught.value), str(caught.value)
 
 
+def test_a_config_that_is_not_utf8_is_refused_by_name(tmp_path: Path) -> None:
+    """Found by tests/fuzz/test_config.py: tomllib's UnicodeDecodeError escaped the loader."""
+    (tmp_path / "config.toml").write_bytes(b"\xc0moniker = 'x'\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_node_config(tmp_path)
+
+
 def test_missing_config_says_how_to_create_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="carechain init"):
         load_node_config(tmp_path)
