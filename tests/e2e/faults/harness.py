@@ -9,6 +9,8 @@ import dataclasses
 import itertools
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -107,6 +109,7 @@ class FaultNet:
         self.spaces = spaces
         self.clients: dict[str, Client] = {}
         self.stopped: set[str] = set()
+        self.byzantine: set[str] = set()
         if spaces is not None:
             readdress([node.home for node in self.devnet.nodes], spaces)
 
@@ -126,7 +129,9 @@ class FaultNet:
             self.clients[node.name] = Client(client.base_url, timeout_s=REQUEST_TIMEOUT_S)
 
     def live_clients(self) -> list[Client]:
-        return [c for name, c in self.clients.items() if name not in self.stopped]
+        """The honest nodes that are running."""
+        out = self.stopped | self.byzantine
+        return [c for name, c in self.clients.items() if name not in out]
 
     def kill(self, name: str) -> None:
         self.stopped.add(name)
@@ -155,9 +160,26 @@ class FaultNet:
         self.clients[name] = Client(client.base_url, timeout_s=REQUEST_TIMEOUT_S)
         self.stopped.discard(name)
 
+    def restart_byzantine(self, name: str) -> None:
+        """Stop `name` and run it again as the Byzantine validator of byzantine.py."""
+        assert self.terminate(name) == 0
+        node = next(n for n in self.devnet.nodes if n.name == name)
+        module = "carechain.tests.e2e.faults.byzantine"
+        with (node.home / "node.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", module, "--home", str(node.home)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.devnet.processes[name] = process
+        wait_for_api(node.home, process)
+        self.stopped.discard(name)
+        self.byzantine.add(name)
+
     def heights(self) -> dict[str, int]:
         return {name: int(c.status()["height"]) for name, c in self.clients.items()
-                if name not in self.stopped}  # fmt: skip
+                if name not in self.stopped | self.byzantine}  # fmt: skip
 
     def wait_until_level(self, timeout_s: float = 60) -> int:
         """Until every live node reports the same height; that height."""
@@ -170,9 +192,10 @@ class FaultNet:
                 raise AssertionError(f"nodes did not level: {self.heights()}")
             time.sleep(0.2)
 
-    def check_agreement(self, accepted: list[bytes]) -> int:
-        """Every live node holds the same blocks, every committed transaction everywhere, and
-        no equivocation evidence was recorded; the common height."""
+    def check_agreement(self, accepted: list[bytes], *, evidence: bool = False) -> int:
+        """Every live honest node holds the same blocks, every committed transaction
+        everywhere, and (unless `evidence`) no equivocation evidence was recorded; the common
+        height."""
         height = self.wait_until_level()
         clients = self.live_clients()
         for h in range(1, height + 1):
@@ -187,8 +210,9 @@ class FaultNet:
                 assert answers == {"committed"}, f"{tx_id.hex()}: {answers}"
                 committed += 1
         assert committed > 0, "the load committed nothing"
-        evidence = clients[0].get("/v1/state/evidence")["entries"]
-        assert evidence == [], f"a validator signed twice: {evidence}"
+        if not evidence:
+            entries = clients[0].get("/v1/state/evidence")["entries"]
+            assert entries == [], f"a validator signed twice: {entries}"
         return height
 
     def stop(self) -> None:

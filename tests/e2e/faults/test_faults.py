@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from carechain.consensus.ledger.records import Evidence
 from carechain.consensus.types import CommitCertificate
 from carechain.node.client import Client
 from carechain.tests.e2e.faults import netns
@@ -256,3 +257,31 @@ def test_a_two_two_split_commits_nothing_and_resumes_after_healing(
             print(f"the chain resumed {resumed:.2f} s after healing the 2-2 split")
             time.sleep(2)
         net.check_agreement(load.accepted)
+
+
+def test_a_byzantine_validator_is_outvoted_and_its_equivocations_are_recorded(
+    tmp_path: Path,
+) -> None:
+    """Scenario 9: one validator process (byzantine.py) sends, with every vote, a conflicting
+    vote, a vote for a far height, a badly signed vote, a stranger's vote, garbage, and now and
+    then an oversize frame. The three honest nodes keep committing and agreeing, and the chain
+    records the equivocations as evidence against that validator only."""
+    with fault_net(tmp_path, 28300) as net:
+        with Load(net, seed=11) as load:
+            time.sleep(2)
+            villain = net.names[3]
+            net.restart_byzantine(villain)
+            since = time.monotonic()
+            time.sleep(15)
+            outage = load.longest_gap_s(since, time.monotonic())
+            print(f"longest write outage with a Byzantine validator: {outage:.2f} s")
+        net.check_agreement(load.accepted, evidence=True)
+        honest = net.live_clients()[0]
+        validators = honest.status()["validators"]
+        key = next(v["public_key"] for v in validators if v["name"] == villain)
+        entries = honest.get("/v1/state/evidence")["entries"]
+        accused = {Evidence.decode(bytes.fromhex(value)).validator.hex() for _, value in entries}
+        print(f"{len(entries)} equivocations recorded")
+    assert entries, "no evidence was recorded"
+    assert accused == {key}
+    assert outage < 5.0
