@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,9 +21,13 @@ from pathlib import Path
 import libfaketime
 
 from carechain.cli.nodes import Devnet, spawn, wait_for_api
+from carechain.config.genesis import GENESIS_FILE
+from carechain.config.node import load_node_config, save_node_config
 from carechain.consensus.crypto import PrivateKey
 from carechain.node import builders
 from carechain.node.client import ApiRequestError, Client, NodeUnreachable
+from carechain.node.keystore import save_key
+from carechain.storage.wal import mark_never_signed
 from carechain.tests.e2e.faults.netns import Namespaces, readdress
 
 CHAIN = "carechain-faults"
@@ -110,12 +115,13 @@ class FaultNet:
         self.clients: dict[str, Client] = {}
         self.stopped: set[str] = set()
         self.byzantine: set[str] = set()
+        self.extra: dict[str, Path] = {}  # validators added after genesis
         if spaces is not None:
             readdress([node.home for node in self.devnet.nodes], spaces)
 
     @property
     def names(self) -> list[str]:
-        return [node.name for node in self.devnet.nodes]
+        return [node.name for node in self.devnet.nodes] + list(self.extra)
 
     def _prefix(self, name: str) -> list[str]:
         return [] if self.spaces is None else self.spaces.command(self.names.index(name))
@@ -142,6 +148,8 @@ class FaultNet:
         return self.devnet.terminate(name)
 
     def home(self, name: str) -> Path:
+        if name in self.extra:
+            return self.extra[name]
         return next(n.home for n in self.devnet.nodes if n.name == name)
 
     def pause(self, name: str) -> None:
@@ -159,6 +167,44 @@ class FaultNet:
         client = wait_for_api(node.home, process)
         self.clients[name] = Client(client.base_url, timeout_s=REQUEST_TIMEOUT_S)
         self.stopped.discard(name)
+
+    def add_validator_home(self, folder: Path) -> tuple[str, Path]:
+        """A new validator's home beside the others (fresh keys, the network's genesis, the
+        next ports, the others as peers); its name and home. Governance must add it."""
+        name = f"hospital-{len(self.names)}"
+        home = folder / name
+        first = self.devnet.nodes[0]
+        save_key(home / "keys" / "node.json", PrivateKey.generate(), name="node",
+                 purpose="node", passphrase=None)  # fmt: skip
+        save_key(home / "keys" / "validator.json", PrivateKey.generate(), name="validator",
+                 purpose="validator", passphrase=None)  # fmt: skip
+        shutil.copy(first.home / GENESIS_FILE, home / GENESIS_FILE)
+        model = load_node_config(first.home)
+        port = self.devnet.nodes[-1].p2p_port + 2 * (len(self.extra) + 1)
+        own_p2p = f"/ip4/127.0.0.1/tcp/{port}"
+        own_heartbeat = f"127.0.0.1:{port + 1000}"
+        first_p2p = f"{model.p2p.listen}/p2p/{first.node_id}"
+        p2p = model.p2p.model_copy(
+            update={
+                "listen": own_p2p,
+                "peers": [*model.p2p.peers, first_p2p],
+                "heartbeat_listen": own_heartbeat,
+                "heartbeat_peers": [*model.p2p.heartbeat_peers, model.p2p.heartbeat_listen],
+            }
+        )
+        api = model.api.model_copy(update={"listen": f"127.0.0.1:{port + 1}"})
+        config = model.model_copy(update={"moniker": name, "p2p": p2p, "api": api})
+        save_node_config(home, config)
+        mark_never_signed(home / "data" / "wal")
+        self.extra[name] = home
+        return name, home
+
+    def start_extra(self, name: str) -> None:
+        home = self.extra[name]
+        process = spawn(home, home / "node.log")
+        self.devnet.processes[name] = process
+        client = wait_for_api(home, process)
+        self.clients[name] = Client(client.base_url, timeout_s=REQUEST_TIMEOUT_S)
 
     def restart_byzantine(self, name: str) -> None:
         """Stop `name` and run it again as the Byzantine validator of byzantine.py."""

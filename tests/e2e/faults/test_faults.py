@@ -12,11 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from carechain.consensus.ledger.records import Evidence
-from carechain.consensus.types import CommitCertificate
-from carechain.node.client import Client
+from carechain.consensus.crypto import PrivateKey
+from carechain.consensus.ledger.governance import GOVERNANCE_ACCOUNT
+from carechain.consensus.ledger.records import Evidence, ValidatorAction
+from carechain.consensus.types import CommitCertificate, Validator
+from carechain.node import builders
+from carechain.node.client import ApiRequestError, Client
+from carechain.node.keystore import load_key
 from carechain.tests.e2e.faults import netns
-from carechain.tests.e2e.faults.harness import Load, fault_net, skewed_clock
+from carechain.tests.e2e.faults.harness import CHAIN, FaultNet, Load, fault_net, skewed_clock
 from carechain.tests.e2e.faults.netns import Namespaces
 
 pytestmark = pytest.mark.slow
@@ -285,3 +289,83 @@ def test_a_byzantine_validator_is_outvoted_and_its_equivocations_are_recorded(
     assert entries, "no evidence was recorded"
     assert accused == {key}
     assert outage < 5.0
+
+
+def test_a_validator_added_and_one_removed_by_governance_under_load_with_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Scenario 8: governance adds a fifth validator (a node is killed as the change is
+    submitted and restarted two seconds later), the newcomer starts, syncs and signs; then
+    governance removes an original validator, which stops. The remaining four agree."""
+    with fault_net(tmp_path / "net", 28400) as net:
+        with Load(net, seed=12) as load:
+            time.sleep(2)
+            newcomer, home = net.add_validator_home(tmp_path / "net")
+            node_key = load_key(home / "keys" / "node.json", None).public_key
+            validator_key = load_key(home / "keys" / "validator.json", None)
+            joining = Validator(newcomer, validator_key.public_key, node_key, 10)
+            originals = net.names[:4]
+            signers = [_validator_key(net, name) for name in originals[:3]]
+            added = _governance(net, ValidatorAction.ADD, joining, signers, restart=originals[1])
+            print(f"validator added at height {added}")
+            net.start_extra(newcomer)
+            joined = _wait_for_signature(net, newcomer, validator_key.public_key.hex())
+            print(f"the newcomer signed a certificate at height {joined}")
+            leaving = originals[3]
+            leaving_node = load_key(net.home(leaving) / "keys" / "node.json", None).public_key
+            gone = Validator(leaving, _validator_key(net, leaving).public_key, leaving_node, 10)
+            removed = _governance(
+                net, ValidatorAction.REMOVE, gone, [*signers, validator_key], restart=None
+            )
+            print(f"{leaving} removed at height {removed}")
+            net.kill(leaving)
+            time.sleep(3)
+        height = net.check_agreement(load.accepted)
+        status = net.clients[newcomer].status()
+        assert sorted(v["name"] for v in status["validators"]) == sorted([*originals[:3], newcomer])
+        assert height > removed
+
+
+def _validator_key(net: FaultNet, name: str) -> PrivateKey:
+    return load_key(net.home(name) / "keys" / "validator.json", None)
+
+
+def _governance(
+    net: FaultNet,
+    action: ValidatorAction,
+    validator: Validator,
+    signers: list[PrivateKey],
+    restart: str | None,
+) -> int:
+    """Submit a validator change signed by `signers` (killing `restart` as it goes out and
+    restarting it 2 s later); the height it committed at."""
+    client = net.live_clients()[0]
+    try:
+        nonce = int(client.get(f"/v1/accounts/{GOVERNANCE_ACCOUNT.hex()}")["nonce"]) + 1
+    except ApiRequestError:
+        nonce = 1
+    expiry = int(time.time() * 1000) + 600_000
+    draft = builders.change_validator(CHAIN, nonce, expiry, action, validator)
+    tx = draft.signed(*signers)
+    client.submit(tx)
+    if restart is not None:
+        net.kill(restart)
+        time.sleep(2)
+        net.restart(restart)
+    answer = Client(client.base_url, timeout_s=30).wait_committed(tx.id, timeout_s=60)
+    return int(answer["height"])
+
+
+def _wait_for_signature(net: FaultNet, name: str, key: str) -> int:
+    """The first height whose certificate holds `name`'s precommit (60 s at most)."""
+    deadline = time.monotonic() + 60
+    client = net.live_clients()[0]
+    checked = int(client.status()["height"])
+    while time.monotonic() < deadline:
+        height = int(client.status()["height"])
+        for h in range(checked + 1, height + 1):
+            if _signed_at(client, h, key):
+                return h
+        checked = height
+        time.sleep(0.2)
+    raise AssertionError(f"{name} never signed: {net.clients[name].status()}")
