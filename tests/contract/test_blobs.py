@@ -89,6 +89,7 @@ async def test_resume_from_an_offset(store: BlobStore) -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.security
 async def test_a_tampered_chunk_is_refused(store: BlobStore) -> None:
     data = _data(2 * MiB + 3)
     cid = await store.put(from_bytes(data))
@@ -105,6 +106,7 @@ async def test_a_tampered_chunk_is_refused(store: BlobStore) -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.security
 async def test_a_tampered_single_chunk_blob_is_refused(store: BlobStore) -> None:
     cid = await store.put(from_bytes(b"ciphertext"))
     await store.objects.put_object(f"chunks/{cid}", b"ciphertexT")

@@ -102,6 +102,7 @@ def test_the_stream_framing_splits_or_refuses_any_bytes(chunks: list[bytes]) -> 
 
 
 @pytest.mark.asyncio
+@pytest.mark.security
 async def test_a_validator_fed_mutated_frames_of_every_kind_refuses_them_and_runs_on(
     tmp_path: Path,
 ) -> None:

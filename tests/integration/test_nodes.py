@@ -109,6 +109,7 @@ async def test_a_stopped_node_catches_up_and_the_rest_keep_committing(tmp_path: 
 
 
 @pytest.mark.asyncio
+@pytest.mark.security
 async def test_a_validator_that_lost_its_data_folder_signs_again_only_past_the_chain_tip(
     tmp_path: Path,
 ) -> None:

@@ -127,6 +127,7 @@ async def test_four_nodes_connect_and_fan_out(cluster: Cluster) -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.security
 async def test_an_unregistered_peer_is_refused_inbound_and_outbound(cluster: Cluster) -> None:
     nets = await cluster.full_mesh(3)
     outsider = await cluster.network(9, {1, 2, 3}, dial=nets)  # dials in: inbound refusal
@@ -293,6 +294,7 @@ async def test_sync_5000_blocks_through_a_broken_stream_and_a_forger(
 
 
 @pytest.mark.asyncio
+@pytest.mark.security
 async def test_blob_fetch_needs_a_grant(cluster: Cluster) -> None:
     world = World()
     vault = world.create_vault(team=("A",))

@@ -27,6 +27,7 @@ def test_encrypted_round_trip_and_public_details(tmp_path: Path) -> None:
     assert listed.public_key == key.public_key
 
 
+@pytest.mark.security
 def test_wrong_passphrase_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "k.json"
     save_key(path, deterministic_key(1), name="a", purpose="account", passphrase="pw", kdf=FAST)

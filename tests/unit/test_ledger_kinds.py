@@ -433,6 +433,7 @@ def _revoke(
     return draft.signed(world.p1, world.p2), key
 
 
+@pytest.mark.security
 def test_revocation_rotates_and_excludes_the_grantee() -> None:
     world = World()
     vault = world.create_vault()
@@ -474,6 +475,7 @@ def test_receipts_follow_the_right_to_read() -> None:
     assert world.reject(world.receipt("B", vault, b"\x00" * 16, grant_id)).code == "unknown_record"
 
 
+@pytest.mark.security
 def test_an_expired_grant_stops_at_the_exact_block_time() -> None:
     world = World()
     vault = world.create_vault()
@@ -559,6 +561,7 @@ EMERGENCY_REJECTIONS: list[tuple[str, Callable[[World, bytes], Tx]]] = [
     EMERGENCY_REJECTIONS,
     ids=[f"{c}-{i}" for i, (c, _) in enumerate(EMERGENCY_REJECTIONS)],
 )
+@pytest.mark.security
 def test_emergency_rejections(code: str, make: Callable[[World, bytes], Tx]) -> None:
     world = World()
     vault = world.create_vault()

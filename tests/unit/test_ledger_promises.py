@@ -62,6 +62,7 @@ def test_nem_2_of_n_lets_two_hospitals_act_for_the_patient() -> None:
     assert world.hospital["C"].public_key in world.vault(vault).members
 
 
+@pytest.mark.security
 def test_revoked_grantee_cannot_read_later_records() -> None:
     world = World()
     vault = world.create_vault()

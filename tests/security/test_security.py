@@ -1,0 +1,134 @@
+"""Security promises not shown elsewhere, end to end. The whole security suite is every test
+marked `security` (`pytest -m security`): an unregistered peer can neither connect nor inject
+(tests/integration/test_p2p.py), a blob fetch needs a grant (same file), an expired grant stops
+at its block time and a revoked grantee cannot read later records
+(tests/unit/test_ledger_kinds.py, test_ledger_promises.py), a tampered blob is refused
+(tests/contract/test_blobs.py), a wrong passphrase yields nothing (tests/unit/test_keystore.py),
+a malformed peer message never crashes a node (tests/fuzz/), a validator never signs twice
+after losing its WAL (tests/integration/test_nodes.py); and here: an emergency access without
+the trusted party is refused while every emergency shows in the audit report, and the API of a
+node started with the default configuration listens on loopback only."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from carechain.cli.main import cli
+from carechain.cli.nodes import spawn, wait_for_api
+from carechain.config.genesis import save_genesis
+from carechain.config.node import load_node_config, save_node_config
+from carechain.consensus.ledger.apply import apply_block
+from carechain.consensus.ledger.records import EmergencyStatus
+from carechain.consensus.types import (
+    Block,
+    CommitCertificate,
+    CommitSignature,
+    Tx,
+    Vote,
+    VoteType,
+)
+from carechain.node import builders
+from carechain.node.local_chain import LocalChain
+from carechain.storage.chain import ChainStore
+from carechain.storage.kv import MemoryKV
+from carechain.tests.ledger_world import CHAIN_ID, GENESIS_TIME_MS, World
+from carechain.tests.unit.test_ledger_kinds import _emergency
+
+pytestmark = pytest.mark.security
+
+
+class CertifiedWorld(World):
+    """The ledger test world, each of whose blocks is also committed, certified by three of
+    its four validators, into a node's chain store: what an auditor replays."""
+
+    def attach(self, store: ChainStore) -> None:
+        ticks = itertools.count(GENESIS_TIME_MS + 1000, 1000)
+        self.chain_store = store
+        self.local = LocalChain(MemoryKV(), self.genesis, None, lambda: next(ticks))
+
+    def block(self, *txs: Tx, advance_ms: int = 1000) -> bytes:
+        root = super().block(*txs, advance_ms=advance_ms)
+        made = self.local.commit(*txs)
+        diff = apply_block(self.chain_store, made, self.local.chain)
+        self.chain_store.commit(made, self._certify(made), diff)
+        return root
+
+    def _certify(self, block: Block) -> CommitCertificate:
+        entries = []
+        for key in sorted(self.validator_keys[:3], key=lambda k: k.public_key):
+            vote = Vote(
+                CHAIN_ID, VoteType.PRECOMMIT, block.header.height, 0, block.block_hash,
+                key.public_key,
+            ).signed_by(key)  # fmt: skip
+            entries.append(CommitSignature(vote.validator, vote.signature))
+        return CommitCertificate(block.header.height, 0, block.block_hash, tuple(entries))
+
+
+def test_an_emergency_needs_the_trusted_party_and_every_one_shows_in_the_audit_report(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "auditor"
+    world = CertifiedWorld()
+    save_genesis(home / "genesis.json", world.genesis)
+    store = ChainStore.open(home / "data" / "chain", world.genesis)
+    try:
+        world.attach(store)
+        vault = world.create_vault()
+        world.put_record(vault)
+        alone = _emergency(world, vault, world.hospital["C"])
+        assert world.reject(alone).code == "policy_not_satisfied"
+        opened = []
+        for reason in ("unconscious", "life-threatening", "patient-unreachable"):
+            tx = _emergency(world, vault, reason=reason)
+            world.block(tx)
+            opened.append(tx.id)
+        review = builders.review_emergency(
+            CHAIN_ID, vault, world.nonce(vault), world.expiry(), emergency_id=opened[0],
+            verdict=EmergencyStatus.APPROPRIATE, note="confirmed by the patient",
+        )  # fmt: skip
+        world.block(review.signed(world.p1, world.p2))
+    finally:
+        store.close()
+    result = CliRunner().invoke(cli, ["audit", "report", "--home", str(home), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    listed = [(e["id"], e["status"]) for e in report["emergencies"]]
+    assert sorted(i for i, _ in listed) == sorted(i.hex() for i in opened)
+    assert [s for _, s in listed] == ["unreviewed", "unreviewed", "appropriate"]
+
+
+def _listening(pid: int, port: int) -> set[str]:
+    process = psutil.Process(pid)
+    sockets: list[Any] = process.net_connections(kind="tcp")
+    return {c.laddr.ip for c in sockets if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+
+
+def test_a_node_with_the_default_api_address_listens_on_loopback_only(tmp_path: Path) -> None:
+    home = tmp_path / "hospital"
+    init = CliRunner().invoke(
+        cli,
+        ["init", "--home", str(home), "--validator", "--new-chain", "carechain-loopback",
+         "--moniker", "h", "--insecure-plaintext"],
+    )  # fmt: skip
+    assert init.exit_code == 0, init.output
+    config = load_node_config(home)
+    assert config.api.listen.startswith("127.0.0.1:")  # nothing configured: the default
+    p2p = config.p2p.model_copy(
+        update={"listen": "/ip4/127.0.0.1/tcp/29901", "heartbeat_listen": "127.0.0.1:29902"}
+    )
+    save_node_config(home, config.model_copy(update={"p2p": p2p}))
+    process = spawn(home, home / "node.log")
+    try:
+        client = wait_for_api(home, process)
+        port = int(client.base_url.rsplit(":", 1)[1])
+        assert _listening(process.pid, port) == {"127.0.0.1"}
+    finally:
+        process.terminate()
+        process.wait(30)
