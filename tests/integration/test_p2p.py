@@ -8,9 +8,11 @@ import contextlib
 import dataclasses
 import functools
 import gc
+import socket
 import struct
 import threading
 import time
+import types
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -35,7 +37,7 @@ from carechain.node.audit import replay
 from carechain.node.blob_service import BlobRequest, BlobService, fetch_from_peer
 from carechain.node.observer import ObserverError, observe
 from carechain.node.sync import RANGE_MAX, BlockSync, range_provider
-from carechain.p2p.libp2p_net import MESSAGES, Libp2pNetwork
+from carechain.p2p.libp2p_net import MESSAGES, STALL_TIMEOUT_S, Libp2pNetwork, bound_stalls
 from carechain.p2p.memory import MemoryHub, MemoryNetwork
 from carechain.p2p.network import (
     FRAME_HEADER,
@@ -442,3 +444,16 @@ def test_a_plaintext_only_dialer_is_refused() -> None:
 def test_frame_header_is_length_then_topic() -> None:
     assert FRAME_HEADER.size == 5
     assert struct.unpack(">IB", encode_frame(2, b"ab")[:5]) == (2, 2)
+
+
+def test_a_connection_stalled_by_a_network_cut_is_closed_by_the_kernel() -> None:
+    """The libp2p adapter bounds how long sent data may go unacknowledged on a peer
+    connection (and probes idle ones), so a silent cut closes it and it is redialled."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as raw:
+        conn = types.SimpleNamespace(
+            stream=types.SimpleNamespace(stream=types.SimpleNamespace(socket=raw))
+        )
+        bound_stalls(conn)
+        timeout_ms = raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+        assert timeout_ms == STALL_TIMEOUT_S * 1000
+        assert raw.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1

@@ -257,7 +257,8 @@ def test_a_two_two_split_commits_nothing_and_resumes_after_healing(
             time.sleep(12)
             assert net.heights() == halted, f"a block committed while split: {halted}"
             spaces.heal()
-            resumed = _progress_after(load, max(halted.values()), 30)
+            # bounded by the dial interval, not TCP's retransmission backoff (p2p: bound_stalls)
+            resumed = _progress_after(load, max(halted.values()), 8)
             print(f"the chain resumed {resumed:.2f} s after healing the 2-2 split")
             time.sleep(2)
         net.check_agreement(load.accepted)
