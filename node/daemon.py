@@ -304,6 +304,7 @@ class Node:
         self.mempool.after_commit(block, self.store, self.clock_ms())
         for tx in block.txs:
             self.partials.remove(tx.id)
+        self.signatures.forget(tx.witness_hash for tx in block.txs)  # never checked again
         self._update_permissions()
         self.publish(
             {

@@ -59,6 +59,8 @@ async def test_transactions_commit_on_every_node_with_identical_state(tmp_path: 
         roots = {m.node.store.state.root for m in cluster.members}
         assert len(heads) == 1
         assert len(roots) == 1
+        # committed transactions leave nothing behind in the signature caches
+        assert [len(m.node.signatures) for m in cluster.members] == [0, 0, 0, 0]
 
 
 @pytest.mark.asyncio

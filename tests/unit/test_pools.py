@@ -68,6 +68,11 @@ def test_the_signature_cache_verifies_each_signature_set_once() -> None:
         with pytest.raises(TxRejected, match="bad_signature"):
             cache(forged)
     assert cache.hits == 1
+    cache.forget([tx.witness_hash])  # committed: it is never checked again
+    assert len(cache) == 0
+    for other in _puts(world, vault, 3):
+        cache(other)
+    assert len(cache) == 2, "bounded: the oldest entry went"
 
 
 def test_a_proposal_rejecting_a_transaction_ahead_of_its_predecessor_keeps_it() -> None:
