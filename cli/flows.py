@@ -12,7 +12,6 @@ import click
 from rich.table import Table
 
 from carechain.cli.context import (
-    DAY_MS,
     flow_options,
     hex_bytes,
     institution_kind,
@@ -22,22 +21,17 @@ from carechain.cli.context import (
     vault_arg,
 )
 from carechain.cli.output import console, emit_json, json_option
+from carechain.cli.patient_actions import grant_access, read_record, revoke_grant
 from carechain.consensus import crypto
-from carechain.consensus.errors import InvalidInput
 from carechain.consensus.ledger.bodies import PutRecord
-from carechain.consensus.ledger.context import epoch_key_key, grants_of, required_members
 from carechain.consensus.ledger.policy import Template
 from carechain.consensus.ledger.records import (
-    Access,
     Grant,
-    RecordEntry,
 )
 from carechain.consensus.ledger.state import Table as StateTable
 from carechain.consensus.ledger.vaults import vault_id_of
 from carechain.node import builders
-from carechain.node.blob_service import BlobRequest
 from carechain.node.client import RemoteState
-from carechain.storage.blobs.store import content_id_of
 
 TEMPLATES = {"patient-controlled": Template.PATIENT_CONTROLLED, "nem-2-of-n": Template.NEM_2_OF_N}
 
@@ -216,30 +210,7 @@ def record_get(
     context = make_context(home, api, passphrase_file)
     reader = context.key(key_name)
     vault_id, record_id = vault_arg(vault_hex), bytes.fromhex(record_hex)
-    entry = context.state().load(StateTable.RECORD, vault_id + record_id, RecordEntry)
-    if entry is None:
-        raise InvalidInput(f"no record {record_hex} in vault {vault_hex}")
-    sealed = context.state().get(
-        StateTable.EPOCH_KEY, epoch_key_key(vault_id, entry.epoch, reader.public_key)
-    )
-    if sealed is None:
-        raise InvalidInput("this key holds no key for the record's epoch: no access")
-    data_key = crypto.decrypt_small(crypto.unseal(sealed, reader), entry.sealed_data_key)
-    if entry.content_id == "inline":
-        plaintext = crypto.decrypt_small(data_key, entry.inline_ciphertext)
-    else:
-        request = BlobRequest(
-            context.chain_id,
-            reader.public_key,
-            vault_id,
-            record_id,
-            entry.content_id,
-            context.now_ms(),
-        )
-        ciphertext = context.client.blob_fetch(request.signed_by(reader).encode())
-        if content_id_of(ciphertext) != entry.content_id:
-            raise InvalidInput("the fetched blob does not match the record's content id")
-        plaintext = b"".join(crypto.decrypt_stream(data_key, [ciphertext]))
+    plaintext = read_record(context, reader, vault_id, record_id)
     out.write_bytes(plaintext)
     console.print(f"wrote {len(plaintext):,} bytes to {out}")
     if institution_kind(context, reader.public_key) is not None:
@@ -287,21 +258,10 @@ def grant_add(
     """Grant an institution access to a vault for a number of days."""
     context = make_context(home, api, passphrase_file)
     keys = [context.key(name) for name in key_names]
-    vault_state = context.vault(vault_arg(vault_hex))
-    now = context.now_ms()
-    draft = builders.grant(
-        context.chain_id,
-        vault_state.vault_id,
-        context.nonce(vault_state.vault_id),
-        context.expiry(),
-        grantee=hex_bytes(grantee, 32, "--grantee"),
-        epoch_key=context.epoch_key(vault_state, keys[0]),
-        valid_from_ms=now - 1000,
-        valid_until_ms=now + days * DAY_MS,
-        purpose=purpose,
-        access=Access.READ_WRITE if write else Access.READ,
+    grantee_key = hex_bytes(grantee, 32, "--grantee")
+    tx = grant_access(
+        context, keys, vault_arg(vault_hex), grantee_key, days=days, purpose=purpose, write=write
     )
-    tx = draft.signed(*keys)
     report_outcome(context.send(tx), "grant")
     console.print(f"grant id {tx.id.hex()}")
 
@@ -322,28 +282,9 @@ def grant_revoke(
     """Revoke a grant; the vault's epoch rotates to the remaining readers."""
     context = make_context(home, api, passphrase_file)
     keys = [context.key(name) for name in key_names]
-    vault_state = context.vault(vault_arg(vault_hex))
     grant_id = hex_bytes(grant_hex, 32, "--grant")
-    state = context.state()
-    revoked = state.load(StateTable.GRANT, grant_id, Grant)
-    if revoked is None:
-        raise InvalidInput(f"no grant {grant_hex}")
-    remaining = set(required_members(state, vault_state, context.now_ms()))
-    if not any(
-        g.active_at(context.now_ms()) and g.grant_id != grant_id
-        for g in grants_of(state, vault_state.vault_id, revoked.grantee)
-    ):
-        remaining.discard(revoked.grantee)
-    draft, _ = builders.revoke(
-        context.chain_id,
-        vault_state.vault_id,
-        context.nonce(vault_state.vault_id),
-        context.expiry(),
-        grant_id=grant_id,
-        new_epoch=vault_state.epoch + 1,
-        remaining_members=remaining,
-    )
-    report_outcome(context.send(draft.signed(*keys)), "grant revoked, epoch rotated")
+    tx = revoke_grant(context, keys, vault_arg(vault_hex), grant_id)
+    report_outcome(context.send(tx), "grant revoked, epoch rotated")
 
 
 @grant.command("list")

@@ -38,6 +38,7 @@ from carechain.consensus.ledger.records import (
 )
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.types import Tx, TxSignature
+from carechain.node.access_report import patient_vaults, timeline
 from carechain.node.blob_service import BlobRequest, fetch_from_peer
 from carechain.node.daemon import Node
 from carechain.node.pools import PoolFull
@@ -84,6 +85,23 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+
+def _account_id(text: str) -> bytes:
+    return decode_address(text) if text.startswith("cc1") else _hex(text, "address")
+
+
+class KvTables:
+    """The node's state tables as `access_report.TableReader`."""
+
+    def __init__(self, kv: Any) -> None:
+        self.kv = kv
+
+    def table_entries(self, table: Table, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+        return [
+            (schema.parse_state_key(key)[1], value)
+            for key, value in self.kv.iterate(schema.state_key(table, prefix))
+        ]
 
 
 def _hex(value: str, field: str) -> bytes:
@@ -231,6 +249,18 @@ class Api:
                 self.account,
                 "An account by address (cc1...) or hex id",
             ),
+            (
+                "GET",
+                "/v1/accounts/{address}/vaults",
+                self.account_vaults,
+                "A patient's vaults, by data type",
+            ),
+            (
+                "GET",
+                "/v1/accounts/{address}/timeline",
+                self.account_timeline,
+                "A patient's access timeline: grants, reads, emergencies, erasures",
+            ),
             ("GET", "/v1/vaults/{id}", self.vault, "A vault"),
             (
                 "GET",
@@ -318,6 +348,7 @@ class Api:
                 "hash": block.block_hash.hex(),
                 "header": to_json(block.header),
                 "txs": [tx.id.hex() for tx in block.txs],
+                "signers": [p.validator.hex() for p in certificate.precommits],
                 "block": block.encode().hex(),
                 "certificate": certificate.encode().hex(),
             }
@@ -444,9 +475,30 @@ class Api:
                 break
         return web.json_response({"entries": entries})
 
+    async def account_vaults(self, request: web.Request) -> web.Response:
+        patient = _account_id(request.match_info["address"])
+        vaults = patient_vaults(self._reader(), patient)
+        return web.json_response(
+            {
+                "vaults": [
+                    {"vault_id": vault_id.hex(), **to_json(vault)}
+                    for vault_id, vault in sorted(vaults.items(), key=lambda v: v[1].data_type)
+                ]
+            }
+        )
+
+    async def account_timeline(self, request: web.Request) -> web.Response:
+        patient = _account_id(request.match_info["address"])
+        events = timeline(self._reader(), patient)
+        return web.json_response(
+            {"events": [{**dataclasses.asdict(e), "actor": e.actor.hex()} for e in events]}
+        )
+
+    def _reader(self) -> KvTables:
+        return KvTables(self.node.store.kv)
+
     async def account(self, request: web.Request) -> web.Response:
-        text = request.match_info["address"]
-        account_id = decode_address(text) if text.startswith("cc1") else _hex(text, "address")
+        account_id = _account_id(request.match_info["address"])
         account = Overlay(self.node.store).load(Table.ACCOUNT, account_id, Account)
         if account is None:
             raise ApiError(404, "not_found", "no such account")

@@ -1,0 +1,103 @@
+"""What a patient's keys do, shared by the command line (`carechain grant ...`, `record get`)
+and the patient's local agent behind the web console: grant and revoke access (with the epoch
+rotation a revocation requires) and read a record. Everything is signed and decrypted here,
+on the patient's side; a node only ever sees signed transactions and ciphertext."""
+
+from __future__ import annotations
+
+from carechain.cli.context import DAY_MS, FlowContext
+from carechain.consensus import crypto
+from carechain.consensus.errors import InvalidInput
+from carechain.consensus.ledger.context import epoch_key_key, grants_of, required_members
+from carechain.consensus.ledger.records import Access, Grant, RecordEntry
+from carechain.consensus.ledger.state import Table as StateTable
+from carechain.consensus.types import Tx
+from carechain.node import builders
+from carechain.node.blob_service import BlobRequest
+from carechain.storage.blobs.store import content_id_of
+
+
+def grant_access(
+    context: FlowContext,
+    keys: list[crypto.PrivateKey],
+    vault_id: bytes,
+    grantee: bytes,
+    *,
+    days: int,
+    purpose: str,
+    write: bool = False,
+) -> Tx:
+    """A grant of `vault_id` to `grantee` from now for `days`, signed by `keys`."""
+    vault_state = context.vault(vault_id)
+    now = context.now_ms()
+    draft = builders.grant(
+        context.chain_id,
+        vault_state.vault_id,
+        context.nonce(vault_state.vault_id),
+        context.expiry(),
+        grantee=grantee,
+        epoch_key=context.epoch_key(vault_state, keys[0]),
+        valid_from_ms=now - 1000,
+        valid_until_ms=now + days * DAY_MS,
+        purpose=purpose,
+        access=Access.READ_WRITE if write else Access.READ,
+    )
+    return draft.signed(*keys)
+
+
+def revoke_grant(
+    context: FlowContext, keys: list[crypto.PrivateKey], vault_id: bytes, grant_id: bytes
+) -> Tx:
+    """The revocation of `grant_id`, rotating the vault's epoch to the remaining readers (the
+    grantee stays one only if another active grant of the vault names it)."""
+    vault_state = context.vault(vault_id)
+    state = context.state()
+    revoked = state.load(StateTable.GRANT, grant_id, Grant)
+    if revoked is None or revoked.vault != vault_id:
+        raise InvalidInput(f"no grant {grant_id.hex()} on vault {vault_id.hex()}")
+    remaining = set(required_members(state, vault_state, context.now_ms()))
+    if not any(
+        g.active_at(context.now_ms()) and g.grant_id != grant_id
+        for g in grants_of(state, vault_state.vault_id, revoked.grantee)
+    ):
+        remaining.discard(revoked.grantee)
+    draft, _ = builders.revoke(
+        context.chain_id,
+        vault_state.vault_id,
+        context.nonce(vault_state.vault_id),
+        context.expiry(),
+        grant_id=grant_id,
+        new_epoch=vault_state.epoch + 1,
+        remaining_members=remaining,
+    )
+    return draft.signed(*keys)
+
+
+def read_record(
+    context: FlowContext, reader: crypto.PrivateKey, vault_id: bytes, record_id: bytes
+) -> bytes:
+    """Fetch a record (inline, or its blob through the node with a signed request), check it
+    against its content id and decrypt it with the epoch key sealed to `reader`."""
+    entry = context.state().load(StateTable.RECORD, vault_id + record_id, RecordEntry)
+    if entry is None:
+        raise InvalidInput(f"no record {record_id.hex()} in vault {vault_id.hex()}")
+    sealed = context.state().get(
+        StateTable.EPOCH_KEY, epoch_key_key(vault_id, entry.epoch, reader.public_key)
+    )
+    if sealed is None:
+        raise InvalidInput("this key holds no key for the record's epoch: no access")
+    data_key = crypto.decrypt_small(crypto.unseal(sealed, reader), entry.sealed_data_key)
+    if entry.content_id == "inline":
+        return crypto.decrypt_small(data_key, entry.inline_ciphertext)
+    request = BlobRequest(
+        context.chain_id,
+        reader.public_key,
+        vault_id,
+        record_id,
+        entry.content_id,
+        context.now_ms(),
+    )
+    ciphertext = context.client.blob_fetch(request.signed_by(reader).encode())
+    if content_id_of(ciphertext) != entry.content_id:
+        raise InvalidInput("the fetched blob does not match the record's content id")
+    return b"".join(crypto.decrypt_stream(data_key, [ciphertext]))
