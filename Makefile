@@ -5,13 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck layers unit bench fuzz sim clean
+.PHONY: install demo test lint typecheck layers unit browser bench fuzz sim clean
 
 install:
 	@test -x $(BIN)/python || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet --upgrade pip; }
 	@# Strict editable installs link each file: re-install when pyproject.toml or the set of
 	@# package files changes, not on every edit.
-	@{ cat pyproject.toml; find consensus storage p2p node config cli tests -type f -name '*.py' | sort; } \
+	@{ cat pyproject.toml; find consensus storage p2p node config cli tests -type f \( -name '*.py' -o -path 'node/console/*' \) | sort; } \
 		| sha256sum > $(VENV)/.inputs.new
 	@if ! cmp -s $(VENV)/.inputs.new $(STAMP); then \
 		echo "installing carechain into $(VENV) (editable, strict)"; \
@@ -35,8 +35,17 @@ typecheck: install
 layers: install
 	$(BIN)/lint-imports
 
-unit: install
+unit: install browser
 	$(BIN)/python -m pytest -q
+
+# The console's browser tests drive Debian's Chromium (and a CJK font for the Chinese labels).
+# Installed here when missing and this is a Debian machine we may administer (as in CI);
+# elsewhere those tests say why they are skipped.
+browser:
+	@if { [ ! -x /usr/bin/chromium ] || [ ! -d /usr/share/fonts/truetype/wqy ]; } && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium for the console's browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null; \
+	fi
 
 # The fuzzers with a long budget (CI runs them with a small one inside `make test`).
 fuzz: install

@@ -3,6 +3,7 @@ co-signing agent."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -10,8 +11,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from carechain.cli.agent_server import PatientAgent, serve_agent
 from carechain.cli.context import (
-    FlowContext,
     flow_options,
     hex_bytes,
     make_context,
@@ -19,7 +20,8 @@ from carechain.cli.context import (
     vault_arg,
 )
 from carechain.cli.output import console, emit_json, json_option
-from carechain.consensus import crypto
+from carechain.cli.patient_actions import agent_pass, cosignature
+from carechain.config.node import parse_host_port
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.genesis import Institution, InstitutionKind
 from carechain.consensus.ledger.governance import GOVERNANCE_ACCOUNT
@@ -30,16 +32,10 @@ from carechain.consensus.ledger.records import (
     ValidatorAction,
 )
 from carechain.consensus.ledger.state import Table as StateTable
-from carechain.consensus.types import Tx, TxSignature, Validator
+from carechain.consensus.types import Tx, Validator
 from carechain.node import builders
-from carechain.node.agent_rules import decide, load_rules
 from carechain.node.client import RemoteState
 from carechain.storage.blobs.store import content_id_of
-
-
-def _sign(key: crypto.PrivateKey, tx: Tx) -> TxSignature:
-    return TxSignature(key.public_key, key.sign(crypto.Purpose.TX, tx.chain_id, tx.id))
-
 
 # --- emergency ---------------------------------------------------------------------------------
 
@@ -236,7 +232,7 @@ def tx_cosign(
     if partial is None:
         raise InvalidInput(f"no partial transaction {tx_id} waits at this node")
     transaction = Tx.decode(bytes.fromhex(partial["tx"]))
-    answer = context.client.cosign(transaction.id, _sign(key, transaction))
+    answer = context.client.cosign(transaction.id, cosignature(key, transaction))
     console.print(f"co-signed; the transaction is {answer['status']}")
 
 
@@ -378,27 +374,6 @@ def blob_verify(path: Path, cid: str) -> None:
 # --- the patient's agent -----------------------------------------------------------------------
 
 
-def agent_pass(
-    context: FlowContext, key: crypto.PrivateKey, rules_path: Path, patient_keys: frozenset[bytes]
-) -> list[dict[str, object]]:
-    rules = load_rules(rules_path)
-    decisions = []
-    for partial in context.client.partials(awaiting=key.public_key):
-        transaction = Tx.decode(bytes.fromhex(partial["tx"]))
-        decision = decide(rules, transaction, patient_keys)
-        if decision.sign:
-            context.client.cosign(transaction.id, _sign(key, transaction))
-        decisions.append(
-            {
-                "tx": transaction.id.hex(),
-                "kind": transaction.kind,
-                "signed": decision.sign,
-                "reason": decision.reason,
-            }
-        )
-    return decisions
-
-
 @click.command()
 @flow_options
 @click.option(
@@ -416,6 +391,16 @@ def agent_pass(
 )
 @click.option("--once", is_flag=True, help="One pass, then exit (for scripts and tests).")
 @click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(0.1, 3600))
+@click.option(
+    "--serve",
+    metavar="HOST:PORT",
+    help="Also serve the web console's patient actions here (e.g. 127.0.0.1:26690).",
+)
+@click.option(
+    "--console-origin",
+    default="",
+    help="The console's origin allowed to call --serve (default: the node's API address).",
+)
 def agent(
     home: Path,
     api: str | None,
@@ -425,12 +410,24 @@ def agent(
     other_names: tuple[str, ...],
     once: bool,
     interval: float,
+    serve: str | None,
+    console_origin: str,
 ) -> None:
     """The patient's co-signing agent: signs partials that match its rules; logs every decision
-    as a JSON line."""
+    as a JSON line. With --serve, also the patient's side of the web console: grants,
+    revocations, approvals, rules and decrypted downloads, signed here with the patient's keys
+    (which never leave this process)."""
     context = make_context(home, api, passphrase_file)
     key = context.key(key_name)
-    patient_keys = frozenset({key.public_key, *(context.key(n).public_key for n in other_names)})
+    others = [context.key(n) for n in other_names]
+    patient_keys = frozenset({key.public_key, *(k.public_key for k in others)})
+    if serve is not None:
+        host, port = parse_host_port(serve)
+        origin = console_origin or context.client.base_url
+        server = PatientAgent(context, [key, *others], rules_path, origin)
+        console.print(f"patient agent on http://{host}:{port} for the console at {origin}")
+        asyncio.run(serve_agent(server, host, port, interval))
+        return
     seen: set[str] = set()
     while True:
         for decision in agent_pass(context, key, rules_path, patient_keys):

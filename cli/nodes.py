@@ -128,6 +128,7 @@ class Devnet:
         chain_id: str = "carechain-devnet",
         institutions: tuple[Institution, ...] = (),
         heartbeat_interval_ms: int = 10_000,
+        console: bool = False,
     ) -> None:
         self.nodes: list[TestnetNode] = make_testnet(
             folder,
@@ -136,6 +137,7 @@ class Devnet:
             chain_id=chain_id,
             institutions=institutions,
             heartbeat_interval_ms=heartbeat_interval_ms,
+            console=console,
         )
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 

@@ -5,14 +5,17 @@ on the patient's side; a node only ever sees signed transactions and ciphertext.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from carechain.cli.context import DAY_MS, FlowContext
 from carechain.consensus import crypto
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.ledger.context import epoch_key_key, grants_of, required_members
 from carechain.consensus.ledger.records import Access, Grant, RecordEntry
 from carechain.consensus.ledger.state import Table as StateTable
-from carechain.consensus.types import Tx
+from carechain.consensus.types import Tx, TxSignature
 from carechain.node import builders
+from carechain.node.agent_rules import decide, load_rules
 from carechain.node.blob_service import BlobRequest
 from carechain.storage.blobs.store import content_id_of
 
@@ -101,3 +104,28 @@ def read_record(
     if content_id_of(ciphertext) != entry.content_id:
         raise InvalidInput("the fetched blob does not match the record's content id")
     return b"".join(crypto.decrypt_stream(data_key, [ciphertext]))
+
+
+def cosignature(key: crypto.PrivateKey, tx: Tx) -> TxSignature:
+    return TxSignature(key.public_key, key.sign(crypto.Purpose.TX, tx.chain_id, tx.id))
+
+
+def agent_pass(
+    context: FlowContext, key: crypto.PrivateKey, rules_path: Path, patient_keys: frozenset[bytes]
+) -> list[dict[str, object]]:
+    rules = load_rules(rules_path)
+    decisions = []
+    for partial in context.client.partials(awaiting=key.public_key):
+        transaction = Tx.decode(bytes.fromhex(partial["tx"]))
+        decision = decide(rules, transaction, patient_keys)
+        if decision.sign:
+            context.client.cosign(transaction.id, cosignature(key, transaction))
+        decisions.append(
+            {
+                "tx": transaction.id.hex(),
+                "kind": transaction.kind,
+                "signed": decision.sign,
+                "reason": decision.reason,
+            }
+        )
+    return decisions

@@ -14,6 +14,7 @@ import dataclasses
 import enum
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, Final
 
 import pydantic
@@ -186,11 +187,29 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             {"error": "too_large", "message": "the body is too large"}, status=413
         )
     except web.HTTPException as exc:
+        if exc.status < 400:
+            raise  # a redirect
         code = "not_found" if exc.status == 404 else "bad_request"
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return web.json_response(
             {"error": code, "message": exc.reason}, status=exc.status, headers=allow
         )
+
+
+CONSOLE_DIR: Final = Path(__file__).parent / "console"
+# The console's own files only; it may call this node and a patient's agent on loopback.
+CONSOLE_HEADERS: Final = {
+    "Content-Security-Policy": (
+        "default-src 'self'; connect-src 'self' http://127.0.0.1:* http://localhost:*; "
+        "img-src 'self' data: blob:; object-src 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+async def _console_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if request.path.startswith("/console"):
+        response.headers.update(CONSOLE_HEADERS)
 
 
 # A parameter may not take the name of a sibling route (`/v1/txs/batch` is not a transaction
@@ -221,6 +240,12 @@ class Api:
         )
         for method, path, handler, _ in self.routes():
             application.router.add_route(method, ROUTER_PATHS.get(path, path), handler)
+        if self.node.config.api.console:
+            application.router.add_get("/console", self.console_home)
+            application.router.add_get("/console/", self.console_home)
+            # (an editable install links each file: follow the links of our own folder)
+            application.router.add_static("/console/", CONSOLE_DIR, follow_symlinks=True)
+            application.on_response_prepare.append(_console_headers)
         return application
 
     def routes(self) -> list[tuple[str, str, Handler, str]]:
@@ -292,6 +317,14 @@ class Api:
             ("GET", "/openapi.json", self.openapi, "This document"),
         ]
 
+    # -- the web console (api.console) ----------------------------------------------------------
+    async def console_home(self, request: web.Request) -> web.StreamResponse:
+        if request.path == "/console":
+            raise web.HTTPFound(
+                "/console/" + (f"?{request.query_string}" if request.query_string else "")
+            )
+        return web.FileResponse(CONSOLE_DIR / "index.html")
+
     # -- chain ----------------------------------------------------------------------------------
     async def status(self, request: web.Request) -> web.Response:
         node = self.node
@@ -308,6 +341,8 @@ class Api:
                 "last_block_time_ms": node.app.last_block_time_ms(),
                 "round": state.round if state else 0,
                 "validator": node.engine.key is not None,
+                "validator_key": node.engine.me.hex() if node.engine.me else "",
+                "moniker": node.config.moniker,
                 "validators": [
                     {
                         "name": v.name,

@@ -60,8 +60,10 @@ def make_testnet(
     institutions: tuple[Institution, ...] = (),
     passphrase: str | None = None,
     heartbeat_interval_ms: int = 10_000,
+    console: bool = False,
 ) -> list[TestnetNode]:
-    """Write homes `out/node0..N-1`; `passphrase=None` writes unencrypted development keys."""
+    """Write homes `out/node0..N-1`; `passphrase=None` writes unencrypted development keys;
+    `console` turns on every node's web console."""
     if not 1 <= validators <= 64:
         raise InvalidInput("a testnet has 1 to 64 validators")
     if out.exists() and any(out.iterdir()):
@@ -118,7 +120,7 @@ def make_testnet(
                     f"127.0.0.1:{other.p2p_port + 1000}" for other in nodes if other is not node
                 ],
             ),
-            api=APISection(listen=f"127.0.0.1:{node.api_port}"),
+            api=APISection(listen=f"127.0.0.1:{node.api_port}", console=console),
             consensus=LOCAL_TIMEOUTS,
             log=LogSection(level="info", format="json"),
         )

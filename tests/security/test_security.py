@@ -35,6 +35,7 @@ from carechain.consensus.types import (
     VoteType,
 )
 from carechain.node import builders
+from carechain.node.client import ApiRequestError
 from carechain.node.local_chain import LocalChain
 from carechain.storage.chain import ChainStore
 from carechain.storage.kv import MemoryKV
@@ -110,7 +111,7 @@ def _listening(pid: int, port: int) -> set[str]:
     return {c.laddr.ip for c in sockets if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
 
 
-def test_a_node_with_the_default_api_address_listens_on_loopback_only(tmp_path: Path) -> None:
+def test_a_node_with_the_default_api_config_listens_on_loopback_only_without_console(tmp_path: Path) -> None:
     home = tmp_path / "hospital"
     init = CliRunner().invoke(
         cli,
@@ -129,6 +130,9 @@ def test_a_node_with_the_default_api_address_listens_on_loopback_only(tmp_path: 
         client = wait_for_api(home, process)
         port = int(client.base_url.rsplit(":", 1)[1])
         assert _listening(process.pid, port) == {"127.0.0.1"}
+        with pytest.raises(ApiRequestError) as absent:  # the web console is off by default
+            client.get("/console/")
+        assert absent.value.status == 404
     finally:
         process.terminate()
         process.wait(30)

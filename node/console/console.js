@@ -1,0 +1,453 @@
+// carechain web console: reads the chain through this node's API; everything that needs the
+// patient's keys is asked of the patient's local agent (`carechain agent --serve`), which signs
+// on the patient's own computer. No build step, no framework, no private key in the page.
+"use strict";
+
+const TEXT = {
+  en: {
+    title: "carechain console", patient_view: "Patient", operator_view: "Operator",
+    language: "Language", your_agent: "Your agent", agent_address: "Agent address",
+    agent_explained: "Your keys stay with your agent on your own computer; this page asks it to sign. The node never sees a key.",
+    connect: "Connect", vaults: "Your records, by data type", access_now: "Who can read your data now",
+    institution: "Institution", data_type: "Data type", data_types: "Data types", until: "Until",
+    purpose: "Purpose", grant_access: "Grant access", days: "Days", grant: "Grant",
+    purpose_TREAT: "Treatment", purpose_HRESCH: "Research", purpose_HPAYMT: "Payment",
+    pending: "Waiting for your signature", approve: "Sign", refuse: "Refuse", revoke: "Revoke",
+    pending_explained: "An institution started these. Signing adds your signature to theirs and the chain carries out the action; refusing leaves it unsigned until it expires.",
+    rules: "Automatic co-signing rules", rule_name: "Name", kinds: "Kinds", decision: "Decision",
+    sign: "sign", add_rule: "Add rule", remove: "Remove", timeline: "Access timeline",
+    reads_per_day: "Reads per day", height: "Height", time: "Time", event: "Event",
+    details: "Details", node_status: "This node", validators: "Validators", name: "Name",
+    power: "Power", connected: "Connected", signed_recent: "Signed (last 20 blocks)",
+    state: "State", recent_blocks: "Recent blocks", txs: "Transactions", round: "Round",
+    certificate: "Certificate", governance: "Governance proposals awaiting this hospital",
+    emergencies: "Emergency accesses awaiting review", active: "active", missing: "missing",
+    this_node: "this node", yes: "yes", no: "no", download: "Download", date: "Date",
+    provider: "Provider", size: "Size", records: "records", none: "nothing here",
+    no_agent: "Connect your agent to act on your data.", done: "Done.",
+    signing_means: "Signing means: {initiator} asks to {action}.",
+    action_record_put: "add a {type} record to your vault", action_grant: "grant access",
+    action_other: "carry out a {kind} transaction",
+    kind_grant: "grant", kind_read: "read", kind_emergency: "emergency", kind_erasure: "erasure",
+    height_label: "Height", round_label: "Round", peers: "Peers", syncing: "Syncing",
+    mempool: "Mempool", partials: "Partial pool", signers: "{n} signatures", you: "you",
+    no_reads: "No reads yet.",
+  },
+  zh: {
+    title: "carechain 控制台", patient_view: "患者", operator_view: "运维",
+    language: "语言", your_agent: "您的代理", agent_address: "代理地址",
+    agent_explained: "您的密钥保存在您自己电脑上的代理中；本页面请它签名。节点永远看不到密钥。",
+    connect: "连接", vaults: "您的数据（按数据类型）", access_now: "当前谁可以读取您的数据",
+    institution: "机构", data_type: "数据类型", data_types: "数据类型", until: "截止",
+    purpose: "目的", grant_access: "授予访问权限", days: "天数", grant: "授权",
+    purpose_TREAT: "治疗", purpose_HRESCH: "研究", purpose_HPAYMT: "支付",
+    pending: "等待您签名", approve: "签名", refuse: "拒绝", revoke: "撤销",
+    pending_explained: "这些由机构发起。签名即在其签名之外加上您的签名，链将执行该操作；拒绝则不签名，直至其过期。",
+    rules: "自动联署规则", rule_name: "名称", kinds: "类型", decision: "决定",
+    sign: "签名", add_rule: "添加规则", remove: "删除", timeline: "访问时间线",
+    reads_per_day: "每日读取次数", height: "高度", time: "时间", event: "事件",
+    details: "详情", node_status: "本节点", validators: "验证者", name: "名称",
+    power: "权重", connected: "已连接", signed_recent: "签名数（最近 20 个区块）",
+    state: "状态", recent_blocks: "最近区块", txs: "交易", round: "轮次",
+    certificate: "证书", governance: "等待本医院批准的治理提案",
+    emergencies: "等待审查的紧急访问", active: "正常", missing: "缺失",
+    this_node: "本节点", yes: "是", no: "否", download: "下载", date: "日期",
+    provider: "提供者", size: "大小", records: "条记录", none: "暂无",
+    no_agent: "请连接您的代理以操作您的数据。", done: "完成。",
+    signing_means: "签名意味着：{initiator} 请求{action}。",
+    action_record_put: "向您的数据库添加一条 {type} 记录", action_grant: "授予访问权限",
+    action_other: "执行一笔 {kind} 交易",
+    kind_grant: "授权", kind_read: "读取", kind_emergency: "紧急访问", kind_erasure: "删除",
+    height_label: "高度", round_label: "轮次", peers: "对等节点", syncing: "同步中",
+    mempool: "交易池", partials: "待签交易池", signers: "{n} 个签名", you: "您本人",
+    no_reads: "尚无读取记录。",
+  },
+};
+
+const state = { lang: localStorage.getItem("carechain.lang") || "en", agent: "", identity: null,
+  institutions: new Map(), vaults: [] };
+
+function t(key, values = {}) {
+  const text = (TEXT[state.lang] && TEXT[state.lang][key]) || TEXT.en[key] || key;
+  return text.replace(/\{(\w+)\}/g, (_, name) => String(values[name] ?? ""));
+}
+
+function translatePage() {
+  document.documentElement.lang = state.lang === "zh" ? "zh-CN" : "en";
+  for (const element of document.querySelectorAll("[data-t]")) {
+    element.textContent = t(element.dataset.t);
+  }
+}
+
+function say(text, isError = false) {
+  const message = document.getElementById("message");
+  message.textContent = text;
+  message.className = isError ? "error" : "";
+}
+
+async function api(path) {
+  const response = await fetch(path);
+  const body = await response.json();
+  if (!response.ok) throw new Error(`${body.error}: ${body.message}`);
+  return body;
+}
+
+async function agent(path, method = "GET", body = undefined) {
+  if (!state.agent) throw new Error(t("no_agent"));
+  const response = await fetch(state.agent + path, {
+    method, headers: body ? { "Content-Type": "application/json" } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  if (!response.ok) {
+    const problem = await response.json().catch(() => ({ error: response.status, message: "" }));
+    throw new Error(`${problem.error}: ${problem.message}`);
+  }
+  return response;
+}
+
+function cell(row, text) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  row.appendChild(td);
+  return td;
+}
+
+function button(label, action) {
+  const element = document.createElement("button");
+  element.type = "button";
+  element.textContent = label;
+  element.addEventListener("click", async () => {
+    element.disabled = true;
+    try { await action(); say(t("done")); } catch (error) { say(String(error.message || error), true); }
+    finally { element.disabled = false; }
+  });
+  return element;
+}
+
+function when(ms) { return ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 16) : ""; }
+function who(key) {
+  if (state.identity && state.identity.keys.includes(key)) return t("you");
+  return state.institutions.get(key) || (key ? key.slice(0, 12) + "…" : "—");
+}
+
+function detailText(detail) {
+  return Object.entries(detail).filter(([, v]) => v !== null && v !== "")
+    .map(([k, v]) => `${k.replace(/_ms$/, "")}: ${k.endsWith("_ms") ? when(v) : v}`).join("; ");
+}
+
+function fill(tbody, rows) {
+  tbody.replaceChildren();
+  if (!rows.length) {
+    const row = tbody.insertRow();
+    const td = cell(row, t("none"));
+    td.colSpan = 6;
+  }
+  for (const build of rows) build(tbody.insertRow());
+}
+
+// -- the patient's view ---------------------------------------------------------------------
+async function loadPatient() {
+  const genesis = await api("/v1/genesis");
+  state.institutions = new Map(genesis.institutions.map((i) => [i.public_key, i.name]));
+  for (const id of ["grant-institution", "rule-institution"]) {
+    const select = document.getElementById(id);
+    select.replaceChildren(...genesis.institutions.filter((i) => i.kind === "hospital").map((i) => {
+      const option = document.createElement("option");
+      option.value = i.public_key; option.textContent = i.name; return option;
+    }));
+  }
+  if (!state.agent) { say(t("no_agent")); return; }
+  state.identity = await (await agent("/agent/v1/identity")).json();
+  document.getElementById("identity").textContent = state.identity.address;
+  const { vaults } = await api(`/v1/accounts/${state.identity.account}/vaults`);
+  state.vaults = vaults;
+  await Promise.all([showVaults(), showGrants(), showPending(), showRules(), showTimeline()]);
+}
+
+async function showVaults() {
+  const holder = document.getElementById("vaults");
+  holder.replaceChildren();
+  const types = document.getElementById("grant-types");
+  types.replaceChildren();
+  for (const vault of state.vaults) {
+    const { records } = await api(`/v1/vaults/${vault.vault_id}/records`);
+    const details = document.createElement("details");
+    details.open = true;
+    const summary = document.createElement("summary");
+    summary.textContent = `${vault.data_type} (${records.length} ${t("records")})`;
+    details.appendChild(summary);
+    const table = document.createElement("table");
+    table.className = "records";
+    const head = table.createTHead().insertRow();
+    for (const key of ["data_type", "date", "provider", "size"]) cell(head, t(key));
+    cell(head, "");
+    for (const record of records.filter((r) => r.erased_height === null)) {
+      const row = table.insertRow();
+      cell(row, record.data_type);
+      cell(row, when(record.record_time_ms));
+      cell(row, who(record.author));
+      cell(row, `${record.size_bytes.toLocaleString()} B`);
+      cell(row, "").appendChild(button(t("download"), () => download(vault, record)));
+    }
+    details.appendChild(table);
+    holder.appendChild(details);
+    const label = document.createElement("label");
+    const box = document.createElement("input");
+    box.type = "checkbox"; box.value = vault.vault_id; box.name = "grant-type";
+    label.append(box, ` ${vault.data_type}`);
+    types.appendChild(label);
+  }
+}
+
+async function download(vault, record) {
+  const response = await agent(`/agent/v1/records/${vault.vault_id}/${record.record_id}`);
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(await response.blob());
+  link.download = `${vault.data_type}-${record.record_id}.bin`;
+  link.click();
+  URL.revokeObjectURL(link.href);
+}
+
+async function showGrants() {
+  const now = Date.now();
+  const rows = [];
+  for (const vault of state.vaults) {
+    const { grants } = await api(`/v1/vaults/${vault.vault_id}/grants`);
+    for (const grant of grants) {
+      if (grant.revoked_height !== null || grant.valid_until_ms <= now) continue;
+      rows.push((row) => {
+        row.dataset.grant = grant.grant_id;
+        cell(row, who(grant.grantee));
+        cell(row, vault.data_type);
+        cell(row, when(grant.valid_until_ms));
+        cell(row, t(`purpose_${grant.purpose}`) === `purpose_${grant.purpose}` ? grant.purpose : t(`purpose_${grant.purpose}`));
+        cell(row, "").appendChild(button(t("revoke"), async () => {
+          await agent(`/agent/v1/grants/${grant.grant_id}/revoke`, "POST", { vault: vault.vault_id });
+          await showGrants();
+        }));
+      });
+    }
+  }
+  fill(document.querySelector("#grants tbody"), rows);
+}
+
+function describe(partial) {
+  const initiator = partial.signers.map(who).filter((name) => !name.endsWith("…"))[0] || who(partial.signers[0]);
+  const vault = state.vaults.find((v) => v.vault_id === partial.account);
+  const action = partial.kind === "record.put" ? t("action_record_put", { type: vault ? vault.data_type : "" })
+    : partial.kind === "grant" ? t("action_grant") : t("action_other", { kind: partial.kind });
+  return t("signing_means", { initiator, action });
+}
+
+async function showPending() {
+  const list = document.getElementById("pending");
+  list.replaceChildren();
+  const key = state.identity.keys[0];
+  const [{ partials }, refused] = await Promise.all([
+    api(`/v1/partials?awaiting=${key}`), agent("/agent/v1/partials/refused").then((r) => r.json()),
+  ]);
+  const waiting = partials.filter((p) => !refused.refused.includes(p.id));
+  if (!waiting.length) { const item = document.createElement("li"); item.textContent = t("none"); list.appendChild(item); }
+  for (const partial of waiting) {
+    const item = document.createElement("li");
+    item.dataset.partial = partial.id;
+    const text = document.createElement("span");
+    text.textContent = `${partial.kind} — ${describe(partial)} `;
+    item.append(text,
+      button(t("approve"), async () => { await agent(`/agent/v1/partials/${partial.id}/approve`, "POST"); await showPending(); }),
+      button(t("refuse"), async () => { await agent(`/agent/v1/partials/${partial.id}/refuse`, "POST"); await showPending(); }));
+    list.appendChild(item);
+  }
+}
+
+async function showRules() {
+  const { rules } = await (await agent("/agent/v1/rules")).json();
+  state.rules = rules;
+  fill(document.querySelector("#rules tbody"), rules.map((rule, index) => (row) => {
+    cell(row, rule.name);
+    cell(row, rule.institutions.map(who).join(", "));
+    cell(row, rule.kinds.join(", "));
+    cell(row, (rule.data_types || []).join(", ") || "*");
+    cell(row, t(rule.decision));
+    cell(row, "").appendChild(button(t("remove"), async () => {
+      await saveRules(state.rules.filter((_, i) => i !== index));
+    }));
+  }));
+}
+
+async function saveRules(rules) {
+  await agent("/agent/v1/rules", "PUT", { rules });
+  await showRules();
+}
+
+async function showTimeline() {
+  const { events } = await api(`/v1/accounts/${state.identity.account}/timeline`);
+  fill(document.querySelector("#timeline tbody"), events.map((event) => (row) => {
+    cell(row, String(event.height));
+    cell(row, when(event.time_ms));
+    cell(row, t(`kind_${event.kind}`));
+    cell(row, who(event.actor));
+    cell(row, event.data_type);
+    cell(row, detailText(event.detail));
+  }));
+  drawReads(events.filter((e) => e.kind === "read" && e.time_ms));
+}
+
+function drawReads(reads) {
+  const svg = document.getElementById("reads-chart");
+  svg.replaceChildren();
+  const perDay = new Map();
+  for (const read of reads) {
+    const day = new Date(read.time_ms).toISOString().slice(0, 10);
+    perDay.set(day, (perDay.get(day) || 0) + 1);
+  }
+  const days = [...perDay.keys()].sort().slice(-30);
+  const most = Math.max(1, ...perDay.values());
+  const width = 600 / Math.max(days.length, 1);
+  const ns = "http://www.w3.org/2000/svg";
+  days.forEach((day, index) => {
+    const height = (perDay.get(day) / most) * 90;
+    const bar = document.createElementNS(ns, "rect");
+    bar.setAttribute("x", String(index * width + 2)); bar.setAttribute("y", String(100 - height));
+    bar.setAttribute("width", String(Math.max(width - 4, 2))); bar.setAttribute("height", String(height));
+    const title = document.createElementNS(ns, "title");
+    title.textContent = `${day}: ${perDay.get(day)}`;
+    bar.appendChild(title);
+    svg.appendChild(bar);
+    const label = document.createElementNS(ns, "text");
+    label.setAttribute("x", String(index * width + 2)); label.setAttribute("y", "115");
+    label.textContent = day.slice(5);
+    svg.appendChild(label);
+  });
+  if (!days.length) {
+    const empty = document.createElementNS(ns, "text");
+    empty.setAttribute("x", "4"); empty.setAttribute("y", "60");
+    empty.textContent = t("no_reads");
+    svg.appendChild(empty);
+  }
+  svg.setAttribute("aria-label", `${t("reads_per_day")}: ${days.map((d) => `${d} ${perDay.get(d)}`).join(", ") || t("no_reads")}`);
+}
+
+// -- the operator's view --------------------------------------------------------------------
+async function loadOperator() {
+  const status = await api("/v1/status");
+  const list = document.getElementById("node-status");
+  list.replaceChildren();
+  const facts = [
+    [t("name"), status.moniker], [t("height_label"), status.height], [t("round_label"), status.round],
+    [t("peers"), status.peers.length], [t("syncing"), status.syncing ? t("yes") : t("no")],
+    [t("mempool"), status.mempool], [t("partials"), status.partials],
+  ];
+  for (const [term, value] of facts) {
+    const dt = document.createElement("dt"); dt.textContent = term;
+    const dd = document.createElement("dd"); dd.textContent = String(value);
+    list.append(dt, dd);
+  }
+  const blocks = [];
+  for (let h = status.height; h > Math.max(0, status.height - 20); h -= 1) blocks.push(await api(`/v1/blocks/${h}`));
+  const signedBy = new Map();
+  for (const block of blocks) for (const key of block.signers) signedBy.set(key, (signedBy.get(key) || 0) + 1);
+  const self = status.node_id;
+  const validators = [...status.validators].sort((a, b) => a.name.localeCompare(b.name));
+  fill(document.querySelector("#validators tbody"), validators.map((v) => (row) => {
+    row.dataset.validator = v.name;
+    const connected = v.node_id === self || status.peers.includes(v.node_id);
+    const signed = signedBy.get(v.public_key) || 0;
+    const missing = !connected && (blocks.length === 0 || signed < blocks.length);
+    cell(row, v.name);
+    cell(row, String(v.power));
+    cell(row, v.node_id === self ? t("this_node") : connected ? t("yes") : t("no"));
+    cell(row, `${signed}/${blocks.length}`);
+    const stateCell = cell(row, missing ? t("missing") : t("active"));
+    stateCell.className = missing ? "missing" : "active";
+  }));
+  fill(document.querySelector("#blocks tbody"), blocks.slice(0, 10).map((block) => (row) => {
+    cell(row, String(block.height));
+    cell(row, when(block.header.time_ms));
+    cell(row, String(block.txs.length));
+    cell(row, String(block.header.round));
+    cell(row, t("signers", { n: block.signers.length }));
+  }));
+  const governance = document.getElementById("governance");
+  governance.replaceChildren();
+  if (status.validator_key) {
+    const { partials } = await api(`/v1/partials?awaiting=${status.validator_key}`);
+    for (const partial of partials) {
+      const item = document.createElement("li");
+      item.textContent = `${partial.kind} ${partial.id.slice(0, 16)}… (${t("signers", { n: partial.signers.length })})`;
+      governance.appendChild(item);
+    }
+  }
+  if (!governance.children.length) { const item = document.createElement("li"); item.textContent = t("none"); governance.appendChild(item); }
+  const { emergencies } = await api("/v1/emergencies");
+  const open = document.getElementById("emergencies");
+  open.replaceChildren();
+  for (const emergency of emergencies.filter((e) => e.status === "unreviewed")) {
+    const item = document.createElement("li");
+    item.textContent = `${who(emergency.hospital)}: ${emergency.reason} (${t("height")} ${emergency.opened_height})`;
+    open.appendChild(item);
+  }
+  if (!open.children.length) { const item = document.createElement("li"); item.textContent = t("none"); open.appendChild(item); }
+}
+
+// -- wiring ---------------------------------------------------------------------------------
+async function route() {
+  const view = location.hash === "#/operator" ? "operator" : "patient";
+  document.getElementById("patient").hidden = view !== "patient";
+  document.getElementById("operator").hidden = view !== "operator";
+  for (const name of ["patient", "operator"]) {
+    document.getElementById(`nav-${name}`).setAttribute("aria-current", name === view ? "page" : "false");
+  }
+  try {
+    if (view === "operator") await loadOperator(); else await loadPatient();
+    document.body.dataset.loaded = view;
+  } catch (error) { say(String(error.message || error), true); }
+}
+
+function wire() {
+  const params = new URLSearchParams(location.search);
+  state.agent = (params.get("agent") || localStorage.getItem("carechain.agent") || "").replace(/\/$/, "");
+  document.getElementById("agent-url").value = state.agent;
+  const language = document.getElementById("language");
+  language.value = state.lang;
+  language.addEventListener("change", () => {
+    state.lang = language.value; localStorage.setItem("carechain.lang", state.lang);
+    translatePage(); route();
+  });
+  document.getElementById("agent-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.agent = document.getElementById("agent-url").value.replace(/\/$/, "");
+    localStorage.setItem("carechain.agent", state.agent);
+    route();
+  });
+  document.getElementById("grant-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const chosen = [...document.querySelectorAll("input[name=grant-type]:checked")].map((b) => b.value);
+    try {
+      for (const vault of chosen) {
+        await agent("/agent/v1/grants", "POST", {
+          vault, grantee: document.getElementById("grant-institution").value,
+          days: Number(document.getElementById("grant-days").value),
+          purpose: document.getElementById("grant-purpose").value,
+        });
+      }
+      say(t("done"));
+      await showGrants(); await showTimeline();
+    } catch (error) { say(String(error.message || error), true); }
+  });
+  document.getElementById("rule-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const types = document.getElementById("rule-types").value.split(",").map((s) => s.trim()).filter(Boolean);
+    const rule = { name: document.getElementById("rule-name").value,
+      institutions: [document.getElementById("rule-institution").value], kinds: ["record.put"],
+      decision: document.getElementById("rule-decision").value };
+    if (types.length) rule.data_types = types;
+    try { await saveRules([...(state.rules || []), rule]); say(t("done")); }
+    catch (error) { say(String(error.message || error), true); }
+  });
+  window.addEventListener("hashchange", route);
+  translatePage();
+  route();
+}
+
+document.addEventListener("DOMContentLoaded", wire);

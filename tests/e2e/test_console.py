@@ -1,0 +1,236 @@
+"""The web console in headless Chromium (Debian's package, driven by Playwright) against a real
+local network: 4 validator processes with the console on, a patient with records and a
+partial transaction from hospital A waiting for the patient, and the patient's local agent
+(`carechain agent --serve`) holding the patient's keys. A patient grants, sees the grant,
+revokes it, approves the pending co-signature, adds an automatic co-signing rule and switches
+the labels to Chinese; an operator sees a killed validator marked as missing. Screenshots of
+every view go to build/screenshots/ (kept out of git)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, sync_playwright
+
+from carechain.cli.demo_ledger import Ledger, put_reading, reading
+from carechain.cli.nodes import Devnet
+from carechain.config.genesis import load_genesis
+from carechain.consensus import crypto
+from carechain.consensus.genesis import Institution, InstitutionKind
+from carechain.consensus.ledger.policy import Template
+from carechain.consensus.ledger.vaults import vault_id_of
+from carechain.node import builders
+from carechain.node.client import Client
+from carechain.node.keystore import save_key
+
+pytestmark = pytest.mark.slow
+CHROMIUM = Path("/usr/bin/chromium")
+PORT = 29800
+AGENT_PORT = 29890
+BROWSER_LOG: list[str] = []
+SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+P1, P2 = crypto.PrivateKey(b"\x71" * 32), crypto.PrivateKey(b"\x72" * 32)
+HOSPITAL_A, HOSPITAL_B = crypto.PrivateKey(b"\x73" * 32), crypto.PrivateKey(b"\x74" * 32)
+TRUSTED = crypto.PrivateKey(b"\x75" * 32)
+
+
+class World:
+    def __init__(self, devnet: Devnet, clients: list[Client], agent: subprocess.Popen[bytes]):
+        self.devnet, self.clients, self.agent = devnet, clients, agent
+
+    @property
+    def console(self) -> str:
+        return f"{self.clients[0].base_url}/console/?agent=http://127.0.0.1:{AGENT_PORT}"
+
+
+def _patient_chain(ledger: Ledger) -> bytes:
+    """A registered patient with glucose and cgm vaults (hospital A on the team), two readings,
+    and a third from hospital A waiting for the patient's signature; the partial's id."""
+    keys = (P1.public_key, P2.public_key)
+    account = crypto.account_id(P1.public_key)
+    ledger.commit(builders.register_patient(ledger.chain_id, keys, ledger.expiry()).signed(P1, P2))
+    team = [HOSPITAL_A.public_key]
+    for data_type in ("glucose", "cgm"):
+        draft, epoch_key = builders.create_vault(
+            ledger.chain_id, account, ledger.nonce(account), ledger.expiry(),
+            data_type=data_type, template=Template.PATIENT_CONTROLLED, team=team,
+            members={*keys, *team, TRUSTED.public_key},
+        )  # fmt: skip
+        ledger.commit(draft.signed(P1, P2))
+        ledger.epoch_keys[(vault_id_of(account, data_type), 1)] = epoch_key
+    glucose = vault_id_of(account, "glucose")
+    for index in range(2):
+        tx, _ = put_reading(ledger, glucose, reading("glucose", index))
+        ledger.commit(tx.signed_by(P1).signed_by(P2))
+    # (on the cgm vault: the glucose vault's epoch rotates when the test revokes its grant, and
+    # a record sealed to the old epoch can no longer be added there)
+    pending, _ = put_reading(ledger, vault_id_of(account, "cgm"), reading("glucose", 7))
+    partial = pending.signed_by(HOSPITAL_A)
+    assert ledger.client.submit(partial)["status"] == "partial"
+    return partial.id
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (make test installs it when it can)")
+    folder = tmp_path_factory.mktemp("console")
+    institutions = (
+        Institution("hospital-a", InstitutionKind.HOSPITAL, HOSPITAL_A.public_key),
+        Institution("hospital-b", InstitutionKind.HOSPITAL, HOSPITAL_B.public_key),
+        Institution("trusted-party", InstitutionKind.TRUSTED_PARTY, TRUSTED.public_key),
+    )
+    devnet = Devnet(folder / "net", 4, PORT, institutions=institutions,
+                    heartbeat_interval_ms=2000, console=True)  # fmt: skip
+    clients = devnet.start()
+    agent: subprocess.Popen[bytes] | None = None
+    try:
+        genesis = load_genesis(devnet.nodes[0].home / "genesis.json")
+        _patient_chain(Ledger(genesis, clients[0]))
+        home = folder / "patient"
+        for name, key in (("patient-1", P1), ("patient-2", P2)):
+            save_key(home / "keys" / f"{name}.json", key, name=name, purpose="account",
+                     passphrase=None)  # fmt: skip
+        (home / "rules.toml").write_text("")
+        with (folder / "agent.log").open("wb") as log:  # the child keeps its own copy
+            agent = subprocess.Popen(
+                [sys.executable, "-m", "carechain.cli", "agent", "--home", str(home),
+                 "--api", clients[0].base_url, "--rules", str(home / "rules.toml"),
+                 "--key", "patient-1", "--other-key", "patient-2", "--interval", "1",
+                 "--serve", f"127.0.0.1:{AGENT_PORT}"],
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        _wait_for_agent(agent, folder / "agent.log")
+        yield World(devnet, clients, agent)
+    finally:
+        if agent is not None:
+            agent.terminate()
+            agent.wait(30)
+        devnet.stop()
+
+
+def _wait_for_agent(agent: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if agent.poll() is not None:
+            raise AssertionError(f"the agent exited: {log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{AGENT_PORT}/agent/v1/identity"):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"the agent did not answer: {log.read_text()}")
+
+
+@pytest.fixture
+def page(world: World) -> Iterator[Page]:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"],
+        )  # fmt: skip
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        page.set_default_timeout(30_000)
+        BROWSER_LOG.clear()
+        page.on("console", lambda message: BROWSER_LOG.append(f"{message.type}: {message.text}"))
+        page.on("pageerror", lambda error: BROWSER_LOG.append(f"page error: {error}"))
+        try:
+            yield page
+        finally:
+            print("\n".join(["the browser said:", *BROWSER_LOG, page.inner_text("#message")]))
+            browser.close()
+
+
+def _shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_a_patient_grants_sees_revokes_and_approves_a_co_signature(
+    world: World, page: Page
+) -> None:
+    p = page
+    p.goto(f"{world.console}#/patient")
+    p.wait_for_selector("body[data-loaded=patient]")
+    p.wait_for_selector("#vaults summary")
+    assert "glucose (2" in p.inner_text("#vaults")
+    assert "hospital-a" in p.inner_text("#pending")
+    _shot(p, "patient")
+    # grant hospital B access to glucose for 14 days
+    p.check(f"input[name=grant-type][value='{_vault('glucose')}']")
+    p.select_option("#grant-institution", HOSPITAL_B.public_key.hex())
+    p.fill("#grant-days", "14")
+    p.click("#grant-form button[type=submit]")
+    row = p.locator("#grants tbody tr[data-grant]")
+    row.wait_for()
+    assert row.inner_text().split("\t")[:2] == ["hospital-b", "glucose"]
+    _shot(p, "patient-granted")
+    # revoke it: the chain rotates the vault's epoch, the row goes
+    row.locator("button").click()
+    p.wait_for_selector("#grants tbody tr[data-grant]", state="detached")
+    vault = world.clients[1].get(f"/v1/vaults/{_vault('glucose')}")
+    assert vault["epoch"] == 2, "the revocation rotated the epoch"
+    # approve hospital A's pending reading
+    p.click("#pending li[data-partial] button:first-of-type")
+    p.wait_for_selector("#pending li[data-partial]", state="detached")
+    _committed_records(world, "cgm", 1)
+    # an automatic co-signing rule for hospital A's cgm reports
+    p.fill("#rule-name", "hospital A files CGM reports")
+    p.select_option("#rule-institution", HOSPITAL_A.public_key.hex())
+    p.fill("#rule-types", "cgm")
+    p.click("#rule-form button[type=submit]")
+    p.wait_for_selector("#rules tbody td:has-text('hospital A files CGM reports')")
+    p.reload()
+    p.wait_for_selector("body[data-loaded=patient]")
+    assert "cgm (1" in p.inner_text("#vaults")
+    p.wait_for_selector("#timeline tbody td:has-text('grant')")
+    _shot(p, "patient-after")
+    p.select_option("#language", "zh")
+    p.wait_for_selector("h2:has-text('当前谁可以读取您的数据')")
+    _shot(p, "patient-zh")
+
+
+def test_an_operator_sees_a_killed_validator_marked_missing(world: World, page: Page) -> None:
+    p = page
+    p.goto(f"{world.console}#/operator")
+    p.wait_for_selector("body[data-loaded=operator]")
+    victim = world.devnet.nodes[3].name
+    state = f"#validators tr[data-validator='{victim}'] td:last-child"
+    assert p.inner_text(state) == "active"
+    _shot(p, "operator")
+    world.devnet.kill(victim)
+    deadline = time.monotonic() + 60
+    while p.inner_text(state) != "missing":
+        assert time.monotonic() < deadline, "the killed validator was never marked missing"
+        time.sleep(1)
+        p.reload()
+        p.wait_for_selector("body[data-loaded=operator]")
+    _shot(p, "operator-validator-missing")
+
+
+def _vault(data_type: str) -> str:
+    return vault_id_of(crypto.account_id(P1.public_key), data_type).hex()
+
+
+def _committed_records(world: World, data_type: str, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while len(world.clients[2].get(f"/v1/vaults/{_vault(data_type)}/records")["records"]) < count:
+        assert time.monotonic() < deadline, "the approved record was not committed"
+        time.sleep(0.2)
+
+
+def test_screenshots_are_kept_out_of_git() -> None:
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(SHOTS / "patient.png")],
+        cwd=SHOTS.parents[1], check=False,
+    )  # fmt: skip
+    assert ignored.returncode == 0 or shutil.which("git") is None
