@@ -111,7 +111,9 @@ def _listening(pid: int, port: int) -> set[str]:
     return {c.laddr.ip for c in sockets if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
 
 
-def test_a_node_with_the_default_api_config_listens_on_loopback_only_without_console(tmp_path: Path) -> None:
+def test_a_node_with_the_default_api_config_listens_on_loopback_only_without_console(
+    tmp_path: Path,
+) -> None:
     home = tmp_path / "hospital"
     init = CliRunner().invoke(
         cli,
