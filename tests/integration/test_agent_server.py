@@ -1,0 +1,61 @@
+"""The patient agent's HTTP service refuses what it must without a node: another origin than
+the console's, malformed requests, and a partial that does not await the patient (the node is
+unreachable here, so that one is a typed refusal too). The happy paths run in a browser
+against a real network in tests/e2e/test_console.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from carechain.cli.agent_server import PatientAgent
+from carechain.cli.context import FlowContext
+from carechain.consensus import crypto
+from carechain.node.client import Client
+
+CONSOLE = "http://127.0.0.1:26601"
+
+
+def _agent(tmp_path: Path) -> PatientAgent:
+    context = FlowContext(tmp_path, Client("http://127.0.0.1:9", timeout_s=1), None)
+    keys = [crypto.PrivateKey(b"\x81" * 32), crypto.PrivateKey(b"\x82" * 32)]
+    return PatientAgent(context, keys, tmp_path / "rules.toml", CONSOLE + "/")
+
+
+@pytest.mark.asyncio
+async def test_the_agent_answers_only_the_console_and_refuses_bad_requests(
+    tmp_path: Path,
+) -> None:
+    agent = _agent(tmp_path)
+    async with TestClient(TestServer(agent.app())) as http:
+        ok = await http.get("/agent/v1/identity", headers={"Origin": CONSOLE})
+        assert ok.status == 200
+        assert ok.headers["Access-Control-Allow-Origin"] == CONSOLE
+        assert (await ok.json())["address"].startswith("cc1")
+        other = await http.get("/agent/v1/identity", headers={"Origin": "http://evil.example"})
+        assert (other.status, (await other.json())["error"]) == (403, "forbidden_origin")
+        preflight = await http.options("/agent/v1/rules", headers={"Origin": CONSOLE})
+        assert "PUT" in preflight.headers["Access-Control-Allow-Methods"]
+        bad = await http.post("/agent/v1/grants", json={"vault": "zz"})
+        assert (bad.status, (await bad.json())["error"]) == (400, "bad_request")
+        record = await http.get(f"/agent/v1/records/{'00' * 20}/short")
+        assert (record.status, (await record.json())["error"]) == (400, "bad_hex")
+        rules = await http.put("/agent/v1/rules", json={"rules": [{"name": "x"}]})
+        assert rules.status == 400, "a rule missing its fields is refused"
+        good_rule = {
+            "name": "hospital files glucose",
+            "institutions": ["ab" * 32],
+            "kinds": ["record.put"],
+            "data_types": ["glucose"],
+            "decision": "sign",
+        }
+        saved = await http.put("/agent/v1/rules", json={"rules": [good_rule]})
+        assert saved.status == 200
+        assert (await (await http.get("/agent/v1/rules")).json())["rules"][0]["name"] == (
+            "hospital files glucose"
+        )
+        unreachable = await http.post(f"/agent/v1/partials/{'00' * 32}/approve")
+        assert unreachable.status == 400
+        assert (await unreachable.json())["error"]
