@@ -11,10 +11,13 @@ committed by a single-process chain until the validator network runs the same le
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import click
@@ -138,6 +141,7 @@ def _network(scenario: Scenario, cast: Cast, folder: Path, base_port: int) -> De
         chain_id=CHAIN_ID,
         institutions=_institutions(cast),
         heartbeat_interval_ms=5_000,
+        console=True,
     )
     clients = network.start()
     genesis = load_genesis(network.nodes[0].home / "genesis.json")
@@ -163,7 +167,12 @@ def _network(scenario: Scenario, cast: Cast, folder: Path, base_port: int) -> De
     help="Keep the demo's files here (default: a temporary folder, removed afterwards).",
 )
 @click.option("--base-port", default=26900, show_default=True, type=click.IntRange(1024, 65000))
-def demo(folder: Path | None, base_port: int) -> None:
+@click.option(
+    "--stay",
+    is_flag=True,
+    help="Afterwards keep the network and the web console up until Ctrl-C.",
+)
+def demo(folder: Path | None, base_port: int, stay: bool) -> None:
     """Run the paper's scenario on a local 4-validator network; exit 1 if any check fails."""
     started = time.monotonic()
     scenario = Scenario()
@@ -174,15 +183,54 @@ def demo(folder: Path | None, base_port: int) -> None:
         console.print(f"[bold]carechain demo[/bold]: files in {where}")
         _identities(scenario, cast, where)
         network = _network(scenario, cast, where, base_port)
+        agent: subprocess.Popen[bytes] | None = None
         try:
             _story(scenario, cast, network)
+            agent = _console(scenario, cast, network, where, base_port)
+            if stay:
+                console.print("the network and the console stay up: Ctrl-C stops them")
+                with contextlib.suppress(KeyboardInterrupt):
+                    while agent.poll() is None:
+                        time.sleep(1)
         finally:
+            if agent is not None:
+                agent.terminate()
+                agent.wait(30)
             network.stop()
     elapsed = time.monotonic() - started
     if scenario.failures:
         console.print(f"\n[red]{len(scenario.failures)} check(s) failed[/red] in {elapsed:.1f}s")
         sys.exit(1)
     console.print(f"\n[green]all checks passed[/green] in {elapsed:.1f}s")
+
+
+def _console(
+    scenario: Scenario, cast: Cast, network: Devnet, where: Path, base_port: int
+) -> subprocess.Popen[bytes]:
+    """The web console: hospital A's operator view on its node; the patient's view on the
+    node the patient's phone uses, with the patient's agent holding the patient's keys."""
+    scenario.step("The web console: the patient's view (through the patient's agent) and A's")
+    home = where / "patient-agent"
+    for index, key in enumerate(cast.patient_keys, start=1):
+        name = f"patient-{index}"  # unencrypted: a demo's throwaway keys, on this machine only
+        save_key(home / "keys" / f"{name}.json", key, name=name, purpose="account", passphrase=None)
+    (home / "rules.toml").write_text("")
+    patient_api = api_address(network.nodes[3].home)
+    agent_address = f"127.0.0.1:{base_port + 90}"
+    with (where / "patient-agent.log").open("wb") as log:
+        agent = subprocess.Popen(  # noqa: S603 - our interpreter and module
+            [sys.executable, "-m", "carechain.cli", "agent", "--home", str(home),
+             "--api", patient_api, "--rules", str(home / "rules.toml"), "--key", "patient-1",
+             "--other-key", "patient-2", "--serve", agent_address],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    hospital_api = api_address(network.nodes[0].home)
+    scenario.say(f"patient:  {patient_api}/console/?agent=http://{agent_address}#/patient")
+    scenario.say(f"hospital: {hospital_api}/console/#/operator")
+    with urllib.request.urlopen(f"{hospital_api}/console/", timeout=10) as page:  # noqa: S310
+        served = page.read().decode()
+    scenario.check("console.js" in served, "the console is served by the hospital's node")
+    return agent
 
 
 def _story(scenario: Scenario, cast: Cast, network: Devnet) -> None:
