@@ -303,7 +303,7 @@ function drawReads(reads) {
   }
   const days = [...perDay.keys()].sort().slice(-30);
   const most = Math.max(1, ...perDay.values());
-  const width = 600 / Math.max(days.length, 1);
+  const width = Math.min(40, 600 / Math.max(days.length, 1));
   const ns = "http://www.w3.org/2000/svg";
   days.forEach((day, index) => {
     const height = (perDay.get(day) / most) * 90;

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page, expect, sync_playwright
 
 from carechain.cli.demo_ledger import Ledger, put_reading, reading
 from carechain.cli.nodes import Devnet
@@ -67,8 +67,21 @@ def _patient_chain(ledger: Ledger) -> bytes:
         ledger.epoch_keys[(vault_id_of(account, data_type), 1)] = epoch_key
     glucose = vault_id_of(account, "glucose")
     for index in range(2):
-        tx, _ = put_reading(ledger, glucose, reading("glucose", index))
+        tx, record_id = put_reading(ledger, glucose, reading("glucose", index))
         ledger.commit(tx.signed_by(P1).signed_by(P2))
+    reader = crypto.account_id(HOSPITAL_A.public_key)  # hospital A reads by team right: a receipt
+    receipt = builders.receipt(
+        ledger.chain_id,
+        HOSPITAL_A.public_key,
+        ledger.nonce(reader),
+        ledger.expiry(),
+        vault=glucose,
+        record_id=record_id,
+        grant_id=b"",
+    )
+    ledger.commit(receipt.signed(HOSPITAL_A))  # fmt: skip
+    refused, _ = put_reading(ledger, glucose, reading("glucose", 9))  # one the patient refuses
+    assert ledger.client.submit(refused.signed_by(HOSPITAL_A))["status"] == "partial"
     # (on the cgm vault: the glucose vault's epoch rotates when the test revokes its grant, and
     # a record sealed to the old epoch can no longer be added there)
     pending, _ = put_reading(ledger, vault_id_of(account, "cgm"), reading("glucose", 7))
@@ -179,7 +192,11 @@ def test_a_patient_grants_sees_revokes_and_approves_a_co_signature(
     p.wait_for_selector("#grants tbody tr[data-grant]", state="detached")
     vault = world.clients[1].get(f"/v1/vaults/{_vault('glucose')}")
     assert vault["epoch"] == 2, "the revocation rotated the epoch"
-    # approve hospital A's pending reading
+    # refuse hospital A's glucose reading, approve its cgm reading
+    assert p.locator("#pending li[data-partial]").count() == 2
+    glucose_item = p.locator("#pending li[data-partial]", has_text="glucose record")
+    glucose_item.locator("button", has_text="Refuse").click()
+    expect(p.locator("#pending li[data-partial]")).to_have_count(1)
     p.click("#pending li[data-partial] button:first-of-type")
     p.wait_for_selector("#pending li[data-partial]", state="detached")
     _committed_records(world, "cgm", 1)
@@ -192,6 +209,10 @@ def test_a_patient_grants_sees_revokes_and_approves_a_co_signature(
     p.reload()
     p.wait_for_selector("body[data-loaded=patient]")
     assert "cgm (1" in p.inner_text("#vaults")
+    with p.expect_download() as download:  # a record decrypted by the agent
+        p.locator("#vaults details", has_text="glucose").locator("button").first.click()
+    assert Path(download.value.path()).read_bytes() == reading("glucose", 0)
+    assert p.locator("#reads-chart rect").count() == 1, "one day with one read"
     p.wait_for_selector("#timeline tbody td:has-text('grant')")
     _shot(p, "patient-after")
     p.select_option("#language", "zh")
