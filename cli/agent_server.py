@@ -24,7 +24,7 @@ import pydantic
 import tomli_w
 from aiohttp import web
 
-from carechain.cli.context import FlowContext
+from carechain.cli.context import FlowContext, hex_bytes
 from carechain.cli.patient_actions import (
     agent_pass,
     cosignature,
@@ -177,7 +177,7 @@ class PatientAgent:
 
     async def revoke(self, request: web.Request) -> web.Response:
         body = await self._body(request, RevokeBody)
-        grant_id = _hex(request.match_info["id"], 32, "grant id")
+        grant_id = hex_bytes(request.match_info["id"], 32, "the grant id")
 
         def work() -> dict[str, object]:
             tx = revoke_grant(self.context, self.keys, bytes.fromhex(body.vault), grant_id)
@@ -228,8 +228,8 @@ class PatientAgent:
         return web.json_response({"rules": [r.model_dump() for r in load_rules(self.rules_path)]})
 
     async def record(self, request: web.Request) -> web.Response:
-        vault_id = _hex(request.match_info["vault"], 20, "vault id")
-        record_id = _hex(request.match_info["record"], 16, "record id")
+        vault_id = hex_bytes(request.match_info["vault"], 20, "the vault id")
+        record_id = hex_bytes(request.match_info["record"], 16, "the record id")
         plaintext = await self._run(
             lambda: read_record(self.context, self.keys[0], vault_id, record_id)
         )
@@ -251,16 +251,6 @@ class PatientAgent:
                     )
                     self.decisions.extend(d for d in passed if d["signed"])
             await asyncio.sleep(interval_s)
-
-
-def _hex(value: str, size: int, what: str) -> bytes:
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        raw = b""
-    if len(raw) != size:
-        raise AgentError(400, "bad_hex", f"the {what} is {2 * size} hex characters")
-    return raw
 
 
 async def serve_agent(agent: PatientAgent, host: str, port: int, interval_s: float) -> None:

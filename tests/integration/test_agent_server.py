@@ -41,7 +41,7 @@ async def test_the_agent_answers_only_the_console_and_refuses_bad_requests(
         bad = await http.post("/agent/v1/grants", json={"vault": "zz"})
         assert (bad.status, (await bad.json())["error"]) == (400, "bad_request")
         record = await http.get(f"/agent/v1/records/{'00' * 20}/short")
-        assert (record.status, (await record.json())["error"]) == (400, "bad_hex")
+        assert (record.status, (await record.json())["error"]) == (400, "invalid_input")
         rules = await http.put("/agent/v1/rules", json={"rules": [{"name": "x"}]})
         assert rules.status == 400, "a rule missing its fields is refused"
         good_rule = {
