@@ -360,7 +360,8 @@ class Node:
             decoded = decode_message(message.payload, max_bytes=self.config.p2p.message_bytes_max)
             await self._handle(Received(message.peer, decoded, self.clock_ms()))
         elif message.topic is Topic.TX:
-            await self.submit(Tx.decode(message.payload), gossip=False)
+            relayed = message.peer in self._registered  # a validator admitted it already
+            await self.submit(Tx.decode(message.payload), gossip=False, relayed=relayed)
         else:
             await self.submit(Tx.decode(message.payload), gossip=False)
 
@@ -445,9 +446,13 @@ class Node:
     def next_block_context(self) -> BlockContext:
         return BlockContext(self.app.chain, self.store.height + 1, self.clock_ms())
 
-    async def submit(self, tx: Tx, *, gossip: bool = True, notify: bool = True) -> TxOutcome:
+    async def submit(
+        self, tx: Tx, *, gossip: bool = True, notify: bool = True, relayed: bool = False
+    ) -> TxOutcome:
         """Admit a transaction (complete or partial); raises TxRejected saying why not.
-        With `notify=False` the engine is not told (the caller tells it once for a batch)."""
+        With `notify=False` the engine is not told (the caller tells it once for a batch);
+        `relayed`: a complete transaction a registered validator sent on, admitted without
+        executing it again (see `admit`)."""
         if tx.id in self.mempool.txs:
             return TxOutcome(tx.id, "pending", False)  # a re-broadcast: dropped unchecked
         if self.store.tx_location(tx.id) is not None:
@@ -455,7 +460,8 @@ class Node:
         merging = tx.id in self.partials.partials
         if merging:
             tx = self.partials.merge(tx, self.clock_ms())
-        status = admit(self.store, tx, self.next_block_context(), self.signatures)
+        execute = merging or not relayed
+        status = admit(self.store, tx, self.next_block_context(), self.signatures, execute=execute)
         if merging and status is TxStatus.COMPLETE:
             self.partials.remove(tx.id)
         if status is TxStatus.PARTIAL:

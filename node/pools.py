@@ -57,10 +57,17 @@ def admit(
     tx: Tx,
     block: BlockContext,
     check_signers: SignerCheck = verified_signers,
+    *,
+    execute: bool = True,
 ) -> TxStatus:
     """Check what can be checked before ordering: envelope, signatures, body, nonce not
     behind. A nonce ahead of the next one is queued; at the next nonce the full rules apply.
-    Signatures are checked once, through `check_signers` (the node's cache)."""
+    Signatures are checked once, through `check_signers` (the node's cache).
+
+    `execute=False` is for a complete transaction a registered validator relayed: that
+    validator executed it on admission, so it is not executed again here (the envelope,
+    signatures, body and nonce still are); the proposal's execution drops it if the state
+    has moved on. A validator relaying bad transactions wastes proposal work, no more."""
     if tx.chain_id != block.chain.chain_id:
         raise TxRejected("wrong_chain", f"for chain {tx.chain_id!r}")
     if len(tx.encode()) > block.chain.params.max_tx_bytes:
@@ -74,6 +81,8 @@ def admit(
     expected = _next_nonce(state, tx.account)
     if tx.nonce < expected:
         raise TxRejected("bad_nonce", f"nonce {tx.nonce} is spent; next is {expected}")
+    if not execute:
+        return TxStatus.COMPLETE
     if tx.nonce > expected:
         # Queued behind the account's earlier transactions, which may change what it finds;
         # but whether its signatures satisfy the policy is known now: try it as if they had

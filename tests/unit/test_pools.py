@@ -103,3 +103,22 @@ def test_a_partial_ahead_of_its_predecessor_is_admitted_as_partial() -> None:
     assert admit(world.store, ahead.signed(world.hospital["A"]), context) is TxStatus.PARTIAL
     complete = ahead.signed(world.p1, world.hospital["A"])
     assert admit(world.store, complete, context) is TxStatus.COMPLETE
+
+
+def test_a_relayed_transaction_is_checked_but_not_executed_again() -> None:
+    """What a registered validator relays as complete is admitted on its envelope, signatures,
+    body and nonce alone; a transaction it could not have admitted still fails those."""
+    world = World()
+    vault = world.create_vault()
+    draft = world.record_draft(vault)
+    hospital_only = draft.signed(world.hospital["A"])  # executing it finds it partial
+    context = world.next_context()
+    assert admit(world.store, hospital_only, context) is TxStatus.PARTIAL
+    assert admit(world.store, hospital_only, context, execute=False) is TxStatus.COMPLETE
+    wrong = dataclasses.replace(hospital_only.signatures[0], signature=bytes(64))
+    forged = dataclasses.replace(hospital_only, signatures=(wrong,))
+    with pytest.raises(TxRejected, match="bad_signature"):
+        admit(world.store, forged, context, execute=False)
+    spent = dataclasses.replace(draft, nonce=draft.nonce - 1).signed(world.p1, world.hospital["A"])
+    with pytest.raises(TxRejected, match="bad_nonce"):
+        admit(world.store, spent, context, execute=False)
