@@ -302,8 +302,7 @@ class Node:
         self.mempool.drop_rejected(self.app.rejected, self.store)
         self.app.rejected = []
         self.mempool.after_commit(block, self.store, self.clock_ms())
-        for tx in block.txs:
-            self.partials.remove(tx.id)
+        self.partials.remove_all(tx.id for tx in block.txs)
         self.signatures.forget(tx.witness_hash for tx in block.txs)  # never checked again
         self._update_permissions()
         self.publish(
