@@ -363,6 +363,7 @@ class Api:
                 },
                 "mempool": len(node.mempool),
                 "partials": len(node.partials),
+                "equivocations_seen": node.equivocations_seen,
             }
         )
 

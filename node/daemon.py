@@ -173,6 +173,7 @@ class Node:
         self.syncing = False
         self.gossip_blocks = 0  # blocks taken in from gossip (a full node's usual way)
         self.pool_full_drops = 0  # transactions from peers dropped because the mempool was full
+        self.equivocations_seen = 0  # conflicting vote pairs this node received (each reported)
         self.started_ms = clock_ms()
         self._lock = asyncio.Lock()
         self._wake_at: int | None = None
@@ -488,6 +489,7 @@ class Node:
             await self.network.publish(topic, payload)
 
     def _submit_evidence(self, evidence: ReportEvidence) -> None:
+        self.equivocations_seen += 1
         tx = builders.report_equivocation(
             self.genesis.chain_id, self.clock_ms() + 3_600_000, evidence.first, evidence.second
         )

@@ -259,6 +259,9 @@ class FaultNet:
         if not evidence:
             entries = clients[0].get("/v1/state/evidence")["entries"]
             assert entries == [], f"a validator signed twice: {entries}"
+            # and from every node's own received votes, evidence submitted or not
+            seen = {c.base_url: int(c.status()["equivocations_seen"]) for c in clients}
+            assert set(seen.values()) == {0}, f"conflicting votes received: {seen}"
         return height
 
     def stop(self) -> None:

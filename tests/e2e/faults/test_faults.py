@@ -285,9 +285,11 @@ def test_a_byzantine_validator_is_outvoted_and_its_equivocations_are_recorded(
         validators = honest.status()["validators"]
         key = next(v["public_key"] for v in validators if v["name"] == villain)
         entries = honest.get("/v1/state/evidence")["entries"]
+        seen = [int(c.status()["equivocations_seen"]) for c in net.live_clients()]
         accused = {Evidence.decode(bytes.fromhex(value)).validator.hex() for _, value in entries}
         print(f"{len(entries)} equivocations recorded")
     assert entries, "no evidence was recorded"
+    assert min(seen) > 0, f"an honest node saw no conflicting votes: {seen}"
     assert accused == {key}
     assert outage < 5.0
 
