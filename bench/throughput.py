@@ -276,7 +276,16 @@ class Run:
         for index, (first, last) in enumerate(zip(before, after, strict=True)):
             cores = (last[0] - first[0]) / elapsed
             self.figures[f"{self.prefix}node{index}_cpu_cores_saturated"] = cores
+        await self.count_drops("saturated")
         return self.record("api_saturated", items).get("committed_tx_per_s", 100.0)
+
+    async def count_drops(self, phase: str) -> None:
+        """Messages each node's p2p layer dropped so far (full inbox or outbox)."""
+        for index, url in enumerate(self.live.urls):
+            async with self.session.get(f"{url}/v1/status") as response:
+                status = await response.json()
+            key = f"{self.prefix}node{index}_p2p_dropped_after_{phase}"
+            self.figures[key] = float(status["p2p_dropped"])
 
     async def through_p2p(self, items: list[Item], per_second: float) -> None:
         network = Libp2pNetwork(
@@ -320,6 +329,7 @@ async def run_network(
             say(f"{len(steady)} transactions at {rate:.0f}/s through the API")
             await run.through_api(steady, per_second=rate)
             run.record("api_at_half_saturation", steady)
+            await run.count_drops("half_rate")
             run.figures[f"{run.prefix}api_half_saturation_rate_tx_per_s"] = rate
             offset = saturation + len(steady)
             pushed = items[offset : offset + saturation]

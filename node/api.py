@@ -364,6 +364,9 @@ class Api:
                 "mempool": len(node.mempool),
                 "partials": len(node.partials),
                 "equivocations_seen": node.equivocations_seen,
+                # messages the p2p layer had to drop (a full inbox or per-peer outbox): the
+                # 2 s re-broadcast and sync recover them; a steady climb means overload
+                "p2p_dropped": int(getattr(node.network, "dropped", 0)),
             }
         )
 
