@@ -246,7 +246,11 @@ class PatientAgent:
                 with contextlib.suppress(ApiRequestError, NodeUnreachable, CarechainError):
                     passed = await self._run(
                         lambda: agent_pass(
-                            self.context, self.keys[0], self.rules_path, self.patient_keys
+                            self.context,
+                            self.keys[0],
+                            self.rules_path,
+                            self.patient_keys,
+                            frozenset(self.refused),
                         )
                     )
                     self.decisions.extend(d for d in passed if d["signed"])

@@ -111,11 +111,19 @@ def cosignature(key: crypto.PrivateKey, tx: Tx) -> TxSignature:
 
 
 def agent_pass(
-    context: FlowContext, key: crypto.PrivateKey, rules_path: Path, patient_keys: frozenset[bytes]
+    context: FlowContext,
+    key: crypto.PrivateKey,
+    rules_path: Path,
+    patient_keys: frozenset[bytes],
+    refused: frozenset[str] = frozenset(),
 ) -> list[dict[str, object]]:
+    """One pass of the automatic co-signer over the partials awaiting `key`; a partial the
+    patient refused in person (`refused`, ids in hex) is never signed by a rule."""
     rules = load_rules(rules_path)
     decisions = []
     for partial in context.client.partials(awaiting=key.public_key):
+        if partial["id"] in refused:
+            continue
         transaction = Tx.decode(bytes.fromhex(partial["tx"]))
         decision = decide(rules, transaction, patient_keys)
         if decision.sign:

@@ -6,13 +6,17 @@ against a real network in tests/e2e/test_console.py."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from carechain.cli.agent_server import PatientAgent
 from carechain.cli.context import FlowContext
+from carechain.cli.patient_actions import agent_pass
 from carechain.consensus import crypto
+from carechain.consensus.types import Tx, TxSignature
+from carechain.node import builders
 from carechain.node.client import Client
 
 CONSOLE = "http://127.0.0.1:26601"
@@ -59,3 +63,40 @@ async def test_the_agent_answers_only_the_console_and_refuses_bad_requests(
         unreachable = await http.post(f"/agent/v1/partials/{'00' * 32}/approve")
         assert unreachable.status == 400
         assert (await unreachable.json())["error"]
+
+
+class _PartialsOnly(Client):
+    """A node that holds two partials from hospital A awaiting the patient."""
+
+    def __init__(self, partials: list[Tx]) -> None:
+        super().__init__("http://127.0.0.1:9")
+        self.held = partials
+        self.cosigned: list[bytes] = []
+
+    def partials(self, awaiting: bytes | None = None) -> list[dict[str, Any]]:
+        return [{"id": tx.id.hex(), "tx": tx.encode().hex()} for tx in self.held]
+
+    def cosign(self, tx_id: bytes, signature: TxSignature) -> dict[str, Any]:
+        self.cosigned.append(tx_id)
+        return {"id": tx_id.hex(), "status": "pending"}
+
+
+def test_a_partial_the_patient_refused_is_never_signed_by_a_rule(tmp_path: Path) -> None:
+    hospital = crypto.PrivateKey(b"\x83" * 32)
+    patient = crypto.PrivateKey(b"\x81" * 32)
+    drafts = [
+        builders.register_patient("carechain-test", (patient.public_key, bytes([i]) * 32), 10**13)
+        for i in (1, 2)
+    ]
+    held = [draft.signed(hospital) for draft in drafts]
+    node = _PartialsOnly(held)
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        f'[[rule]]\nname = "all"\ninstitutions = ["{hospital.public_key.hex()}"]\n'
+        'kinds = ["account.register"]\n'
+    )
+    context = FlowContext(tmp_path, node, None)
+    keys = frozenset({patient.public_key})
+    decisions = agent_pass(context, patient, rules, keys, refused=frozenset({held[0].id.hex()}))
+    assert node.cosigned == [held[1].id]
+    assert [d["tx"] for d in decisions] == [held[1].id.hex()]
