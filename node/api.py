@@ -92,19 +92,6 @@ def _account_id(text: str) -> bytes:
     return decode_address(text) if text.startswith("cc1") else _hex(text, "address")
 
 
-class KvTables:
-    """The node's state tables as `access_report.TableReader`."""
-
-    def __init__(self, kv: Any) -> None:
-        self.kv = kv
-
-    def table_entries(self, table: Table, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
-        return [
-            (schema.parse_state_key(key)[1], value)
-            for key, value in self.kv.iterate(schema.state_key(table, prefix))
-        ]
-
-
 def _hex(value: str, field: str) -> bytes:
     try:
         return bytes.fromhex(value)
@@ -516,7 +503,7 @@ class Api:
 
     async def account_vaults(self, request: web.Request) -> web.Response:
         patient = _account_id(request.match_info["address"])
-        vaults = patient_vaults(self._reader(), patient)
+        vaults = patient_vaults(self.node.store.state, patient)
         return web.json_response(
             {
                 "vaults": [
@@ -528,13 +515,10 @@ class Api:
 
     async def account_timeline(self, request: web.Request) -> web.Response:
         patient = _account_id(request.match_info["address"])
-        events = timeline(self._reader(), patient)
+        events = timeline(self.node.store.state, patient)
         return web.json_response(
             {"events": [{**dataclasses.asdict(e), "actor": e.actor.hex()} for e in events]}
         )
-
-    def _reader(self) -> KvTables:
-        return KvTables(self.node.store.kv)
 
     async def account(self, request: web.Request) -> web.Response:
         account_id = _account_id(request.match_info["address"])
