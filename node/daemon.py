@@ -140,13 +140,12 @@ class Node:
         # after our start + the drift bound); every height it could have signed at is then
         # committed. A data folder lost before the network's first block is the one case
         # this cannot see (the WAL's marker is gone but so is every block).
-        self.signing_held = (
+        if (
             key is not None
             and self.store.height == 0
             and not self.wal.never_signed
             and not self.wal.records()
-        )
-        if self.signing_held:
+        ):
             self.engine.sign_from_height = SIGNING_HELD
             log.warning(
                 "no blocks and no signing history in %s: this validator signs nothing until "
@@ -194,6 +193,11 @@ class Node:
             else None
         )
         self._registered: set[str] = set()
+
+    @property
+    def signing_held(self) -> bool:
+        """Whether this validator withholds its signature (see "signing history" above)."""
+        return self.engine.sign_from_height == SIGNING_HELD
 
     def _heartbeat_status(self) -> tuple[int, int, tuple[str, ...]]:
         state = self.engine.state
@@ -297,7 +301,6 @@ class Node:
         if self.signing_held and block.header.time_ms > (
             self.started_ms + self.genesis.params.clock_drift_ms_max
         ):
-            self.signing_held = False
             self.engine.sign_from_height = height + 1
             log.warning("height %d was proposed after this node started: signing again", height)
         self.mempool.drop_rejected(self.app.rejected, self.store)
