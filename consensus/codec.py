@@ -137,12 +137,16 @@ def _bounds(meta: tuple[Any, ...], kind: type) -> Any:
     return kind()
 
 
-def _converter(tp: Any) -> tuple[ToWire, FromWire]:  # noqa: PLR0911 - one return per kind
-    """Build (to_wire, from_wire) for one field type; both check type and bounds."""
-    meta: tuple[Any, ...] = ()
+def _unwrap(tp: Any) -> tuple[Any, tuple[Any, ...]]:
     if typing.get_origin(tp) is typing.Annotated:
         tp, *rest = typing.get_args(tp)
-        meta = tuple(rest)
+        return tp, tuple(rest)
+    return tp, ()
+
+
+def _converter(tp: Any) -> tuple[ToWire, FromWire]:  # noqa: PLR0911 - one return per kind
+    """Build (to_wire, from_wire) for one field type; both check type and bounds."""
+    tp, meta = _unwrap(tp)
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -269,6 +273,172 @@ def _nested(tp: type[Record]) -> tuple[ToWire, FromWire]:
 R = TypeVar("R", bound="Record")
 
 
+# --- compiled fast paths ------------------------------------------------------------------
+#
+# The converters above check each field with its location, for the error messages. Every
+# record class also gets a pair of functions generated from its fields (as `dataclasses`
+# generates `__init__`): the same checks inline, without building location strings. They
+# raise `_Slow` on anything unexpected and the record then runs the checked path, which
+# raises the located error; so both accept exactly the same values and the fast path only
+# changes the speed.
+
+
+class _Slow(Exception):
+    """The fast path met something it does not accept: run the checked path."""
+
+
+_SLOW = _Slow()
+
+
+class _Compiled(dict[type, Callable[[Any], Any]]):
+    """Record class -> its generated function, made on first use (records may nest
+    themselves, so a function names others by class and finds them here when it runs)."""
+
+    def __init__(self, make: Callable[[type[Record]], Callable[[Any], Any]]) -> None:
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, cls: type[Record]) -> Callable[[Any], Any]:
+        function = self.make(cls)
+        self[cls] = function
+        return function
+
+
+class _Source:
+    """Lines of a generated function and the names it refers to."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.names: dict[str, Any] = {"_SLOW": _SLOW}
+        self.count = 0
+
+    def fresh(self, stem: str) -> str:
+        self.count += 1
+        return f"{stem}{self.count}"
+
+    def name(self, value: Any) -> str:
+        label = self.fresh("k")
+        self.names[label] = value
+        return label
+
+    def add(self, indent: int, line: str) -> None:
+        self.lines.append("    " * indent + line)
+
+
+def _emit(source: _Source, tp: Any, src: str, dst: str, indent: int, decoding: bool) -> None:
+    """Lines that check `src` as a value of field type `tp` and set `dst` to its conversion
+    (wire -> value when decoding, value -> wire when encoding), or raise `_SLOW`."""
+    tp, meta = _unwrap(tp)
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        source.add(indent, f"if {src} is None:")
+        source.add(indent + 1, f"{dst} = None")
+        source.add(indent, "else:")
+        _emit(source, inner, src, dst, indent + 1, decoding)
+        return
+    if origin is tuple:
+        (item_tp, _) = typing.get_args(tp)
+        size = _bounds(meta, Size)
+        container = "list" if decoding else "tuple"
+        items, item, converted = source.fresh("l"), source.fresh("i"), source.fresh("c")
+        source.add(
+            indent,
+            f"if type({src}) is not {container} or not {size.lo} <= len({src}) <= {size.hi}:",
+        )
+        source.add(indent + 1, "raise _SLOW")
+        source.add(indent, f"{items} = []")
+        source.add(indent, f"for {item} in {src}:")
+        _emit(source, item_tp, item, converted, indent + 1, decoding)
+        source.add(indent + 1, f"{items}.append({converted})")
+        source.add(indent, f"{dst} = tuple({items})" if decoding else f"{dst} = {items}")
+        return
+    if isinstance(tp, type) and issubclass(tp, Record):
+        if not decoding:
+            source.add(indent, f"if type({src}) is not {source.name(tp)}:")
+            source.add(indent + 1, "raise _SLOW")
+        table = source.name(_DECODERS if decoding else _ENCODERS)
+        source.add(indent, f"{dst} = {table}[{source.name(tp)}]({src})")
+        return
+    if isinstance(tp, type) and issubclass(tp, enum.IntEnum):
+        if decoding:
+            members = source.name({m.value: m for m in tp})
+            source.add(indent, f"if type({src}) is not int or {src} not in {members}:")
+            source.add(indent + 1, "raise _SLOW")
+            source.add(indent, f"{dst} = {members}[{src}]")
+        else:
+            source.add(indent, f"if not isinstance({src}, {source.name(tp)}):")
+            source.add(indent + 1, "raise _SLOW")
+            source.add(indent, f"{dst} = int({src})")
+        return
+    if tp is bool:
+        source.add(indent, f"if type({src}) is not bool:")
+    elif tp is int:
+        bounds = _bounds(meta, IntRange)
+        source.add(indent, f"if type({src}) is not int or not {bounds.lo} <= {src} <= {bounds.hi}:")
+    elif tp in (bytes, str):
+        size = _bounds(meta, Size)
+        source.add(
+            indent,
+            f"if type({src}) is not {tp.__name__} or not {size.lo} <= len({src}) <= {size.hi}:",
+        )
+    else:
+        raise TypeError(f"unsupported field type {tp!r}")
+    source.add(indent + 1, "raise _SLOW")
+    source.add(indent, f"{dst} = {src}")
+
+
+def _field_types(cls: type[Record]) -> list[tuple[str, Any]]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    if any(not f.init for f in fields):
+        raise TypeError(f"{cls.__name__}: every field of a record is set by its constructor")
+    return [(f.name, hints[f.name]) for f in fields]
+
+
+def _make_decoder(cls: type[Record]) -> Callable[[Any], Any]:
+    source = _Source()
+    fields = _field_types(cls)
+    source.add(0, "def decode(value):")
+    source.add(
+        1,
+        f"if type(value) is not list or len(value) != {len(fields) + 1} "
+        f"or type(value[0]) is not int or value[0] != {cls.VERSION}:",
+    )
+    source.add(2, "raise _SLOW")
+    results = []
+    for index, (_, tp) in enumerate(fields, start=1):
+        item, result = source.fresh("w"), source.fresh("v")
+        source.add(1, f"{item} = value[{index}]")
+        _emit(source, tp, item, result, 1, decoding=True)
+        results.append(result)
+    source.add(1, f"return {source.name(cls)}({', '.join(results)})")
+    return _define(source, "decode")
+
+
+def _make_encoder(cls: type[Record]) -> Callable[[Any], Any]:
+    source = _Source()
+    source.add(0, "def encode(record):")
+    results = []
+    for name, tp in _field_types(cls):
+        item, result = source.fresh("v"), source.fresh("w")
+        source.add(1, f"{item} = record.{name}")
+        _emit(source, tp, item, result, 1, decoding=False)
+        results.append(result)
+    source.add(1, f"return [{', '.join([str(cls.VERSION), *results])}]")
+    return _define(source, "encode")
+
+
+def _define(source: _Source, name: str) -> Callable[[Any], Any]:
+    namespace = dict(source.names)
+    exec("\n".join(source.lines), namespace)  # noqa: S102 - code generated from field types
+    return typing.cast(Callable[[Any], Any], namespace[name])
+
+
+_DECODERS = _Compiled(_make_decoder)
+_ENCODERS = _Compiled(_make_encoder)
+
+
 class Record:
     """Base of every canonically encoded value. Subclasses are frozen dataclasses.
 
@@ -294,6 +464,12 @@ class Record:
         return cls._fields
 
     def to_wire(self, where: str = "") -> Wire:
+        try:
+            return typing.cast(Wire, _ENCODERS[type(self)](self))
+        except _Slow:
+            return self._checked_to_wire(where)
+
+    def _checked_to_wire(self, where: str) -> Wire:
         where = where or type(self).__name__
         out: list[Wire] = [self.VERSION]
         for name, to_wire, _ in self._compiled():
@@ -302,6 +478,13 @@ class Record:
 
     @classmethod
     def from_wire(cls, value: Wire, where: str = "") -> Self:
+        try:
+            return typing.cast(Self, _DECODERS[cls](value))
+        except _Slow:
+            return cls._checked_from_wire(value, where)
+
+    @classmethod
+    def _checked_from_wire(cls, value: Wire, where: str) -> Self:
         where = where or cls.__name__
         fields = cls._compiled()
         if type(value) is not list or len(value) != len(fields) + 1:

@@ -20,9 +20,9 @@ import dataclasses
 import enum
 import functools
 import hashlib
-from typing import Annotated, Final
+from typing import Annotated, Final, Self
 
-from carechain.consensus.codec import IntRange, Record, Size, pack
+from carechain.consensus.codec import DECODE_BYTES_MAX_DEFAULT, IntRange, Record, Size, pack
 from carechain.consensus.crypto import (
     ACCOUNT_ID_BYTES,
     HASH_BYTES,
@@ -86,6 +86,20 @@ class Tx(Record):
     expiry_ms: int
     body: Annotated[bytes, Size(0, TX_BODY_BYTES_MAX)]
     signatures: Annotated[tuple[TxSignature, ...], Size(0, TX_SIGNATURES_MAX)] = ()
+
+    @classmethod
+    def decode(cls, data: bytes, *, max_bytes: int = DECODE_BYTES_MAX_DEFAULT) -> Self:
+        tx = super().decode(data, max_bytes=max_bytes)
+        tx.__dict__["_encoded"] = bytes(data)  # canonical: decoding checked it re-encodes so
+        return tx
+
+    def encode(self) -> bytes:
+        return self._encoded
+
+    @functools.cached_property
+    def _encoded(self) -> bytes:
+        """Encoded once: a transaction is measured, hashed, stored and sent many times."""
+        return pack(self.to_wire())
 
     def unsigned_wire(self) -> bytes:
         wire = self.to_wire()

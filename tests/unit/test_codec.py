@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from carechain.consensus import codec
 from carechain.consensus.codec import EncodeError, IntRange, Record, Size
-from carechain.consensus.errors import DecodeError
+from carechain.consensus.errors import DecodeError, InvalidInput
 from carechain.consensus.types import Tx
 from carechain.tests.strategies import ALL_RECORDS, txs
 
@@ -136,3 +136,55 @@ def test_msgpack_accepts_what_we_refuse() -> None:
     assert msgpack.unpackb(b"\xcc\x05") == 5
     with pytest.raises(DecodeError):
         codec.unpack(b"\xcc\x05")
+
+
+def _mutated(wire: Any, data: st.DataObject) -> Any:
+    """`wire` with one element, at any depth, replaced by an arbitrary wire value."""
+    if not isinstance(wire, list) or not wire or data.draw(st.integers(0, 3)) == 0:
+        return data.draw(wire_values)
+    index = data.draw(st.integers(0, len(wire) - 1))
+    return [*wire[:index], _mutated(wire[index], data), *wire[index + 1 :]]
+
+
+def _outcome(run: Any) -> Any:
+    try:
+        return ("value", run())
+    except codec._Slow:
+        return ("refused",)
+    except (DecodeError, EncodeError, InvalidInput):
+        return ("refused",)
+
+
+WITH_OPTIONAL = {
+    **ALL_RECORDS,
+    "Sample": st.builds(
+        Sample,
+        st.integers(0, 10),
+        st.binary(min_size=4, max_size=4),
+        st.none() | st.text(),
+        st.lists(st.integers(0, 5), max_size=2).map(tuple),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WITH_OPTIONAL))
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_compiled_paths_accept_exactly_what_the_checked_paths_accept(
+    name: str, data: st.DataObject
+) -> None:
+    """Each record's generated decoder and encoder only skip building error locations: on
+    any input (valid, or with one part swapped for anything) they give the checked path's
+    value or refuse where it refuses."""
+    value = data.draw(WITH_OPTIONAL[name])
+    cls = type(value)
+    wire = _mutated(value._checked_to_wire(""), data)
+    fast, checked = codec._DECODERS[cls], cls._checked_from_wire
+    assert _outcome(lambda: fast(wire)) == _outcome(lambda: checked(wire, ""))
+    field = data.draw(st.sampled_from([f.name for f in dataclasses.fields(value)]))  # type: ignore[arg-type]
+    try:
+        swapped = dataclasses.replace(value, **{field: data.draw(wire_values)})  # type: ignore[type-var]
+    except (InvalidInput, TypeError, AttributeError):
+        return  # the constructor itself refused the swapped field
+    fast_encode = codec._ENCODERS[cls]
+    assert _outcome(lambda: fast_encode(swapped)) == _outcome(lambda: swapped._checked_to_wire(""))
