@@ -18,7 +18,7 @@ from carechain.consensus.ledger.state import StateDiff, Table, state_root
 from carechain.consensus.types import Block, BlockHeader, CommitCertificate
 from carechain.storage import schema
 from carechain.storage.kv import KV, LevelKV, WriteBatch
-from carechain.storage.state import StateCorruptError, StateStore
+from carechain.storage.state import R, StateCorruptError, StateStore
 
 
 class ChainCorruptError(InvalidInput):
@@ -55,6 +55,9 @@ class ChainStore:
     # -- ChainView ------------------------------------------------------------------------------
     def get(self, table: Table, key: bytes) -> bytes | None:
         return self.state.get(table, key)
+
+    def load(self, table: Table, key: bytes, kind: type[R]) -> R | None:
+        return self.state.load(table, key, kind)
 
     @property
     def height(self) -> int:
@@ -130,6 +133,7 @@ class ChainStore:
         root = state_root(diff.advance(self.state.accumulator))
         assert root == block.header.state_root, f"height {height}: committing a wrong state root"
         self.kv.write(batch, sync=True)
+        self.state.written(diff)
         self._head_header = block.header
         self._last_certified = (block, certificate)
         return root

@@ -8,7 +8,9 @@ producing a different state root in the middle of consensus.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TypeVar
 
+from carechain.consensus.codec import Record
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.genesis import Genesis
 from carechain.consensus.ledger.governance import genesis_state
@@ -22,18 +24,44 @@ from carechain.consensus.ledger.state import (
 from carechain.storage import schema
 from carechain.storage.kv import KV, WriteBatch
 
+R = TypeVar("R", bound=Record)
+
 
 class StateCorruptError(InvalidInput):
     code = "state_corrupt"
 
 
 class StateStore:
-    def __init__(self, kv: KV) -> None:
+    """Ledger state on `kv`. Keeps up to `decoded_max` decoded entries (read or committed
+    lately) for `load`: a busy account's entry is decoded once, not for every transaction.
+    Only this store writes state, so it knows when an entry changes; it also keeps the
+    accumulator it last wrote."""
+
+    def __init__(self, kv: KV, decoded_max: int = 20_000) -> None:
         self.kv = kv
+        self.decoded_max = decoded_max
+        self._decoded: dict[tuple[Table, bytes], Record] = {}
+        self._accumulator: int | None = None
 
     # -- the ledger's reader ------------------------------------------------------------------
     def get(self, table: Table, key: bytes) -> bytes | None:
         return self.kv.get(schema.state_key(table, key))
+
+    def load(self, table: Table, key: bytes, kind: type[R]) -> R | None:
+        found = self._decoded.get((table, key))
+        if type(found) is kind:
+            return found
+        raw = self.get(table, key)
+        if raw is None:
+            return None
+        value = kind.decode(raw)
+        self._keep(table, key, value)
+        return value
+
+    def _keep(self, table: Table, key: bytes, value: Record) -> None:
+        if len(self._decoded) >= self.decoded_max:
+            del self._decoded[next(iter(self._decoded))]  # the oldest kept
+        self._decoded[(table, key)] = value
 
     # -- metadata -------------------------------------------------------------------------------
     @property
@@ -49,8 +77,10 @@ class StateStore:
 
     @property
     def accumulator(self) -> int:
-        raw = self.kv.get(schema.ACCUMULATOR_KEY)
-        return 0 if raw is None else int.from_bytes(raw, "little")
+        if self._accumulator is None:
+            raw = self.kv.get(schema.ACCUMULATOR_KEY)
+            self._accumulator = 0 if raw is None else int.from_bytes(raw, "little")
+        return self._accumulator
 
     @property
     def root(self) -> bytes:
@@ -62,7 +92,9 @@ class StateStore:
             raise StateCorruptError("the store holds state already; it cannot take genesis again")
         batch = WriteBatch()
         batch.put(schema.SCHEMA_VERSION_KEY, schema.SCHEMA_VERSION.to_bytes(4, "big"))
-        self.kv.write(self.stage(genesis_state(genesis).diff(), 0, batch), sync=True)
+        diff = genesis_state(genesis).diff()
+        self.kv.write(self.stage(diff, 0, batch), sync=True)
+        self.written(diff)
 
     def stage(self, diff: StateDiff, height: int, batch: WriteBatch | None = None) -> WriteBatch:
         """The writes that move the store to `height` with `diff` applied, in one batch the
@@ -79,11 +111,22 @@ class StateStore:
         batch.put(schema.ACCUMULATOR_KEY, accumulator.to_bytes(ACCUMULATOR_BYTES, "little"))
         return batch
 
+    def written(self, diff: StateDiff) -> None:
+        """A batch from `stage(diff, ...)` is on disk: keep what it changed up to date."""
+        self._accumulator = None
+        for entry in diff.entries:
+            entry_key = (entry.table, entry.key)
+            self._decoded.pop(entry_key, None)
+            record = diff.decoded.get(entry_key)
+            if record is not None:
+                self._keep(entry.table, entry.key, record)
+
     def apply(self, diff: StateDiff, height: int) -> bytes:
         """Apply a block's diff atomically; returns the new state root."""
         if self.initialized and height != self.height + 1:
             raise StateCorruptError(f"state is at height {self.height}; cannot apply {height}")
         self.kv.write(self.stage(diff, height), sync=True)
+        self.written(diff)
         return self.root
 
     # -- checking -------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
-from collections.abc import Iterator
-from typing import Final, Protocol, TypeVar
+import typing
+from collections.abc import Callable, Iterator
+from typing import Any, Final, Protocol, TypeVar
 
 from carechain.consensus.codec import Record, pack
 
@@ -50,6 +51,13 @@ class StateReader(Protocol):
     def get(self, table: Table, key: bytes) -> bytes | None: ...
 
 
+class DecodingReader(StateReader, Protocol):
+    """A reader that also hands out decoded entries (the node's store keeps the ones it read
+    or committed lately, so a hot account is not decoded again for every transaction)."""
+
+    def load(self, table: Table, key: bytes, kind: type[R]) -> R | None: ...
+
+
 Change = tuple[Table, bytes, bytes | None]  # value None: the entry is deleted
 
 R = TypeVar("R", bound=Record)
@@ -58,10 +66,13 @@ R = TypeVar("R", bound=Record)
 class Overlay:
     """Writes on top of a reader. Nest one per transaction so a rejected one leaves nothing."""
 
-    __slots__ = ("_base", "_decoded", "_writes")
+    __slots__ = ("_base", "_base_load", "_decoded", "_writes")
 
     def __init__(self, base: StateReader) -> None:
         self._base = base
+        self._base_load: Callable[[Table, bytes, type[Any]], Any] | None = getattr(
+            base, "load", None
+        )  # a DecodingReader's (or an Overlay's)
         self._writes: dict[tuple[Table, bytes], bytes | None] = {}
         # Records are frozen, so a decoded value can be shared until its entry is written.
         self._decoded: dict[tuple[Table, bytes], Record] = {}
@@ -84,11 +95,15 @@ class Overlay:
         cached = self._decoded.get((table, key))
         if type(cached) is kind:
             return cached
-        raw = self.get(table, key)
-        if raw is None:
-            return None
-        value = kind.decode(raw)
-        self._decoded[(table, key)] = value
+        value: R | None
+        written = self._writes.get((table, key), _MISSING)
+        if written is _MISSING and self._base_load is not None:
+            value = self._base_load(table, key, kind)
+        else:
+            raw = self._base.get(table, key) if written is _MISSING else written
+            value = None if raw is None else kind.decode(typing.cast(bytes, raw))
+        if value is not None:
+            self._decoded[(table, key)] = value
         return value
 
     def save(self, table: Table, key: bytes, value: Record) -> None:
@@ -108,11 +123,15 @@ class Overlay:
     def diff(self) -> StateDiff:
         """The writes in canonical order, with the values they replace (for the root)."""
         entries = []
+        decoded = {}
         for (table, key), value in sorted(self._writes.items(), key=lambda item: item[0]):
             old = self._base.get(table, key)
             if old != value:
                 entries.append(DiffEntry(table, key, old, value))
-        return StateDiff(tuple(entries))
+                record = self._decoded.get((table, key))
+                if record is not None and value is not None:
+                    decoded[(table, key)] = record
+        return StateDiff(tuple(entries), decoded)
 
 
 _MISSING: Final = object()
@@ -129,14 +148,29 @@ class DiffEntry:
 @dataclasses.dataclass(frozen=True, slots=True)
 class StateDiff:
     entries: tuple[DiffEntry, ...]
+    # The new values already decoded, by (table, key): a store keeps them for later reads.
+    # Not part of the diff's identity; every one is the decoding of its entry's `new`.
+    decoded: dict[tuple[Table, bytes], Record] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False
+    )
+    # advance() results by input accumulator: a block's diff is advanced to check its root
+    # when proposed or validated, and again when committed.
+    _advanced: dict[int, int] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def advance(self, accumulator: int) -> int:
+        done = self._advanced.get(accumulator)
+        if done is not None:
+            return done
+        result = accumulator
         for entry in self.entries:
             if entry.old is not None:
-                accumulator -= entry_hash(entry.table, entry.key, entry.old)
+                result -= entry_hash(entry.table, entry.key, entry.old)
             if entry.new is not None:
-                accumulator += entry_hash(entry.table, entry.key, entry.new)
-        return accumulator & _MASK
+                result += entry_hash(entry.table, entry.key, entry.new)
+        result &= _MASK
+        self._advanced.clear()  # one input is all a diff ever sees twice
+        self._advanced[accumulator] = result
+        return result
 
 
 def entry_hash(table: Table, key: bytes, value: bytes) -> int:

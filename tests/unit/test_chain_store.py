@@ -10,9 +10,12 @@ import pytest
 
 from carechain.consensus.ledger.apply import apply_block
 from carechain.consensus.ledger.context import ChainContext
+from carechain.consensus.ledger.records import KeyList
+from carechain.consensus.ledger.state import Overlay, Table
 from carechain.storage import schema
 from carechain.storage.chain import ChainCorruptError, ChainStore
-from carechain.storage.kv import LevelKV, WriteBatch
+from carechain.storage.kv import LevelKV, MemoryKV, WriteBatch
+from carechain.storage.state import StateStore
 from carechain.tests.chain_fixture import certified_blocks, fixture_genesis
 
 
@@ -128,3 +131,37 @@ def test_a_second_process_is_told_who_holds_the_directory(tmp_path: Path) -> Non
         store.close()
     assert result.returncode == 3, result.stderr
     assert f"another carechain process is using {tmp_path / 'db'}" in result.stdout
+
+
+def test_decoded_entries_follow_every_commit() -> None:
+    """`load` hands out kept decoded entries; after each commit it returns what was
+    committed (written, rewritten or deleted), never an earlier value, within its bound."""
+    store = StateStore(MemoryKV(), decoded_max=3)
+    store.initialize(fixture_genesis())
+    keys = [bytes([i]) * 4 for i in range(5)]
+
+    def commit(values: dict[bytes, KeyList | None]) -> None:
+        overlay = Overlay(store)
+        for key, value in values.items():
+            if value is None:
+                overlay.delete(Table.META, key)
+            else:
+                overlay.save(Table.META, key, value)
+        store.apply(overlay.diff(), store.height + 1)
+
+    first = {key: KeyList((bytes([n]) * 32,)) for n, key in enumerate(keys)}
+    commit(dict(first))
+    assert all(store.load(Table.META, k, KeyList) == v for k, v in first.items())
+    assert len(store._decoded) <= 3
+    assert store.load(Table.META, keys[1], KeyList) == first[keys[1]]  # kept, then deleted
+    second: dict[bytes, KeyList | None] = {keys[0]: KeyList(()), keys[1]: None}
+    commit(second)
+    assert store.load(Table.META, keys[0], KeyList) == KeyList(())
+    assert store.load(Table.META, keys[1], KeyList) is None
+    assert Overlay(store).load(Table.META, keys[2], KeyList) == first[keys[2]]
+    # what a fresh store reads from the same kv is what the kept entries said
+    fresh = StateStore(store.kv)
+    assert all(
+        fresh.load(Table.META, k, KeyList) == store.load(Table.META, k, KeyList) for k in keys
+    )
+    store.verify()
