@@ -47,7 +47,12 @@ from carechain.consensus.poa.events import (
     WalReplayed,
     WriteWal,
 )
-from carechain.consensus.poa.messages import Commit, decode_message, encode_message
+from carechain.consensus.poa.messages import (
+    Commit,
+    commit_height,
+    decode_message,
+    encode_message,
+)
 from carechain.consensus.types import Block, CommitCertificate, Tx
 from carechain.node import builders
 from carechain.node.blob_service import BlobService
@@ -172,6 +177,7 @@ class Node:
         self.syncing = False
         self.gossip_blocks = 0  # blocks taken in from gossip (a full node's usual way)
         self.pool_full_drops = 0  # transactions from peers dropped because the mempool was full
+        self.stale_commits = 0  # commit messages for heights already committed, dropped unread
         self.equivocations_seen = 0  # conflicting vote pairs this node received (each reported)
         self.started_ms = clock_ms()
         self._lock = asyncio.Lock()
@@ -360,6 +366,10 @@ class Node:
 
     async def _on_inbound(self, message: Inbound) -> None:
         if message.topic is Topic.CONSENSUS:
+            height = commit_height(message.payload)
+            if height is not None and height <= self.store.height:
+                self.stale_commits += 1  # the engine would ignore it: not worth decoding
+                return
             decoded = decode_message(message.payload, max_bytes=self.config.p2p.message_bytes_max)
             await self._handle(Received(message.peer, decoded, self.clock_ms()))
         elif message.topic is Topic.TX:

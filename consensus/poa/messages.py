@@ -16,6 +16,8 @@ import dataclasses
 import enum
 from typing import Annotated, Final
 
+import msgpack
+
 from carechain.consensus.codec import IntRange, Record, Size, pack, unpack
 from carechain.consensus.crypto import SIGNATURE_BYTES, PrivateKey, Purpose, sha256, verify
 from carechain.consensus.errors import DecodeError
@@ -89,6 +91,33 @@ def decode_message(data: bytes, *, max_bytes: int = MESSAGE_BYTES_MAX) -> Consen
     if not isinstance(kind, int) or kind not in _TYPES or not isinstance(body, bytes):
         raise DecodeError(f"unknown consensus message kind {kind!r}")
     return _TYPES[MessageKind(kind)].decode(body, max_bytes=max_bytes)  # type: ignore[return-value]
+
+
+def commit_height(data: bytes) -> int | None:
+    """The certificate height of a `Commit` message, read without decoding its block; None
+    for any other message or anything not shaped like a commit (decode it to learn why).
+
+    Every validator sends the commit it decided to all, and again each second: a node
+    already past that height drops them unread instead of decoding whole blocks."""
+    try:
+        envelope = msgpack.Unpacker(raw=False, max_buffer_size=len(data))
+        envelope.feed(data)
+        if envelope.read_array_header() != 2 or envelope.unpack() != MessageKind.COMMIT:
+            return None
+        body = envelope.unpack()
+        if not isinstance(body, bytes):
+            return None
+        commit = msgpack.Unpacker(raw=False, max_buffer_size=len(body))
+        commit.feed(body)
+        if commit.read_array_header() != 3 or commit.unpack() != Commit.VERSION:
+            return None
+        commit.skip()  # the block
+        if commit.read_array_header() != 5 or commit.unpack() != CommitCertificate.VERSION:
+            return None
+        height = commit.unpack()
+    except (ValueError, msgpack.UnpackException, msgpack.ExtraData):
+        return None
+    return height if type(height) is int else None
 
 
 class WalKind(enum.IntEnum):

@@ -26,6 +26,7 @@ from carechain.consensus.poa.messages import (
     Commit,
     WalKind,
     WalRecord,
+    commit_height,
     decode_message,
     encode_message,
 )
@@ -85,6 +86,25 @@ def test_a_mutated_frame_is_refused_with_a_typed_error_or_is_canonical(
         return
     encoded = encode_message(decoded) if decode is decode_message else decoded.encode()
     assert encoded == data, f"{kind}: a non-canonical encoding was accepted: {data.hex()}"
+
+
+@settings(max_examples=budget(400), derandomize=True, deadline=None)
+@given(kind=st.sampled_from(["proposal", "vote", "commit"]), rng=st.randoms(use_true_random=False))
+def test_a_commit_height_is_read_unchecked_only_from_what_decodes_as_that_commit(
+    kind: str, rng: random.Random
+) -> None:
+    """`commit_height` (the node's look at a commit before decoding it) never raises, and
+    on anything that decodes it agrees with the decoded message: a commit's certificate
+    height, None for the rest."""
+    sample, _ = SAMPLES[kind]
+    data = mutate(sample, ENCODINGS, rng) if rng.random() < 0.9 else sample
+    height = commit_height(data)
+    try:
+        decoded = decode_message(data)
+    except CarechainError:
+        return
+    expected = decoded.certificate.height if isinstance(decoded, Commit) else None
+    assert height == expected, f"{kind}: {data.hex()}"
 
 
 @settings(max_examples=budget(200), derandomize=True, deadline=None)
