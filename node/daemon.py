@@ -470,8 +470,14 @@ class Node:
             return TxOutcome(tx.id, "pending", False)  # a re-broadcast: dropped unchecked
         if self.store.tx_location(tx.id) is not None:
             return TxOutcome(tx.id, "committed", False)
-        merging = tx.id in self.partials.partials
-        if merging:
+        known = self.partials.partials.get(tx.id)
+        merging = known is not None
+        if known is not None:
+            if not gossip and set(tx.signatures) <= set(known.tx.signatures):
+                # a peer's copy of a partial held already (the direct copy and the gossiped
+                # one both arrive): it brings nothing, so it is not executed again (a local
+                # co-signature goes through the pool first and is admitted here)
+                return TxOutcome(tx.id, "partial", False)
             tx = self.partials.merge(tx, self.clock_ms())
         execute = merging or not relayed
         status = admit(self.store, tx, self.next_block_context(), self.signatures, execute=execute)

@@ -20,7 +20,7 @@ from carechain.consensus.genesis import Institution, InstitutionKind
 from carechain.consensus.ledger.policy import Template
 from carechain.consensus.poa.messages import Commit
 from carechain.consensus.types import Tx
-from carechain.node import builders
+from carechain.node import builders, daemon, pools
 from carechain.node.audit import replay
 from carechain.node.observer import ObserverError, fetch_commits
 from carechain.p2p.memory import MemoryNetwork
@@ -61,10 +61,15 @@ async def test_transactions_commit_on_every_node_with_identical_state(tmp_path: 
         assert len(roots) == 1
         # committed transactions leave nothing behind in the signature caches
         assert [len(m.node.signatures) for m in cluster.members] == [0, 0, 0, 0]
+        # every validator sends the commit it decided to all: a node already past that
+        # height drops the others' copies before decoding them
+        await eventually(lambda: all(m.node.stale_commits > 0 for m in cluster.members))
 
 
 @pytest.mark.asyncio
-async def test_a_partial_waits_for_its_cosignature_then_commits(tmp_path: Path) -> None:
+async def test_a_partial_waits_for_its_cosignature_then_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with running_cluster(tmp_path, institutions=INSTITUTIONS) as cluster:
         registration, p1, p2 = _registration(cluster)
         first = cluster.members[0].node
@@ -85,10 +90,22 @@ async def test_a_partial_waits_for_its_cosignature_then_commits(tmp_path: Path) 
         outcome = await first.submit(partial)
         assert outcome.status == "partial"
         await eventually(lambda: partial.id in cluster.members[3].node.partials.partials)
+        # a peer's second copy (direct and gossiped copies both arrive) is not run again
+        admitted: list[Tx] = []
+        real_admit = pools.admit
+
+        def counting_admit(*args: Any, **kwargs: Any) -> Any:
+            admitted.append(args[1])
+            return real_admit(*args, **kwargs)
+
+        monkeypatch.setattr(daemon, "admit", counting_admit)
+        copy = await cluster.members[3].node.submit(partial, gossip=False)
+        assert (copy.status, copy.new, admitted) == ("partial", False, [])
         signature = partial.signed_by(p2).signatures
         other = next(s for s in signature if s.public_key == p2.public_key)
         merged = cluster.members[3].node.partials.cosign(partial.id, other)
         assert (await cluster.members[3].node.submit(merged)).status == "pending"
+        assert admitted == [merged]  # the co-signed one is
         await _committed(cluster, partial)
         assert all(partial.id not in m.node.partials.partials for m in cluster.members)
 
