@@ -391,11 +391,21 @@ class Api:
         """Each transaction is admitted or refused on its own, as `POST /v1/txs` would; a
         refusal (pool_full included, which the caller retries) does not stop the others."""
         body = await _body(request, SubmitTxs)
-        results: list[dict[str, str]] = []
-        new = False
+        decoded: list[Tx | dict[str, str]] = []
         for text in body.txs:
             try:
-                tx = _decode_tx(self.node, text)
+                decoded.append(_decode_tx(self.node, text))
+            except REFUSALS as exc:
+                decoded.append(refusal(exc)[1])
+        # signatures checked side by side in worker processes; admission finds them cached
+        await self.node.verifier.verify([tx for tx in decoded if isinstance(tx, Tx)])
+        results: list[dict[str, str]] = []
+        new = False
+        for tx in decoded:
+            if not isinstance(tx, Tx):
+                results.append(tx)
+                continue
+            try:
                 outcome = await self.node.submit(tx, notify=False)
             except REFUSALS as exc:
                 results.append(refusal(exc)[1])

@@ -58,6 +58,7 @@ from carechain.node import builders
 from carechain.node.blob_service import BlobService
 from carechain.node.pools import Mempool, PartialPool, PoolFull, admit
 from carechain.node.sync import ITEM_BYTES_MAX, BlockSync, range_provider
+from carechain.node.verifier import SignatureWorkers
 from carechain.p2p.heartbeat import HeartbeatService
 from carechain.p2p.network import (
     BLOCK_ID_BYTES,
@@ -80,6 +81,9 @@ PROVABLY_INVALID: Final = frozenset(
     {"wrong_chain", "non_canonical_signatures", "bad_signature", "unknown_kind", "bad_body"}
 )
 FULL_NODE_POLL_S: Final = 2.0
+# An API batch with at least this many transactions new to the signature cache has its
+# signatures verified in worker processes (node/verifier.py) before admission.
+API_BATCH_WORKERS_MIN: Final = 32
 
 
 SIGNING_HELD: Final = 2**62  # a height no chain reaches
@@ -171,6 +175,9 @@ class Node:
             signatures=self.signatures,
             workers=os.cpu_count() or 1,
         )
+        self.verifier = SignatureWorkers(
+            self.signatures, workers=os.cpu_count() or 1, batch_min=API_BATCH_WORKERS_MIN
+        )
         self.blob_service = BlobService(self.store, genesis.chain_id, self.blobs, clock_ms)
         self.subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self.misbehaviour: dict[str, int] = {}
@@ -243,6 +250,7 @@ class Node:
                 await self.network.stop()
             self.wal.close()
             self.syncer.close()
+            self.verifier.close()
             await self.blobs.close()
             self.store.close()
 

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from typing import Final
 
 from carechain.consensus.errors import CarechainError, InvalidInput
-from carechain.consensus.ledger.apply import SignatureCache, signers_of
+from carechain.consensus.ledger.apply import SignatureCache
 from carechain.consensus.poa.application import LedgerApplication
 from carechain.consensus.poa.messages import Commit
+from carechain.node.verifier import SignatureWorkers
 from carechain.p2p.network import Network, PeerError
 from carechain.storage.chain import ChainStore
 
@@ -67,39 +66,19 @@ class BlockSync:
         self.app = app
         self.on_commit = on_commit
         self.signatures = signatures
-        self.workers = workers
         self.applied = 0
-        self._pool: ProcessPoolExecutor | None = None
+        self._workers = (
+            None if signatures is None else SignatureWorkers(signatures, workers, PARALLEL_TXS_MIN)
+        )
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        if self._workers is not None:
+            self._workers.close()
 
     async def _verify(self, commits: list[Commit]) -> None:
         """Verify the batch's signatures in the pool and remember them in the cache."""
-        txs = [tx.encode() for commit in commits for tx in commit.block.txs]
-        if self.signatures is None or self.workers < 2 or len(txs) < PARALLEL_TXS_MIN:
-            return
-        if self._pool is None:  # forkserver: never fork the thread that runs libp2p
-            context = multiprocessing.get_context("forkserver")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
-        loop = asyncio.get_running_loop()
-        size = -(-len(txs) // self.workers)
-        chunks = [txs[i : i + size] for i in range(0, len(txs), size)]
-        try:
-            found = await asyncio.gather(
-                *(loop.run_in_executor(self._pool, signers_of_all, c) for c in chunks)
-            )
-        except Exception as exc:  # a broken pool: verify inline instead
-            log.warning("signature workers failed (%r); verifying inline", exc)
-            self.close()
-            self.workers = 1
-            return
-        for chunk in found:
-            for witness_hash, signers in chunk:
-                if not isinstance(signers, str):
-                    self.signatures.remember(witness_hash, signers)
+        if self._workers is not None:
+            await self._workers.verify([tx for commit in commits for tx in commit.block.txs])
 
     def _decode(self, item: bytes, peer: str) -> Commit:
         try:
@@ -183,8 +162,3 @@ class BlockSync:
                 "sync reached %d of %d; peers failed: %s", self.store.height, target, failures
             )
         return self.store.height
-
-
-def signers_of_all(txs: list[bytes]) -> list[tuple[bytes, frozenset[bytes] | str]]:
-    """In a worker process: each transaction's verified signers, or why it has none."""
-    return [signers_of(tx) for tx in txs]

@@ -96,6 +96,9 @@ class SignatureCache:
     def __len__(self) -> int:
         return len(self._signers)
 
+    def __contains__(self, witness_hash: bytes) -> bool:
+        return witness_hash in self._signers
+
     def remember(self, witness_hash: bytes, signers: frozenset[bytes]) -> None:
         """Record signers verified elsewhere (a worker process of this node)."""
         self._signers[witness_hash] = b"".join(sorted(signers))

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import io
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from carechain.consensus.crypto import PrivateKey, account_id, peer_id
 from carechain.consensus.genesis import Institution, InstitutionKind
 from carechain.consensus.ledger.policy import Template
 from carechain.consensus.poa.messages import Commit
-from carechain.consensus.types import Tx
+from carechain.consensus.types import Tx, TxSignature
 from carechain.node import builders, daemon, pools
 from carechain.node.audit import replay
 from carechain.node.observer import ObserverError, fetch_commits
@@ -245,6 +246,20 @@ async def test_every_route_is_documented_and_answers(tmp_path: Path) -> None:
         ]  # fmt: skip
         assert body["results"][3]["id"] == fresh[1].id.hex()
         for tx in fresh:
+            await _committed(cluster, tx)
+        # a large batch has its signatures checked in worker processes: same verdicts
+        many = [_registration(cluster)[0] for _ in range(40)]
+        forged = many[7].with_signature(TxSignature(many[7].signatures[0].public_key, bytes(64)))
+        many[7] = forged
+        status, body = await _call(
+            session, "POST", f"{base}/v1/txs/batch", json={"txs": [t.encode().hex() for t in many]}
+        )
+        assert status == 200
+        outcomes = [r.get("status", r.get("error")) for r in body["results"]]
+        assert outcomes == ["pending"] * 7 + ["bad_signature"] + ["pending"] * 32
+        if (os.cpu_count() or 1) > 1:
+            assert cluster.members[0].node.verifier.verified == 39
+        for tx in many[:7]:
             await _committed(cluster, tx)
         status, body = await _call(session, "POST", f"{base}/v1/txs/batch", json={"txs": []})
         assert (status, body["error"]) == (400, "bad_field")

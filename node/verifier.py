@@ -1,0 +1,72 @@
+"""Signature checks in worker processes, for batches large enough to pay for the trip.
+
+A node checks each transaction's signatures once and keeps the result in its
+`SignatureCache`; admission, proposals, validation and block sync all ask the cache. Given a
+batch (an API batch submission, a synced range of blocks), `SignatureWorkers` verifies the
+transactions the cache does not hold in a pool of processes, split evenly, and records those
+whose signatures all verify; the rest are left to the inline check, which names what is
+wrong. So the workers only change where the time is spent, never a verdict.
+
+The pool starts on first use, with forkserver (the node's process runs libp2p in a thread and
+must not fork). If it breaks, the node logs it once and verifies inline from then on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+
+from carechain.consensus.ledger.apply import SignatureCache, signers_of
+from carechain.consensus.types import Tx
+
+log = logging.getLogger("carechain.verifier")
+
+
+class SignatureWorkers:
+    def __init__(self, cache: SignatureCache, workers: int, batch_min: int) -> None:
+        self.cache = cache
+        self.workers = workers
+        self.batch_min = batch_min  # fewer unverified transactions are verified inline
+        self.verified = 0  # transactions whose signatures the workers verified
+        self._pool: ProcessPoolExecutor | None = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    async def verify(self, txs: Sequence[Tx]) -> None:
+        """Verify in the workers what the cache does not hold yet, and remember what passed."""
+        if self.workers < 2 or len(txs) < self.batch_min:
+            return
+        todo = [tx.encode() for tx in txs if tx.witness_hash not in self.cache]
+        if len(todo) < self.batch_min:
+            return
+        if self._pool is None:
+            context = multiprocessing.get_context("forkserver")
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+        loop = asyncio.get_running_loop()
+        size = -(-len(todo) // self.workers)
+        chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+        try:
+            found = await asyncio.gather(
+                *(loop.run_in_executor(self._pool, signers_of_all, c) for c in chunks)
+            )
+        except Exception as exc:  # a broken pool: verify inline instead
+            log.warning("signature workers failed (%r); verifying inline", exc)
+            self.close()
+            self.workers = 1
+            return
+        for chunk in found:
+            for witness_hash, signers in chunk:
+                if not isinstance(signers, str):
+                    self.cache.remember(witness_hash, signers)
+                    self.verified += 1
+
+
+def signers_of_all(txs: list[bytes]) -> list[tuple[bytes, frozenset[bytes] | str]]:
+    """In a worker process: each transaction's verified signers, or why it has none."""
+    return [signers_of(tx) for tx in txs]
