@@ -81,6 +81,12 @@ PROVABLY_INVALID: Final = frozenset(
     {"wrong_chain", "non_canonical_signatures", "bad_signature", "unknown_kind", "bad_body"}
 )
 FULL_NODE_POLL_S: Final = 2.0
+# A pending transaction is sent to the validators again after waiting this long (then at most
+# once per this long), up to RESEND_MAX per poll: every validator already got it on arrival,
+# so this is for one that missed it (restarted, cut off); re-sending every poll cost a
+# loaded 4-validator network a sixth of its throughput.
+RESEND_AFTER_MS: Final = 10_000
+RESEND_MAX: Final = 500
 # An API batch with at least this many transactions new to the signature cache has its
 # signatures verified in worker processes (node/verifier.py) before admission.
 API_BATCH_WORKERS_MIN: Final = 32
@@ -390,7 +396,8 @@ class Node:
         while True:
             await asyncio.sleep(FULL_NODE_POLL_S)
             self.partials.expire(self.clock_ms(), self.app.chain)
-            for tx in list(self.mempool.ordered())[:500]:  # peers that missed it get it again
+            # peers that missed a transaction get it again once it has waited a while
+            for tx in self.mempool.to_resend(self.clock_ms(), RESEND_AFTER_MS, RESEND_MAX):
                 await self.network.broadcast(Topic.TX, tx.encode())
             if not self.config.validator and self.network.peers():
                 # a full node that missed a gossiped block (or just started) catches up here
@@ -497,7 +504,8 @@ class Node:
                 await self._spread(Topic.PARTIAL, merged.encode())
             self.publish({"event": "partial", "tx": tx.id.hex(), "kind": tx.kind})
             return TxOutcome(tx.id, "partial", True)
-        new = self.mempool.add(tx)  # PoolFull when full: the API answers 503, retry later
+        # PoolFull when full: the API answers 503, retry later
+        new = self.mempool.add(tx, self.clock_ms())
         if new and gossip:
             await self._spread(Topic.TX, tx.encode())
         if new and notify:
@@ -521,7 +529,7 @@ class Node:
             self.genesis.chain_id, self.clock_ms() + 3_600_000, evidence.first, evidence.second
         )
         with contextlib.suppress(CarechainError):
-            self.mempool.add(tx)
+            self.mempool.add(tx, self.clock_ms())
 
     # -- events ---------------------------------------------------------------------------------
     def publish(self, event: dict[str, Any]) -> None:

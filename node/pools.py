@@ -105,25 +105,43 @@ class Mempool:
     def __init__(self, txs_max: int, bytes_max: int) -> None:
         self.txs_max = txs_max
         self.bytes_max = bytes_max
-        self.txs: OrderedDict[bytes, Tx] = OrderedDict()
+        self.txs: OrderedDict[bytes, Tx] = OrderedDict()  # in arrival order
         self.size_bytes = 0
         self.rejected: OrderedDict[bytes, str] = OrderedDict()  # recent drops, for status
+        self._arrived_ms: dict[bytes, int] = {}
+        self._resent_ms: dict[bytes, int] = {}
 
     def __len__(self) -> int:
         return len(self.txs)
 
-    def add(self, tx: Tx) -> bool:
+    def add(self, tx: Tx, now_ms: int = 0) -> bool:
         if tx.id in self.txs:
             return False
         size = len(tx.encode())
         if len(self.txs) >= self.txs_max or self.size_bytes + size > self.bytes_max:
             raise PoolFull(f"the mempool is full ({len(self.txs)} transactions); retry later")
         self.txs[tx.id] = tx
+        self._arrived_ms[tx.id] = now_ms
         self.size_bytes += size
         return True
 
+    def to_resend(self, now_ms: int, waited_ms: int, limit: int) -> list[Tx]:
+        """Up to `limit` transactions, longest waiting first, that have waited `waited_ms`
+        and were not sent again in the last `waited_ms`; each is marked sent now. (A peer
+        that missed one gets it again; one that has it is not sent it every round.)"""
+        found: list[Tx] = []
+        for tx_id, tx in self.txs.items():
+            if len(found) >= limit or now_ms - self._arrived_ms[tx_id] < waited_ms:
+                break
+            if now_ms - self._resent_ms.get(tx_id, now_ms - waited_ms) >= waited_ms:
+                self._resent_ms[tx_id] = now_ms
+                found.append(tx)
+        return found
+
     def _drop(self, tx_id: bytes, reason: str | None) -> None:
         tx = self.txs.pop(tx_id, None)
+        self._arrived_ms.pop(tx_id, None)
+        self._resent_ms.pop(tx_id, None)
         if tx is not None:
             self.size_bytes -= len(tx.encode())
         if reason is not None:

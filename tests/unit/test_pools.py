@@ -53,6 +53,23 @@ def test_a_full_pool_refuses_with_pool_full() -> None:
         pool.add(second)
 
 
+def test_the_pool_sends_again_only_what_has_waited_and_not_every_round() -> None:
+    world = World()
+    vault = world.create_vault()
+    first, second, third = _puts(world, vault, 3)
+    pool = Mempool(100, 1 << 20)
+    pool.add(first, now_ms=1_000)
+    pool.add(second, now_ms=5_000)
+    pool.add(third, now_ms=9_000)
+    assert pool.to_resend(10_000, waited_ms=8_000, limit=10) == [first]
+    assert pool.to_resend(12_000, waited_ms=8_000, limit=10) == []  # first: sent 2 s ago
+    assert pool.to_resend(13_000, waited_ms=8_000, limit=10) == [second]
+    assert pool.to_resend(18_000, waited_ms=8_000, limit=1) == [first]  # the limit holds
+    assert pool.to_resend(18_000, waited_ms=8_000, limit=10) == [third]
+    pool._drop(first.id, None)  # committed: forgotten
+    assert pool.to_resend(40_000, waited_ms=8_000, limit=10) == [second, third]
+
+
 def test_the_signature_cache_verifies_each_signature_set_once() -> None:
     world = World()
     vault = world.create_vault()
