@@ -519,21 +519,25 @@ class Libp2pNetwork:
         reader = FrameReader(self.frame_bytes_max)
         try:
             while data := await stream.read(READ_BYTES):
+                arrived = []
                 for topic, payload in reader.feed(data):
                     if not self.rate.allow(remote):
                         raise PeerError(f"more than {self.rate.rate:.0f} messages per second")
-                    self._call_async(self._deliver, Inbound(remote, parse_topic(topic), payload))
+                    arrived.append(Inbound(remote, parse_topic(topic), payload))
+                if arrived:  # one hop to the asyncio side per read, not one per message
+                    self._call_async(self._deliver, arrived)
         except PeerError as exc:
             log.warning("dropping peer %s: %s", remote, exc)
             await self._disconnect(remote, str(exc))
         except Exception as exc:
             log.debug("message stream from %s ended: %r", remote, exc)
 
-    def _deliver(self, message: Inbound) -> None:
-        try:
-            self.inbox.put_nowait(message)
-        except asyncio.QueueFull:
-            self.dropped += 1
+    def _deliver(self, messages: list[Inbound]) -> None:
+        for message in messages:
+            try:
+                self.inbox.put_nowait(message)
+            except asyncio.QueueFull:
+                self.dropped += 1
 
     # -- gossip ---------------------------------------------------------------------------------
     async def _subscribe_all(self) -> None:
