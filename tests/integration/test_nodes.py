@@ -41,6 +41,21 @@ def _registration(cluster: Cluster) -> tuple[Tx, PrivateKey, PrivateKey]:
     return draft.signed(p1, p2), p1, p2
 
 
+def _vault_partial(cluster: Cluster, p1: PrivateKey, p2: PrivateKey, data_type: str) -> Tx:
+    """A vault for the patient registered with (p1, p2), signed by p1 only: a partial."""
+    draft, _ = builders.create_vault(
+        cluster.members[0].node.genesis.chain_id,
+        account_id(p1.public_key),
+        2,
+        int(time.time() * 1000) + 3_600_000,
+        data_type=data_type,
+        template=Template.PATIENT_CONTROLLED,
+        team=[HOSPITAL.public_key],
+        members={p1.public_key, p2.public_key, HOSPITAL.public_key},
+    )
+    return draft.signed(p1)
+
+
 async def _committed(cluster: Cluster, tx: Tx) -> None:
     await eventually(
         lambda: all(m.node.store.tx_location(tx.id) is not None for m in cluster.members)
@@ -389,6 +404,23 @@ async def test_full_nodes_follow_the_chain_over_gossip_and_their_transactions_co
     clinic_key, pharmacy_key = PrivateKey(b"\x61" * 32), PrivateKey(b"\x62" * 32)
     clinic_id, pharmacy_id = peer_id(clinic_key.public_key), peer_id(pharmacy_key.public_key)
     async with running_cluster(tmp_path, observers=(clinic_id,)) as cluster:
+        # no full node linked yet: the validators pass partials to each other directly only
+        published: list[Topic] = []
+        for member in cluster.members:
+            real_publish = member.node.network.publish
+
+            async def counting(topic: Topic, payload: bytes, real: Any = real_publish) -> None:
+                published.append(topic)
+                await real(topic, payload)
+
+            member.node.network.publish = counting  # type: ignore[method-assign]
+        registration, p1, p2 = _registration(cluster)
+        await cluster.members[0].node.submit(registration)
+        await _committed(cluster, registration)
+        lone = _vault_partial(cluster, p1, p2, "glucose")
+        assert (await cluster.members[0].node.submit(lone)).status == "partial"
+        await eventually(lambda: all(lone.id in m.node.partials.partials for m in cluster.members))
+        assert Topic.PARTIAL not in published
         clinic = (await cluster.start_full_node("clinic", clinic_key, (pharmacy_id,))).node
         pharmacy = (await cluster.start_full_node("pharmacy", pharmacy_key, (clinic_id,))).node
         assert pharmacy.network.peers() == [clinic_id]
@@ -409,6 +441,15 @@ async def test_full_nodes_follow_the_chain_over_gossip_and_their_transactions_co
             for n in (clinic, pharmacy, validators[0].node)
         }
         assert len(heads) == 1, "the full nodes hold the validators' chain"
+        # with full nodes linked, a partial sent to any validator reaches them over gossip
+        # (a patient's agent there co-signs it)
+        await eventually(
+            lambda: all(clinic_id in m.node.network.peers() for m in cluster.members[:4])
+        )
+        linked = _vault_partial(cluster, p1, p2, "blood_pressure")
+        assert (await validators[3].node.submit(linked)).status == "partial"
+        await eventually(lambda: linked.id in pharmacy.partials.partials)
+        assert Topic.PARTIAL in published
 
 
 @pytest.mark.asyncio
