@@ -70,6 +70,16 @@ def pack(value: Wire) -> bytes:
     return typing.cast(bytes, msgpack.packb(value, use_bin_type=True, strict_types=True))
 
 
+def array_header(length: int) -> bytes:
+    """The msgpack header of an array of `length` items, in its shortest form: an array's
+    encoding is this followed by its items' encodings, so encodings can be joined."""
+    if length < 16:
+        return bytes([0x90 | length])
+    if length < 1 << 16:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
+
+
 def unpack(data: bytes, *, max_bytes: int = DECODE_BYTES_MAX_DEFAULT) -> Wire:
     """Decode msgpack bytes, rejecting anything that is not the canonical encoding."""
     value = _unpack_canonical(data, max_bytes)

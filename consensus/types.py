@@ -22,7 +22,14 @@ import functools
 import hashlib
 from typing import Annotated, Final, Self
 
-from carechain.consensus.codec import DECODE_BYTES_MAX_DEFAULT, IntRange, Record, Size, pack
+from carechain.consensus.codec import (
+    DECODE_BYTES_MAX_DEFAULT,
+    IntRange,
+    Record,
+    Size,
+    array_header,
+    pack,
+)
 from carechain.consensus.crypto import (
     ACCOUNT_ID_BYTES,
     HASH_BYTES,
@@ -200,6 +207,24 @@ class Block(Record):
     @functools.cached_property
     def block_hash(self) -> bytes:
         return self.header.hash()
+
+    def encode(self) -> bytes:
+        return self._encoded
+
+    @functools.cached_property
+    def _encoded(self) -> bytes:
+        """Encoded once (a block is measured, stored and sent), from its transactions' own
+        encodings, which they keep: msgpack arrays are their items' encodings joined."""
+        txs = self.txs
+        if (
+            type(self.header) is not BlockHeader
+            or type(txs) is not tuple
+            or len(txs) > BLOCK_TXS_MAX
+            or any(type(t) is not Tx for t in txs)
+        ):
+            return pack(self.to_wire())  # the checked path names the bad field
+        header = pack([self.VERSION, self.header.to_wire()])[1:]  # without its array header
+        return array_header(3) + header + array_header(len(txs)) + b"".join(t.encode() for t in txs)
 
     def computed_tx_root(self) -> bytes:
         return merkle_root([tx.witness_hash for tx in self.txs])

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from carechain.consensus import codec
 from carechain.consensus.codec import EncodeError, IntRange, Record, Size
 from carechain.consensus.errors import DecodeError, InvalidInput
-from carechain.consensus.types import Tx
-from carechain.tests.strategies import ALL_RECORDS, txs
+from carechain.consensus.types import Block, Tx
+from carechain.tests.strategies import ALL_RECORDS, blocks, txs
 
 
 @pytest.mark.parametrize("name", sorted(ALL_RECORDS))
@@ -188,3 +188,16 @@ def test_compiled_paths_accept_exactly_what_the_checked_paths_accept(
         return  # the constructor itself refused the swapped field
     fast_encode = codec._ENCODERS[cls]
     assert _outcome(lambda: fast_encode(swapped)) == _outcome(lambda: swapped._checked_to_wire(""))
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(blocks)
+def test_a_block_joined_from_its_transactions_encodings_is_its_canonical_encoding(
+    block: Block,
+) -> None:
+    assert block.encode() == codec.pack(block._checked_to_wire(""))
+
+
+@pytest.mark.parametrize("length", [0, 1, 15, 16, 65_535, 65_536])
+def test_array_headers_are_msgpacks_shortest(length: int) -> None:
+    assert codec.array_header(length) == codec.pack([None] * length)[: -length or None]
