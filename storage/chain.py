@@ -90,16 +90,25 @@ class ChainStore:
         return None if raw is None else schema.decode_head(raw)
 
     def block(self, height: int) -> Block:
+        raw = self.block_bytes(height)
+        return Block.decode(raw, max_bytes=len(raw))
+
+    def block_bytes(self, height: int) -> bytes:
+        """The block at `height` as stored: its canonical encoding."""
         raw = self.kv.get(schema.block_key(height))
         if raw is None:
             raise ChainCorruptError(f"no block at height {height} (head is {self.height})")
-        return Block.decode(raw, max_bytes=len(raw))
+        return raw
 
     def certificate(self, height: int) -> CommitCertificate:
+        raw = self.certificate_bytes(height)
+        return CommitCertificate.decode(raw, max_bytes=len(raw))
+
+    def certificate_bytes(self, height: int) -> bytes:
         raw = self.kv.get(schema.certificate_key(height))
         if raw is None:
             raise ChainCorruptError(f"no commit certificate at height {height}")
-        return CommitCertificate.decode(raw, max_bytes=len(raw))
+        return raw
 
     def height_of(self, block_hash: bytes) -> int | None:
         raw = self.kv.get(schema.block_hash_key(block_hash))

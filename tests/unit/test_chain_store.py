@@ -12,6 +12,8 @@ from carechain.consensus.ledger.apply import apply_block
 from carechain.consensus.ledger.context import ChainContext
 from carechain.consensus.ledger.records import KeyList
 from carechain.consensus.ledger.state import Overlay, Table
+from carechain.consensus.poa.messages import Commit
+from carechain.node.sync import encoded_commit
 from carechain.storage import schema
 from carechain.storage.chain import ChainCorruptError, ChainStore
 from carechain.storage.kv import LevelKV, MemoryKV, WriteBatch
@@ -165,3 +167,14 @@ def test_decoded_entries_follow_every_commit() -> None:
         fresh.load(Table.META, k, KeyList) == store.load(Table.META, k, KeyList) for k in keys
     )
     store.verify()
+
+
+def test_a_served_commit_is_the_encoding_of_the_stored_block_and_certificate(
+    tmp_path: Path,
+) -> None:
+    store = _store_with(tmp_path / "db", 3)
+    for height in (1, 2, 3):
+        served = encoded_commit(store.block_bytes(height), store.certificate_bytes(height))
+        assert served == Commit(store.block(height), store.certificate(height)).encode()
+        assert Commit.decode(served).block == store.block(height)
+    store.close()
