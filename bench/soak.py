@@ -1,11 +1,14 @@
-"""Soak: 4 validator processes on loopback under a steady load for a set time; commits, round
-changes and each node's resident memory over time. Memory must level off: the figure to watch
-is the growth over the second half of the run against the first half's.
+"""Soak: validator processes (4 unless told) on loopback under a steady load for a set time;
+commits, round changes and each node's resident memory over time. Memory must level off: the
+figure to watch is the growth over the second half of the run against the first half's.
 
 The load is patient registrations (each a new account, so state grows all the time), signed
 as they are sent, in batches through the nodes' APIs in turn.
 
 Run: .venv/bin/python bench/soak.py [--seconds 60] [--rate 100]   (the record: --seconds 1800)
+Memory through a million transactions (one validator, as fast as it takes them):
+    .venv/bin/python bench/soak.py --validators 1 --rate 3000 --senders 3 --seconds 1200 \
+        --txs 1000000
 """
 
 from __future__ import annotations
@@ -39,19 +42,22 @@ def say(text: str) -> None:
 
 
 class Load(threading.Thread):
-    """`rate` registrations a second, in ten batches a second, to the nodes in turn."""
+    """`rate` registrations a second, in ten batches a second on schedule (as many as it
+    can when behind), to the nodes in turn; sender `lane` of `lanes` signs every lanes-th
+    patient, so several senders never repeat one."""
 
-    def __init__(self, clients: list[Client], rate: int) -> None:
+    def __init__(self, clients: list[Client], rate: int, lane: int = 0, lanes: int = 1) -> None:
         super().__init__(daemon=True)
-        self.clients, self.rate = clients, rate
+        self.clients, self.rate, self.lane, self.lanes = clients, rate, lane, lanes
         self.sent = self.refused = 0
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        counter = itertools.count(1)
+        counter = itertools.count(1 + self.lane, self.lanes)
         per_batch = max(1, self.rate // 10)
-        for turn in itertools.count():
-            if self.stopping.wait(0.1):
+        began = time.monotonic()
+        for turn in itertools.count(self.lane):
+            if self.stopping.wait(max(0.0, began + turn / 10 - time.monotonic())):
                 return
             txs = []
             expiry = int(time.time() * 1000) + 3_600_000
@@ -78,9 +84,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rate", type=int, default=100, help="transactions per second")
     parser.add_argument("--base-port", type=int, default=29500)
+    parser.add_argument("--validators", type=int, default=4)
+    parser.add_argument("--senders", type=int, default=1, help="load threads sharing the rate")
+    parser.add_argument(
+        "--txs", type=int, default=None, help="stop early once this many have committed"
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="carechain-soak-"))
-    nodes = make_testnet(folder, 4, base_port=args.base_port, chain_id=CHAIN)
+    nodes = make_testnet(folder, args.validators, base_port=args.base_port, chain_id=CHAIN)
     for node in nodes:
         config = load_node_config(node.home)
         log = config.log.model_copy(update={"level": "warning"})
@@ -89,19 +100,35 @@ def main() -> None:
     try:
         clients = [wait_for_api(n.home, p) for n, p in zip(nodes, processes, strict=True)]
         watched = [psutil.Process(p.pid) for p in processes]
-        load = Load(clients, args.rate)
-        say(f"4 validators under {args.rate} tx/s for {args.seconds:.0f} s ({folder})")
+        lanes = [
+            Load(clients, args.rate // args.senders, lane, args.senders)
+            for lane in range(args.senders)
+        ]
+        say(
+            f"{args.validators} validator(s) under {args.rate} tx/s for {args.seconds:.0f} s "
+            f"({folder})"
+        )
         started = time.monotonic()
-        load.start()
+        for load in lanes:
+            load.start()
         samples: list[dict[str, float]] = []
         while (elapsed := time.monotonic() - started) < args.seconds:
             time.sleep(min(SAMPLE_S, max(0.0, args.seconds - elapsed)))
             rss = [w.memory_info().rss / 2**20 for w in watched]
             height = int(clients[0].status()["height"])
+            accepted = sum(load.sent for load in lanes)
             samples.append({"t_s": time.monotonic() - started, "height": height, "rss": max(rss)})
-            say(f"{samples[-1]['t_s']:6.0f} s  height {height:6d}  max RSS {max(rss):6.1f} MiB")
-        load.stopping.set()
-        load.join(10)
+            say(
+                f"{samples[-1]['t_s']:6.0f} s  height {height:6d}  accepted {accepted:8d}  "
+                f"max RSS {max(rss):6.1f} MiB"
+            )
+            if args.txs is not None and accepted >= args.txs:
+                break
+        seconds = time.monotonic() - started
+        for load in lanes:
+            load.stopping.set()
+        for load in lanes:
+            load.join(10)
         time.sleep(3)  # the last batches commit
         height = int(clients[0].status()["height"])
         rounds, committed = [], 0
@@ -120,13 +147,14 @@ def main() -> None:
     report(
         "soak",
         {
-            "seconds": round(args.seconds),
+            "validators": args.validators,
+            "seconds": round(seconds),
             "offered_tx_per_s": args.rate,
-            "accepted_txs": load.sent,
-            "refused_txs": load.refused,
+            "accepted_txs": sum(load.sent for load in lanes),
+            "refused_txs": sum(load.refused for load in lanes),
             "committed_txs": committed,
             "committed_heights": height,
-            "committed_tx_per_s": committed / args.seconds,
+            "committed_tx_per_s": committed / seconds,
             "heights_with_round_changes": sum(1 for r in rounds if r > 0),
             "max_round": max(rounds, default=0),
             "rss_mib_start": samples[0]["rss"] if samples else 0.0,
