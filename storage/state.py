@@ -32,36 +32,42 @@ class StateCorruptError(InvalidInput):
 
 
 class StateStore:
-    """Ledger state on `kv`. Keeps up to `decoded_max` decoded entries (read or committed
-    lately) for `load`: a busy account's entry is decoded once, not for every transaction.
+    """Ledger state on `kv`. Keeps up to `kept_max` entries read or committed lately, as
+    stored and (once loaded) decoded: a busy account's entry is read from disk and decoded
+    once, not for every transaction, and a block's diff finds the values it replaces here.
     Only this store writes state, so it knows when an entry changes; it also keeps the
     accumulator it last wrote."""
 
-    def __init__(self, kv: KV, decoded_max: int = 20_000) -> None:
+    def __init__(self, kv: KV, kept_max: int = 20_000) -> None:
         self.kv = kv
-        self.decoded_max = decoded_max
-        self._decoded: dict[tuple[Table, bytes], Record] = {}
+        self.kept_max = kept_max
+        # (table, key) -> (stored value, its decoding or None), oldest first
+        self._kept: dict[tuple[Table, bytes], tuple[bytes, Record | None]] = {}
         self._accumulator: int | None = None
 
     # -- the ledger's reader ------------------------------------------------------------------
     def get(self, table: Table, key: bytes) -> bytes | None:
+        kept = self._kept.get((table, key))
+        if kept is not None:
+            return kept[0]
         return self.kv.get(schema.state_key(table, key))
 
     def load(self, table: Table, key: bytes, kind: type[R]) -> R | None:
-        found = self._decoded.get((table, key))
-        if type(found) is kind:
-            return found
-        raw = self.get(table, key)
+        kept = self._kept.get((table, key))
+        if kept is not None and type(kept[1]) is kind:
+            return kept[1]
+        raw = kept[0] if kept is not None else self.kv.get(schema.state_key(table, key))
         if raw is None:
             return None
         value = kind.decode(raw)
-        self._keep(table, key, value)
+        self._keep(table, key, raw, value)
         return value
 
-    def _keep(self, table: Table, key: bytes, value: Record) -> None:
-        if len(self._decoded) >= self.decoded_max:
-            del self._decoded[next(iter(self._decoded))]  # the oldest kept
-        self._decoded[(table, key)] = value
+    def _keep(self, table: Table, key: bytes, raw: bytes, value: Record | None) -> None:
+        self._kept.pop((table, key), None)  # kept again: now the newest
+        if len(self._kept) >= self.kept_max:
+            del self._kept[next(iter(self._kept))]  # the oldest kept
+        self._kept[(table, key)] = (raw, value)
 
     # -- metadata -------------------------------------------------------------------------------
     @property
@@ -115,11 +121,11 @@ class StateStore:
         """A batch from `stage(diff, ...)` is on disk: keep what it changed up to date."""
         self._accumulator = None
         for entry in diff.entries:
-            entry_key = (entry.table, entry.key)
-            self._decoded.pop(entry_key, None)
-            record = diff.decoded.get(entry_key)
-            if record is not None:
-                self._keep(entry.table, entry.key, record)
+            if entry.new is None:
+                self._kept.pop((entry.table, entry.key), None)
+            else:
+                record = diff.decoded.get((entry.table, entry.key))
+                self._keep(entry.table, entry.key, entry.new, record)
 
     def apply(self, diff: StateDiff, height: int) -> bytes:
         """Apply a block's diff atomically; returns the new state root."""

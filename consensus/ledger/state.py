@@ -164,13 +164,30 @@ class StateDiff:
         result = accumulator
         for entry in self.entries:
             if entry.old is not None:
-                result -= entry_hash(entry.table, entry.key, entry.old)
+                result -= _RECENT.pop((entry.table, entry.key, entry.old), 0) or entry_hash(
+                    entry.table, entry.key, entry.old
+                )
             if entry.new is not None:
-                result += entry_hash(entry.table, entry.key, entry.new)
+                added = entry_hash(entry.table, entry.key, entry.new)
+                result += added
+                _remember(entry.table, entry.key, entry.new, added)
         result &= _MASK
         self._advanced.clear()  # one input is all a diff ever sees twice
         self._advanced[accumulator] = result
         return result
+
+
+# The hashes of recently added entries: when a busy entry (an account, a vault) is replaced
+# in a later block, the hash to subtract is found here instead of computed again. A hash of
+# (table, key, value) never changes, so a stale one cannot be wrong, only unused.
+_RECENT: dict[tuple[Table, bytes, bytes], int] = {}
+_RECENT_MAX: Final = 4096
+
+
+def _remember(table: Table, key: bytes, value: bytes, digest: int) -> None:
+    if len(_RECENT) >= _RECENT_MAX:
+        del _RECENT[next(iter(_RECENT))]
+    _RECENT[(table, key, value)] = digest
 
 
 def entry_hash(table: Table, key: bytes, value: bytes) -> int:

@@ -138,7 +138,7 @@ def test_a_second_process_is_told_who_holds_the_directory(tmp_path: Path) -> Non
 def test_decoded_entries_follow_every_commit() -> None:
     """`load` hands out kept decoded entries; after each commit it returns what was
     committed (written, rewritten or deleted), never an earlier value, within its bound."""
-    store = StateStore(MemoryKV(), decoded_max=3)
+    store = StateStore(MemoryKV(), kept_max=3)
     store.initialize(fixture_genesis())
     keys = [bytes([i]) * 4 for i in range(5)]
 
@@ -154,12 +154,14 @@ def test_decoded_entries_follow_every_commit() -> None:
     first = {key: KeyList((bytes([n]) * 32,)) for n, key in enumerate(keys)}
     commit(dict(first))
     assert all(store.load(Table.META, k, KeyList) == v for k, v in first.items())
-    assert len(store._decoded) <= 3
+    assert len(store._kept) <= 3
     assert store.load(Table.META, keys[1], KeyList) == first[keys[1]]  # kept, then deleted
     second: dict[bytes, KeyList | None] = {keys[0]: KeyList(()), keys[1]: None}
     commit(second)
     assert store.load(Table.META, keys[0], KeyList) == KeyList(())
     assert store.load(Table.META, keys[1], KeyList) is None
+    assert store.get(Table.META, keys[1]) is None
+    assert store.get(Table.META, keys[0]) == KeyList(()).encode()
     assert Overlay(store).load(Table.META, keys[2], KeyList) == first[keys[2]]
     # what a fresh store reads from the same kv is what the kept entries said
     fresh = StateStore(store.kv)
