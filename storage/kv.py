@@ -96,7 +96,11 @@ class LevelKV:
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = plyvel.DB(str(path), create_if_missing=create)
+            # Bloom filters (10 bits a key): most reads of a missing key (is this account
+            # new, is this transaction committed) skip the table's data blocks, which
+            # otherwise are read from every level, costing time and resident memory
+            # (LevelDB maps table files into memory to read them).
+            self._db = plyvel.DB(str(path), create_if_missing=create, bloom_filter_bits=10)
         except plyvel.IOError as exc:
             if "lock" in str(exc).lower():
                 raise StoreBusyError(
