@@ -1,6 +1,8 @@
 """Soak: validator processes (4 unless told) on loopback under a steady load for a set time;
-commits, round changes and each node's resident memory over time. Memory must level off: the
-figure to watch is the growth over the second half of the run against the first half's.
+commits, round changes and each node's resident memory over time: all of it, and the
+anonymous part (without the table files LevelDB maps into memory to read them, pages the
+kernel takes back when it needs them). Memory must level off: the figure to watch is the
+growth over the second half of the run against the first half's.
 
 The load is patient registrations (each a new account, so state grows all the time), signed
 as they are sent, in batches through the nodes' APIs in turn.
@@ -39,6 +41,15 @@ SAMPLE_S = 5.0
 
 def say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def resident_anonymous_mib(pid: int) -> float:
+    """Resident memory that is the process's own (heap, stacks), without the file pages it
+    maps (LevelDB reads its table files through mmap; the kernel reclaims those pages)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 class Load(threading.Thread):
@@ -115,12 +126,20 @@ def main() -> None:
         while (elapsed := time.monotonic() - started) < args.seconds:
             time.sleep(min(SAMPLE_S, max(0.0, args.seconds - elapsed)))
             rss = [w.memory_info().rss / 2**20 for w in watched]
+            anon = [resident_anonymous_mib(w.pid) for w in watched]
             height = int(clients[0].status()["height"])
             accepted = sum(load.sent for load in lanes)
-            samples.append({"t_s": time.monotonic() - started, "height": height, "rss": max(rss)})
+            samples.append(
+                {
+                    "t_s": time.monotonic() - started,
+                    "height": height,
+                    "rss": max(rss),
+                    "anon": max(anon),
+                }
+            )
             say(
                 f"{samples[-1]['t_s']:6.0f} s  height {height:6d}  accepted {accepted:8d}  "
-                f"max RSS {max(rss):6.1f} MiB"
+                f"max RSS {max(rss):6.1f} MiB (anonymous {max(anon):6.1f})"
             )
             if args.txs is not None and accepted >= args.txs:
                 break
@@ -162,6 +181,9 @@ def main() -> None:
             "rss_mib_growth_first_half": max(first_half) - min(first_half),
             "rss_mib_growth_second_half": max(second_half) - statistics.median(first_half),
             "rss_mib_series": [round(s["rss"], 1) for s in samples],
+            "rss_anonymous_mib_end": samples[-1]["anon"] if samples else 0.0,
+            "rss_anonymous_mib_max": max((s["anon"] for s in samples), default=0.0),
+            "rss_anonymous_mib_series": [round(s["anon"], 1) for s in samples],
         },
     )
 
