@@ -42,7 +42,7 @@ from carechain.p2p.network import Topic
 
 CHAIN = "carechain-throughput"
 LOADGEN_KEY = PrivateKey(b"\x77" * 32)
-CONCURRENCY = 8
+CONCURRENCY = 32  # requests in flight: enough that a single validator never waits for one
 DRAIN_TIMEOUT_S = 20.0
 
 
