@@ -26,6 +26,7 @@ from carechain.consensus.crypto import PrivateKey, peer_id
 from carechain.consensus.ledger.apply import SignatureCache
 from carechain.consensus.poa.application import LedgerApplication
 from carechain.node.sync import BlockSync, range_provider
+from carechain.node.verifier import SignatureWorkers
 from carechain.p2p.libp2p_net import Libp2pNetwork
 from carechain.storage.chain import ChainStore
 from carechain.tests.chain_fixture import committee_chain, committee_genesis
@@ -55,7 +56,8 @@ async def catch_up(address: str, height: int, target: ChainStore, workers: int) 
     await client.start()
     signatures = SignatureCache()  # as a node has: the pool's results land here
     app = LedgerApplication(committee_genesis(), target, lambda: (), signatures)
-    syncer = BlockSync(client, target, app, signatures=signatures, workers=workers)
+    verifier = SignatureWorkers(signatures, workers)
+    syncer = BlockSync(client, target, app, verifier=verifier)
     try:
         while not client.peers():
             await asyncio.sleep(0.05)
@@ -63,7 +65,7 @@ async def catch_up(address: str, height: int, target: ChainStore, workers: int) 
         reached = await syncer.sync([IDS[0]], height)
         elapsed = time.perf_counter() - started
     finally:
-        syncer.close()
+        verifier.close()
         await client.stop()
     assert reached == height, f"synced to {reached} of {height}"
     return elapsed

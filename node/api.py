@@ -41,7 +41,7 @@ from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.types import Tx, TxSignature
 from carechain.node.access_report import patient_vaults, timeline
 from carechain.node.blob_service import BlobRequest, fetch_from_peer
-from carechain.node.daemon import Node
+from carechain.node.daemon import API_BATCH_WORKERS_MIN, Node
 from carechain.node.pools import PoolFull
 from carechain.storage import schema
 from carechain.storage.blobs.store import from_bytes
@@ -398,7 +398,8 @@ class Api:
             except REFUSALS as exc:
                 decoded.append(refusal(exc)[1])
         # signatures checked side by side in worker processes; admission finds them cached
-        await self.node.verifier.verify([tx for tx in decoded if isinstance(tx, Tx)])
+        txs = [tx for tx in decoded if isinstance(tx, Tx)]
+        await self.node.verifier.verify(txs, batch_min=API_BATCH_WORKERS_MIN)
         results: list[dict[str, str]] = []
         new = False
         for tx in decoded:

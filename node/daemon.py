@@ -173,16 +173,13 @@ class Node:
         # some (`p2p.observers`); a non-validator node always takes part.
         self._gossips = not config.validator or bool(config.p2p.observers)
         self.network = network
+        self.verifier = SignatureWorkers(self.signatures, workers=os.cpu_count() or 1)
         self.syncer = BlockSync(
             network,
             self.store,
             self.app,
             on_commit=self._after_sync_commit,
-            signatures=self.signatures,
-            workers=os.cpu_count() or 1,
-        )
-        self.verifier = SignatureWorkers(
-            self.signatures, workers=os.cpu_count() or 1, batch_min=API_BATCH_WORKERS_MIN
+            verifier=self.verifier,
         )
         self.blob_service = BlobService(self.store, genesis.chain_id, self.blobs, clock_ms)
         self.subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
@@ -255,7 +252,6 @@ class Node:
             with contextlib.suppress(Exception):
                 await self.network.stop()
             self.wal.close()
-            self.syncer.close()
             self.verifier.close()
             await self.blobs.close()
             self.store.close()

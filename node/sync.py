@@ -6,10 +6,10 @@ certificate against the validator set this node computes for that height (follow
 governance change), its header against our head, and its state root by re-executing it. A
 broken stream resumes from the next height, with the next peer if that one failed.
 
-With `workers` > 1 and a signature cache, the signatures of large batches (at least
-`PARALLEL_TXS_MIN` transactions) are verified in a process pool while the previous batch is
-applied; the cache then answers the block's re-execution. A pool failure falls back to
-verifying inline.
+Given the node's signature workers (node/verifier.py), the signatures of large batches (at
+least `PARALLEL_TXS_MIN` transactions) are verified in their process pool while the previous
+batch is applied; the node's signature cache then answers the block's re-execution. A pool
+failure falls back to verifying inline.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Final
 
 from carechain.consensus.codec import array_header, pack
 from carechain.consensus.errors import CarechainError, InvalidInput
-from carechain.consensus.ledger.apply import SignatureCache
 from carechain.consensus.poa.application import LedgerApplication
 from carechain.consensus.poa.messages import Commit
 from carechain.node.verifier import SignatureWorkers
@@ -65,27 +64,20 @@ class BlockSync:
         app: LedgerApplication,
         on_commit: Callable[[Commit], None] | None = None,
         *,
-        signatures: SignatureCache | None = None,
-        workers: int = 1,
+        verifier: SignatureWorkers | None = None,
     ) -> None:
         self.network = network
         self.store = store
         self.app = app
         self.on_commit = on_commit
-        self.signatures = signatures
+        self.verifier = verifier  # its owner closes it
         self.applied = 0
-        self._workers = (
-            None if signatures is None else SignatureWorkers(signatures, workers, PARALLEL_TXS_MIN)
-        )
-
-    def close(self) -> None:
-        if self._workers is not None:
-            self._workers.close()
 
     async def _verify(self, commits: list[Commit]) -> None:
         """Verify the batch's signatures in the pool and remember them in the cache."""
-        if self._workers is not None:
-            await self._workers.verify([tx for commit in commits for tx in commit.block.txs])
+        if self.verifier is not None:
+            txs = [tx for commit in commits for tx in commit.block.txs]
+            await self.verifier.verify(txs, batch_min=PARALLEL_TXS_MIN)
 
     def _decode(self, item: bytes, peer: str) -> Commit:
         try:

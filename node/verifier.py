@@ -26,10 +26,11 @@ log = logging.getLogger("carechain.verifier")
 
 
 class SignatureWorkers:
-    def __init__(self, cache: SignatureCache, workers: int, batch_min: int) -> None:
+    """One pool per node, shared by what hands it batches (the API, block sync)."""
+
+    def __init__(self, cache: SignatureCache, workers: int) -> None:
         self.cache = cache
         self.workers = workers
-        self.batch_min = batch_min  # fewer unverified transactions are verified inline
         self.verified = 0  # transactions whose signatures the workers verified
         self._pool: ProcessPoolExecutor | None = None
 
@@ -38,12 +39,13 @@ class SignatureWorkers:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
 
-    async def verify(self, txs: Sequence[Tx]) -> None:
-        """Verify in the workers what the cache does not hold yet, and remember what passed."""
-        if self.workers < 2 or len(txs) < self.batch_min:
+    async def verify(self, txs: Sequence[Tx], batch_min: int) -> None:
+        """Verify in the workers what the cache does not hold yet, and remember what passed;
+        fewer than `batch_min` such transactions are left to the inline check."""
+        if self.workers < 2 or len(txs) < batch_min:
             return
         todo = [tx.encode() for tx in txs if tx.witness_hash not in self.cache]
-        if len(todo) < self.batch_min:
+        if len(todo) < batch_min:
             return
         if self._pool is None:
             context = multiprocessing.get_context("forkserver")

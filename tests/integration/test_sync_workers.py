@@ -12,6 +12,7 @@ from carechain.consensus.ledger.apply import SignatureCache
 from carechain.consensus.poa.application import LedgerApplication
 from carechain.consensus.poa.messages import Commit
 from carechain.node.sync import PARALLEL_TXS_MIN, BlockSync
+from carechain.node.verifier import SignatureWorkers
 from carechain.p2p.memory import MemoryHub, MemoryNetwork
 from carechain.storage.chain import ChainStore
 from carechain.storage.kv import MemoryKV
@@ -42,11 +43,12 @@ async def _sync(blocks: list[bytes]) -> tuple[ChainStore, SignatureCache, int]:
     target = _fresh()
     signatures = SignatureCache()
     app = LedgerApplication(committee_genesis(), target, lambda: (), signatures)
-    syncer = BlockSync(client, target, app, signatures=signatures, workers=2)
+    verifier = SignatureWorkers(signatures, workers=2)
+    syncer = BlockSync(client, target, app, verifier=verifier)
     try:
         reached = await syncer.sync(["server"], len(blocks))
     finally:
-        syncer.close()
+        verifier.close()
     return target, signatures, reached
 
 

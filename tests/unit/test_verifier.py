@@ -31,11 +31,11 @@ def _forged(tx: Tx) -> Tx:
 
 def test_workers_record_what_verifies_and_leave_the_rest_to_the_inline_check() -> None:
     cache = SignatureCache()
-    workers = SignatureWorkers(cache, workers=2, batch_min=4)
+    workers = SignatureWorkers(cache, workers=2)
     good = _txs(6)
     bad = _forged(_txs(7)[-1])
     try:
-        asyncio.run(workers.verify([*good, bad]))
+        asyncio.run(workers.verify([*good, bad], batch_min=4))
     finally:
         workers.close()
     assert workers.verified == 6
@@ -51,13 +51,13 @@ def test_workers_record_what_verifies_and_leave_the_rest_to_the_inline_check() -
 
 def test_small_batches_and_cached_transactions_stay_inline() -> None:
     cache = SignatureCache()
-    workers = SignatureWorkers(cache, workers=2, batch_min=4)
+    workers = SignatureWorkers(cache, workers=2)
     txs = _txs(4)
     for tx in txs[:1]:
         cache(tx)
     try:
-        asyncio.run(workers.verify(txs[:3]))  # fewer than batch_min
-        asyncio.run(workers.verify(txs))  # only 3 not cached yet: fewer than batch_min
+        asyncio.run(workers.verify(txs[:3], batch_min=4))  # fewer than batch_min
+        asyncio.run(workers.verify(txs, batch_min=4))  # only 3 not cached yet: fewer
     finally:
         workers.close()
     assert workers.verified == 0
