@@ -114,7 +114,7 @@ class Mempool:
     def __len__(self) -> int:
         return len(self.txs)
 
-    def add(self, tx: Tx, now_ms: int = 0) -> bool:
+    def add(self, tx: Tx, now_ms: int) -> bool:
         if tx.id in self.txs:
             return False
         size = len(tx.encode())

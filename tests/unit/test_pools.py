@@ -28,10 +28,10 @@ def test_after_a_block_the_pool_drops_included_spent_and_expired_transactions() 
     stranger = _puts(world, other_vault, 1)[0]
     pool = Mempool(100, 1 << 20)
     for tx in (first, second, third, stranger):
-        assert pool.add(tx)
-    assert not pool.add(first), "a duplicate is not added twice"
+        assert pool.add(tx, 0)
+    assert not pool.add(first, 0), "a duplicate is not added twice"
     spent = dataclasses.replace(third, expiry_ms=third.expiry_ms + 1)  # same nonce as third
-    pool.add(spent)
+    pool.add(spent, 0)
     world.block(first, second, third)
     block = world.blocks[-1]
     pool.after_commit(block, world.store, world.time_ms)
@@ -48,9 +48,9 @@ def test_a_full_pool_refuses_with_pool_full() -> None:
     vault = world.create_vault()
     first, second = _puts(world, vault, 2)
     pool = Mempool(1, 1 << 20)
-    pool.add(first)
+    pool.add(first, 0)
     with pytest.raises(PoolFull, match="full"):
-        pool.add(second)
+        pool.add(second, 0)
 
 
 def test_the_pool_sends_again_only_what_has_waited_and_not_every_round() -> None:
@@ -99,7 +99,7 @@ def test_a_proposal_rejecting_a_transaction_ahead_of_its_predecessor_keeps_it() 
     vault = world.create_vault()
     first, second = _puts(world, vault, 2)
     pool = Mempool(100, 1 << 20)
-    pool.add(second)
+    pool.add(second, 0)
     pool.drop_rejected([(second, "bad_nonce")], world.store)
     assert second.id in pool.txs
     world.block(first, second)
