@@ -352,7 +352,8 @@ class Api:
                 "partials": len(node.partials),
                 "equivocations_seen": node.equivocations_seen,
                 # messages the p2p layer had to drop (a full inbox or per-peer outbox): the
-                # 2 s re-broadcast and sync recover them; a steady climb means overload
+                # re-send of transactions waiting 10 s and sync recover them; a steady climb
+                # means overload
                 "p2p_dropped": int(getattr(node.network, "dropped", 0)),
             }
         )
