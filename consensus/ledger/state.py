@@ -51,13 +51,6 @@ class StateReader(Protocol):
     def get(self, table: Table, key: bytes) -> bytes | None: ...
 
 
-class DecodingReader(StateReader, Protocol):
-    """A reader that also hands out decoded entries (the node's store keeps the ones it read
-    or committed lately, so a hot account is not decoded again for every transaction)."""
-
-    def load(self, table: Table, key: bytes, kind: type[R]) -> R | None: ...
-
-
 Change = tuple[Table, bytes, bytes | None]  # value None: the entry is deleted
 
 R = TypeVar("R", bound=Record)
@@ -70,9 +63,12 @@ class Overlay:
 
     def __init__(self, base: StateReader) -> None:
         self._base = base
+        # A base with `load(table, key, kind)` (an Overlay, the node's store, which keeps the
+        # entries it read or committed lately) hands out decoded entries: a busy account is
+        # not decoded again for every transaction.
         self._base_load: Callable[[Table, bytes, type[Any]], Any] | None = getattr(
             base, "load", None
-        )  # a DecodingReader's (or an Overlay's)
+        )
         self._writes: dict[tuple[Table, bytes], bytes | None] = {}
         # Records are frozen, so a decoded value can be shared until its entry is written.
         self._decoded: dict[tuple[Table, bytes], Record] = {}
