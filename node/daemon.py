@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import time
@@ -189,6 +190,7 @@ class Node:
         self.pool_full_drops = 0  # transactions from peers dropped because the mempool was full
         self.stale_commits = 0  # commit messages for heights already committed, dropped unread
         self.equivocations_seen = 0  # conflicting vote pairs this node received (each reported)
+        self._linked: frozenset[str] = frozenset()  # the peers linked at the last housekeeping
         self.started_ms = clock_ms()
         self._lock = asyncio.Lock()
         self._wake_at: int | None = None
@@ -392,12 +394,28 @@ class Node:
         while True:
             await asyncio.sleep(FULL_NODE_POLL_S)
             self.partials.expire(self.clock_ms(), self.app.chain)
+            await self._send_pending_to_new_links()
             # peers that missed a transaction get it again once it has waited a while
             for tx in self.mempool.to_resend(self.clock_ms(), RESEND_AFTER_MS, RESEND_MAX):
                 await self.network.broadcast(Topic.TX, tx.encode())
             if not self.config.validator and self.network.peers():
                 # a full node that missed a gossiped block (or just started) catches up here
                 self._start_sync(self.network.peers()[0])
+
+    async def _send_pending_to_new_links(self) -> None:
+        """A validator linked since the last look (it restarted, or this node did, or a cut
+        healed) is sent the oldest pending transactions at once: they may have arrived while it
+        was away, and a transaction this node admitted with no validator linked went nowhere.
+        Without this they would wait for the re-send after RESEND_AFTER_MS."""
+        linked = frozenset(self.network.peers())
+        new = sorted((linked - self._linked) & self._registered)
+        self._linked = linked
+        if not new or not self.mempool.txs:
+            return
+        pending = [tx.encode() for tx in itertools.islice(self.mempool.txs.values(), RESEND_MAX)]
+        for peer in new:
+            for payload in pending:
+                await self.network.send(peer, Topic.TX, payload)
 
     # -- gossip ---------------------------------------------------------------------------------
     async def _on_gossip(self, peer: str, topic: Topic, payload: bytes) -> Verdict:

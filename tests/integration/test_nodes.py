@@ -453,6 +453,29 @@ async def test_full_nodes_follow_the_chain_over_gossip_and_their_transactions_co
 
 
 @pytest.mark.asyncio
+async def test_a_transaction_admitted_with_no_validator_linked_is_sent_when_one_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clinic's node admits a transaction while cut off from every validator (its broadcast
+    reaches nobody); when the links come up it sends it on at once, not at the re-send after
+    RESEND_AFTER_MS (made an hour here, so only the new links can carry it)."""
+    monkeypatch.setattr(daemon, "RESEND_AFTER_MS", 3_600_000)
+    clinic_key = PrivateKey(b"\x63" * 32)
+    clinic_id = peer_id(clinic_key.public_key)
+    async with running_cluster(tmp_path, observers=(clinic_id,)) as cluster:
+        validators = [m.node for m in cluster.members]
+        cluster.hub.cut = {frozenset({clinic_id, v.node_id}) for v in validators}
+        clinic = (await cluster.start_full_node("clinic", clinic_key)).node
+        assert clinic.network.peers() == []
+        registration = _registration(cluster)[0]
+        assert (await clinic.submit(registration)).status == "pending"
+        await asyncio.sleep(daemon.FULL_NODE_POLL_S + 0.5)  # a housekeeping round while cut off
+        assert all(registration.id not in v.mempool.txs for v in validators)
+        cluster.hub.heal()
+        await _committed(cluster, registration)
+
+
+@pytest.mark.asyncio
 async def test_a_full_node_rejects_forged_gossip_and_ignores_stale_gossip(tmp_path: Path) -> None:
     clinic_key = PrivateKey(b"\x61" * 32)
     async with running_cluster(tmp_path, observers=(peer_id(clinic_key.public_key),)) as cluster:
