@@ -1,7 +1,9 @@
 """A fault-injection harness on real node processes: 4 validators on loopback, a steady load
 of patient registrations through their APIs, and the checks every scenario ends with: all live
 nodes hold the same blocks (hash by hash), every transaction a node acknowledged as committed is
-committed on every live node, and no validator was caught signing twice."""
+committed on every live node, an accepted transaction no live node knows was lost only with the
+mempool of the node that accepted it (stopped since), and no validator was caught signing
+twice."""
 
 from __future__ import annotations
 
@@ -42,6 +44,15 @@ class Commit:
     seen_at: float  # monotonic
 
 
+@dataclasses.dataclass(frozen=True)
+class Accepted:
+    """A transaction a node's API accepted (202: pending in its mempool, not yet durable)."""
+
+    tx_id: bytes
+    node: str
+    at: float  # monotonic
+
+
 class Load:
     """Registrations at `per_second` through the live nodes in turn; remembers each one a node
     accepted, and the time every new height was first seen."""
@@ -50,7 +61,7 @@ class Load:
         self.net = net
         self.per_second = per_second
         self.seed = seed
-        self.accepted: list[bytes] = []
+        self.accepted: list[Accepted] = []
         self.heights: list[Commit] = []
         self._stop = threading.Event()
         self._threads = [
@@ -77,14 +88,15 @@ class Load:
             expiry = int(time.time() * 1000) + 3_600_000
             draft = builders.register_patient(CHAIN, (first.public_key, second.public_key), expiry)
             tx = draft.signed(first, second)
-            live = self.net.live_clients()
+            live = self.net.live_names()
             if not live:
                 continue
+            name = live[counter % len(live)]
             try:
-                live[counter % len(live)].submit(tx)
+                self.net.clients[name].submit(tx)
             except (NodeUnreachable, ApiRequestError):
                 continue  # a node going down may refuse; the load goes on
-            self.accepted.append(tx.id)
+            self.accepted.append(Accepted(tx.id, name, time.monotonic()))
 
     def _watch(self) -> None:
         last = 0
@@ -114,6 +126,7 @@ class FaultNet:
         self.spaces = spaces
         self.clients: dict[str, Client] = {}
         self.stopped: set[str] = set()
+        self.stops: list[tuple[str, float]] = []  # (name, monotonic time) of each kill or stop
         self.byzantine: set[str] = set()
         self.extra: dict[str, Path] = {}  # validators added after genesis
         if spaces is not None:
@@ -134,17 +147,22 @@ class FaultNet:
             client = wait_for_api(node.home, self.devnet.processes[node.name])
             self.clients[node.name] = Client(client.base_url, timeout_s=REQUEST_TIMEOUT_S)
 
-    def live_clients(self) -> list[Client]:
+    def live_names(self) -> list[str]:
         """The honest nodes that are running."""
         out = self.stopped | self.byzantine
-        return [c for name, c in self.clients.items() if name not in out]
+        return [name for name in list(self.clients) if name not in out]
+
+    def live_clients(self) -> list[Client]:
+        return [self.clients[name] for name in self.live_names()]
 
     def kill(self, name: str) -> None:
         self.stopped.add(name)
+        self.stops.append((name, time.monotonic()))
         self.devnet.kill(name)
 
     def terminate(self, name: str) -> int:
         self.stopped.add(name)
+        self.stops.append((name, time.monotonic()))
         return self.devnet.terminate(name)
 
     def home(self, name: str) -> Path:
@@ -238,10 +256,13 @@ class FaultNet:
                 raise AssertionError(f"nodes did not level: {self.heights()}")
             time.sleep(0.2)
 
-    def check_agreement(self, accepted: list[bytes], *, evidence: bool = False) -> int:
+    def check_agreement(self, accepted: list[Accepted], *, evidence: bool = False) -> int:
         """Every live honest node holds the same blocks, every committed transaction
         everywhere, and (unless `evidence`) no equivocation evidence was recorded; the common
-        height."""
+        height. An accepted transaction may be known nowhere only if the node that accepted
+        it was stopped afterwards (a mempool is not durable: a node killed before it passed a
+        transaction on takes it down with it; the client sees it never commit and sends it
+        again)."""
         height = self.wait_until_level()
         clients = self.live_clients()
         for h in range(1, height + 1):
@@ -250,11 +271,14 @@ class FaultNet:
             kinds = {c.get(f"/v1/blocks/{h}")["header"]["chain_id"] for c in clients[:1]}
             assert kinds == {CHAIN}
         committed = 0
-        for tx_id in accepted:
-            answers = {c.tx_status(tx_id)["status"] for c in clients}
+        for entry in accepted:
+            answers = {_tx_status(c, entry.tx_id) for c in clients}
             if "committed" in answers:
-                assert answers == {"committed"}, f"{tx_id.hex()}: {answers}"
+                assert answers == {"committed"}, f"{entry.tx_id.hex()}: {answers}"
                 committed += 1
+            elif answers == {"unknown"}:
+                stopped = any(n == entry.node and t > entry.at for n, t in self.stops)
+                assert stopped, f"{entry.tx_id.hex()}, accepted by {entry.node}, is known nowhere"
         assert committed > 0, "the load committed nothing"
         if not evidence:
             entries = clients[0].get("/v1/state/evidence")["entries"]
@@ -270,6 +294,15 @@ class FaultNet:
                 with suppress(ProcessLookupError):
                     os.kill(self.devnet.processes[name].pid, signal.SIGCONT)
         self.devnet.stop()
+
+
+def _tx_status(client: Client, tx_id: bytes) -> str:
+    try:
+        return str(client.tx_status(tx_id)["status"])
+    except ApiRequestError as exc:
+        if exc.status == 404:
+            return "unknown"
+        raise
 
 
 def skewed_clock(offset_s: int) -> dict[str, str]:
