@@ -12,6 +12,7 @@ from carechain.consensus.genesis import (
     Institution,
     InstitutionKind,
 )
+from carechain.consensus.poa.messages import Commit, Lock, Proposal
 from carechain.consensus.types import (
     Block,
     BlockHeader,
@@ -71,6 +72,18 @@ certificates = st.builds(
     hash32,
     st.lists(st.builds(CommitSignature, key32, sig64), min_size=1, max_size=5).map(tuple),
 )
+proposals = st.builds(
+    Proposal,
+    chain_ids,
+    heights,
+    rounds,
+    st.integers(-1, 2**31),
+    blocks,
+    key32,
+    st.one_of(st.just(b""), sig64),
+)
+commits = st.builds(Commit, blocks, certificates)
+locks = st.builds(Lock, blocks, st.lists(votes, min_size=1, max_size=3).map(tuple))
 institutions = st.builds(Institution, names, st.sampled_from(InstitutionKind), key32)
 data_types = st.builds(
     DataType,
@@ -104,6 +117,9 @@ ALL_RECORDS = {
     "Block": blocks,
     "Vote": votes,
     "CommitCertificate": certificates,
+    "Proposal": proposals,
+    "Commit": commits,
+    "Lock": locks,
     "Institution": institutions,
     "DataType": data_types,
     "ConsensusParams": params,

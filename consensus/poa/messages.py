@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Annotated, Final
+import functools
+from typing import Annotated, Any, Final
 
 import msgpack
 
-from carechain.consensus.codec import IntRange, Record, Size, pack, unpack
+from carechain.consensus.codec import IntRange, Record, Size, array_header, pack, unpack
 from carechain.consensus.crypto import SIGNATURE_BYTES, PrivateKey, Purpose, sha256, verify
 from carechain.consensus.errors import DecodeError
 from carechain.consensus.types import (
     Block,
+    BlockHeader,
     ChainId,
     CommitCertificate,
     PublicKey,
@@ -31,9 +33,39 @@ from carechain.consensus.types import (
 
 MESSAGE_BYTES_MAX: Final = 16 * 1024 * 1024
 
+# Stands in for the block while the other fields of a record carrying one are checked and
+# converted (see `BlockCarrier`); never sent or stored.
+_STAND_IN: Final = Block(BlockHeader("-", 1, 0, 0, bytes(32), *([bytes(32)] * 4)), ())
+
+
+class BlockCarrier(Record):
+    """A record with a `block` field, encoded once and from the block's own encoding: a
+    msgpack array is its items' encodings joined, and a block keeps its encoding (joined from
+    its transactions'), so a proposal, a commit or a lock of a block with thousands of
+    transactions is not walked and packed again, as `Record.encode` would, each time it is
+    sent or written to the WAL. The other fields go through the checked conversion (with a
+    stand-in block), so a bad one is named as `Record.encode` names it."""
+
+    block: Block
+
+    def encode(self) -> bytes:
+        return self._encoded
+
+    @functools.cached_property
+    def _encoded(self) -> bytes:
+        if type(self.block) is not Block:
+            return super().encode()  # the checked path names the bad field
+        record: Any = self  # a dataclass: each subclass is one
+        wire = dataclasses.replace(record, block=_STAND_IN).to_wire()
+        assert isinstance(wire, list)
+        index = 1 + [f.name for f in dataclasses.fields(record)].index("block")  # after VERSION
+        parts = [pack(item) for item in wire]
+        parts[index] = self.block.encode()
+        return array_header(len(parts)) + b"".join(parts)
+
 
 @dataclasses.dataclass(frozen=True)
-class Proposal(Record):
+class Proposal(BlockCarrier):
     chain_id: ChainId
     height: Annotated[int, IntRange(1, 2**63)]
     round: Annotated[int, IntRange(0, 2**31)]
@@ -58,7 +90,7 @@ class Proposal(Record):
 
 
 @dataclasses.dataclass(frozen=True)
-class Commit(Record):
+class Commit(BlockCarrier):
     block: Block
     certificate: CommitCertificate
 
@@ -127,7 +159,7 @@ class WalKind(enum.IntEnum):
 
 
 @dataclasses.dataclass(frozen=True)
-class Lock(Record):
+class Lock(BlockCarrier):
     """A lock survives a restart with its proof: without the prevotes, a re-proposal of the
     locked block could not convince anyone who missed that round, and the chain would stall."""
 

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from carechain.consensus import codec
 from carechain.consensus.codec import EncodeError, IntRange, Record, Size
 from carechain.consensus.errors import DecodeError, InvalidInput
+from carechain.consensus.poa.messages import BlockCarrier
 from carechain.consensus.types import Block, Tx
-from carechain.tests.strategies import ALL_RECORDS, blocks, txs
+from carechain.tests.strategies import ALL_RECORDS, blocks, commits, locks, proposals, txs
 
 
 @pytest.mark.parametrize("name", sorted(ALL_RECORDS))
@@ -196,6 +197,20 @@ def test_a_block_joined_from_its_transactions_encodings_is_its_canonical_encodin
     block: Block,
 ) -> None:
     assert block.encode() == codec.pack(block._checked_to_wire(""))
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.one_of(proposals, commits, locks), st.data())
+def test_a_record_carrying_a_block_is_encoded_from_the_blocks_encoding_as_canonically(
+    carrier: BlockCarrier, data: st.DataObject
+) -> None:
+    """Proposals, commits and locks join their block's kept encoding with their other
+    fields': the same bytes as the checked path, and the same refusal of a bad field."""
+    assert carrier.encode() == codec.pack(carrier._checked_to_wire(""))
+    assert type(carrier).decode(carrier.encode()) == carrier
+    field = data.draw(st.sampled_from([f.name for f in dataclasses.fields(carrier)]))  # type: ignore[arg-type]
+    swapped = dataclasses.replace(carrier, **{field: data.draw(wire_values)})  # type: ignore[type-var]
+    assert _outcome(swapped.encode) == _outcome(lambda: codec.pack(swapped._checked_to_wire("")))
 
 
 @pytest.mark.parametrize("length", [0, 1, 15, 16, 65_535, 65_536])
