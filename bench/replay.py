@@ -16,6 +16,7 @@ from common import rate, report
 
 from carechain.consensus import crypto
 from carechain.node.audit import replay
+from carechain.node.collector import tune_collector
 from carechain.storage.chain import ChainStore
 from carechain.storage.kv import LevelKV
 from carechain.tests.chain_fixture import committee_chain, committee_genesis
@@ -25,6 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--txs", type=int, default=200_000)
     arguments = parser.parse_args()
+    tune_collector()  # as `carechain audit replay` does
     blocks = max(1, arguments.txs // 1000)
     key = crypto.PrivateKey(b"\x05" * 32)
     digest = crypto.sha256(b"x")

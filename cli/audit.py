@@ -25,6 +25,7 @@ from carechain.node.access_report import fhir_bundle, timeline
 from carechain.node.archive import ArchiveSource, ChainReport, export_archive, import_archive
 from carechain.node.audit import AuditFailure, ChainSource, check_blobs, replay
 from carechain.node.client import ApiChain, Client, RemoteState
+from carechain.node.collector import tune_collector
 from carechain.node.observer import observe
 from carechain.storage.blobs.backends import FsObjects
 from carechain.storage.blobs.store import BlobStore
@@ -148,6 +149,7 @@ def audit_replay(
 ) -> None:
     """Replay every block from genesis: hash links, proposers, certificates, signatures,
     policies, state roots. Exit 1 at the first failure, saying exactly where and what."""
+    tune_collector()
     store, genesis, close = _source(
         home, data, genesis_path, archive, api, peer, key_file, passphrase_file
     )
