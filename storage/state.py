@@ -7,6 +7,7 @@ producing a different state root in the middle of consensus.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TypeVar
 
@@ -42,7 +43,9 @@ class StateStore:
         self.kv = kv
         self.kept_max = kept_max
         # (table, key) -> (stored value, its decoding or None), oldest first
-        self._kept: dict[tuple[Table, bytes], tuple[bytes, Record | None]] = {}
+        # ordered oldest first; an OrderedDict because a plain dict's oldest entry gets slow
+        # to drop as deletions pile up at its front
+        self._kept: OrderedDict[tuple[Table, bytes], tuple[bytes, Record | None]] = OrderedDict()
         self._accumulator: int | None = None
 
     # -- the ledger's reader ------------------------------------------------------------------
@@ -66,7 +69,7 @@ class StateStore:
     def _keep(self, table: Table, key: bytes, raw: bytes, value: Record | None) -> None:
         self._kept.pop((table, key), None)  # kept again: now the newest
         if len(self._kept) >= self.kept_max:
-            del self._kept[next(iter(self._kept))]  # the oldest kept
+            self._kept.popitem(last=False)  # the oldest kept
         self._kept[(table, key)] = (raw, value)
 
     # -- metadata -------------------------------------------------------------------------------
