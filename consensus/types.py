@@ -22,6 +22,8 @@ import functools
 import hashlib
 from typing import Annotated, Final, Self
 
+import msgpack
+
 from carechain.consensus.codec import (
     DECODE_BYTES_MAX_DEFAULT,
     IntRange,
@@ -207,6 +209,31 @@ class Block(Record):
     @functools.cached_property
     def block_hash(self) -> bytes:
         return self.header.hash()
+
+    @classmethod
+    def decode(cls, data: bytes, *, max_bytes: int = DECODE_BYTES_MAX_DEFAULT) -> Self:
+        data = bytes(data)
+        block = super().decode(data, max_bytes=max_bytes)
+        reader = msgpack.Unpacker(max_buffer_size=len(data))
+        reader.feed(data)
+        block.keep_encodings(data, reader)
+        return block
+
+    def keep_encodings(self, data: bytes, reader: msgpack.Unpacker) -> None:
+        """Keep the block's and each transaction's encoding as slices of `data`, canonical
+        bytes this block was just decoded from, which `reader` (fed `data`) is about to read:
+        re-encoding them costs more than decoding did. (Canonical as a whole means canonical
+        in every part: msgpack encodes an array as its items' encodings joined.)"""
+        start = reader.tell()
+        reader.read_array_header()
+        reader.skip()  # VERSION
+        reader.skip()  # header
+        reader.read_array_header()
+        for tx in self.txs:
+            first = reader.tell()
+            reader.skip()
+            tx.__dict__["_encoded"] = data[first : reader.tell()]
+        self.__dict__["_encoded"] = data[start : reader.tell()]
 
     def encode(self) -> bytes:
         return self._encoded

@@ -15,11 +15,20 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-from typing import Annotated, Any, Final
+import typing
+from typing import Annotated, Any, Final, Self
 
 import msgpack
 
-from carechain.consensus.codec import IntRange, Record, Size, array_header, pack, unpack
+from carechain.consensus.codec import (
+    DECODE_BYTES_MAX_DEFAULT,
+    IntRange,
+    Record,
+    Size,
+    array_header,
+    pack,
+    unpack,
+)
 from carechain.consensus.crypto import SIGNATURE_BYTES, PrivateKey, Purpose, sha256, verify
 from carechain.consensus.errors import DecodeError
 from carechain.consensus.types import (
@@ -47,6 +56,21 @@ class BlockCarrier(Record):
     stand-in block), so a bad one is named as `Record.encode` names it."""
 
     block: Block
+
+    @classmethod
+    def decode(cls, data: bytes, *, max_bytes: int = DECODE_BYTES_MAX_DEFAULT) -> Self:
+        """Decoded, keeping its encoding, its block's and its transactions' (see
+        `Block.keep_encodings`)."""
+        data = bytes(data)
+        record: Any = super().decode(data, max_bytes=max_bytes)
+        reader = msgpack.Unpacker(max_buffer_size=len(data))
+        reader.feed(data)
+        reader.read_array_header()
+        for _ in range(1 + [f.name for f in dataclasses.fields(record)].index("block")):
+            reader.skip()  # VERSION and the fields before the block
+        record.block.keep_encodings(data, reader)
+        record.__dict__["_encoded"] = data
+        return typing.cast(Self, record)
 
     def encode(self) -> bytes:
         return self._encoded

@@ -197,6 +197,16 @@ def test_a_block_joined_from_its_transactions_encodings_is_its_canonical_encodin
     block: Block,
 ) -> None:
     assert block.encode() == codec.pack(block._checked_to_wire(""))
+    decoded = Block.decode(block.encode())
+    _assert_kept_encodings_are_canonical(decoded)
+    assert decoded.__dict__["_encoded"] == block.encode()
+
+
+def _assert_kept_encodings_are_canonical(block: Block) -> None:
+    """A decoded block keeps its transactions' encodings (slices of what it was decoded
+    from), each the one the checked path makes."""
+    for tx in block.txs:
+        assert tx.__dict__["_encoded"] == codec.pack(tx._checked_to_wire(""))
 
 
 @settings(max_examples=100, deadline=None, derandomize=True)
@@ -207,7 +217,10 @@ def test_a_record_carrying_a_block_is_encoded_from_the_blocks_encoding_as_canoni
     """Proposals, commits and locks join their block's kept encoding with their other
     fields': the same bytes as the checked path, and the same refusal of a bad field."""
     assert carrier.encode() == codec.pack(carrier._checked_to_wire(""))
-    assert type(carrier).decode(carrier.encode()) == carrier
+    decoded = type(carrier).decode(carrier.encode())
+    assert decoded == carrier
+    _assert_kept_encodings_are_canonical(decoded.block)
+    assert decoded.__dict__["_encoded"] == carrier.encode()
     field = data.draw(st.sampled_from([f.name for f in dataclasses.fields(carrier)]))  # type: ignore[arg-type]
     swapped = dataclasses.replace(carrier, **{field: data.draw(wire_values)})  # type: ignore[type-var]
     assert _outcome(swapped.encode) == _outcome(lambda: codec.pack(swapped._checked_to_wire("")))
