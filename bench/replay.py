@@ -16,7 +16,7 @@ from common import rate, report
 
 from carechain.consensus import crypto
 from carechain.node.audit import replay
-from carechain.node.collector import tune_collector
+from carechain.node.collector import tuned_collector
 from carechain.storage.chain import ChainStore
 from carechain.storage.kv import LevelKV
 from carechain.tests.chain_fixture import committee_chain, committee_genesis
@@ -26,7 +26,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--txs", type=int, default=200_000)
     arguments = parser.parse_args()
-    tune_collector()  # as `carechain audit replay` does
     blocks = max(1, arguments.txs // 1000)
     key = crypto.PrivateKey(b"\x05" * 32)
     digest = crypto.sha256(b"x")
@@ -42,7 +41,8 @@ def main() -> None:
         figures: dict[str, float] = {"ed25519_verify_per_s_one_core": verify_rate}
         for workers in (1, os.cpu_count() or 1):
             source = ChainStore(LevelKV(path, create=False))
-            result = replay(source, committee_genesis(), workers=workers)
+            with tuned_collector():  # as `carechain audit replay` does
+                result = replay(source, committee_genesis(), workers=workers)
             source.close()
             figures["transactions"] = result.txs
             figures["signatures_per_tx"] = result.signatures / result.txs

@@ -25,7 +25,7 @@ from common import ceilings, report
 from carechain.consensus.crypto import PrivateKey, peer_id
 from carechain.consensus.ledger.apply import SignatureCache
 from carechain.consensus.poa.application import LedgerApplication
-from carechain.node.collector import tune_collector
+from carechain.node.collector import tuned_collector
 from carechain.node.sync import BlockSync, range_provider
 from carechain.node.verifier import SignatureWorkers
 from carechain.p2p.libp2p_net import Libp2pNetwork
@@ -77,7 +77,11 @@ def main() -> None:
     parser.add_argument("--txs", type=int, default=100_000)
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # the peer's process
     arguments = parser.parse_args()
-    tune_collector()  # as the node daemon does
+    with tuned_collector():  # as the node daemon runs
+        measure(arguments)
+
+
+def measure(arguments: argparse.Namespace) -> None:
     if arguments.serve is not None:
         asyncio.run(serve(arguments.serve))
         return

@@ -25,7 +25,7 @@ from carechain.node.access_report import fhir_bundle, timeline
 from carechain.node.archive import ArchiveSource, ChainReport, export_archive, import_archive
 from carechain.node.audit import AuditFailure, ChainSource, check_blobs, replay
 from carechain.node.client import ApiChain, Client, RemoteState
-from carechain.node.collector import tune_collector
+from carechain.node.collector import tuned_collector
 from carechain.node.observer import observe
 from carechain.storage.blobs.backends import FsObjects
 from carechain.storage.blobs.store import BlobStore
@@ -149,7 +149,6 @@ def audit_replay(
 ) -> None:
     """Replay every block from genesis: hash links, proposers, certificates, signatures,
     policies, state roots. Exit 1 at the first failure, saying exactly where and what."""
-    tune_collector()
     store, genesis, close = _source(
         home, data, genesis_path, archive, api, peer, key_file, passphrase_file
     )
@@ -158,16 +157,18 @@ def audit_replay(
             task = bar.add_task("replaying", total=store.height)
             try:
                 rebuilt = StateStore(MemoryKV())
-                report = replay(
-                    store,
-                    genesis,
-                    workers=workers,
-                    # A live node keeps committing, so its current state is not the state
-                    # at the replayed head; every header's state root was checked instead.
-                    compare_state=archive is None and api is None and peer is None,
-                    progress=lambda h, _: bar.update(task, completed=h),
-                    into=rebuilt,
-                )
+                with tuned_collector():
+                    report = replay(
+                        store,
+                        genesis,
+                        workers=workers,
+                        # A live node keeps committing, so its current state is not the
+                        # state at the replayed head; every header's state root was
+                        # checked instead.
+                        compare_state=archive is None and api is None and peer is None,
+                        progress=lambda h, _: bar.update(task, completed=h),
+                        into=rebuilt,
+                    )
                 if blob_folder is not None:
                     blobs = BlobStore(FsObjects(blob_folder))
                     checked, problems = asyncio.run(check_blobs(rebuilt, blobs))

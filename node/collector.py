@@ -11,18 +11,29 @@ those walking every object the caches hold: 12-17% of a validator's CPU on a loa
 
 With the youngest generation collected after 50,000 net new objects, a loaded validator
 spends ~3% of its CPU collecting and the whole heap is walked rarely; what garbage cycles
-there are wait a little longer (`bench/soak.py` checks the memory this leaves). Objects
-alive at start-up (modules, configuration) are frozen out of every collection."""
+there are wait a little longer (`bench/soak.py` checks the memory this leaves).
+
+The thresholds hold only inside `tuned_collector()`: `carechain audit replay` may run inside
+another program (a test runner, an auditor's own tooling), whose collector it leaves as it
+found it. Nothing is frozen out of collection (`gc.freeze`) for the same reason: objects
+that program leaked and relies on the collector to close (sockets) would stay open."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 from typing import Final
 
 THRESHOLDS: Final = (50_000, 20, 20)
 
 
-def tune_collector() -> None:
-    """Set THRESHOLDS for this process and freeze what is alive now."""
-    gc.freeze()
+@contextlib.contextmanager
+def tuned_collector() -> Iterator[None]:
+    """THRESHOLDS while the block runs, the thresholds before it afterwards."""
+    before = gc.get_threshold()
     gc.set_threshold(*THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)

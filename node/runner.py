@@ -19,7 +19,7 @@ from carechain.config.node import NodeConfig, load_node_config, parse_host_port
 from carechain.consensus.crypto import peer_id
 from carechain.consensus.ledger.governance import validator_set_at
 from carechain.node.api import Api, serve
-from carechain.node.collector import tune_collector
+from carechain.node.collector import tuned_collector
 from carechain.node.daemon import Node
 from carechain.node.keystore import load_key
 from carechain.p2p.libp2p_net import Libp2pNetwork
@@ -93,5 +93,5 @@ async def run_node(home: Path, passphrase: str | None, stop: asyncio.Event | Non
 
 
 def run(home: Path, passphrase: str | None) -> None:
-    tune_collector()
-    uvloop.run(run_node(home, passphrase))
+    with tuned_collector():
+        uvloop.run(run_node(home, passphrase))
