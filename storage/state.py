@@ -42,9 +42,8 @@ class StateStore:
     def __init__(self, kv: KV, kept_max: int = 20_000) -> None:
         self.kv = kv
         self.kept_max = kept_max
-        # (table, key) -> (stored value, its decoding or None), oldest first
-        # ordered oldest first; an OrderedDict because a plain dict's oldest entry gets slow
-        # to drop as deletions pile up at its front
+        # (table, key) -> (stored value, its decoding or None), oldest first: an OrderedDict,
+        # because a plain dict's oldest entry gets slow to drop as deletions pile up at its front
         self._kept: OrderedDict[tuple[Table, bytes], tuple[bytes, Record | None]] = OrderedDict()
         self._accumulator: int | None = None
 

@@ -66,7 +66,7 @@ class BlockCarrier(Record):
         reader = msgpack.Unpacker(max_buffer_size=len(data))
         reader.feed(data)
         reader.read_array_header()
-        for _ in range(1 + [f.name for f in dataclasses.fields(record)].index("block")):
+        for _ in range(cls._block_position()):
             reader.skip()  # VERSION and the fields before the block
         record.block.keep_encodings(data, reader)
         record.__dict__["_encoded"] = data
@@ -82,10 +82,15 @@ class BlockCarrier(Record):
         record: Any = self  # a dataclass: each subclass is one
         wire = dataclasses.replace(record, block=_STAND_IN).to_wire()
         assert isinstance(wire, list)
-        index = 1 + [f.name for f in dataclasses.fields(record)].index("block")  # after VERSION
         parts = [pack(item) for item in wire]
-        parts[index] = self.block.encode()
+        parts[self._block_position()] = self.block.encode()
         return array_header(len(parts)) + b"".join(parts)
+
+    @classmethod
+    def _block_position(cls) -> int:
+        """The block's place in the record's array (its fields follow VERSION)."""
+        fields = dataclasses.fields(typing.cast(Any, cls))  # a dataclass: each subclass is one
+        return 1 + [f.name for f in fields].index("block")
 
 
 @dataclasses.dataclass(frozen=True)
