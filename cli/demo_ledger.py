@@ -22,6 +22,7 @@ from carechain.consensus.ledger.records import (
     Vault,
 )
 from carechain.consensus.ledger.state import Overlay, Table
+from carechain.consensus.poa.limits import LIMITS_AT_CAP
 from carechain.consensus.types import Block, CommitCertificate, Tx
 from carechain.node import builders
 from carechain.node.access_report import AccessEvent
@@ -86,7 +87,9 @@ class Ledger:
             answer = self.client.get(f"/v1/blocks/{number}")
             found.append(
                 (
-                    Block.decode(bytes.fromhex(answer["block"])),
+                    Block.decode(
+                        bytes.fromhex(answer["block"]), max_bytes=LIMITS_AT_CAP.block_bytes
+                    ),
                     CommitCertificate.decode(bytes.fromhex(answer["certificate"])),
                 )
             )

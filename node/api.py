@@ -38,6 +38,7 @@ from carechain.consensus.ledger.records import (
     Vault,
 )
 from carechain.consensus.ledger.state import Overlay, Table
+from carechain.consensus.poa.limits import LIMITS_AT_CAP
 from carechain.consensus.types import Tx, TxSignature
 from carechain.node.access_report import patient_vaults, timeline
 from carechain.node.blob_service import BlobRequest, fetch_from_peer
@@ -54,17 +55,20 @@ class Body(pydantic.BaseModel):
 
 
 HEX: Final = r"^([0-9a-f]{2})+$"
+# a transaction as hex, as long as the largest any genesis allows (the node then holds it to
+# its own chain's max_tx_bytes, naming the limit)
+TX_HEX_MAX: Final = 2 * LIMITS_AT_CAP.tx_bytes
 
 
 class SubmitTx(Body):
     tx: str = pydantic.Field(
-        description="canonical transaction bytes, hex", max_length=2_000_000, pattern=HEX
+        description="canonical transaction bytes, hex", max_length=TX_HEX_MAX, pattern=HEX
     )
 
 
 class SubmitTxs(Body):
     # (no pattern on the items: each is refused on its own, in the results, not the batch)
-    txs: list[Annotated[str, pydantic.Field(max_length=2_000_000)]] = pydantic.Field(
+    txs: list[Annotated[str, pydantic.Field(max_length=TX_HEX_MAX)]] = pydantic.Field(
         description="canonical transactions, hex, taken in order",
         min_length=1,
         max_length=1000,
@@ -291,6 +295,7 @@ class Api:
             ),
             ("GET", "/v1/state/{table}/{key}", self.state_get, "One raw state entry"),
             ("GET", "/v1/blocks/{height}", self.block, "A committed block with its certificate"),
+            ("GET", "/v1/blocks/{height}/txs", self.block_txs, "The ids of a block's transactions"),
             ("POST", "/v1/blobs", self.blob_put, "Store ciphertext; returns its content id"),
             ("GET", "/v1/blobs/{cid}", self.blob_get, "Read a blob stored here (verified)"),
             (
@@ -318,6 +323,7 @@ class Api:
         state = node.engine.state
         head = node.store.head()
         validators = validator_set(node.store).validators
+        drops = node.network.drops()
         return web.json_response(
             {
                 "chain_id": node.genesis.chain_id,
@@ -351,10 +357,24 @@ class Api:
                 "mempool": len(node.mempool),
                 "partials": len(node.partials),
                 "equivocations_seen": node.equivocations_seen,
-                # messages the p2p layer had to drop (a full inbox or per-peer outbox): the
-                # re-send of transactions waiting 10 s and sync recover them; a steady climb
-                # means overload
-                "p2p_dropped": int(getattr(node.network, "dropped", 0)),
+                # messages the p2p layer had to drop, by lane and place (p2p_drops) and in
+                # all: the re-send of transactions waiting 10 s and sync recover them. No
+                # consensus message is dropped for transactions (a lane of its own); a
+                # steady climb of consensus drops means a dead or flooding peer
+                "p2p_dropped": sum(drops.values()),
+                "p2p_drops": drops,
+                "pool_full_drops": node.pool_full_drops,
+                "syncs": node.syncs,
+                # the longest a peer's consensus message waited in the inbox, and took to
+                # handle (waiting for the node's lock included), since the node started
+                "consensus_wait_ms_max": round(node.network.inbox.consensus_wait_s_max * 1000),
+                "consensus_handle_ms_max": round(node.consensus_handle_s_max * 1000),
+                "proposal_budget": {
+                    "execution_us_per_tx": round(node.proposal_budget.cost_s_per_tx * 1e6, 1),
+                    "round_0_txs_max": node.proposal_budget.limit(0).txs,
+                    "round_0_bytes_max": node.proposal_budget.limit(0).bytes,
+                },
+                "wal_failures": node.wal_failures,
             }
         )
 
@@ -363,11 +383,26 @@ class Api:
             text=genesis_to_json(self.node.genesis), content_type="application/json"
         )
 
-    async def block(self, request: web.Request) -> web.Response:
+    def _committed_height(self, request: web.Request) -> int:
         text = request.match_info["height"]
         height = self.node.store.height if text == "latest" else _int(text, "height")
         if not 1 <= height <= self.node.store.height:
             raise ApiError(404, "not_found", f"no block at height {height}")
+        return height
+
+    async def block_txs(self, request: web.Request) -> web.Response:
+        height = self._committed_height(request)
+        block = self.node.store.block(height)
+        return web.json_response(
+            {
+                "height": height,
+                "hash": block.block_hash.hex(),
+                "txs": [tx.id.hex() for tx in block.txs],
+            }
+        )
+
+    async def block(self, request: web.Request) -> web.Response:
+        height = self._committed_height(request)
         block, certificate = self.node.store.block(height), self.node.store.certificate(height)
         return web.json_response(
             {

@@ -20,6 +20,7 @@ from carechain.consensus.ledger.apply import apply_block
 from carechain.consensus.ledger.context import ChainContext
 from carechain.consensus.ledger.governance import GOVERNANCE_ACCOUNT
 from carechain.consensus.ledger.state import Table
+from carechain.consensus.poa.limits import LIMITS_AT_CAP
 from carechain.consensus.poa.messages import Commit
 from carechain.consensus.types import Block, CommitCertificate, ValidatorSet
 from carechain.node.audit import ChainSource
@@ -27,7 +28,8 @@ from carechain.storage.chain import ChainStore
 from carechain.storage.kv import LevelKV
 
 MAGIC: Final = b"CARECHAIN-ARCHIVE/1\n"
-RECORD_BYTES_MAX: Final = 80 * 1024 * 1024
+# a genesis or a block with its certificate, of any chain genesis allows
+RECORD_BYTES_MAX: Final = max(LIMITS_AT_CAP.commit_bytes, 1024 * 1024)
 
 
 class ArchiveError(InvalidInput):

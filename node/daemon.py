@@ -5,6 +5,14 @@ guards leaves), feeds the engine messages, ticks and transactions under one lock
 never interleave, commits decided blocks with their side effects (WAL rotation, pools, event
 stream), syncs from peers when behind, and keeps the network's permission set equal to the
 validators' node ids. Every task runs in one TaskGroup; `run` returns after a clean stop.
+
+Under overload consensus goes first. Peers' consensus messages and their transactions arrive
+in separate inbox lanes (p2p.network.Inbox) read by separate tasks; transactions are taken in
+batches (signatures checked in the worker processes, one engine event per batch), the batch
+task yields between small chunks so a vote never waits behind a batch, and it takes nothing
+while the mempool is full: the peers' credit then runs out and their sends back up. Sync
+talks to the network without the lock and starts only when a peer is `SYNC_LEAD` heights
+ahead, or ahead while nothing has committed for `SYNC_STALL_MS`.
 """
 
 from __future__ import annotations
@@ -28,7 +36,6 @@ from carechain.consensus.ledger.apply import SignatureCache, TxStatus
 from carechain.consensus.ledger.context import BlockContext
 from carechain.consensus.ledger.errors import TxRejected
 from carechain.consensus.ledger.governance import validator_set_at
-from carechain.consensus.poa.application import LedgerApplication
 from carechain.consensus.poa.engine import Engine, EngineConfig
 from carechain.consensus.poa.events import (
     Action,
@@ -48,6 +55,7 @@ from carechain.consensus.poa.events import (
     WalReplayed,
     WriteWal,
 )
+from carechain.consensus.poa.limits import EncodedLimits
 from carechain.consensus.poa.messages import (
     Commit,
     commit_height,
@@ -58,7 +66,8 @@ from carechain.consensus.types import Block, CommitCertificate, Tx
 from carechain.node import builders
 from carechain.node.blob_service import BlobService
 from carechain.node.pools import Mempool, PartialPool, PoolFull, admit
-from carechain.node.sync import ITEM_BYTES_MAX, BlockSync, range_provider
+from carechain.node.proposals import MeasuredApplication, ProposalBudget
+from carechain.node.sync import RANGE_MAX, BlockSync, range_provider
 from carechain.node.verifier import SignatureWorkers
 from carechain.p2p.heartbeat import HeartbeatService
 from carechain.p2p.network import (
@@ -91,6 +100,15 @@ RESEND_MAX: Final = 500
 # An API batch with at least this many transactions new to the signature cache has its
 # signatures verified in worker processes (node/verifier.py) before admission.
 API_BATCH_WORKERS_MIN: Final = 32
+CONSENSUS_BATCH: Final = 64  # consensus messages taken from the inbox at once
+PEER_TX_BATCH: Final = 512  # peers' transactions taken in (and verified) at once
+ADMIT_CHUNK: Final = 32  # transactions admitted between two yields to consensus
+# Sync starts when a peer has committed this many heights more than this node (one height
+# behind is routine: a commit reaches validators at slightly different times, and consensus
+# itself catches up a validator one height behind), or is ahead at all while this node has
+# committed nothing for SYNC_STALL_MS.
+SYNC_LEAD: Final = 2
+SYNC_STALL_MS: Final = 3000
 
 
 SIGNING_HELD: Final = 2**62  # a height no chain reaches
@@ -138,17 +156,24 @@ class Node:
         self.genesis = genesis
         self.node_id = peer_id(node_key.public_key)
         self.clock_ms = clock_ms
+        self.limits = EncodedLimits.of(genesis.params)
         self.store = ChainStore.open(home / "data" / "chain", genesis)
-        self.wal = ConsensusWal(home / "data" / "wal")
+        self.wal = ConsensusWal(home / "data" / "wal", self.limits.wal_record_bytes)
         self.blobs = open_blob_store(config.blobs, home)
         self.mempool = Mempool(config.mempool.txs_max, config.mempool.bytes_max)
         self.partials = PartialPool(self.store.kv, config.mempool.partials_max)
         self.signatures = SignatureCache()  # each signature verified once per node
-        self.app = LedgerApplication(
-            genesis, self.store, self.mempool.ordered, check_signers=self.signatures
+        timing = engine_config(config, genesis)
+        self.proposal_budget = ProposalBudget(timing)
+        self.app = MeasuredApplication(
+            genesis,
+            self.store,
+            self.mempool.ordered,
+            self.proposal_budget,
+            check_signers=self.signatures,
         )
         key = validator_key if config.validator else None
-        self.engine = Engine(engine_config(config, genesis), self.app, key)
+        self.engine = Engine(timing, self.app, key)
         # Signing history. A validator that finds neither a block nor the WAL's NEVER_SIGNED
         # marker lost its data folder, and with it the record of what it signed: signing at
         # a height it signed before the loss could make it equivocate. It follows the chain
@@ -175,24 +200,34 @@ class Node:
         self._gossips = not config.validator or bool(config.p2p.observers)
         self.network = network
         self.verifier = SignatureWorkers(self.signatures, workers=os.cpu_count() or 1)
+        self._lock = asyncio.Lock()
         self.syncer = BlockSync(
             network,
             self.store,
             self.app,
             on_commit=self._after_sync_commit,
             verifier=self.verifier,
+            item_bytes_max=self.limits.sync_item_bytes,
+            lock=self._lock,
+            after_batch=self._after_sync_batch,
         )
         self.blob_service = BlobService(self.store, genesis.chain_id, self.blobs, clock_ms)
         self.subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self.misbehaviour: dict[str, int] = {}
         self.syncing = False
+        self.syncs = 0  # syncs started
+        self.peer_heights: dict[str, int] = {}  # the highest height each peer showed committed
+        self.last_commit_ms = clock_ms()
+        self._pool_room = asyncio.Event()  # set while the mempool has room
+        self._pool_room.set()
         self.gossip_blocks = 0  # blocks taken in from gossip (a full node's usual way)
         self.pool_full_drops = 0  # transactions from peers dropped because the mempool was full
         self.stale_commits = 0  # commit messages for heights already committed, dropped unread
         self.equivocations_seen = 0  # conflicting vote pairs this node received (each reported)
+        self.wal_failures = 0  # WAL records that could not be written (their messages not sent)
+        self.consensus_handle_s_max = 0.0  # the longest one consensus message took to handle
         self._linked: frozenset[str] = frozenset()  # the peers linked at the last housekeeping
         self.started_ms = clock_ms()
-        self._lock = asyncio.Lock()
         self._wake_at: int | None = None
         self._woken = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
@@ -204,7 +239,7 @@ class Node:
                 list(config.p2p.heartbeat_peers),
                 status=self._heartbeat_status,
                 registered=lambda: set(self._registered),
-                on_ahead=lambda peer, height: self._start_sync(peer),
+                on_ahead=self._peer_ahead,
                 interval_ms=config.p2p.heartbeat_interval_ms,
             )
             if config.p2p.heartbeat_peers
@@ -237,7 +272,8 @@ class Node:
                 self._tasks = tasks
                 await self._handle(WalReplayed(tuple(self.wal.records(self.store.height + 1))))
                 await self._handle(Start(self.clock_ms()))
-                tasks.create_task(self._inbox_loop(), name="inbox")
+                tasks.create_task(self._consensus_loop(), name="consensus-inbox")
+                tasks.create_task(self._transactions_loop(), name="transactions-inbox")
                 tasks.create_task(self._timer_loop(), name="timers")
                 tasks.create_task(self._housekeeping_loop(), name="housekeeping")
                 if self.heartbeats is not None:
@@ -265,45 +301,58 @@ class Node:
 
     async def _perform(self, actions: list[Action]) -> None:
         unsynced = False
+        unguarded = False  # a WAL write failed: nothing after it may leave this node
         for action in actions:
             if isinstance(action, WriteWal):
-                self.wal.append(action.record)
-                unsynced = True
+                written = self._write_wal(action)
+                unsynced = unsynced or written
+                unguarded = unguarded or not written
                 continue
             if unsynced:
                 self.wal.sync()  # durable before anything it guards leaves this node
                 unsynced = False
-            if isinstance(action, Broadcast):
-                await self.network.broadcast(Topic.CONSENSUS, encode_message(action.message))
-            elif isinstance(action, Send):
-                await self.network.send(
-                    action.peer, Topic.CONSENSUS, encode_message(action.message)
-                )
-            elif isinstance(action, WakeAt):
-                self._wake_at = action.at_ms
-                self._woken.set()
-            elif isinstance(action, CommitBlock):
-                self._commit(action.block, action.certificate)
-                if self._gossips:
-                    # every validator hands the block to the non-validator nodes it is linked
-                    # to; the copies share one message id (the block hash) and only the first
-                    # is read, so a full node linked to any one validator gets every block
-                    commit = Commit(action.block, action.certificate)
-                    payload = action.block.block_hash + commit.encode()
-                    await self.network.publish(Topic.BLOCK, payload)
-                follow = self.engine.handle(
-                    BlockPersisted(action.block.header.height, self.clock_ms())
-                )
-                await self._perform(follow)
-            elif isinstance(action, RequestSync):
-                self._start_sync(action.peer)
-            elif isinstance(action, ReportEvidence):
-                self._submit_evidence(action)
-            elif isinstance(action, PeerMisbehaved):
-                self.misbehaviour[action.peer] = self.misbehaviour.get(action.peer, 0) + 1
-                log.warning("peer %s misbehaved: %s", action.peer, action.reason)
+            if unguarded and isinstance(action, Broadcast | Send):
+                continue
+            await self._perform_one(action)
         if unsynced:
             self.wal.sync()
+
+    def _write_wal(self, action: WriteWal) -> bool:
+        """Append a WAL record; False (logged and counted, never fatal) if it cannot be."""
+        try:
+            self.wal.append(action.record)
+        except CarechainError as exc:
+            self.wal_failures += 1
+            log.error("not sending what a WAL record guards: %s", exc)
+            return False
+        return True
+
+    async def _perform_one(self, action: Action) -> None:
+        if isinstance(action, Broadcast):
+            await self.network.broadcast(Topic.CONSENSUS, encode_message(action.message))
+        elif isinstance(action, Send):
+            await self.network.send(action.peer, Topic.CONSENSUS, encode_message(action.message))
+        elif isinstance(action, WakeAt):
+            self._wake_at = action.at_ms
+            self._woken.set()
+        elif isinstance(action, CommitBlock):
+            self._commit(action.block, action.certificate)
+            if self._gossips:
+                # every validator hands the block to the non-validator nodes it is linked
+                # to; the copies share one message id (the block hash) and only the first
+                # is read, so a full node linked to any one validator gets every block
+                commit = Commit(action.block, action.certificate)
+                payload = action.block.block_hash + commit.encode()
+                await self.network.publish(Topic.BLOCK, payload)
+            follow = self.engine.handle(BlockPersisted(action.block.header.height, self.clock_ms()))
+            await self._perform(follow)
+        elif isinstance(action, RequestSync):
+            self._peer_ahead(action.peer, action.peer_height)
+        elif isinstance(action, ReportEvidence):
+            self._submit_evidence(action)
+        elif isinstance(action, PeerMisbehaved):
+            self.misbehaviour[action.peer] = self.misbehaviour.get(action.peer, 0) + 1
+            log.warning("peer %s misbehaved: %s", action.peer, action.reason)
 
     def _commit(self, block: Block, certificate: CommitCertificate) -> None:
         self.store.commit(block, certificate, self.app.executed(block))
@@ -312,8 +361,13 @@ class Node:
     def _after_sync_commit(self, commit: Commit) -> None:
         self._after_commit(commit.block)
 
+    async def _after_sync_batch(self, height: int) -> None:
+        """Blocks up to `height` were synced (under the lock): the engine continues after."""
+        await self._perform(self.engine.handle(BlockPersisted(height, self.clock_ms())))
+
     def _after_commit(self, block: Block) -> None:
         height = block.header.height
+        previous_ms, self.last_commit_ms = self.last_commit_ms, self.clock_ms()
         self.wal.rotate(height + 1)
         self.wal.forget_never_signed()
         if self.signing_held and block.header.time_ms > (
@@ -326,17 +380,26 @@ class Node:
         self.mempool.after_commit(block, self.store, self.clock_ms())
         self.partials.remove_all(tx.id for tx in block.txs)
         self.signatures.forget(tx.witness_hash for tx in block.txs)  # never checked again
+        if self._mempool_has_room():
+            self._pool_room.set()
         self._update_permissions()
         self.publish(
             {
                 "event": "block",
                 "height": height,
                 "hash": block.block_hash.hex(),
-                "txs": [tx.id.hex() for tx in block.txs],
+                # a count, not the ids: an event line stays short at any block size (a client
+                # that wants the ids asks GET /v1/blocks/{height}/txs)
+                "tx_count": len(block.txs),
                 "time_ms": block.header.time_ms,
             }
         )
-        log.info("committed height %d with %d transactions", height, len(block.txs))
+        log.info(
+            "committed height %d with %d transactions in %.0f ms since the last",
+            height,
+            len(block.txs),
+            self.last_commit_ms - previous_ms,
+        )
 
     def _update_permissions(self) -> None:
         height = self.store.height
@@ -365,30 +428,82 @@ class Node:
                 async with asyncio.timeout(max(0.001, min(delay, 1.0))):
                     await self._woken.wait()
 
-    async def _inbox_loop(self) -> None:
-        while True:
-            message = await self.network.inbox.get()
-            try:
-                await self._on_inbound(message)
-            except PoolFull:
-                self.pool_full_drops += 1  # not the peer's fault; its re-broadcast brings it back
-            except CarechainError as exc:
-                self.misbehaviour[message.peer] = self.misbehaviour.get(message.peer, 0) + 1
-                log.info("dropped a message from %s: %s", message.peer, exc)
+    def _blame(self, peer: str, problem: CarechainError) -> None:
+        self.misbehaviour[peer] = self.misbehaviour.get(peer, 0) + 1
+        log.info("dropped a message from %s: %s", peer, problem)
 
-    async def _on_inbound(self, message: Inbound) -> None:
-        if message.topic is Topic.CONSENSUS:
-            height = commit_height(message.payload)
-            if height is not None and height <= self.store.height:
-                self.stale_commits += 1  # the engine would ignore it: not worth decoding
-                return
-            decoded = decode_message(message.payload, max_bytes=self.config.p2p.message_bytes_max)
-            await self._handle(Received(message.peer, decoded, self.clock_ms()))
-        elif message.topic is Topic.TX:
-            relayed = message.peer in self._registered  # a validator admitted it already
-            await self.submit(Tx.decode(message.payload), gossip=False, relayed=relayed)
-        else:
-            await self.submit(Tx.decode(message.payload), gossip=False)
+    async def _consensus_loop(self) -> None:
+        inbox = self.network.inbox
+        while True:
+            for message in await inbox.next_consensus(CONSENSUS_BATCH):
+                started = time.monotonic()
+                try:
+                    await self._on_consensus(message)
+                except CarechainError as exc:
+                    self._blame(message.peer, exc)
+                took = time.monotonic() - started
+                if took > self.consensus_handle_s_max:
+                    self.consensus_handle_s_max = took
+                    if took > 1.0:
+                        log.warning("a consensus message took %.2f s to handle", took)
+
+    async def _on_consensus(self, message: Inbound) -> None:
+        height = commit_height(message.payload)
+        if height is not None and height <= self.store.height:
+            self.stale_commits += 1  # the engine would ignore it: not worth decoding
+            return
+        decoded = decode_message(message.payload, max_bytes=self.limits.message_bytes)
+        await self._handle(Received(message.peer, decoded, self.clock_ms()))
+
+    def _mempool_has_room(self) -> bool:
+        pool = self.mempool
+        return len(pool) < pool.txs_max and pool.size_bytes < pool.bytes_max
+
+    async def _transactions_loop(self) -> None:
+        """Peers' transactions, a batch at a time. While the mempool is full nothing is
+        taken: the peers' credit runs out and the network stops reading them."""
+        inbox = self.network.inbox
+        while True:
+            if not self._mempool_has_room():
+                self._pool_room.clear()
+                await self._pool_room.wait()  # set after a commit makes room
+            room = self.mempool.txs_max - len(self.mempool)
+            batch = await inbox.next_txs(max(1, min(PEER_TX_BATCH, room)))
+            try:
+                await self._admit_from_peers(batch)
+            finally:
+                inbox.release(batch)
+
+    async def _admit_from_peers(self, messages: list[Inbound]) -> None:
+        """Admit peers' transactions and partials as an API batch is admitted: signatures
+        verified together in the workers, each transaction checked, one engine event."""
+        decoded: list[tuple[Inbound, Tx]] = []
+        for message in messages:
+            try:
+                tx = Tx.decode(message.payload, max_bytes=self.limits.tx_bytes)
+            except CarechainError as exc:
+                self._blame(message.peer, exc)
+            else:
+                decoded.append((message, tx))
+        fresh = [tx for _, tx in decoded if tx.id not in self.mempool.txs]
+        await self.verifier.verify(fresh, batch_min=API_BATCH_WORKERS_MIN)
+        new = False
+        for index, (message, tx) in enumerate(decoded):
+            if index % ADMIT_CHUNK == ADMIT_CHUNK - 1:
+                await asyncio.sleep(0)  # consensus messages that arrived meanwhile go first
+            # a complete transaction from a peer is not executed here (see `admit`): the
+            # proposal executes it, as for one the API took in at another validator
+            relayed = message.topic is Topic.TX
+            try:
+                outcome = await self.submit(tx, gossip=False, notify=False, relayed=relayed)
+            except PoolFull:
+                self.pool_full_drops += 1  # not the peer's fault; the re-send brings it back
+            except CarechainError as exc:
+                self._blame(message.peer, exc)
+            else:
+                new = new or outcome.new
+        if new:
+            await self.transactions_available()
 
     async def _housekeeping_loop(self) -> None:
         while True:
@@ -438,7 +553,7 @@ class Node:
     async def _on_gossip_block(self, peer: str, payload: bytes) -> Verdict:
         if self.syncing:
             return Verdict.IGNORE  # the sync brings it
-        commit = _gossiped_commit(payload)
+        commit = _gossiped_commit(payload, self.limits)
         if commit is None:
             return Verdict.REJECT
         height = commit.block.header.height
@@ -447,7 +562,7 @@ class Node:
             if height <= ours:
                 return Verdict.IGNORE
             if height > ours + 1:
-                self._start_sync(peer)  # a gap: fetch the range, this block comes with it
+                self._peer_ahead(peer, height)  # a gap: fetch the range, this block with it
                 return Verdict.IGNORE
             try:
                 self.syncer.apply(commit, peer)
@@ -459,26 +574,44 @@ class Node:
         return Verdict.ACCEPT
 
     # -- sync -----------------------------------------------------------------------------------
+    def _peer_ahead(self, peer: str, height: int) -> None:
+        """`peer` showed it has committed `height`: sync if that is far enough ahead, or
+        ahead at all while this node commits nothing."""
+        ours = self.store.height
+        if height <= ours:
+            return
+        self.peer_heights[peer] = max(self.peer_heights.get(peer, 0), height)
+        stalled = self.clock_ms() - self.last_commit_ms >= SYNC_STALL_MS
+        if height - ours >= SYNC_LEAD or stalled:
+            self._start_sync(peer)
+
     def _start_sync(self, peer: str) -> None:
         if self.syncing or self._tasks is None:
             return
         self.syncing = True
+        self.syncs += 1
         self._tasks.create_task(self._sync_from(peer), name="sync")
 
-    async def _sync_from(self, peer: str) -> None:
+    def _sync_sources(self, first: str) -> tuple[list[str], int]:
+        """Whom to ask, in order, and up to which height: the peers known to have committed
+        past this node (they serve blocks), highest first, up to the highest they showed. A
+        peer whose height is unknown (a full node polling a validator) is asked alone, for
+        as much as one stream brings."""
+        ours = self.store.height
+        linked = set(self.network.peers())
+        ahead = {p: h for p, h in self.peer_heights.items() if h > ours and p in linked}
+        if not ahead:
+            return [first], ours + RANGE_MAX
+        peers = sorted(ahead, key=lambda p: (p != first, -ahead[p], p))
+        return peers, max(ahead.values())
+
+    async def _sync_from(self, first: str) -> None:
         try:
-            async with self._lock:
-                before = self.store.height
-                connected = [p for p in self.network.peers() if p != peer]
-                # validators first; other full nodes serve blocks too, auditors do not
-                others = sorted(connected, key=lambda p: p not in self._registered)
-                peers = [peer, *others]
-                reached = await self.syncer.sync(peers, before + 10_000)
-                if reached > before:
-                    log.info("synced from height %d to %d", before, reached)
-                    await self._perform(
-                        self.engine.handle(BlockPersisted(reached, self.clock_ms()))
-                    )
+            before = self.store.height
+            peers, target = self._sync_sources(first)
+            reached = await self.syncer.sync(peers, target)  # applies under the lock
+            if reached > before:
+                log.info("synced from height %d to %d", before, reached)
         except CarechainError as exc:
             log.warning("sync failed: %s", exc)
         finally:
@@ -493,8 +626,8 @@ class Node:
     ) -> TxOutcome:
         """Admit a transaction (complete or partial); raises TxRejected saying why not.
         With `notify=False` the engine is not told (the caller tells it once for a batch);
-        `relayed`: a complete transaction a registered validator sent on, admitted without
-        executing it again (see `admit`)."""
+        `relayed`: a complete transaction a peer sent directly, admitted without executing
+        it (see `admit`)."""
         if tx.id in self.mempool.txs:
             return TxOutcome(tx.id, "pending", False)  # a re-broadcast: dropped unchecked
         if self.store.tx_location(tx.id) is not None:
@@ -516,7 +649,7 @@ class Node:
             merged = self.partials.merge(tx, self.clock_ms())
             if gossip or merged.signatures != tx.signatures:
                 await self._spread(Topic.PARTIAL, merged.encode())
-            elif not merging and self._gossips_to_outsiders():
+            elif not merging and self._gossips_to_outsiders(Topic.PARTIAL):
                 # new here, sent directly by a validator that may have no full node linked:
                 # this one hands it to the full nodes linked to it
                 await self.network.publish(Topic.PARTIAL, merged.encode())
@@ -537,19 +670,20 @@ class Node:
         """To the validators directly, and over gossip: partials (a patient's agent on a full
         node co-signs them), complete transactions only from a non-validator node (they reach
         the other full nodes inside blocks, and the validators directly). A validator gossips
-        a partial only while a non-validator node is linked to it: the validators have it
-        directly, and gossiping it among them as well cost a loaded 4-validator network a
-        quarter of its throughput (each validator that gets a partial directly hands it on
-        to the full nodes linked to it, see `submit`)."""
+        a partial only while a non-validator node that takes partials is linked to it: the
+        validators have it directly, and gossiping it among them as well cost a loaded
+        4-validator network a quarter of its throughput (each validator that gets a partial
+        directly hands it on to the full nodes linked to it, see `submit`)."""
         await self.network.broadcast(topic, payload)
         if topic is Topic.TX and self.config.validator:
             return
-        if not self.config.validator or self._gossips_to_outsiders():
+        if not self.config.validator or self._gossips_to_outsiders(topic):
             await self.network.publish(topic, payload)
 
-    def _gossips_to_outsiders(self) -> bool:
-        """A validator that gossips (its config admits observers) with one of them linked."""
-        return self._gossips and any(p not in self._registered for p in self.network.peers())
+    def _gossips_to_outsiders(self, topic: Topic) -> bool:
+        """A validator that gossips (its config admits observers) with one of them linked
+        that takes `topic` (an auditor or a load generator takes none)."""
+        return self._gossips and topic in self.network.outsider_topics()
 
     def _submit_evidence(self, evidence: ReportEvidence) -> None:
         self.equivocations_seen += 1
@@ -566,11 +700,11 @@ class Node:
                 queue.put_nowait(event)
 
 
-def _gossiped_commit(payload: bytes) -> Commit | None:
+def _gossiped_commit(payload: bytes, limits: EncodedLimits) -> Commit | None:
     """The block and certificate in a gossiped block message, or None if it is malformed or
     its message id (the prefix) names another block."""
     try:
-        commit = Commit.decode(payload[BLOCK_ID_BYTES:], max_bytes=ITEM_BYTES_MAX)
+        commit = Commit.decode(payload[BLOCK_ID_BYTES:], max_bytes=limits.commit_bytes)
     except CarechainError:
         return None
     return commit if commit.block.block_hash == payload[:BLOCK_ID_BYTES] else None

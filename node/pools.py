@@ -64,10 +64,13 @@ def admit(
     behind. A nonce ahead of the next one is queued; at the next nonce the full rules apply.
     Signatures are checked once, through `check_signers` (the node's cache).
 
-    `execute=False` is for a complete transaction a registered validator relayed: that
-    validator executed it on admission, so it is not executed again here (the envelope,
-    signatures, body and nonce still are); the proposal's execution drops it if the state
-    has moved on. A validator relaying bad transactions wastes proposal work, no more."""
+    `execute=False` is for a complete transaction a peer sent directly (a validator relaying
+    what its API took in and executed, an admitted non-validator node passing on its
+    clients'): it is not executed here (the envelope, signatures, body and nonce still are
+    checked); the proposal's execution drops it, with its reason, if it does not apply. So a
+    transaction costs the network one execution on admission, at the node a client gave it
+    to, however it travels; a peer sending transactions that fail wastes proposal work, no
+    more, and only up to the mempool's bound."""
     if tx.chain_id != block.chain.chain_id:
         raise TxRejected("wrong_chain", f"for chain {tx.chain_id!r}")
     if len(tx.encode()) > block.chain.params.max_tx_bytes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import signal
 import sys
@@ -18,6 +19,7 @@ from carechain.config.genesis import GENESIS_FILE, load_genesis
 from carechain.config.node import NodeConfig, load_node_config, parse_host_port
 from carechain.consensus.crypto import peer_id
 from carechain.consensus.ledger.governance import validator_set_at
+from carechain.consensus.poa.limits import EncodedLimits
 from carechain.node.api import Api, serve
 from carechain.node.collector import tuned_collector
 from carechain.node.daemon import Node
@@ -50,6 +52,15 @@ def configure_logging(config: NodeConfig) -> None:
     root.setLevel(config.log.level.upper())
 
 
+def log_tasks() -> None:
+    """What every task of the node is waiting on, to the log (`kill -USR1 <pid>`): for an
+    operator whose node seems stuck."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=12, file=out)
+    logging.getLogger("carechain.node").warning("tasks on SIGUSR1:\n%s", out.getvalue())
+
+
 def build_node(home: Path, passphrase: str | None) -> Node:
     config = load_node_config(home)
     genesis = load_genesis(home / GENESIS_FILE)
@@ -65,7 +76,10 @@ def build_node(home: Path, passphrase: str | None) -> Node:
         config.p2p.listen,
         dial=list(config.p2p.peers),
         allowed=(registered | set(config.p2p.observers)) - {peer_id(node_key.public_key)},
-        frame_bytes_max=config.p2p.message_bytes_max,
+        # what the chain's genesis lets a peer send, or more if the config says so
+        frame_bytes_max=max(
+            config.p2p.message_bytes_max, EncodedLimits.of(genesis.params).frame_bytes
+        ),
         messages_per_second_max=config.p2p.peer_messages_per_second_max,
     )
     return Node(home, config, genesis, node_key, validator_key, network)
@@ -79,6 +93,8 @@ async def run_node(home: Path, passphrase: str | None, stop: asyncio.Event | Non
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGUSR1, log_tasks)
     host, port = parse_host_port(node.config.api.listen)
     runner = await serve(Api(node), host, port)
     bound = runner.addresses[0]

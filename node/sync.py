@@ -10,18 +10,25 @@ Given the node's signature workers (node/verifier.py), the signatures of large b
 least `PARALLEL_TXS_MIN` transactions) are verified in their process pool while the previous
 batch is applied; the node's signature cache then answers the block's re-execution. A pool
 failure falls back to verifying inline.
+
+Inside a running node, sync shares the store with consensus: the network exchange and the
+signature checks run without the node's lock (`lock`), which is taken only to apply a verified
+batch, and `after_batch` (the engine learning the new height) runs under it before it is
+released. A block consensus committed meanwhile is skipped, not refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Final
 
 from carechain.consensus.codec import array_header, pack
 from carechain.consensus.errors import CarechainError, InvalidInput
 from carechain.consensus.poa.application import LedgerApplication
+from carechain.consensus.poa.limits import LIMITS_AT_CAP
 from carechain.consensus.poa.messages import Commit
 from carechain.node.verifier import SignatureWorkers
 from carechain.p2p.network import Network, PeerError
@@ -30,7 +37,8 @@ from carechain.storage.chain import ChainStore
 RANGE_MAX: Final = 1000
 BATCH_TXS: Final = 4000  # transactions verified together in the pool
 PARALLEL_TXS_MIN: Final = 2000  # smaller batches are verified inline
-ITEM_BYTES_MAX: Final = 80 * 1024 * 1024
+# An item of any chain (a node bounds items by its own chain's `sync_item_bytes`)
+ITEM_BYTES_MAX: Final = LIMITS_AT_CAP.sync_item_bytes
 
 log = logging.getLogger("carechain.sync")
 
@@ -65,8 +73,14 @@ class BlockSync:
         on_commit: Callable[[Commit], None] | None = None,
         *,
         verifier: SignatureWorkers | None = None,
+        item_bytes_max: int = ITEM_BYTES_MAX,
+        lock: asyncio.Lock | None = None,
+        after_batch: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self.network = network
+        self.item_bytes_max = item_bytes_max
+        self.lock = lock
+        self.after_batch = after_batch
         self.store = store
         self.app = app
         self.on_commit = on_commit
@@ -81,7 +95,7 @@ class BlockSync:
 
     def _decode(self, item: bytes, peer: str) -> Commit:
         try:
-            return Commit.decode(item, max_bytes=ITEM_BYTES_MAX)
+            return Commit.decode(item, max_bytes=self.item_bytes_max)
         except CarechainError as exc:
             raise PeerError(f"{peer} sent an unreadable block: {exc}") from None
 
@@ -116,8 +130,16 @@ class BlockSync:
         self, commits: list[Commit], verifying: asyncio.Task[None], peer: str
     ) -> None:
         await verifying
-        for commit in commits:
-            self.apply(commit, peer)
+        async with self.lock or contextlib.nullcontext():
+            before = self.store.height
+            try:
+                for commit in commits:
+                    if commit.block.header.height <= self.store.height:
+                        continue  # committed meanwhile, by consensus or from gossip
+                    self.apply(commit, peer)
+            finally:
+                if self.after_batch is not None and self.store.height > before:
+                    await self.after_batch(self.store.height)
 
     def apply(self, commit: Commit, peer: str) -> Commit:
         """Check a committed block for the next height and apply it; PeerError if it is not."""

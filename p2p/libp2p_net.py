@@ -49,7 +49,7 @@ import socket
 import struct
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
@@ -76,11 +76,13 @@ from carechain.p2p.network import (
     BAN_S,
     GOSSIP_STRIKES_MAX,
     GOSSIP_TOPICS,
-    INBOX_MAX,
+    TX_TOPICS,
     BlobProvider,
     FrameReader,
     GossipHandler,
     Inbound,
+    Inbox,
+    Lane,
     PeerError,
     RangeProvider,
     RateLimit,
@@ -93,7 +95,8 @@ from carechain.p2p.network import (
 
 os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")  # read at call time by py-libp2p
 
-MESSAGES: Final = TProtocol("/carechain/messages/1")
+MESSAGES: Final = TProtocol("/carechain/messages/1")  # consensus (and, from older nodes, all)
+TXS: Final = TProtocol("/carechain/txs/1")  # transactions and partials, under credit
 SYNC: Final = TProtocol("/carechain/sync/1")
 BLOBS: Final = TProtocol("/carechain/blob/1")
 OUTBOX_MAX: Final = 4096
@@ -227,11 +230,15 @@ class Libp2pNetwork:
         self.direct: frozenset[str] | None = None
         self.banned_until: dict[str, float] = {}
         self.frame_bytes_max = frame_bytes_max
-        self.rate = RateLimit(messages_per_second_max)
+        self.rate = RateLimit(messages_per_second_max)  # the message stream (consensus)
+        self.tx_rate = RateLimit(messages_per_second_max)  # the transaction stream
         self.on_peer_error = on_peer_error
-        self.inbox: asyncio.Queue[Inbound] = asyncio.Queue(INBOX_MAX)
+        self.inbox = Inbox()
+        self.inbox.on_release = self._release_credit
         self.listen_addrs: list[str] = []
-        self.dropped = 0
+        self.dropped_sends = {Lane.CONSENSUS: 0, Lane.TXS: 0}  # full send queues
+        self.dropped_gossip = 0  # gossip publications that failed
+        self.dropped_commands = 0  # commands to the libp2p thread past its queue
         self.refused = 0
         self.disconnected_for: dict[str, str] = {}
         self._ranges: RangeProvider | None = None
@@ -246,13 +253,17 @@ class Libp2pNetwork:
         self._checked: OrderedDict[bytes, None] = OrderedDict()
         self._pubsub: Pubsub | None = None
         self._connected: frozenset[str] = frozenset()
+        self._outsider_topics: frozenset[Topic] = frozenset()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._commands: trio.MemorySendChannel[Callable[[], Any]] | None = None
         self._stop: trio.Event | None = None
         self._host: Any = None
-        self._outboxes: dict[str, trio.MemorySendChannel[bytes]] = {}
+        self._outboxes: dict[tuple[str, Lane], trio.MemorySendChannel[bytes]] = {}
+        # trio side: transaction frames handed to the node and not yet released, per peer
+        self._tx_waiting: Counter[str] = Counter()
+        self._credit_returned: dict[str, trio.Event] = {}
         self._started: asyncio.Future[None] | None = None
         self.failure: BaseException | None = None
 
@@ -301,9 +312,62 @@ class Libp2pNetwork:
             try:
                 commands.send_nowait(command)
             except trio.WouldBlock:
-                self.dropped += 1
+                self.dropped_commands += 1
 
         self._token.run_sync_soon(enqueue)
+
+    @property
+    def dropped(self) -> int:
+        """Everything this network dropped: full send queues and inbox lanes, failed gossip."""
+        return (
+            sum(self.dropped_sends.values())
+            + self.inbox.dropped_consensus
+            + self.inbox.dropped_txs
+            + self.dropped_gossip
+            + self.dropped_commands
+        )
+
+    def outsider_topics(self) -> frozenset[Topic]:
+        """The gossip topics some linked peer outside the direct set subscribes to (as of
+        the last second)."""
+        return self._outsider_topics
+
+    def drops(self) -> dict[str, int]:
+        """What was dropped, by where: consensus and transaction frames at a full send queue
+        or inbox lane, gossip publications, commands past the libp2p thread's queue."""
+        return {
+            "consensus_sent": self.dropped_sends[Lane.CONSENSUS],
+            "consensus_received": self.inbox.dropped_consensus,
+            "txs_sent": self.dropped_sends[Lane.TXS],
+            "txs_received": self.inbox.dropped_txs,
+            "gossip": self.dropped_gossip,
+            "commands": self.dropped_commands,
+        }
+
+    def backlog(self) -> int:
+        """Transaction frames queued for sending to the most backed-up peer (a sender that
+        pauses while this is high is never dropped)."""
+        depths = [
+            outbox.statistics().current_buffer_used
+            for (_, lane), outbox in list(self._outboxes.items())
+            if lane is Lane.TXS
+        ]
+        return max(depths, default=0)
+
+    def _release_credit(self, released: dict[str, int]) -> None:
+        """The node took these transaction frames in: their peers may send more."""
+        if self._token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                self._token.run_sync_soon(self._return_credit, released)
+
+    def _return_credit(self, released: dict[str, int]) -> None:
+        for peer, count in released.items():
+            self._tx_waiting[peer] -= count
+            if self._tx_waiting[peer] <= 0:
+                del self._tx_waiting[peer]
+            event = self._credit_returned.pop(peer, None)
+            if event is not None:
+                event.set()
 
     # -- the Network protocol (asyncio side) ----------------------------------------------------
     def peers(self) -> list[str]:
@@ -320,11 +384,13 @@ class Libp2pNetwork:
 
     async def broadcast(self, topic: Topic, payload: bytes) -> None:
         frame = encode_frame(topic, payload)
-        self._to_trio(lambda: self._queue_frame(None, frame))
+        lane = Lane.of(topic)
+        self._to_trio(lambda: self._queue_frame(None, lane, frame))
 
     async def send(self, peer: str, topic: Topic, payload: bytes) -> None:
         frame = encode_frame(topic, payload)
-        self._to_trio(lambda: self._queue_frame(peer, frame))
+        lane = Lane.of(topic)
+        self._to_trio(lambda: self._queue_frame(peer, lane, frame))
 
     async def publish(self, topic: Topic, payload: bytes) -> None:
         name = TOPIC_NAMES[topic]
@@ -385,6 +451,7 @@ class Libp2pNetwork:
             connection_config=ConnectionConfig(max_connections_per_peer=1),
         )
         self._host.set_stream_handler(MESSAGES, self._on_messages)
+        self._host.set_stream_handler(TXS, self._on_txs)
         self._host.set_stream_handler(SYNC, self._on_sync)
         self._host.set_stream_handler(BLOBS, self._on_blob)
         router = _gossipsub()
@@ -428,6 +495,15 @@ class Libp2pNetwork:
         async for command in receive:
             command()
 
+    def _topics_of_outsiders(self) -> frozenset[Topic]:
+        assert self._pubsub is not None
+        direct = self.direct or frozenset()
+        return frozenset(
+            topic
+            for topic, name in TOPIC_NAMES.items()
+            if any(str(p) not in direct for p in self._pubsub.peer_topics.get(name, ()))
+        )
+
     def _refresh_connected(self) -> None:
         self._connected = frozenset(str(p) for p in self._host.get_connected_peers()) & self.allowed
 
@@ -442,7 +518,8 @@ class Libp2pNetwork:
             await self._enforce_allowed_async()
             self._refresh_connected()
             for remote in self._connected:
-                self._ensure_outbox(remote)
+                self._ensure_outbox(remote, Lane.CONSENSUS)
+            self._outsider_topics = self._topics_of_outsiders()
             await trio.sleep(DIAL_INTERVAL_S)
 
     async def _dial(self, info: Any) -> None:
@@ -465,16 +542,17 @@ class Libp2pNetwork:
 
     async def _disconnect(self, remote: str, reason: str) -> None:
         self.disconnected_for[remote] = reason
-        outbox = self._outboxes.pop(remote, None)
-        if outbox is not None:
-            outbox.close()
+        for lane in Lane:
+            outbox = self._outboxes.pop((remote, lane), None)
+            if outbox is not None:
+                outbox.close()
         with contextlib.suppress(Exception):
             await self._host.disconnect(ID.from_base58(remote))
         self._refresh_connected()
         if self.on_peer_error is not None:
             self._call_async(self.on_peer_error, remote, reason)
 
-    def _queue_frame(self, remote: str | None, frame: bytes) -> None:
+    def _queue_frame(self, remote: str | None, lane: Lane, frame: bytes) -> None:
         targets: frozenset[str]
         if remote is not None:
             targets = frozenset({remote}) & self._connected
@@ -483,24 +561,34 @@ class Libp2pNetwork:
         else:
             targets = self._connected & self.direct
         for target in targets:
-            outbox = self._ensure_outbox(target)
+            outbox = self._ensure_outbox(target, lane)
             try:
                 outbox.send_nowait(frame)
             except (trio.WouldBlock, trio.ClosedResourceError):
-                self.dropped += 1
+                self.dropped_sends[lane] += 1
 
-    def _ensure_outbox(self, remote: str) -> trio.MemorySendChannel[bytes]:
-        outbox = self._outboxes.get(remote)
+    def _ensure_outbox(self, remote: str, lane: Lane) -> trio.MemorySendChannel[bytes]:
+        outbox = self._outboxes.get((remote, lane))
         if outbox is None:
             outbox, receive = trio.open_memory_channel[bytes](OUTBOX_MAX)
-            self._outboxes[remote] = outbox
-            self._nursery.start_soon(self._writer, remote, receive)
+            self._outboxes[(remote, lane)] = outbox
+            self._nursery.start_soon(self._writer, remote, lane, outbox, receive)
         return outbox
 
-    async def _writer(self, remote: str, receive: trio.MemoryReceiveChannel[bytes]) -> None:
-        """One persistent stream per peer; frames are batched into each write."""
+    async def _writer(
+        self,
+        remote: str,
+        lane: Lane,
+        outbox: trio.MemorySendChannel[bytes],
+        receive: trio.MemoryReceiveChannel[bytes],
+    ) -> None:
+        """One persistent stream per peer and lane, so that a transaction stream held back by
+        the peer's credit never holds up a vote; frames are batched into each write. (A peer
+        that does not speak the transaction protocol gets its transactions on the message
+        stream, as before it.)"""
+        protocols = [MESSAGES] if lane is Lane.CONSENSUS else [TXS, MESSAGES]
         try:
-            stream = await self._host.new_stream(ID.from_base58(remote), [MESSAGES])
+            stream = await self._host.new_stream(ID.from_base58(remote), protocols)
             async for frame in receive:
                 batch = [frame]
                 while len(batch) < 256:
@@ -512,19 +600,36 @@ class Libp2pNetwork:
         except Exception as exc:  # the peer went away; the dial loop reconnects
             log.debug("stream to %s ended: %r", remote, exc)
         finally:
-            self._outboxes.pop(remote, None)  # the next frame for this peer opens a new stream
+            if self._outboxes.get((remote, lane)) is outbox:
+                del self._outboxes[(remote, lane)]  # the next frame opens a new stream
 
     async def _on_messages(self, stream: Any) -> None:
+        await self._read_frames(stream, Lane.CONSENSUS)
+
+    async def _on_txs(self, stream: Any) -> None:
+        await self._read_frames(stream, Lane.TXS)
+
+    async def _read_frames(self, stream: Any, lane: Lane) -> None:
+        """Hand a peer's frames to the node, one hop to the asyncio side per read. On the
+        transaction stream, no more than the peer's credit: past it, this waits (and so
+        reads nothing more from the peer: its sends back up) until the node releases some."""
         remote = str(stream.muxed_conn.peer_id)
         reader = FrameReader(self.frame_bytes_max)
+        rate = self.rate if lane is Lane.CONSENSUS else self.tx_rate
         try:
             while data := await stream.read(READ_BYTES):
                 arrived = []
                 for topic, payload in reader.feed(data):
-                    if not self.rate.allow(remote):
-                        raise PeerError(f"more than {self.rate.rate:.0f} messages per second")
-                    arrived.append(Inbound(remote, parse_topic(topic), payload))
-                if arrived:  # one hop to the asyncio side per read, not one per message
+                    if not rate.allow(remote):
+                        raise PeerError(f"more than {rate.rate:.0f} messages per second")
+                    message = Inbound(remote, parse_topic(topic), payload)
+                    if lane is Lane.TXS and message.topic not in TX_TOPICS:
+                        raise PeerError(f"a {message.topic.name} frame on the transaction stream")
+                    arrived.append(message)
+                if lane is Lane.TXS:
+                    await self._deliver_under_credit(remote, arrived)
+                elif arrived:
+                    self._tx_waiting[remote] += sum(m.topic in TX_TOPICS for m in arrived)
                     self._call_async(self._deliver, arrived)
         except PeerError as exc:
             log.warning("dropping peer %s: %s", remote, exc)
@@ -532,12 +637,24 @@ class Libp2pNetwork:
         except Exception as exc:
             log.debug("message stream from %s ended: %r", remote, exc)
 
+    async def _deliver_under_credit(self, remote: str, arrived: list[Inbound]) -> None:
+        while arrived:
+            room = self.inbox.peer_tx_credit - self._tx_waiting[remote]
+            if room <= 0:
+                event = self._credit_returned.setdefault(remote, trio.Event())
+                await event.wait()
+                continue
+            batch, arrived = arrived[:room], arrived[room:]
+            self._tx_waiting[remote] += len(batch)
+            self._call_async(self._deliver, batch)
+
     def _deliver(self, messages: list[Inbound]) -> None:
+        refused: Counter[str] = Counter()
         for message in messages:
-            try:
-                self.inbox.put_nowait(message)
-            except asyncio.QueueFull:
-                self.dropped += 1
+            if not self.inbox.put(message) and message.topic in TX_TOPICS:
+                refused[message.peer] += 1
+        if refused:  # counted as taken on the trio side: give the credit back
+            self._release_credit(dict(refused))
 
     # -- gossip ---------------------------------------------------------------------------------
     async def _subscribe_all(self) -> None:
@@ -548,6 +665,8 @@ class Libp2pNetwork:
 
     async def _publish(self, name: str, payload: bytes) -> None:
         assert self._pubsub is not None
+        if not self._pubsub.peer_topics.get(name):
+            return  # no linked peer takes this topic: building the RPC would be wasted
         key = message_id(_TOPICS_BY_NAME[name], payload)
         if key in self._in_flight or self._pubsub.seen_messages.has(key):
             return  # sent already
@@ -555,7 +674,7 @@ class Libp2pNetwork:
         try:
             await self._pubsub.publish(name, payload)
         except Exception as exc:  # reported, never fatal: re-broadcast and sync recover it
-            self.dropped += 1
+            self.dropped_gossip += 1
             log.debug("gossip publish on %s failed: %r", name, exc)
         finally:
             self._in_flight.discard(key)

@@ -1,6 +1,8 @@
 """The in-memory twin of the libp2p network, for integration tests that run several nodes in
 one process. Same `Network` protocol, same permission rule (both ends must allow each other),
-same bounded inbox; a hub can cut links to test partitions and broken syncs.
+same two-lane inbox (a transaction past the receiving peer's credit is dropped at once here,
+where libp2p would hold it in the sender's queue); a hub can cut links to test partitions and
+broken syncs.
 
 Gossip here floods: a node hands a message to each linked peer subscribed to its topic; the peer
 drops it if its id (the content hash) was seen, else asks its handler and forwards only what the
@@ -17,10 +19,10 @@ from collections.abc import AsyncIterator
 from carechain.p2p.network import (
     BAN_S,
     GOSSIP_STRIKES_MAX,
-    INBOX_MAX,
     BlobProvider,
     GossipHandler,
     Inbound,
+    Inbox,
     PeerError,
     RangeProvider,
     Topic,
@@ -62,7 +64,7 @@ class MemoryNetwork:
         self.local_id = local_id
         self.allowed: set[str] = set(allowed or ())
         self.direct: set[str] | None = None
-        self.inbox: asyncio.Queue[Inbound] = asyncio.Queue(INBOX_MAX)
+        self.inbox = Inbox()
         self.disconnected_for: dict[str, str] = {}
         self._ranges: RangeProvider | None = None
         self._blobs: BlobProvider | None = None
@@ -72,6 +74,22 @@ class MemoryNetwork:
         self._strikes: dict[str, int] = {}
         self.banned_until: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def outsider_topics(self) -> frozenset[Topic]:
+        direct = self.direct or set()
+        return frozenset(
+            topic
+            for peer in self.peers()
+            if peer not in direct
+            for topic in self.hub.endpoints[peer]._topics
+        )
+
+    def drops(self) -> dict[str, int]:
+        """As `Libp2pNetwork.drops`: here only the receivers' inbox lanes drop."""
+        return {
+            "consensus_received": self.inbox.dropped_consensus,
+            "txs_received": self.inbox.dropped_txs,
+        }
 
     def admits(self, peer: str) -> bool:
         return peer in self.allowed and self.banned_until.get(peer, 0.0) <= time.monotonic()
@@ -97,9 +115,7 @@ class MemoryNetwork:
 
     def _deliver(self, peer: str, topic: Topic, payload: bytes) -> None:
         target = self.hub.endpoints[peer]
-        try:
-            target.inbox.put_nowait(Inbound(self.local_id, topic, payload))
-        except asyncio.QueueFull:
+        if not target.inbox.put(Inbound(self.local_id, topic, payload)):
             self.hub.dropped += 1
 
     async def broadcast(self, topic: Topic, payload: bytes) -> None:

@@ -3,7 +3,11 @@
 
 - `broadcast(topic, payload)` / `send(peer, topic, payload)`: framed messages on persistent
   streams to the direct peers (the validators: a small, fully connected set); received ones
-  arrive on the bounded `inbox` as `Inbound`.
+  arrive in the `inbox` as `Inbound`. The inbox has two lanes (see `Inbox`): consensus
+  messages, bounded and read first, and transactions, where each peer has a credit of frames
+  it may have waiting; a peer out of credit is not read from until the node has taken its
+  earlier frames (backpressure down to its TCP window), so a flood of transactions slows its
+  sender and never pushes a vote or a proposal out.
 - `publish(topic, payload)`: GossipSub, for the wider set of non-validator nodes (clinics,
   pharmacies, auditors' full nodes): transactions, partials and committed blocks. The message
   id is the content hash (`message_id`), so a duplicate is dropped before anything else looks
@@ -26,6 +30,7 @@ garbage, is disconnected and reported, and the node keeps running.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import enum
 import hashlib
@@ -37,7 +42,9 @@ from typing import Final, Protocol
 from carechain.consensus.errors import InvalidInput
 
 FRAME_HEADER: Final = struct.Struct(">IB")  # payload length, topic
-INBOX_MAX: Final = 10_000
+CONSENSUS_INBOX_MAX: Final = 8192  # consensus frames waiting, all peers together
+PEER_CONSENSUS_MAX: Final = 2048  # consensus frames one peer may have waiting
+PEER_TX_CREDIT: Final = 1024  # transaction frames one peer may have waiting
 GOSSIP_STRIKES_MAX: Final = 3  # provably invalid gossip messages before a peer is dropped
 BAN_S: Final = 60.0  # how long a peer dropped for invalid gossip stays refused
 
@@ -50,6 +57,19 @@ class Topic(enum.IntEnum):
 
 
 GOSSIP_TOPICS: Final = frozenset({Topic.TX, Topic.PARTIAL, Topic.BLOCK})
+TX_TOPICS: Final = frozenset({Topic.TX, Topic.PARTIAL})  # the inbox's transaction lane
+
+
+class Lane(enum.Enum):
+    """The two ways a direct message travels: each has its own stream, send queue and inbox
+    lane, so that transactions never delay or displace consensus messages."""
+
+    CONSENSUS = "consensus"
+    TXS = "txs"
+
+    @classmethod
+    def of(cls, topic: Topic) -> Lane:
+        return cls.TXS if topic in TX_TOPICS else cls.CONSENSUS
 
 
 class Verdict(enum.Enum):
@@ -92,15 +112,143 @@ BlobProvider = Callable[[str, bytes], AsyncIterator[bytes]]
 GossipHandler = Callable[[str, Topic, bytes], Awaitable[Verdict]]
 
 
+class Inbox:
+    """What peers sent directly, in two lanes.
+
+    - Consensus (proposals, votes, commits): read first (`take_consensus`), bounded in all
+      (`CONSENSUS_INBOX_MAX`) and per peer (`PEER_CONSENSUS_MAX`, so one peer cannot fill it
+      for the others); transactions never take its room.
+    - Transactions and partials: each peer may have `PEER_TX_CREDIT` frames waiting. The
+      network stops reading a peer's transaction stream while it has none left (`credit`),
+      and the node gives credit back when it has taken a batch in (`release`): a peer is
+      slowed to what the node admits, down to its own send queue.
+
+    What does not fit (only a peer that ignores its credit, or a consensus flood) is dropped
+    and counted by lane. Lives on the node's event loop; `put` is called there."""
+
+    def __init__(
+        self,
+        *,
+        consensus_max: int = CONSENSUS_INBOX_MAX,
+        peer_consensus_max: int = PEER_CONSENSUS_MAX,
+        peer_tx_credit: int = PEER_TX_CREDIT,
+    ) -> None:
+        self.consensus_max = consensus_max
+        self.peer_consensus_max = peer_consensus_max
+        self.peer_tx_credit = peer_tx_credit
+        self.consensus: collections.deque[Inbound] = collections.deque()
+        self._arrived: collections.deque[float] = collections.deque()  # of each consensus one
+        self.consensus_wait_s_max = 0.0  # the longest a consensus message waited here
+        self.txs: collections.deque[Inbound] = collections.deque()
+        self.dropped_consensus = 0
+        self.dropped_txs = 0
+        self.on_release: Callable[[dict[str, int]], None] | None = None
+        self._consensus_of: collections.Counter[str] = collections.Counter()
+        self._txs_of: collections.Counter[str] = collections.Counter()
+        self._consensus_ready = asyncio.Event()
+        self._txs_ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self.consensus) + len(self.txs)
+
+    def empty(self) -> bool:
+        return not self.consensus and not self.txs
+
+    def credit(self, peer: str) -> int:
+        """How many more transaction frames `peer` may have waiting."""
+        return self.peer_tx_credit - self._txs_of[peer]
+
+    def put(self, message: Inbound) -> bool:
+        """Take a message in; False if its lane has no room for it (counted as dropped)."""
+        peer = message.peer
+        if message.topic in TX_TOPICS:
+            if self._txs_of[peer] >= self.peer_tx_credit:
+                self.dropped_txs += 1
+                return False
+            self._txs_of[peer] += 1
+            self.txs.append(message)
+            self._txs_ready.set()
+            return True
+        if (
+            len(self.consensus) >= self.consensus_max
+            or self._consensus_of[peer] >= self.peer_consensus_max
+        ):
+            self.dropped_consensus += 1
+            return False
+        self._consensus_of[peer] += 1
+        self.consensus.append(message)
+        self._arrived.append(time.monotonic())
+        self._consensus_ready.set()
+        return True
+
+    async def next_consensus(self, limit: int) -> list[Inbound]:
+        """Up to `limit` consensus messages, oldest first; waits for one."""
+        while not self.consensus:
+            self._consensus_ready.clear()
+            await self._consensus_ready.wait()
+        count = min(limit, len(self.consensus))
+        taken = [self.consensus.popleft() for _ in range(count)]
+        arrived = [self._arrived.popleft() for _ in range(count)]
+        self.consensus_wait_s_max = max(self.consensus_wait_s_max, time.monotonic() - arrived[0])
+        for message in taken:
+            self._consensus_of[message.peer] -= 1
+            if not self._consensus_of[message.peer]:
+                del self._consensus_of[message.peer]
+        return taken
+
+    async def next_txs(self, limit: int) -> list[Inbound]:
+        """Up to `limit` transaction frames, oldest first; waits for one. Their peers get
+        the credit back only when the caller `release`s them, after taking them in."""
+        while not self.txs:
+            self._txs_ready.clear()
+            await self._txs_ready.wait()
+        return [self.txs.popleft() for _ in range(min(limit, len(self.txs)))]
+
+    def release(self, messages: list[Inbound]) -> None:
+        """Give back the credit of transaction frames taken with `next_txs`."""
+        released: collections.Counter[str] = collections.Counter(m.peer for m in messages)
+        for peer, count in released.items():
+            self._txs_of[peer] -= count
+            if self._txs_of[peer] <= 0:
+                del self._txs_of[peer]
+        if self.on_release is not None and released:
+            self.on_release(dict(released))
+
+    async def get(self) -> Inbound:
+        """The next message, consensus first (for tools and tests that read one at a time;
+        a transaction's credit is given back at once)."""
+        while self.empty():
+            self._consensus_ready.clear()
+            self._txs_ready.clear()
+            ready = [
+                asyncio.ensure_future(self._consensus_ready.wait()),
+                asyncio.ensure_future(self._txs_ready.wait()),
+            ]
+            try:
+                await asyncio.wait(ready, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in ready:
+                    waiter.cancel()
+        if self.consensus:
+            return (await self.next_consensus(1))[0]
+        taken = await self.next_txs(1)
+        self.release(taken)
+        return taken[0]
+
+
 class Network(Protocol):
     local_id: str
-    inbox: asyncio.Queue[Inbound]
+    inbox: Inbox
 
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
 
     def peers(self) -> list[str]: ...
+
+    def drops(self) -> dict[str, int]: ...
+
+    def outsider_topics(self) -> frozenset[Topic]: ...
 
     def allow(self, peer_ids: set[str], direct: set[str] | None = None) -> None: ...
 

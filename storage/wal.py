@@ -28,11 +28,14 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from carechain.consensus.errors import CarechainError, InvalidInput
+from carechain.consensus.poa.limits import LIMITS_AT_CAP
 from carechain.consensus.poa.messages import WalRecord
 
 MAGIC: Final = b"\xcc\xc1"
 HEADER: Final = struct.Struct(">2sII")
-RECORD_BYTES_MAX: Final = 64 * 1024 * 1024
+# The largest record any chain's genesis allows; a node bounds its WAL by its own chain's
+# (`EncodedLimits.wal_record_bytes`).
+RECORD_BYTES_MAX: Final = LIMITS_AT_CAP.wal_record_bytes
 _NAME: Final = re.compile(r"^wal-(\d{20})\.log$")
 NEVER_SIGNED: Final = "NEVER_SIGNED"
 
@@ -54,18 +57,22 @@ class WalCorruptError(InvalidInput):
     code = "wal_corrupt"
 
 
+class WalRecordTooLarge(InvalidInput):
+    code = "wal_record_too_large"
+
+
 def _frame(payload: bytes) -> bytes:
     length = struct.pack(">I", len(payload))
     return HEADER.pack(MAGIC, len(payload), zlib.crc32(length + payload)) + payload
 
 
-def _frame_at(data: bytes, position: int) -> tuple[bytes, int] | None:
+def _frame_at(data: bytes, position: int, record_bytes_max: int) -> tuple[bytes, int] | None:
     """The payload of a valid frame at `position` and the position after it, else None."""
     if len(data) - position < HEADER.size:
         return None
     magic, length, crc = HEADER.unpack_from(data, position)
     end = position + HEADER.size + length
-    if magic != MAGIC or length > RECORD_BYTES_MAX or end > len(data):
+    if magic != MAGIC or length > record_bytes_max or end > len(data):
         return None
     payload = data[position + HEADER.size : end]
     if zlib.crc32(struct.pack(">I", length) + payload) != crc:
@@ -73,16 +80,18 @@ def _frame_at(data: bytes, position: int) -> tuple[bytes, int] | None:
     return payload, end
 
 
-def _valid_frame_after(data: bytes, position: int) -> bool:
+def _valid_frame_after(data: bytes, position: int, record_bytes_max: int) -> bool:
     start = position + 1
     while (found := data.find(MAGIC, start)) != -1:
-        if _frame_at(data, found) is not None:
+        if _frame_at(data, found, record_bytes_max) is not None:
             return True
         start = found + 1
     return False
 
 
-def read_records(path: Path) -> tuple[list[WalRecord], int, int]:
+def read_records(
+    path: Path, record_bytes_max: int = RECORD_BYTES_MAX
+) -> tuple[list[WalRecord], int, int]:
     """Records of one file, the byte length of its valid prefix, and the file's length.
 
     Raises WalCorruptError when damage is followed by valid records."""
@@ -90,9 +99,9 @@ def read_records(path: Path) -> tuple[list[WalRecord], int, int]:
     records: list[WalRecord] = []
     position = 0
     while position < len(data):
-        frame = _frame_at(data, position)
+        frame = _frame_at(data, position, record_bytes_max)
         if frame is None:
-            if _valid_frame_after(data, position):
+            if _valid_frame_after(data, position, record_bytes_max):
                 raise WalCorruptError(
                     f"{path}: record at byte {position} is damaged and valid records follow it",
                     hint="this is not a torn write; restore the WAL from a backup or, after "
@@ -101,7 +110,7 @@ def read_records(path: Path) -> tuple[list[WalRecord], int, int]:
             break
         payload, position = frame
         try:
-            records.append(WalRecord.decode(payload, max_bytes=RECORD_BYTES_MAX))
+            records.append(WalRecord.decode(payload, max_bytes=record_bytes_max))
         except CarechainError as exc:
             raise WalCorruptError(
                 f"{path}: a record's checksum is right but it is unreadable: {exc}"
@@ -110,8 +119,9 @@ def read_records(path: Path) -> tuple[list[WalRecord], int, int]:
 
 
 class ConsensusWal:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, record_bytes_max: int = RECORD_BYTES_MAX) -> None:
         self.folder = folder
+        self.record_bytes_max = record_bytes_max
         self.never_signed = (folder / NEVER_SIGNED).exists()
         folder.mkdir(parents=True, exist_ok=True)
         self._records: list[WalRecord] = []
@@ -120,7 +130,7 @@ class ConsensusWal:
         self._height = 0
         self._dirty = False
         for height, path in self._files():
-            records, valid, size = read_records(path)
+            records, valid, size = read_records(path, record_bytes_max)
             if valid < size:
                 message = f"{path}: cut a torn tail of {size - valid} bytes after a crash"
                 log.warning(message)
@@ -164,9 +174,18 @@ class ConsensusWal:
         self._records = [r for r in self._records if r.height >= height - 1]
 
     def append(self, record: WalRecord) -> None:
+        """Append one record (durable after `sync`). A record that cannot be encoded, or is
+        larger than this WAL could read back, raises a typed error and writes nothing."""
+        encoded = record.encode()
+        if len(encoded) > self.record_bytes_max:
+            raise WalRecordTooLarge(
+                f"a WAL record of {len(encoded)} bytes exceeds this chain's limit of "
+                f"{self.record_bytes_max}",
+                hint="a proposal or lock larger than genesis allows was built: a bug",
+            )
         if self._file is None:
             self._file = self._path(max(self._height, record.height)).open("ab")
-        self._file.write(_frame(record.encode()))
+        self._file.write(_frame(encoded))
         self._records.append(record)
         self._dirty = True
 

@@ -4,10 +4,16 @@ transactions, and validates a block by checking its header and re-executing it.
 It reads committed state through `ChainView` and never writes: the shell commits a decided
 block, taking the already computed diff from `executed(block_hash)` instead of executing the
 block a second time.
+
+A proposal holds at most what genesis allows, and at most what the shell's `proposal_limit`
+says for the round (transactions, bytes): a block the proposer cannot build, send, log and
+have validated within the round's time draws nil prevotes however valid it is (the shell
+measures that time; this module has no clock).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -43,6 +49,14 @@ class ChainView(StateReader, Protocol):
     def last_certified(self) -> tuple[Block, CommitCertificate] | None: ...
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProposalLimit:
+    """The most a proposal may carry in one round, below the genesis maxima."""
+
+    txs: int
+    bytes: int
+
+
 class LedgerApplication:
     def __init__(
         self,
@@ -50,8 +64,10 @@ class LedgerApplication:
         view: ChainView,
         pending: Callable[[], Iterable[Tx]],
         check_signers: SignerCheck = verified_signers,
+        proposal_limit: Callable[[int], ProposalLimit] | None = None,
     ) -> None:
         self.genesis = genesis
+        self.proposal_limit = proposal_limit
         self.chain = ChainContext.from_genesis(genesis)
         self.view = view
         self.pending = pending
@@ -84,12 +100,16 @@ class LedgerApplication:
     def propose(self, height: int, round: int, time_ms: int, proposer: bytes) -> Block:
         context = BlockContext(self.chain, height, time_ms)
         params = self.chain.params
+        max_txs, max_bytes = params.max_block_txs, params.max_block_bytes - 1024  # the header
+        if self.proposal_limit is not None:
+            limit = self.proposal_limit(round)
+            max_txs, max_bytes = min(max_txs, limit.txs), min(max_bytes, limit.bytes)
         selection = select_txs(
             self.view,
             self.pending(),
             context,
-            max_txs=params.max_block_txs,
-            max_bytes=params.max_block_bytes - 1024,  # room for the header
+            max_txs=max_txs,
+            max_bytes=max_bytes,
             check_signers=self.check_signers,
         )
         self.rejected = [(tx, reason.code) for tx, reason in selection.rejected]

@@ -359,7 +359,8 @@ class Engine:
         if message.height == self.height + 1 and len(self.future) < FUTURE_MESSAGES_MAX:
             self.future.append((sender, message))
         elif message.height > self.height + 1:
-            self._out.append(RequestSync(sender, self.height))
+            # working at message.height: it committed the height before
+            self._out.append(RequestSync(sender, self.height, message.height - 1))
 
     def _round_in_range(self, round: int) -> bool:
         assert self.state is not None
@@ -416,7 +417,7 @@ class Engine:
         if state is None or certificate.height < state.height or state.decided is not None:
             return
         if certificate.height > state.height:
-            self._out.append(RequestSync(sender, state.height))
+            self._out.append(RequestSync(sender, state.height, certificate.height))
             return
         try:
             certificate.verify(self.config.chain_id, state.validators, commit.block.block_hash)
@@ -636,15 +637,16 @@ class Engine:
         self.replayed = ()
         for record in records:
             if record.kind is WalKind.VOTE:
-                vote = Vote.decode(record.payload)
+                # bounded by the record itself: the WAL read bounded it by the chain's limits
+                vote = Vote.decode(record.payload, max_bytes=len(record.payload))
                 state.own_votes[(vote.round, vote.vote_type)] = vote
                 state.votes(vote.vote_type, vote.round).add(vote)
             elif record.kind is WalKind.PROPOSAL:
-                proposal = Proposal.decode(record.payload)
+                proposal = Proposal.decode(record.payload, max_bytes=len(record.payload))
                 state.own_proposals[proposal.round] = proposal
                 self._accept_proposal(proposal)
             else:
-                lock = Lock.decode(record.payload)
+                lock = Lock.decode(record.payload, max_bytes=len(record.payload))
                 for vote in lock.prevotes:
                     state.votes(VoteType.PREVOTE, record.round).add(vote)
                 state.locked_round, state.locked_block = record.round, lock.block

@@ -89,10 +89,12 @@ class CommitBlock:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RequestSync:
-    """We are behind: fetch committed blocks from `peer`, starting at `from_height`."""
+    """We are behind: fetch committed blocks from `peer`, starting at `from_height`, up to
+    `peer_height`, the height `peer` has shown it committed (the message that told us)."""
 
     peer: str
     from_height: int
+    peer_height: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

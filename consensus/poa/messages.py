@@ -7,7 +7,7 @@
   precommits commits without another round, and a lagging one learns it must sync.
 
 One envelope carries any of them on the wire (`encode_message` / `decode_message`), with a
-size limit on every decode.
+size limit on every decode: the one `limits.EncodedLimits` derives from the chain's genesis.
 """
 
 from __future__ import annotations
@@ -40,7 +40,10 @@ from carechain.consensus.types import (
     Vote,
 )
 
-MESSAGE_BYTES_MAX: Final = 16 * 1024 * 1024
+# The static bound of a WAL record's payload: the largest lock genesis allows (a block of
+# 64 MiB and 256 prevotes) with room to spare; `limits` checks it covers that lock, and every
+# read of a record is bounded by the chain's own, smaller, limit.
+WAL_PAYLOAD_BYTES_MAX: Final = 65 * 1024 * 1024
 
 # Stands in for the block while the other fields of a record carrying one are checked and
 # converted (see `BlockCarrier`); never sent or stored.
@@ -143,8 +146,9 @@ def encode_message(message: ConsensusMessage) -> bytes:
     return pack([int(_KINDS[type(message)]), message.encode()])
 
 
-def decode_message(data: bytes, *, max_bytes: int = MESSAGE_BYTES_MAX) -> ConsensusMessage:
-    """Decode a wire message; DecodeError for anything malformed, unknown or oversize."""
+def decode_message(data: bytes, *, max_bytes: int) -> ConsensusMessage:
+    """Decode a wire message; DecodeError for anything malformed, unknown or oversize.
+    `max_bytes`: the chain's `EncodedLimits.message_bytes`."""
     envelope = unpack(data, max_bytes=max_bytes)
     if not isinstance(envelope, list) or len(envelope) != 2:
         raise DecodeError("a consensus message is [kind, body]")
@@ -203,4 +207,4 @@ class WalRecord(Record):
     kind: WalKind
     height: Annotated[int, IntRange(1, 2**63)]
     round: Annotated[int, IntRange(0, 2**31)]
-    payload: bytes  # the encoded Proposal, Vote or Lock
+    payload: Annotated[bytes, Size(0, WAL_PAYLOAD_BYTES_MAX)]  # an encoded Proposal, Vote or Lock

@@ -362,9 +362,15 @@ async def test_the_event_stream_reports_new_blocks(tmp_path: Path) -> None:
             while True:
                 line = await asyncio.wait_for(response.content.readline(), 30)
                 event = json.loads(line)
-                if event["event"] == "block" and tx.id.hex() in event["txs"]:
+                if event["event"] != "block" or event["tx_count"] == 0:
+                    continue
+                txs = await (await session.get(f"{base}/v1/blocks/{event['height']}/txs")).json()
+                assert len(txs["txs"]) == event["tx_count"]
+                assert txs["hash"] == event["hash"]
+                if tx.id.hex() in txs["txs"]:
                     break
         assert event["height"] >= 1
+        assert set(event) == {"event", "height", "hash", "tx_count", "time_ms"}
 
 
 @pytest.mark.asyncio

@@ -381,6 +381,36 @@ async def test_garbage_oversize_and_floods_cost_the_peer_its_connection(
 
 
 @pytest.mark.asyncio
+async def test_a_transaction_flood_waits_for_credit_and_never_delays_a_vote() -> None:
+    """A peer's transactions beyond its credit stay unread (on the wire, in its queue) until
+    the node releases what it took, a vote sent after them arrives at once, and nothing is
+    dropped or reordered."""
+    made = Cluster("libp2p")
+    try:
+        receiver, sender = await made.full_mesh(2)
+        receiver.inbox.peer_tx_credit = 100
+        flood = [b"tx %d" % index for index in range(3000)]
+        for payload in flood:
+            await sender.broadcast(Topic.TX, payload)
+        await sender.broadcast(Topic.CONSENSUS, b"a vote")
+        (vote,) = await asyncio.wait_for(receiver.inbox.next_consensus(10), 10)
+        assert vote.payload == b"a vote"
+        await asyncio.sleep(0.5)
+        assert len(receiver.inbox.txs) == 100, "no more than its credit is taken in"
+        received: list[bytes] = []
+        while len(received) < len(flood):
+            batch = await asyncio.wait_for(receiver.inbox.next_txs(60), 10)
+            assert len(receiver.inbox.txs) + len(batch) <= 100
+            received.extend(message.payload for message in batch)
+            receiver.inbox.release(batch)
+        assert received == flood
+        assert (receiver.dropped, sender.dropped) == (0, 0)
+    finally:
+        for net in made.started:
+            await net.stop()
+
+
+@pytest.mark.asyncio
 async def test_an_admitted_observer_syncs_the_chain_and_replays_it(full_chain: ChainStore) -> None:
     auditor, stranger = _key(30), _key(31)
     hospital = Libp2pNetwork(_key(1), "/ip4/127.0.0.1/tcp/0", allowed={peer_id(auditor.public_key)})

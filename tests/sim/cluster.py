@@ -279,7 +279,7 @@ class Simulation:
         if kind == "deliver":
             sender, data = payload
             try:
-                message = decode_message(data)
+                message = decode_message(data, max_bytes=len(data))
             except CarechainError:
                 self.violations.append(f"{sim.name} could not decode a message from {sender}")
                 return None

@@ -1,0 +1,94 @@
+"""How large a proposal this validator builds: what fits in the round's time.
+
+The other validators re-execute a proposal before they prevote for it, and they wait for it
+only until their propose timeout. A proposal that takes longer to build, send, log and
+re-execute than that draws nil prevotes however valid it is, the next proposer takes an even
+larger pool, and the chain stops committing while transactions pile up (seen: blocks of
+4,800-6,900 transactions took 2.4-4.9 s to build under load, past the 3 s timeout).
+
+So the node measures how long executing a transaction takes here and now (building its own
+proposals, validating the others'), and a proposal carries only what executes in
+`BUILD_SHARE` of the round's propose timeout, and only as many bytes as the p2p layer sends
+in that share. Timeouts grow with the round, and so does the budget: a block the genesis
+maxima allow but round 0 cannot carry fits a later round.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Final
+
+from carechain.consensus.genesis import Genesis
+from carechain.consensus.ledger.apply import SignerCheck, verified_signers
+from carechain.consensus.poa.application import ChainView, LedgerApplication, ProposalLimit
+from carechain.consensus.poa.engine import EngineConfig
+from carechain.consensus.types import Block, Tx
+
+# The share of the round's propose timeout a proposal may take to build; validating it
+# elsewhere takes about as long again, and sending and logging it must fit in the rest.
+BUILD_SHARE: Final = 0.25
+COST_INITIAL_S: Final = 300e-6  # a transaction's execution, before anything was measured
+SMOOTHING: Final = 0.3  # weight of the newest measurement
+MEASURED_TXS_MIN: Final = 32  # smaller blocks say little about the cost of a transaction
+PROPOSAL_TXS_MIN: Final = 64  # always allowed: the chain moves however slow this node is
+# What the p2p layer carries to each validator per second, with a margin: a 4 MiB proposal to
+# 6 validators through py-libp2p (Noise, Yamux) on this class of machine took ~0.3 s.
+SEND_BYTES_PER_S: Final = 16 * 1024 * 1024
+PROPOSAL_BYTES_MIN: Final = 256 * 1024
+
+
+class ProposalBudget:
+    """The most a proposal may carry in a round, from measured execution time."""
+
+    def __init__(self, timeouts: EngineConfig) -> None:
+        self.timeouts = timeouts
+        self.cost_s_per_tx = COST_INITIAL_S
+        self.measurements = 0
+
+    def limit(self, round: int) -> ProposalLimit:
+        timeout_ms = self.timeouts.timeout(self.timeouts.timeout_propose_ms, round)
+        seconds = timeout_ms / 1000 * BUILD_SHARE
+        txs = max(PROPOSAL_TXS_MIN, int(seconds / self.cost_s_per_tx))
+        size = max(PROPOSAL_BYTES_MIN, int(seconds * SEND_BYTES_PER_S))
+        return ProposalLimit(txs, size)
+
+    def observe(self, txs: int, seconds: float) -> None:
+        """Executing `txs` transactions took `seconds` (wall clock: a loaded machine counts)."""
+        if txs < MEASURED_TXS_MIN:
+            return
+        cost = seconds / txs
+        self.cost_s_per_tx += SMOOTHING * (cost - self.cost_s_per_tx)
+        self.measurements += 1
+
+
+class MeasuredApplication(LedgerApplication):
+    """The ledger application, bounding proposals by `budget` and timing each execution of
+    a block (building one, validating one) for it."""
+
+    def __init__(
+        self,
+        genesis: Genesis,
+        view: ChainView,
+        pending: Callable[[], Iterable[Tx]],
+        budget: ProposalBudget,
+        check_signers: SignerCheck = verified_signers,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        super().__init__(genesis, view, pending, check_signers, proposal_limit=budget.limit)
+        self.budget = budget
+        self.clock = clock
+
+    def propose(self, height: int, round: int, time_ms: int, proposer: bytes) -> Block:
+        started = self.clock()
+        block = super().propose(height, round, time_ms, proposer)
+        self.budget.observe(len(block.txs), self.clock() - started)
+        return block
+
+    def validate(self, block: Block) -> str | None:
+        executes = block.block_hash not in self._executed
+        started = self.clock()
+        problem = super().validate(block)
+        if executes and problem is None:
+            self.budget.observe(len(block.txs), self.clock() - started)
+        return problem
