@@ -147,8 +147,10 @@ class LogSection(StrictModel):
 
 
 class ConsensusSection(StrictModel):
-    """Round timeouts (liveness only). Each grows by `timeout_delta_ms` per round and is capped
-    at `timeout_ms_max`, so a long outage never leaves a node waiting for hours."""
+    """Round timeouts (liveness only). Each grows with the round, by `timeout_delta_ms` times
+    2^round - 1 (0, 1, 3, 7 steps...), and is capped at `timeout_ms_max`, so a slow network or
+    a large block is waited for after a few rounds and a long outage never leaves a node
+    waiting for hours."""
 
     timeout_propose_ms: PositiveMs = 3000
     timeout_prevote_ms: PositiveMs = 1000

@@ -9,11 +9,11 @@ Safety on restart: every own proposal, vote and lock is returned as a `WriteWal`
 the `Broadcast` it guards; after a crash the shell replays the WAL (`WalReplayed`) and the
 engine re-sends what it signed instead of signing anything conflicting.
 
-Liveness: round timeouts grow by `timeout_delta_ms` per round and are capped; own messages of
-the current round (and the last commit) are re-broadcast periodically, so a lossy network
-loses time, not progress. While idle the engine waits without round timers, and starts a
-height when transactions arrive, when another validator starts it, or when the heartbeat
-interval has passed since the last block.
+Liveness: round timeouts grow with the round (doubling steps of `timeout_delta_ms`) and are
+capped; own messages of the current round (and the last commit) are re-broadcast
+periodically, so a lossy network loses time, not progress. While idle the engine waits
+without round timers, and starts a height when transactions arrive, when another validator
+starts it, or when the heartbeat interval has passed since the last block.
 """
 
 from __future__ import annotations
@@ -71,7 +71,12 @@ class EngineConfig:
     round_ahead_max: int = 1000
 
     def timeout(self, base_ms: int, round: int) -> int:
-        return min(base_ms + self.timeout_delta_ms * round, self.timeout_ms_max)
+        """A step's timeout in `round`: the base, plus `timeout_delta_ms` times 2^round - 1
+        (0, 1, 3, 7, ...), capped. Doubling reaches a timeout long enough for a slow network
+        or a large block in a few rounds, where a linear step needed one round per step
+        (each costing every validator a full round of waiting)."""
+        growth = (1 << min(round, 32)) - 1
+        return min(base_ms + self.timeout_delta_ms * growth, self.timeout_ms_max)
 
 
 class Step(enum.IntEnum):

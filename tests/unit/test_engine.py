@@ -352,10 +352,13 @@ def test_wal_replay_never_signs_a_conflicting_vote() -> None:
     ]
 
 
-def test_timeouts_grow_per_round_and_are_capped() -> None:
-    assert CONFIG.timeout(1000, 0) == 1000
-    assert CONFIG.timeout(1000, 3) == 1300
+def test_timeouts_double_their_growth_per_round_and_are_capped() -> None:
+    delta = CONFIG.timeout_delta_ms
+    assert [CONFIG.timeout(1000, r) for r in range(4)] == [
+        1000 + delta * steps for steps in (0, 1, 3, 7)
+    ]
     assert CONFIG.timeout(1000, 10_000) == CONFIG.timeout_ms_max
+    assert CONFIG.timeout(1000, 2**31) == CONFIG.timeout_ms_max
 
 
 def test_idle_engine_waits_for_transactions_or_the_heartbeat() -> None:
