@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck layers unit browser bench fuzz sim clean
+.PHONY: install demo test overload lint typecheck layers unit browser bench fuzz sim clean
 
 install:
 	@test -x $(BIN)/python || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet --upgrade pip; }
@@ -47,6 +47,11 @@ browser:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null; } \
 			|| echo "could not install chromium: the browser tests will say they are skipped"; \
 	fi
+
+# Floods of real validator processes (7 and 4) by a p2p peer at twice their rate: the chain
+# must keep committing. Minutes long, so not in `make test`; CI runs it after.
+overload: install
+	$(BIN)/python -m pytest -q -s -m overload tests/e2e/faults/test_overload.py
 
 # The fuzzers with a long budget (CI runs them with a small one inside `make test`).
 fuzz: install

@@ -42,7 +42,7 @@ from carechain.consensus.poa.limits import LIMITS_AT_CAP
 from carechain.consensus.types import Tx, TxSignature
 from carechain.node.access_report import patient_vaults, timeline
 from carechain.node.blob_service import BlobRequest, fetch_from_peer
-from carechain.node.daemon import API_BATCH_WORKERS_MIN, Node
+from carechain.node.daemon import ADMIT_CHUNK, API_BATCH_WORKERS_MIN, Node
 from carechain.node.pools import PoolFull
 from carechain.storage import schema
 from carechain.storage.blobs.store import from_bytes
@@ -420,6 +420,7 @@ class Api:
     async def submit(self, request: web.Request) -> web.Response:
         body = await _body(request, SubmitTx)
         tx = _decode_tx(self.node, body.tx)
+        await self.node.consensus_first()
         outcome = await self.node.submit(tx)
         return web.json_response({"id": tx.id.hex(), "status": outcome.status}, status=202)
 
@@ -438,7 +439,9 @@ class Api:
         await self.node.verifier.verify(txs, batch_min=API_BATCH_WORKERS_MIN)
         results: list[dict[str, str]] = []
         new = False
-        for tx in decoded:
+        for index, tx in enumerate(decoded):
+            if index % ADMIT_CHUNK == 0:
+                await self.node.consensus_first()
             if not isinstance(tx, Tx):
                 results.append(tx)
                 continue

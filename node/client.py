@@ -84,6 +84,13 @@ class Client:
         result: dict[str, Any] = self.request("POST", "/v1/txs", {"tx": tx.encode().hex()})
         return result
 
+    def submit_batch(self, txs: list[Tx]) -> list[dict[str, Any]]:
+        """Submit up to 1,000 transactions at once; each one's result, in order (`id` and
+        `status`, or `error` and `message`)."""
+        body = {"txs": [tx.encode().hex() for tx in txs]}
+        results: list[dict[str, Any]] = self.request("POST", "/v1/txs/batch", body)["results"]
+        return results
+
     def check(self, tx: Tx) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", "/v1/txs/check", {"tx": tx.encode().hex()})
         return result

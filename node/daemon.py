@@ -8,11 +8,13 @@ validators' node ids. Every task runs in one TaskGroup; `run` returns after a cl
 
 Under overload consensus goes first. Peers' consensus messages and their transactions arrive
 in separate inbox lanes (p2p.network.Inbox) read by separate tasks; transactions are taken in
-batches (signatures checked in the worker processes, one engine event per batch), the batch
-task yields between small chunks so a vote never waits behind a batch, and it takes nothing
-while the mempool is full: the peers' credit then runs out and their sends back up. Sync
+batches (signatures checked in the worker processes, one engine event per batch); admission,
+the peers' batches and the API's alike, pauses between chunks of `ADMIT_CHUNK` while any
+consensus message waits or is being handled, so a vote never waits behind a batch; and the
+peers' batch task takes nothing while the mempool is full: their credit then runs out and
+their sends back up. Sync
 talks to the network without the lock and starts only when a peer is `SYNC_LEAD` heights
-ahead, or ahead while nothing has committed for `SYNC_STALL_MS`.
+ahead, or ahead at all while consensus is stalled; transactions are not re-sent while it is.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from carechain.consensus.poa.messages import (
     commit_height,
     decode_message,
     encode_message,
+    proposal_slot,
 )
 from carechain.consensus.types import Block, CommitCertificate, Tx
 from carechain.node import builders
@@ -105,8 +108,8 @@ PEER_TX_BATCH: Final = 512  # peers' transactions taken in (and verified) at onc
 ADMIT_CHUNK: Final = 32  # transactions admitted between two yields to consensus
 # Sync starts when a peer has committed this many heights more than this node (one height
 # behind is routine: a commit reaches validators at slightly different times, and consensus
-# itself catches up a validator one height behind), or is ahead at all while this node has
-# committed nothing for SYNC_STALL_MS.
+# itself catches up a validator one height behind), or is ahead at all while consensus here
+# is stalled: a round change, or work pending SYNC_STALL_MS after the last commit.
 SYNC_LEAD: Final = 2
 SYNC_STALL_MS: Final = 3000
 
@@ -223,6 +226,7 @@ class Node:
         self.gossip_blocks = 0  # blocks taken in from gossip (a full node's usual way)
         self.pool_full_drops = 0  # transactions from peers dropped because the mempool was full
         self.stale_commits = 0  # commit messages for heights already committed, dropped unread
+        self.known_proposals = 0  # copies of proposals held already, dropped unread
         self.equivocations_seen = 0  # conflicting vote pairs this node received (each reported)
         self.wal_failures = 0  # WAL records that could not be written (their messages not sent)
         self.consensus_handle_s_max = 0.0  # the longest one consensus message took to handle
@@ -297,7 +301,40 @@ class Node:
     # -- engine driving -------------------------------------------------------------------------
     async def _handle(self, event: Event) -> None:
         async with self._lock:
-            await self._perform(self.engine.handle(event))
+            if log.isEnabledFor(logging.DEBUG):
+                await self._handle_traced(event)
+            else:
+                await self._perform(self.engine.handle(event))
+
+    async def _handle_traced(self, event: Event) -> None:
+        """`_handle` with a debug line per event: what came in, where the engine was and went
+        (height, round, step), what it asked for and how long that took: the first thing to
+        read when a network changes rounds."""
+        state = self.engine.state
+        before = (state.height, state.round, state.step.name) if state else None
+        started = time.monotonic()
+        actions = self.engine.handle(event)
+        decided = time.monotonic()
+        await self._perform(actions)
+        state = self.engine.state
+        after = (state.height, state.round, state.step.name) if state else None
+        what = type(event).__name__
+        if isinstance(event, Received):
+            message = event.message
+            kind = getattr(message, "vote_type", None)
+            what += f" {type(message).__name__}{f' {kind.name}' if kind else ''}"
+            what += f" h{getattr(message, 'height', '-')} r{getattr(message, 'round', '-')}"
+            what += f" from {event.sender}"
+        done = [type(a).__name__ for a in actions if not isinstance(a, WakeAt)]
+        log.debug(
+            "engine: %s at %s -> %s in %.0f + %.0f ms: %s",
+            what,
+            before,
+            after,
+            (decided - started) * 1000,
+            (time.monotonic() - decided) * 1000,
+            done,
+        )
 
     async def _perform(self, actions: list[Action]) -> None:
         unsynced = False
@@ -436,24 +473,46 @@ class Node:
         inbox = self.network.inbox
         while True:
             for message in await inbox.next_consensus(CONSENSUS_BATCH):
-                started = time.monotonic()
-                try:
-                    await self._on_consensus(message)
-                except CarechainError as exc:
-                    self._blame(message.peer, exc)
-                took = time.monotonic() - started
-                if took > self.consensus_handle_s_max:
-                    self.consensus_handle_s_max = took
-                    if took > 1.0:
-                        log.warning("a consensus message took %.2f s to handle", took)
+                await self._handle_consensus(message)
+            inbox.consensus_done()
+
+    async def _handle_consensus(self, message: Inbound) -> None:
+        started = time.monotonic()
+        try:
+            await self._on_consensus(message)
+        except CarechainError as exc:
+            self._blame(message.peer, exc)
+        took = time.monotonic() - started
+        if took > self.consensus_handle_s_max:
+            self.consensus_handle_s_max = took
+            if took > 1.0:
+                log.warning("a consensus message took %.2f s to handle", took)
 
     async def _on_consensus(self, message: Inbound) -> None:
         height = commit_height(message.payload)
         if height is not None and height <= self.store.height:
             self.stale_commits += 1  # the engine would ignore it: not worth decoding
             return
+        slot = proposal_slot(message.payload)
+        if slot is not None and self._holds_proposal_for(*slot):
+            self.known_proposals += 1  # a copy of one held, or of a past height: ignored
+            return
         decoded = decode_message(message.payload, max_bytes=self.limits.message_bytes)
         await self._handle(Received(message.peer, decoded, self.clock_ms()))
+
+    async def consensus_first(self) -> None:
+        """Yield to the consensus messages that arrived, and wait while they are handled:
+        called between chunks of transaction admission (API and peers alike)."""
+        await asyncio.sleep(0)
+        await self.network.inbox.consensus_idle()
+
+    def _holds_proposal_for(self, height: int, round: int) -> bool:
+        """Whether the engine would ignore a proposal for (height, round) unread: it holds
+        one for that round already, or the height is past."""
+        state = self.engine.state
+        if state is None:
+            return False
+        return height < state.height or (height == state.height and round in state.proposals)
 
     def _mempool_has_room(self) -> bool:
         pool = self.mempool
@@ -464,11 +523,13 @@ class Node:
         taken: the peers' credit runs out and the network stops reading them."""
         inbox = self.network.inbox
         while True:
+            await inbox.wait_txs()
             if not self._mempool_has_room():
                 self._pool_room.clear()
                 await self._pool_room.wait()  # set after a commit makes room
-            room = self.mempool.txs_max - len(self.mempool)
-            batch = await inbox.next_txs(max(1, min(PEER_TX_BATCH, room)))
+                continue
+            room = self.mempool.txs_max - len(self.mempool)  # as it is now, not before a wait
+            batch = inbox.take_txs(min(PEER_TX_BATCH, room))
             try:
                 await self._admit_from_peers(batch)
             finally:
@@ -489,8 +550,8 @@ class Node:
         await self.verifier.verify(fresh, batch_min=API_BATCH_WORKERS_MIN)
         new = False
         for index, (message, tx) in enumerate(decoded):
-            if index % ADMIT_CHUNK == ADMIT_CHUNK - 1:
-                await asyncio.sleep(0)  # consensus messages that arrived meanwhile go first
+            if index % ADMIT_CHUNK == 0:
+                await self.consensus_first()
             # a complete transaction from a peer is not executed here (see `admit`): the
             # proposal executes it, as for one the API took in at another validator
             relayed = message.topic is Topic.TX
@@ -510,12 +571,24 @@ class Node:
             await asyncio.sleep(FULL_NODE_POLL_S)
             self.partials.expire(self.clock_ms(), self.app.chain)
             await self._send_pending_to_new_links()
-            # peers that missed a transaction get it again once it has waited a while
-            for tx in self.mempool.to_resend(self.clock_ms(), RESEND_AFTER_MS, RESEND_MAX):
-                await self.network.broadcast(Topic.TX, tx.encode())
+            # peers that missed a transaction get it again once it has waited a while, but
+            # not while consensus is stalled: that load would land on a struggling network
+            if not self.consensus_stalled():
+                now = self.clock_ms()
+                for tx in self.mempool.to_resend(now, RESEND_AFTER_MS, RESEND_MAX):
+                    await self.network.broadcast(Topic.TX, tx.encode())
             if not self.config.validator and self.network.peers():
                 # a full node that missed a gossiped block (or just started) catches up here
                 self._start_sync(self.network.peers()[0])
+
+    def consensus_stalled(self) -> bool:
+        """Round 0 of the current height failed (a round change), or a height with work
+        pending has taken longer than SYNC_STALL_MS."""
+        state = self.engine.state
+        if state is not None and state.round > 0:
+            return True
+        waited = self.clock_ms() - self.last_commit_ms
+        return bool(self.mempool) and waited >= SYNC_STALL_MS
 
     async def _send_pending_to_new_links(self) -> None:
         """A validator linked since the last look (it restarted, or this node did, or a cut
@@ -581,8 +654,7 @@ class Node:
         if height <= ours:
             return
         self.peer_heights[peer] = max(self.peer_heights.get(peer, 0), height)
-        stalled = self.clock_ms() - self.last_commit_ms >= SYNC_STALL_MS
-        if height - ours >= SYNC_LEAD or stalled:
+        if height - ours >= SYNC_LEAD or self.consensus_stalled():
             self._start_sync(peer)
 
     def _start_sync(self, peer: str) -> None:

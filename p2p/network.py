@@ -147,6 +147,9 @@ class Inbox:
         self._txs_of: collections.Counter[str] = collections.Counter()
         self._consensus_ready = asyncio.Event()
         self._txs_ready = asyncio.Event()
+        # set while no consensus message waits or is being handled (`consensus_done`)
+        self._consensus_idle = asyncio.Event()
+        self._consensus_idle.set()
 
     def __len__(self) -> int:
         return len(self.consensus) + len(self.txs)
@@ -179,6 +182,7 @@ class Inbox:
         self.consensus.append(message)
         self._arrived.append(time.monotonic())
         self._consensus_ready.set()
+        self._consensus_idle.clear()
         return True
 
     async def next_consensus(self, limit: int) -> list[Inbound]:
@@ -196,12 +200,31 @@ class Inbox:
                 del self._consensus_of[message.peer]
         return taken
 
+    def consensus_done(self) -> None:
+        """The consensus reader handled what it took: if nothing else waits, transaction
+        work (`consensus_idle`) may go on."""
+        if not self.consensus:
+            self._consensus_idle.set()
+
+    async def consensus_idle(self) -> None:
+        """Wait until no consensus message waits or is being handled: whatever admits
+        transactions calls this between chunks, so consensus goes first within the node."""
+        await self._consensus_idle.wait()
+
     async def next_txs(self, limit: int) -> list[Inbound]:
         """Up to `limit` transaction frames, oldest first; waits for one. Their peers get
         the credit back only when the caller `release`s them, after taking them in."""
+        await self.wait_txs()
+        return self.take_txs(limit)
+
+    async def wait_txs(self) -> None:
+        """Until a transaction frame waits."""
         while not self.txs:
             self._txs_ready.clear()
             await self._txs_ready.wait()
+
+    def take_txs(self, limit: int) -> list[Inbound]:
+        """Up to `limit` waiting transaction frames, oldest first (see `next_txs`)."""
         return [self.txs.popleft() for _ in range(min(limit, len(self.txs)))]
 
     def release(self, messages: list[Inbound]) -> None:

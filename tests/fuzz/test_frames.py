@@ -25,11 +25,13 @@ from carechain.consensus.errors import CarechainError
 from carechain.consensus.poa.limits import LIMITS_AT_CAP
 from carechain.consensus.poa.messages import (
     Commit,
+    Proposal,
     WalKind,
     WalRecord,
     commit_height,
     decode_message,
     encode_message,
+    proposal_slot,
 )
 from carechain.consensus.types import Block, Tx, VoteType
 from carechain.node import builders
@@ -111,6 +113,25 @@ def test_a_commit_height_is_read_unchecked_only_from_what_decodes_as_that_commit
         return
     expected = decoded.certificate.height if isinstance(decoded, Commit) else None
     assert height == expected, f"{kind}: {data.hex()}"
+
+
+@settings(max_examples=budget(400), derandomize=True, deadline=None)
+@given(kind=st.sampled_from(["proposal", "vote", "commit"]), rng=st.randoms(use_true_random=False))
+def test_a_proposal_slot_is_read_unchecked_only_from_what_decodes_as_that_proposal(
+    kind: str, rng: random.Random
+) -> None:
+    """`proposal_slot` (the node's look at a proposal before decoding its block) never
+    raises, and on anything that decodes it agrees with the decoded message: a proposal's
+    height and round, None for the rest."""
+    sample, _ = SAMPLES[kind]
+    data = mutate(sample, ENCODINGS, rng) if rng.random() < 0.9 else sample
+    slot = proposal_slot(data)
+    try:
+        decoded = decode_wire(data)
+    except CarechainError:
+        return
+    expected = (decoded.height, decoded.round) if isinstance(decoded, Proposal) else None
+    assert slot == expected, f"{kind}: {data.hex()}"
 
 
 @settings(max_examples=budget(200), derandomize=True, deadline=None)

@@ -1,0 +1,227 @@
+"""Overload: an admitted peer offers transactions over p2p at twice the rate the network
+commits, for 30 s, to validator processes on loopback. Liveness is the promise: the chain
+keeps committing (no gap between commits of `GAP_S_MAX` or more while the flood lasts), every
+transaction offered commits, no consensus frame is dropped anywhere, no process exits, and
+every node holds the same blocks. The peer pauses when the validators hold it back (their
+transaction credit ran out); it is never dropped at its own queue.
+
+Run with `make overload` (CI runs it after `make test`); each scenario prints its figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from carechain.cli.nodes import Devnet, spawn, wait_for_api
+from carechain.config.node import load_node_config, save_node_config
+from carechain.consensus.crypto import PrivateKey, peer_id
+from carechain.consensus.types import Tx
+from carechain.node import builders
+from carechain.node.client import Client, NodeUnreachable
+from carechain.p2p.libp2p_net import Libp2pNetwork
+from carechain.p2p.network import Topic
+
+pytestmark = pytest.mark.overload
+
+CHAIN = "carechain-overload"
+SEED = 28
+FLOOD_S = 30.0
+GAP_S_MAX = 3.0
+OFFERED_X = 2.0  # times the saturation rate measured first
+CALIBRATION_TXS = 3000
+DRAIN_DEADLINE_S = 240.0
+BACKLOG_MAX = 2048  # frames queued to one node before the peer pauses
+LOADGEN_KEY = PrivateKey(SEED.to_bytes(1, "big") * 32)
+
+
+def registrations(first: int, count: int) -> list[Tx]:
+    """Patient registrations with keys derived from the seed and an index: the same run
+    every time (reproduce with the seed printed on failure)."""
+    expiry = int(time.time() * 1000) + 3_600_000
+    txs = []
+    for index in range(first, first + count):
+        one = PrivateKey(SEED.to_bytes(4, "big") + index.to_bytes(28, "big"))
+        two = PrivateKey(b"\x02" + one.seed[1:])
+        draft = builders.register_patient(CHAIN, (one.public_key, two.public_key), expiry)
+        txs.append(draft.signed(one, two))
+    return txs
+
+
+class Heights:
+    """The first time each height was seen on any node (polled every 100 ms)."""
+
+    def __init__(self, clients: list[Client]) -> None:
+        self.clients = clients
+        self.seen: list[tuple[int, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> Heights:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _watch(self) -> None:
+        last = 0
+        while not self._stop.wait(0.1):
+            for client in self.clients:
+                try:
+                    height = int(client.status()["height"])
+                except NodeUnreachable:
+                    continue
+                if height > last:
+                    now = time.monotonic()
+                    self.seen.extend((h, now) for h in range(last + 1, height + 1))
+                    last = height
+
+    def longest_gap_s(self, since: float, until: float) -> float:
+        times = [since, *(at for _, at in self.seen if since < at < until), until]
+        return max(b - a for a, b in itertools.pairwise(times))
+
+
+@contextmanager
+def overload_net(folder: Path, validators: int, base_port: int) -> Iterator[Devnet]:
+    devnet = Devnet(folder, validators, base_port, chain_id=CHAIN, heartbeat_interval_ms=1000)
+    for node in devnet.nodes:
+        config = load_node_config(node.home)
+        p2p = config.p2p.model_copy(update={"observers": [peer_id(LOADGEN_KEY.public_key)]})
+        mempool = config.mempool.model_copy(update={"txs_max": 100_000})
+        save_node_config(node.home, config.model_copy(update={"p2p": p2p, "mempool": mempool}))
+    try:
+        for node in devnet.nodes:
+            devnet.processes[node.name] = spawn(node.home, node.home / "node.log")
+        for node in devnet.nodes:
+            wait_for_api(node.home, devnet.processes[node.name])
+        yield devnet
+    finally:
+        devnet.stop()
+
+
+def committed_ids(client: Client) -> set[str]:
+    height = int(client.status()["height"])
+    return {tx for h in range(1, height + 1) for tx in client.get(f"/v1/blocks/{h}/txs")["txs"]}
+
+
+def wait_committed(client: Client, ids: set[str], deadline_s: float) -> float:
+    """Seconds until every id is committed (AssertionError naming the missing ones)."""
+    started = time.monotonic()
+    seen: set[str] = set()
+    height = 0
+    while True:
+        top = int(client.status()["height"])
+        for h in range(height + 1, top + 1):
+            seen.update(client.get(f"/v1/blocks/{h}/txs")["txs"])
+        height = top
+        missing = ids - seen
+        if not missing:
+            return time.monotonic() - started
+        elapsed = time.monotonic() - started
+        assert elapsed < deadline_s, f"seed {SEED}: {len(missing)} never committed"
+        time.sleep(0.2)
+
+
+def saturation_rate(clients: list[Client]) -> float:
+    """Committed transactions per second with the APIs given more than they can take
+    (batches of 100 from 8 threads, spread over the nodes)."""
+    txs = registrations(0, CALIBRATION_TXS)
+    batches = [txs[i : i + 100] for i in range(0, len(txs), 100)]
+    started = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        answers = pool.map(
+            lambda n: clients[n % len(clients)].submit_batch(batches[n]), range(len(batches))
+        )
+        refused = [r for batch in answers for r in batch if "error" in r]
+    assert not refused, f"calibration transactions refused: {refused[:3]}"
+    wait_committed(clients[0], {tx.id.hex() for tx in txs}, 120)
+    return CALIBRATION_TXS / (time.monotonic() - started)
+
+
+async def flood(addresses: list[str], node_ids: set[str], txs: list[Tx], rate: float) -> int:
+    """Send `txs` to every validator over p2p at `rate`, pausing while they hold the sender
+    back; what this sender had to drop itself."""
+    network = Libp2pNetwork(LOADGEN_KEY, "/ip4/127.0.0.1/tcp/0", dial=addresses, allowed=node_ids)
+    await network.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(network.peers()) < len(node_ids):
+            assert time.monotonic() < deadline, f"the flooding peer reached {network.peers()}"
+            await asyncio.sleep(0.05)
+        began = time.perf_counter()
+        for index, tx in enumerate(txs):
+            delay = began + index / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            while network.backlog() > BACKLOG_MAX:
+                await asyncio.sleep(0.01)
+            await network.broadcast(Topic.TX, tx.encode())
+        while network.backlog() > 0:  # all handed to the nodes before the host stops
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)
+        return network.dropped
+    finally:
+        await network.stop()
+
+
+def flood_scenario(folder: Path, validators: int, base_port: int) -> None:
+    with overload_net(folder, validators, base_port) as devnet:
+        clients = [Client(wait_for_api(n.home, devnet.processes[n.name]).base_url, timeout_s=5)
+                   for n in devnet.nodes]  # fmt: skip
+        rate = saturation_rate(clients)
+        offered = OFFERED_X * rate
+        txs = registrations(CALIBRATION_TXS, int(offered * FLOOD_S))
+        addresses = [f"/ip4/127.0.0.1/tcp/{n.p2p_port}/p2p/{n.node_id}" for n in devnet.nodes]
+        with Heights(clients) as heights:
+            since = time.monotonic()
+            dropped = asyncio.run(flood(addresses, {n.node_id for n in devnet.nodes}, txs, offered))
+            sent_s = time.monotonic() - since
+            gap = heights.longest_gap_s(since, since + sent_s)
+            drained = wait_committed(clients[0], {tx.id.hex() for tx in txs}, DRAIN_DEADLINE_S)
+        statuses = [c.status() for c in clients]
+        consensus_drops = {
+            s["moniker"]: s["p2p_drops"]["consensus_sent"] + s["p2p_drops"]["consensus_received"]
+            for s in statuses
+        }
+        print(
+            f"{validators} validators, seed {SEED}: saturation {rate:.0f} tx/s, offered "
+            f"{offered:.0f} tx/s; {len(txs)} sent in {sent_s:.1f} s, all committed "
+            f"{drained:.1f} s later; longest gap between commits during the flood {gap:.2f} s;"
+            f" consensus frames dropped {consensus_drops}; the peer dropped {dropped}; syncs "
+            f"{[s['syncs'] for s in statuses]}"
+        )
+        exited = {n.name: devnet.processes[n.name].poll() for n in devnet.nodes}
+        assert all(code is None for code in exited.values()), f"processes exited: {exited}"
+        assert gap < GAP_S_MAX, f"seed {SEED}: commits stopped for {gap:.2f} s during the flood"
+        assert set(consensus_drops.values()) == {0}, f"consensus frames dropped: {consensus_drops}"
+        assert dropped == 0, "the flooding peer dropped transactions at its own queue"
+        level = max(int(s["height"]) for s in statuses)
+        deadline = time.monotonic() + 30
+        while {int(c.status()["height"]) for c in clients} != {level}:
+            assert time.monotonic() < deadline, "the nodes did not reach the same height"
+            time.sleep(0.2)
+        hashes = {c.get(f"/v1/blocks/{level}")["hash"] for c in clients}
+        assert len(hashes) == 1, f"height {level}: nodes disagree: {hashes}"
+        assert committed_ids(clients[-1]) >= {tx.id.hex() for tx in txs}
+
+
+def test_seven_validators_keep_committing_under_a_flood_of_twice_their_rate(
+    tmp_path: Path,
+) -> None:
+    flood_scenario(tmp_path, 7, 27800)
+
+
+def test_four_validators_keep_committing_under_a_flood_of_twice_their_rate(
+    tmp_path: Path,
+) -> None:
+    flood_scenario(tmp_path, 4, 27900)
