@@ -22,6 +22,7 @@ from pathlib import Path
 
 import click
 
+from carechain.cli.demo_burst import clinic_burst
 from carechain.cli.demo_ledger import Ledger
 from carechain.cli.demo_steps import (
     Story,
@@ -37,7 +38,9 @@ from carechain.cli.demo_steps import (
 from carechain.cli.nodes import Devnet
 from carechain.cli.output import console
 from carechain.config.genesis import load_genesis
+from carechain.config.node import load_node_config, save_node_config
 from carechain.consensus import crypto
+from carechain.consensus.crypto import peer_id
 from carechain.consensus.errors import AddressError, InvalidInput
 from carechain.consensus.genesis import (
     Institution,
@@ -78,6 +81,7 @@ class Cast:
     trusted_party: crypto.PrivateKey
     validator_keys: tuple[crypto.PrivateKey, ...]
     node_keys: tuple[crypto.PrivateKey, ...]
+    clinic: crypto.PrivateKey  # a clinic's system, an admitted non-validator p2p peer
 
 
 def _cast() -> Cast:
@@ -87,6 +91,7 @@ def _cast() -> Cast:
         trusted_party=crypto.PrivateKey.generate(),
         validator_keys=tuple(crypto.PrivateKey.generate() for _ in range(4)),
         node_keys=tuple(crypto.PrivateKey.generate() for _ in range(4)),
+        clinic=crypto.PrivateKey.generate(),
     )
 
 
@@ -143,6 +148,10 @@ def _network(scenario: Scenario, cast: Cast, folder: Path, base_port: int) -> De
         heartbeat_interval_ms=5_000,
         console=True,
     )
+    for node in network.nodes:  # every hospital admits the clinic's system as a p2p peer
+        config = load_node_config(node.home)
+        p2p = config.p2p.model_copy(update={"observers": [peer_id(cast.clinic.public_key)]})
+        save_node_config(node.home, config.model_copy(update={"p2p": p2p}))
     clients = network.start()
     genesis = load_genesis(network.nodes[0].home / "genesis.json")
     scenario.say(f"chain {genesis.chain_id}, genesis {genesis.genesis_hash.hex()[:16]}")
@@ -233,6 +242,14 @@ def _console(
     return agent
 
 
+def _burst(scenario: Scenario, cast: Cast, network: Devnet) -> None:
+    validators = {
+        n.node_id: f"/ip4/127.0.0.1/tcp/{n.p2p_port}/p2p/{n.node_id}" for n in network.nodes
+    }
+    clients = [Client(api_address(n.home)) for n in network.nodes]
+    clinic_burst(scenario.step, scenario.say, scenario.check, cast.clinic, validators, clients)
+
+
 def _story(scenario: Scenario, cast: Cast, network: Devnet) -> None:
     homes = {
         name: network.nodes[index].home for index, name in enumerate(("A", "B", "C", "patient"))
@@ -258,6 +275,7 @@ def _story(scenario: Scenario, cast: Cast, network: Devnet) -> None:
         grant_and_read,
         revoke,
         emergency,
+        lambda _: _burst(scenario, cast, network),
         validator_down,
     ):
         step(story)

@@ -153,7 +153,12 @@ class Node:
         validator_key: PrivateKey | None,
         network: Network,
         clock_ms: Callable[[], int] = wall_clock_ms,
+        *,
+        warm_workers: bool = False,
     ) -> None:
+        """`warm_workers`: start the signature worker processes as the node starts, not on
+        the first large batch (the daemon does; nodes in tests keep them lazy)."""
+        self.warm_workers = warm_workers
         self.home = home
         self.config = config
         self.genesis = genesis
@@ -177,27 +182,7 @@ class Node:
         )
         key = validator_key if config.validator else None
         self.engine = Engine(timing, self.app, key)
-        # Signing history. A validator that finds neither a block nor the WAL's NEVER_SIGNED
-        # marker lost its data folder, and with it the record of what it signed: signing at
-        # a height it signed before the loss could make it equivocate. It follows the chain
-        # without signing until it holds a certified block proposed after it started (time
-        # after our start + the drift bound); every height it could have signed at is then
-        # committed. A data folder lost before the network's first block is the one case
-        # this cannot see (the WAL's marker is gone but so is every block).
-        if (
-            key is not None
-            and self.store.height == 0
-            and not self.wal.never_signed
-            and not self.wal.records()
-        ):
-            self.engine.sign_from_height = SIGNING_HELD
-            log.warning(
-                "no blocks and no signing history in %s: this validator signs nothing until "
-                "the chain has committed a block proposed after it started",
-                home / "data",
-            )
-        elif self.store.height > 0:
-            self.wal.forget_never_signed()
+        self._check_signing_history(key is not None)
         # Gossip reaches non-validator nodes: a validator publishes only if its config admits
         # some (`p2p.observers`); a non-validator node always takes part.
         self._gossips = not config.validator or bool(config.p2p.observers)
@@ -251,6 +236,29 @@ class Node:
         )
         self._registered: set[str] = set()
 
+    def _check_signing_history(self, signs: bool) -> None:
+        """A validator that finds neither a block nor the WAL's NEVER_SIGNED marker lost its
+        data folder, and with it the record of what it signed: signing at a height it signed
+        before the loss could make it equivocate. It follows the chain without signing until
+        it holds a certified block proposed after it started (time after our start + the
+        drift bound); every height it could have signed at is then committed. A data folder
+        lost before the network's first block is the one case this cannot see (the WAL's
+        marker is gone but so is every block)."""
+        if (
+            signs
+            and self.store.height == 0
+            and not self.wal.never_signed
+            and not self.wal.records()
+        ):
+            self.engine.sign_from_height = SIGNING_HELD
+            log.warning(
+                "no blocks and no signing history in %s: this validator signs nothing until "
+                "the chain has committed a block proposed after it started",
+                self.home / "data",
+            )
+        elif self.store.height > 0:
+            self.wal.forget_never_signed()
+
     @property
     def signing_held(self) -> bool:
         """Whether this validator withholds its signature (see "signing history" above)."""
@@ -280,6 +288,8 @@ class Node:
                 tasks.create_task(self._transactions_loop(), name="transactions-inbox")
                 tasks.create_task(self._timer_loop(), name="timers")
                 tasks.create_task(self._housekeeping_loop(), name="housekeeping")
+                if self.warm_workers:
+                    tasks.create_task(self.verifier.warm_up(), name="warm-up")
                 if self.heartbeats is not None:
                     tasks.create_task(self.heartbeats.run(), name="heartbeats")
                 if ready is not None:

@@ -82,7 +82,7 @@ def build_node(home: Path, passphrase: str | None) -> Node:
         ),
         messages_per_second_max=config.p2p.peer_messages_per_second_max,
     )
-    return Node(home, config, genesis, node_key, validator_key, network)
+    return Node(home, config, genesis, node_key, validator_key, network, warm_workers=True)
 
 
 async def run_node(home: Path, passphrase: str | None, stop: asyncio.Event | None = None) -> None:

@@ -7,8 +7,9 @@ transactions the cache does not hold in a pool of processes, split evenly, and r
 whose signatures all verify; the rest are left to the inline check, which names what is
 wrong. So the workers only change where the time is spent, never a verdict.
 
-The pool starts on first use, with forkserver (the node's process runs libp2p in a thread and
-must not fork). If it breaks, the node logs it once and verifies inline from then on.
+The pool starts on first use, or at once (`warm_up`, which the daemon does as it starts), with
+forkserver (the node's process runs libp2p in a thread and must not fork). If it breaks, the
+node logs it once and verifies inline from then on.
 """
 
 from __future__ import annotations
@@ -39,6 +40,27 @@ class SignatureWorkers:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
 
+    async def warm_up(self) -> None:
+        """Start the pool now rather than on the first large batch: starting it (forkserver,
+        workers importing the ledger) takes a second or two, and the first burst of
+        transactions after a restart would wait that long to be admitted."""
+        if self.workers < 2 or self._pool is not None:
+            return
+        self._pool = self._new_pool()
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.gather(
+                *(loop.run_in_executor(self._pool, signers_of_all, []) for _ in range(self.workers))
+            )
+        except Exception as exc:  # a broken pool: verify inline instead
+            log.warning("signature workers failed to start (%r); verifying inline", exc)
+            self.close()
+            self.workers = 1
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context("forkserver")
+        return ProcessPoolExecutor(self.workers, mp_context=context)
+
     async def verify(self, txs: Sequence[Tx], batch_min: int) -> None:
         """Verify in the workers what the cache does not hold yet, and remember what passed;
         fewer than `batch_min` such transactions are left to the inline check."""
@@ -48,8 +70,7 @@ class SignatureWorkers:
         if len(todo) < batch_min:
             return
         if self._pool is None:
-            context = multiprocessing.get_context("forkserver")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+            self._pool = self._new_pool()
         loop = asyncio.get_running_loop()
         size = -(-len(todo) // self.workers)
         chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
