@@ -158,6 +158,28 @@ def decode_message(data: bytes, *, max_bytes: int) -> ConsensusMessage:
     return _TYPES[MessageKind(kind)].decode(body, max_bytes=max_bytes)  # type: ignore[return-value]
 
 
+_PEEK_ERRORS: Final = (ValueError, msgpack.UnpackException, msgpack.ExtraData)
+
+
+def _peek(data: bytes, kind: MessageKind, record: type[Record]) -> msgpack.Unpacker | None:
+    """A reader of the message's body placed after its record's VERSION, if `data` is shaped
+    like a `kind` message of `record` (decode it to learn more); raises _PEEK_ERRORS on bytes
+    msgpack cannot read."""
+    envelope = msgpack.Unpacker(raw=False, max_buffer_size=len(data))
+    envelope.feed(data)
+    if envelope.read_array_header() != 2 or envelope.unpack() != kind:
+        return None
+    body = envelope.unpack()
+    if not isinstance(body, bytes):
+        return None
+    reader = msgpack.Unpacker(raw=False, max_buffer_size=len(body))
+    reader.feed(body)
+    fields = len(dataclasses.fields(typing.cast(Any, record)))  # a dataclass, as every record
+    if reader.read_array_header() != 1 + fields or reader.unpack() != record.VERSION:
+        return None
+    return reader
+
+
 def commit_height(data: bytes) -> int | None:
     """The certificate height of a `Commit` message, read without decoding its block; None
     for any other message or anything not shaped like a commit (decode it to learn why).
@@ -165,22 +187,14 @@ def commit_height(data: bytes) -> int | None:
     Every validator sends the commit it decided to all, and again each second: a node
     already past that height drops them unread instead of decoding whole blocks."""
     try:
-        envelope = msgpack.Unpacker(raw=False, max_buffer_size=len(data))
-        envelope.feed(data)
-        if envelope.read_array_header() != 2 or envelope.unpack() != MessageKind.COMMIT:
-            return None
-        body = envelope.unpack()
-        if not isinstance(body, bytes):
-            return None
-        commit = msgpack.Unpacker(raw=False, max_buffer_size=len(body))
-        commit.feed(body)
-        if commit.read_array_header() != 3 or commit.unpack() != Commit.VERSION:
+        commit = _peek(data, MessageKind.COMMIT, Commit)
+        if commit is None:
             return None
         commit.skip()  # the block
         if commit.read_array_header() != 5 or commit.unpack() != CommitCertificate.VERSION:
             return None
         height = commit.unpack()
-    except (ValueError, msgpack.UnpackException, msgpack.ExtraData):
+    except _PEEK_ERRORS:
         return None
     return height if type(height) is int else None
 
@@ -193,21 +207,12 @@ def proposal_slot(data: bytes) -> tuple[int, int] | None:
     holds the proposal of that round already drops the copies unread instead of decoding
     (and canonically re-encoding) a block of megabytes each time."""
     try:
-        envelope = msgpack.Unpacker(raw=False, max_buffer_size=len(data))
-        envelope.feed(data)
-        if envelope.read_array_header() != 2 or envelope.unpack() != MessageKind.PROPOSAL:
-            return None
-        body = envelope.unpack()
-        if not isinstance(body, bytes):
-            return None
-        proposal = msgpack.Unpacker(raw=False, max_buffer_size=len(body))
-        proposal.feed(body)
-        fields = len(dataclasses.fields(Proposal))
-        if proposal.read_array_header() != 1 + fields or proposal.unpack() != Proposal.VERSION:
+        proposal = _peek(data, MessageKind.PROPOSAL, Proposal)
+        if proposal is None:
             return None
         proposal.skip()  # the chain id
         height, round = proposal.unpack(), proposal.unpack()
-    except (ValueError, msgpack.UnpackException, msgpack.ExtraData):
+    except _PEEK_ERRORS:
         return None
     if type(height) is not int or type(round) is not int:
         return None

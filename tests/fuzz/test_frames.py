@@ -96,42 +96,44 @@ def test_a_mutated_frame_is_refused_with_a_typed_error_or_is_canonical(
     assert encoded == data, f"{kind}: a non-canonical encoding was accepted: {data.hex()}"
 
 
-@settings(max_examples=budget(400), derandomize=True, deadline=None)
-@given(kind=st.sampled_from(["proposal", "vote", "commit"]), rng=st.randoms(use_true_random=False))
-def test_a_commit_height_is_read_unchecked_only_from_what_decodes_as_that_commit(
-    kind: str, rng: random.Random
+def _certificate_height(message: Any) -> Any:
+    return message.certificate.height if isinstance(message, Commit) else None
+
+
+def _slot(message: Any) -> Any:
+    return (message.height, message.round) if isinstance(message, Proposal) else None
+
+
+# what the node reads of a message before (or instead of) decoding it, and what the decoded
+# message says it should have read
+PEEKS: dict[str, tuple[Callable[[bytes], Any], Callable[[Any], Any]]] = {
+    "commit_height": (commit_height, _certificate_height),
+    "proposal_slot": (proposal_slot, _slot),
+}
+
+
+@settings(max_examples=budget(800), derandomize=True, deadline=None)
+@given(
+    peek=st.sampled_from(sorted(PEEKS)),
+    kind=st.sampled_from(["proposal", "vote", "commit"]),
+    rng=st.randoms(use_true_random=False),
+)
+def test_a_peek_before_decoding_never_raises_and_agrees_with_the_decoded_message(
+    peek: str, kind: str, rng: random.Random
 ) -> None:
-    """`commit_height` (the node's look at a commit before decoding it) never raises, and
-    on anything that decodes it agrees with the decoded message: a commit's certificate
-    height, None for the rest."""
+    """`commit_height` and `proposal_slot` (the node's look at a commit or a proposal before
+    decoding its block) never raise, and on anything that decodes they agree with the
+    decoded message: a commit's certificate height, a proposal's height and round, None for
+    the rest."""
+    read, expected_of = PEEKS[peek]
     sample, _ = SAMPLES[kind]
     data = mutate(sample, ENCODINGS, rng) if rng.random() < 0.9 else sample
-    height = commit_height(data)
+    seen = read(data)
     try:
         decoded = decode_wire(data)
     except CarechainError:
         return
-    expected = decoded.certificate.height if isinstance(decoded, Commit) else None
-    assert height == expected, f"{kind}: {data.hex()}"
-
-
-@settings(max_examples=budget(400), derandomize=True, deadline=None)
-@given(kind=st.sampled_from(["proposal", "vote", "commit"]), rng=st.randoms(use_true_random=False))
-def test_a_proposal_slot_is_read_unchecked_only_from_what_decodes_as_that_proposal(
-    kind: str, rng: random.Random
-) -> None:
-    """`proposal_slot` (the node's look at a proposal before decoding its block) never
-    raises, and on anything that decodes it agrees with the decoded message: a proposal's
-    height and round, None for the rest."""
-    sample, _ = SAMPLES[kind]
-    data = mutate(sample, ENCODINGS, rng) if rng.random() < 0.9 else sample
-    slot = proposal_slot(data)
-    try:
-        decoded = decode_wire(data)
-    except CarechainError:
-        return
-    expected = (decoded.height, decoded.round) if isinstance(decoded, Proposal) else None
-    assert slot == expected, f"{kind}: {data.hex()}"
+    assert seen == expected_of(decoded), f"{peek} of a {kind}: {data.hex()}"
 
 
 @settings(max_examples=budget(200), derandomize=True, deadline=None)

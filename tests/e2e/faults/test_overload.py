@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import itertools
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,14 +20,13 @@ from pathlib import Path
 
 import pytest
 
+from carechain.cli.demo_burst import CommitWatch, send_burst
 from carechain.cli.nodes import Devnet, spawn, wait_for_api
 from carechain.config.node import load_node_config, save_node_config
 from carechain.consensus.crypto import PrivateKey, peer_id
 from carechain.consensus.types import Tx
 from carechain.node import builders
-from carechain.node.client import Client, NodeUnreachable
-from carechain.p2p.libp2p_net import Libp2pNetwork
-from carechain.p2p.network import Topic
+from carechain.node.client import Client
 from carechain.tests.leaks import LEAKED_SOCKET
 
 # py-libp2p leaves the sockets of the flooding peer's dropped connections to the collector
@@ -50,7 +47,6 @@ GAP_S_MAX = 3.0
 OFFERED_X = 2.0  # times the saturation rate measured first
 CALIBRATION_TXS = 3000
 DRAIN_DEADLINE_S = 240.0
-BACKLOG_MAX = 2048  # frames queued to one node before the peer pauses
 LOADGEN_KEY = PrivateKey(SEED.to_bytes(1, "big") * 32)
 
 
@@ -65,41 +61,6 @@ def registrations(first: int, count: int) -> list[Tx]:
         draft = builders.register_patient(CHAIN, (one.public_key, two.public_key), expiry)
         txs.append(draft.signed(one, two))
     return txs
-
-
-class Heights:
-    """The first time each height was seen on any node (polled every 100 ms)."""
-
-    def __init__(self, clients: list[Client]) -> None:
-        self.clients = clients
-        self.seen: list[tuple[int, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def __enter__(self) -> Heights:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _watch(self) -> None:
-        last = 0
-        while not self._stop.wait(0.1):
-            for client in self.clients:
-                try:
-                    height = int(client.status()["height"])
-                except NodeUnreachable:
-                    continue
-                if height > last:
-                    now = time.monotonic()
-                    self.seen.extend((h, now) for h in range(last + 1, height + 1))
-                    last = height
-
-    def longest_gap_s(self, since: float, until: float) -> float:
-        times = [since, *(at for _, at in self.seen if since < at < until), until]
-        return max(b - a for a, b in itertools.pairwise(times))
 
 
 @contextmanager
@@ -159,35 +120,6 @@ def saturation_rate(clients: list[Client]) -> float:
     return CALIBRATION_TXS / (time.monotonic() - started)
 
 
-async def flood(
-    addresses: list[str], node_ids: set[str], txs: list[Tx], rate: float
-) -> tuple[float, int]:
-    """Send `txs` to every validator over p2p at `rate`, pausing while they hold the sender
-    back; when the first was sent (monotonic) and what this sender had to drop itself."""
-    network = Libp2pNetwork(LOADGEN_KEY, "/ip4/127.0.0.1/tcp/0", dial=addresses, allowed=node_ids)
-    await network.start()
-    try:
-        deadline = time.monotonic() + 30
-        while len(network.peers()) < len(node_ids):
-            assert time.monotonic() < deadline, f"the flooding peer reached {network.peers()}"
-            await asyncio.sleep(0.05)
-        first_sent = time.monotonic()
-        began = time.perf_counter()
-        for index, tx in enumerate(txs):
-            delay = began + index / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            while network.backlog() > BACKLOG_MAX:
-                await asyncio.sleep(0.01)
-            await network.broadcast(Topic.TX, tx.encode())
-        while network.backlog() > 0:  # all handed to the nodes before the host stops
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1.0)
-        return first_sent, network.dropped
-    finally:
-        await network.stop()
-
-
 def flood_scenario(folder: Path, validators: int, base_port: int) -> None:
     with overload_net(folder, validators, base_port) as devnet:
         clients = [Client(wait_for_api(n.home, devnet.processes[n.name]).base_url, timeout_s=5)
@@ -195,12 +127,13 @@ def flood_scenario(folder: Path, validators: int, base_port: int) -> None:
         rate = saturation_rate(clients)
         offered = OFFERED_X * rate
         txs = registrations(CALIBRATION_TXS, int(offered * FLOOD_S))
-        addresses = [f"/ip4/127.0.0.1/tcp/{n.p2p_port}/p2p/{n.node_id}" for n in devnet.nodes]
-        with Heights(clients) as heights:
-            node_ids = {n.node_id for n in devnet.nodes}
-            since, dropped = asyncio.run(flood(addresses, node_ids, txs, offered))
+        addresses = {
+            n.node_id: f"/ip4/127.0.0.1/tcp/{n.p2p_port}/p2p/{n.node_id}" for n in devnet.nodes
+        }
+        with CommitWatch(clients) as watch:
+            since, dropped = asyncio.run(send_burst(LOADGEN_KEY, addresses, txs, offered))
             sent_s = time.monotonic() - since
-            gap = heights.longest_gap_s(since, since + sent_s)
+            gap = watch.longest_gap_s(since, since + sent_s)
             drained = wait_committed(clients[0], {tx.id.hex() for tx in txs}, DRAIN_DEADLINE_S)
         statuses = [c.status() for c in clients]
         consensus_drops = {
