@@ -60,17 +60,19 @@ from carechain.consensus.poa.events import (
 from carechain.consensus.poa.limits import EncodedLimits
 from carechain.consensus.poa.messages import (
     Commit,
+    Proposal,
+    WalKind,
     commit_height,
     decode_message,
     encode_message,
     proposal_slot,
 )
-from carechain.consensus.types import Block, CommitCertificate, Tx
+from carechain.consensus.types import Block, CommitCertificate, Tx, Vote
 from carechain.node import builders
 from carechain.node.blob_service import BlobService
 from carechain.node.pools import Mempool, PartialPool, PoolFull, admit
 from carechain.node.proposals import MeasuredApplication, ProposalBudget
-from carechain.node.sync import RANGE_MAX, BlockSync, range_provider
+from carechain.node.sync import BlockSync, range_provider
 from carechain.node.verifier import SignatureWorkers
 from carechain.p2p.heartbeat import HeartbeatService
 from carechain.p2p.network import (
@@ -112,6 +114,8 @@ ADMIT_CHUNK: Final = 32  # transactions admitted between two yields to consensus
 # is stalled: a round change, or work pending SYNC_STALL_MS after the last commit.
 SYNC_LEAD: Final = 2
 SYNC_STALL_MS: Final = 3000
+PEER_HEIGHT_TTL_MS: Final = 30_000  # how long a validator's shown height steers sync
+SYNC_UNKNOWN_HEIGHTS: Final = 10_000  # how far a sync goes when no validator showed a height
 
 
 SIGNING_HELD: Final = 2**62  # a height no chain reaches
@@ -204,7 +208,9 @@ class Node:
         self.misbehaviour: dict[str, int] = {}
         self.syncing = False
         self.syncs = 0  # syncs started
-        self.peer_heights: dict[str, int] = {}  # the highest height each peer showed committed
+        # the highest height each registered validator showed committed, and when
+        self.peer_heights: dict[str, int] = {}
+        self._peer_height_ms: dict[str, int] = {}
         self.last_commit_ms = clock_ms()
         self._pool_room = asyncio.Event()  # set while the mempool has room
         self._pool_room.set()
@@ -214,6 +220,7 @@ class Node:
         self.known_proposals = 0  # copies of proposals held already, dropped unread
         self.equivocations_seen = 0  # conflicting vote pairs this node received (each reported)
         self.wal_failures = 0  # WAL records that could not be written (their messages not sent)
+        self._unlogged: set[tuple[WalKind, int, int]] = set()  # their (kind, height, round)
         self.consensus_handle_s_max = 0.0  # the longest one consensus message took to handle
         self._linked: frozenset[str] = frozenset()  # the peers linked at the last housekeeping
         self.started_ms = clock_ms()
@@ -365,16 +372,40 @@ class Node:
             self.wal.sync()
 
     def _write_wal(self, action: WriteWal) -> bool:
-        """Append a WAL record; False (logged and counted, never fatal) if it cannot be."""
+        """Append a WAL record; False (logged and counted, never fatal) if it cannot be.
+
+        What the record guards must then never leave this node, now or when the engine
+        re-sends its own messages a second later: its (kind, height, round) is remembered
+        and every later send of a proposal or vote of that slot is dropped. And the engine
+        holds what it signed in memory only, so after a restart it could sign a different
+        proposal or vote against a lock it lost: this validator signs nothing more until it
+        is restarted (the others go on without it)."""
         try:
             self.wal.append(action.record)
         except CarechainError as exc:
+            record = action.record
             self.wal_failures += 1
-            log.error("not sending what a WAL record guards: %s", exc)
+            self._unlogged.add((record.kind, record.height, record.round))
+            self.engine.sign_from_height = SIGNING_HELD
+            log.error(
+                "a WAL record could not be written (%s): what it guards is not sent, and "
+                "this validator signs nothing more until it is restarted",
+                exc,
+            )
             return False
         return True
 
+    def _unlogged_message(self, message: object) -> bool:
+        """A proposal or vote of a slot whose WAL record could not be written."""
+        if isinstance(message, Proposal):
+            return (WalKind.PROPOSAL, message.height, message.round) in self._unlogged
+        if isinstance(message, Vote):
+            return (WalKind.VOTE, message.height, message.round) in self._unlogged
+        return False
+
     async def _perform_one(self, action: Action) -> None:
+        if isinstance(action, Broadcast | Send) and self._unlogged_message(action.message):
+            return
         if isinstance(action, Broadcast):
             await self.network.broadcast(Topic.CONSENSUS, encode_message(action.message))
         elif isinstance(action, Send):
@@ -417,8 +448,10 @@ class Node:
         previous_ms, self.last_commit_ms = self.last_commit_ms, self.clock_ms()
         self.wal.rotate(height + 1)
         self.wal.forget_never_signed()
-        if self.signing_held and block.header.time_ms > (
-            self.started_ms + self.genesis.params.clock_drift_ms_max
+        if (
+            self.signing_held
+            and not self.wal_failures
+            and block.header.time_ms > (self.started_ms + self.genesis.params.clock_drift_ms_max)
         ):
             self.engine.sign_from_height = height + 1
             log.warning("height %d was proposed after this node started: signing again", height)
@@ -658,12 +691,21 @@ class Node:
 
     # -- sync -----------------------------------------------------------------------------------
     def _peer_ahead(self, peer: str, height: int) -> None:
-        """`peer` showed it has committed `height`: sync if that is far enough ahead, or
-        ahead at all while this node commits nothing."""
+        """`peer` showed it has committed `height` (a message at a later height, a commit,
+        a heartbeat, a gossiped block past a gap): sync if that is far enough ahead, or
+        ahead at all while consensus here is stalled. Only a registered validator's claim is
+        kept to steer later syncs (it ranks the peers asked and sets how far to go), and for
+        PEER_HEIGHT_TTL_MS: an observer's message is unchecked when it arrives, and one that
+        claimed a height far ahead would otherwise be asked first ever after."""
         ours = self.store.height
         if height <= ours:
             return
-        self.peer_heights[peer] = max(self.peer_heights.get(peer, 0), height)
+        if peer in self._registered:
+            now = self.clock_ms()
+            fresh = now - self._peer_height_ms.get(peer, now) < PEER_HEIGHT_TTL_MS
+            known = self.peer_heights.get(peer, 0) if fresh else 0
+            self.peer_heights[peer] = max(known, height)
+            self._peer_height_ms[peer] = now
         if height - ours >= SYNC_LEAD or self.consensus_stalled():
             self._start_sync(peer)
 
@@ -677,14 +719,23 @@ class Node:
     def _sync_sources(self, first: str) -> tuple[list[str], int]:
         """Whom to ask, in order, and up to which height: the peers known to have committed
         past this node (they serve blocks), highest first, up to the highest they showed. A
-        peer whose height is unknown (a full node polling a validator) is asked alone, for
-        as much as one stream brings."""
-        ours = self.store.height
+        peer whose height is unknown or unchecked (a full node polling a validator, an
+        observer's gossiped block past a gap) is asked first, up to SYNC_UNKNOWN_HEIGHTS past
+        this node when no validator showed a height."""
+        ours, now = self.store.height, self.clock_ms()
         linked = set(self.network.peers())
-        ahead = {p: h for p, h in self.peer_heights.items() if h > ours and p in linked}
+        ahead = {
+            peer: height
+            for peer, height in self.peer_heights.items()
+            if height > ours
+            and peer in linked
+            and now - self._peer_height_ms.get(peer, 0) < PEER_HEIGHT_TTL_MS
+        }
         if not ahead:
-            return [first], ours + RANGE_MAX
+            return [first], ours + SYNC_UNKNOWN_HEIGHTS
         peers = sorted(ahead, key=lambda p: (p != first, -ahead[p], p))
+        if first not in ahead:
+            peers.insert(0, first)  # it showed a lead too, unchecked: asked, not believed
         return peers, max(ahead.values())
 
     async def _sync_from(self, first: str) -> None:

@@ -49,7 +49,7 @@ import socket
 import struct
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
@@ -78,6 +78,7 @@ from carechain.p2p.network import (
     GOSSIP_TOPICS,
     TX_TOPICS,
     BlobProvider,
+    Credit,
     FrameReader,
     GossipHandler,
     Inbound,
@@ -86,11 +87,13 @@ from carechain.p2p.network import (
     PeerError,
     RangeProvider,
     RateLimit,
+    Released,
     Topic,
     Verdict,
     encode_frame,
     message_id,
     parse_topic,
+    released_by,
 )
 
 os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")  # read at call time by py-libp2p
@@ -100,6 +103,7 @@ TXS: Final = TProtocol("/carechain/txs/1")  # transactions and partials, under c
 SYNC: Final = TProtocol("/carechain/sync/1")
 BLOBS: Final = TProtocol("/carechain/blob/1")
 OUTBOX_MAX: Final = 4096
+YAMUX_WINDOW_MAX_BYTES: Final = 16 * 1024 * 1024  # py-libp2p's largest Yamux receive window
 CHECKED_MAX: Final = 65_536
 READ_BYTES: Final = 256 * 1024
 DIAL_INTERVAL_S: Final = 1.0
@@ -235,6 +239,9 @@ class Libp2pNetwork:
         self.on_peer_error = on_peer_error
         self.inbox = Inbox()
         self.inbox.on_release = self._release_credit
+        # trio side: transaction frames handed to the node and not yet released, per peer
+        self._tx_credit = Credit(self.inbox.tx_credit.frames_max, self.inbox.tx_credit.bytes_max)
+        self._tx_streams: dict[str, Any] = {}  # each peer's one transaction stream
         self.listen_addrs: list[str] = []
         self.dropped_sends = {Lane.CONSENSUS: 0, Lane.TXS: 0}  # full send queues
         self.dropped_gossip = 0  # gossip publications that failed
@@ -261,8 +268,6 @@ class Libp2pNetwork:
         self._stop: trio.Event | None = None
         self._host: Any = None
         self._outboxes: dict[tuple[str, Lane], trio.MemorySendChannel[bytes]] = {}
-        # trio side: transaction frames handed to the node and not yet released, per peer
-        self._tx_waiting: Counter[str] = Counter()
         self._credit_returned: dict[str, trio.Event] = {}
         self._started: asyncio.Future[None] | None = None
         self.failure: BaseException | None = None
@@ -354,17 +359,15 @@ class Libp2pNetwork:
         ]
         return max(depths, default=0)
 
-    def _release_credit(self, released: dict[str, int]) -> None:
+    def _release_credit(self, released: Released) -> None:
         """The node took these transaction frames in: their peers may send more."""
         if self._token is not None:
             with contextlib.suppress(trio.RunFinishedError):
                 self._token.run_sync_soon(self._return_credit, released)
 
-    def _return_credit(self, released: dict[str, int]) -> None:
-        for peer, count in released.items():
-            self._tx_waiting[peer] -= count
-            if self._tx_waiting[peer] <= 0:
-                del self._tx_waiting[peer]
+    def _return_credit(self, released: Released) -> None:
+        self._tx_credit.give_back(released)
+        for peer in released:
             event = self._credit_returned.pop(peer, None)
             if event is not None:
                 event.set()
@@ -587,6 +590,8 @@ class Libp2pNetwork:
         that does not speak the transaction protocol gets its transactions on the message
         stream, as before it.)"""
         protocols = [MESSAGES] if lane is Lane.CONSENSUS else [TXS, MESSAGES]
+        stream: Any = None
+        batch: list[bytes] = []
         try:
             stream = await self._host.new_stream(ID.from_base58(remote), protocols)
             async for frame in receive:
@@ -596,12 +601,23 @@ class Libp2pNetwork:
                         batch.append(receive.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                await stream.write(b"".join(batch))
+                await _write_within_window(stream, b"".join(batch))
+                batch = []
         except Exception as exc:  # the peer went away; the dial loop reconnects
             log.debug("stream to %s ended: %r", remote, exc)
         finally:
             if self._outboxes.get((remote, lane)) is outbox:
                 del self._outboxes[(remote, lane)]  # the next frame opens a new stream
+            outbox.close()
+            lost = len(batch)  # what this stream was writing, and what waited behind it
+            with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                while True:
+                    receive.receive_nowait()
+                    lost += 1
+            self.dropped_sends[lane] += lost
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    await stream.reset()
 
     async def _on_messages(self, stream: Any) -> None:
         await self._read_frames(stream, Lane.CONSENSUS)
@@ -615,46 +631,74 @@ class Libp2pNetwork:
         reads nothing more from the peer: its sends back up) until the node releases some."""
         remote = str(stream.muxed_conn.peer_id)
         reader = FrameReader(self.frame_bytes_max)
-        rate = self.rate if lane is Lane.CONSENSUS else self.tx_rate
+        if lane is Lane.TXS:
+            await self._claim_tx_stream(remote, stream)
         try:
             while data := await stream.read(READ_BYTES):
-                arrived = []
-                for topic, payload in reader.feed(data):
-                    if not rate.allow(remote):
-                        raise PeerError(f"more than {rate.rate:.0f} messages per second")
-                    message = Inbound(remote, parse_topic(topic), payload)
-                    if lane is Lane.TXS and message.topic not in TX_TOPICS:
-                        raise PeerError(f"a {message.topic.name} frame on the transaction stream")
-                    arrived.append(message)
+                arrived = self._parse(remote, lane, reader, data)
                 if lane is Lane.TXS:
-                    await self._deliver_under_credit(remote, arrived)
-                elif arrived:
-                    self._tx_waiting[remote] += sum(m.topic in TX_TOPICS for m in arrived)
+                    await self._deliver_under_credit(remote, arrived, stream)
+                elif arrived:  # transactions here come from a peer without the txs stream
+                    for message in arrived:
+                        if message.topic in TX_TOPICS:
+                            self._tx_credit.take(remote, len(message.payload))
                     self._call_async(self._deliver, arrived)
         except PeerError as exc:
             log.warning("dropping peer %s: %s", remote, exc)
             await self._disconnect(remote, str(exc))
         except Exception as exc:
             log.debug("message stream from %s ended: %r", remote, exc)
+        finally:
+            if self._tx_streams.get(remote) is stream:
+                del self._tx_streams[remote]
 
-    async def _deliver_under_credit(self, remote: str, arrived: list[Inbound]) -> None:
+    async def _claim_tx_stream(self, remote: str, stream: Any) -> None:
+        """One transaction stream per peer: a newer one replaces one its sender left."""
+        previous = self._tx_streams.get(remote)
+        self._tx_streams[remote] = stream
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await previous.reset()
+
+    def _parse(self, remote: str, lane: Lane, reader: FrameReader, data: bytes) -> list[Inbound]:
+        rate = self.rate if lane is Lane.CONSENSUS else self.tx_rate
+        arrived = []
+        for topic, payload in reader.feed(data):
+            if not rate.allow(remote):
+                raise PeerError(f"more than {rate.rate:.0f} messages per second")
+            message = Inbound(remote, parse_topic(topic), payload)
+            if lane is Lane.TXS and message.topic not in TX_TOPICS:
+                raise PeerError(f"a {message.topic.name} frame on the transaction stream")
+            arrived.append(message)
+        return arrived
+
+    async def _deliver_under_credit(self, remote: str, arrived: list[Inbound], stream: Any) -> None:
+        """Hand `arrived` to the node as the peer's credit allows, waiting for the node to
+        release some when it has none; a peer that keeps sending past its Yamux window
+        meanwhile (py-libp2p buffers it anyway) is dropped."""
         while arrived:
-            room = self.inbox.peer_tx_credit - self._tx_waiting[remote]
-            if room <= 0:
-                event = self._credit_returned.setdefault(remote, trio.Event())
-                await event.wait()
+            batch: list[Inbound] = []
+            while arrived and self._tx_credit.fits(remote, len(arrived[0].payload)):
+                message = arrived.pop(0)
+                self._tx_credit.take(remote, len(message.payload))
+                batch.append(message)
+            if batch:
+                self._call_async(self._deliver, batch)
                 continue
-            batch, arrived = arrived[:room], arrived[room:]
-            self._tx_waiting[remote] += len(batch)
-            self._call_async(self._deliver, batch)
+            event = self._credit_returned.setdefault(remote, trio.Event())
+            with trio.move_on_after(1.0):
+                await event.wait()
+            buffered, window = _buffered(stream)
+            if buffered > 2 * window:
+                raise PeerError(f"it sent {buffered} bytes past a flow-control window of {window}")
 
     def _deliver(self, messages: list[Inbound]) -> None:
-        refused: Counter[str] = Counter()
+        refused: list[Inbound] = []
         for message in messages:
             if not self.inbox.put(message) and message.topic in TX_TOPICS:
-                refused[message.peer] += 1
+                refused.append(message)
         if refused:  # counted as taken on the trio side: give the credit back
-            self._release_credit(dict(refused))
+            self._release_credit(released_by(refused))
 
     # -- gossip ---------------------------------------------------------------------------------
     async def _subscribe_all(self) -> None:
@@ -819,6 +863,39 @@ class Libp2pNetwork:
 
     async def _on_blob(self, stream: Any) -> None:
         await self._serve(stream, self._blobs)
+
+
+def _buffered(stream: Any) -> tuple[int, int]:
+    """Bytes py-libp2p's Yamux holds for `stream` unread, and the receive window it grants
+    the peer (it grows from 256 KiB to 16 MiB as the stream is read): a peer that honours
+    the window never has more than that unread. (0 bytes if the stream is not Yamux.)"""
+    muxed: Any = getattr(stream, "muxed_stream", None)
+    window = getattr(muxed, "target_recv_window", YAMUX_WINDOW_MAX_BYTES)
+    buffers = getattr(getattr(muxed, "conn", None), "stream_buffers", None)
+    if not isinstance(buffers, dict) or not isinstance(window, int):
+        return 0, YAMUX_WINDOW_MAX_BYTES
+    return len(buffers.get(getattr(muxed, "stream_id", None), b"")), window
+
+
+async def _write_within_window(stream: Any, data: bytes) -> None:
+    """Write `data` no faster than the peer's Yamux window opens. py-libp2p's own write gives
+    up, and the stream with it, after 5 s of a closed window; a node that holds back a peer's
+    transactions (their credit ran out while its mempool is full) keeps the window closed
+    for as long as that lasts, and the sender must wait, not drop the stream and what it
+    carried."""
+    muxed: Any = getattr(stream, "muxed_stream", None)
+    if not isinstance(getattr(muxed, "send_window", None), int):
+        await stream.write(data)
+        return
+    sent = 0
+    while sent < len(data):
+        while muxed.send_window <= 0:
+            if muxed.closed or muxed.send_closed:
+                raise PeerError("the stream closed while its window was shut")
+            await trio.sleep(0.01)
+        size = min(len(data) - sent, muxed.send_window)
+        await stream.write(data[sent : sent + size])
+        sent += size
 
 
 async def _drain(subscription: Any) -> None:

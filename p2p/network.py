@@ -45,6 +45,7 @@ FRAME_HEADER: Final = struct.Struct(">IB")  # payload length, topic
 CONSENSUS_INBOX_MAX: Final = 8192  # consensus frames waiting, all peers together
 PEER_CONSENSUS_MAX: Final = 2048  # consensus frames one peer may have waiting
 PEER_TX_CREDIT: Final = 1024  # transaction frames one peer may have waiting
+PEER_TX_CREDIT_BYTES: Final = 8 * 1024 * 1024  # and their bytes (one frame always fits)
 GOSSIP_STRIKES_MAX: Final = 3  # provably invalid gossip messages before a peer is dropped
 BAN_S: Final = 60.0  # how long a peer dropped for invalid gossip stays refused
 
@@ -112,16 +113,60 @@ BlobProvider = Callable[[str, bytes], AsyncIterator[bytes]]
 GossipHandler = Callable[[str, Topic, bytes], Awaitable[Verdict]]
 
 
+Released = dict[str, tuple[int, int]]  # peer -> (frames, bytes) given back
+
+
+class Credit:
+    """The transaction frames, and their bytes, each peer has waiting at a node, against the
+    limits. The node's inbox keeps one on the event loop; the libp2p thread keeps its own
+    copy, told of each release, to know when to stop reading a peer."""
+
+    def __init__(self, frames_max: int, bytes_max: int) -> None:
+        self.frames_max = frames_max
+        self.bytes_max = bytes_max
+        self.frames: collections.Counter[str] = collections.Counter()
+        self.bytes: collections.Counter[str] = collections.Counter()
+
+    def fits(self, peer: str, size: int) -> bool:
+        """Whether one more frame of `size` bytes fits `peer`'s credit (a frame always
+        fits when the peer has none waiting)."""
+        if self.frames[peer] == 0:
+            return True
+        return self.frames[peer] < self.frames_max and self.bytes[peer] + size <= self.bytes_max
+
+    def take(self, peer: str, size: int) -> None:
+        self.frames[peer] += 1
+        self.bytes[peer] += size
+
+    def give_back(self, released: Released) -> None:
+        for peer, (frames, size) in released.items():
+            self.frames[peer] -= frames
+            self.bytes[peer] -= size
+            if self.frames[peer] <= 0:
+                del self.frames[peer]
+                self.bytes.pop(peer, None)
+
+
+def released_by(messages: list[Inbound]) -> Released:
+    """What taking `messages` in gives back, per peer."""
+    released: dict[str, tuple[int, int]] = {}
+    for message in messages:
+        frames, size = released.get(message.peer, (0, 0))
+        released[message.peer] = (frames + 1, size + len(message.payload))
+    return released
+
+
 class Inbox:
     """What peers sent directly, in two lanes.
 
     - Consensus (proposals, votes, commits): read first (`take_consensus`), bounded in all
       (`CONSENSUS_INBOX_MAX`) and per peer (`PEER_CONSENSUS_MAX`, so one peer cannot fill it
       for the others); transactions never take its room.
-    - Transactions and partials: each peer may have `PEER_TX_CREDIT` frames waiting. The
-      network stops reading a peer's transaction stream while it has none left (`credit`),
-      and the node gives credit back when it has taken a batch in (`release`): a peer is
-      slowed to what the node admits, down to its own send queue.
+    - Transactions and partials: each peer may have `PEER_TX_CREDIT` frames, and
+      `PEER_TX_CREDIT_BYTES` of them, waiting (its `Credit`). The network stops reading a
+      peer's transaction stream while it has none left, and the node gives credit back when
+      it has taken a batch in (`release`): a peer is slowed to what the node admits, down to
+      its own send queue.
 
     What does not fit (only a peer that ignores its credit, or a consensus flood) is dropped
     and counted by lane. Lives on the node's event loop; `put` is called there."""
@@ -132,19 +177,19 @@ class Inbox:
         consensus_max: int = CONSENSUS_INBOX_MAX,
         peer_consensus_max: int = PEER_CONSENSUS_MAX,
         peer_tx_credit: int = PEER_TX_CREDIT,
+        peer_tx_credit_bytes: int = PEER_TX_CREDIT_BYTES,
     ) -> None:
         self.consensus_max = consensus_max
         self.peer_consensus_max = peer_consensus_max
-        self.peer_tx_credit = peer_tx_credit
+        self.tx_credit = Credit(peer_tx_credit, peer_tx_credit_bytes)
         self.consensus: collections.deque[Inbound] = collections.deque()
         self._arrived: collections.deque[float] = collections.deque()  # of each consensus one
         self.consensus_wait_s_max = 0.0  # the longest a consensus message waited here
         self.txs: collections.deque[Inbound] = collections.deque()
         self.dropped_consensus = 0
         self.dropped_txs = 0
-        self.on_release: Callable[[dict[str, int]], None] | None = None
+        self.on_release: Callable[[Released], None] | None = None
         self._consensus_of: collections.Counter[str] = collections.Counter()
-        self._txs_of: collections.Counter[str] = collections.Counter()
         self._consensus_ready = asyncio.Event()
         self._txs_ready = asyncio.Event()
         # set while no consensus message waits or is being handled (`consensus_done`)
@@ -158,17 +203,17 @@ class Inbox:
         return not self.consensus and not self.txs
 
     def credit(self, peer: str) -> int:
-        """How many more transaction frames `peer` may have waiting."""
-        return self.peer_tx_credit - self._txs_of[peer]
+        """How many more transaction frames `peer` may have waiting (bytes allowing)."""
+        return self.tx_credit.frames_max - self.tx_credit.frames[peer]
 
     def put(self, message: Inbound) -> bool:
         """Take a message in; False if its lane has no room for it (counted as dropped)."""
         peer = message.peer
         if message.topic in TX_TOPICS:
-            if self._txs_of[peer] >= self.peer_tx_credit:
+            if not self.tx_credit.fits(peer, len(message.payload)):
                 self.dropped_txs += 1
                 return False
-            self._txs_of[peer] += 1
+            self.tx_credit.take(peer, len(message.payload))
             self.txs.append(message)
             self._txs_ready.set()
             return True
@@ -229,13 +274,10 @@ class Inbox:
 
     def release(self, messages: list[Inbound]) -> None:
         """Give back the credit of transaction frames taken with `next_txs`."""
-        released: collections.Counter[str] = collections.Counter(m.peer for m in messages)
-        for peer, count in released.items():
-            self._txs_of[peer] -= count
-            if self._txs_of[peer] <= 0:
-                del self._txs_of[peer]
+        released = released_by(messages)
+        self.tx_credit.give_back(released)
         if self.on_release is not None and released:
-            self.on_release(dict(released))
+            self.on_release(released)
 
     async def get(self) -> Inbound:
         """The next message, consensus first (for tools and tests that read one at a time;
@@ -253,7 +295,9 @@ class Inbox:
                 for waiter in ready:
                     waiter.cancel()
         if self.consensus:
-            return (await self.next_consensus(1))[0]
+            message = (await self.next_consensus(1))[0]
+            self.consensus_done()  # the caller handles it in its own time
+            return message
         taken = await self.next_txs(1)
         self.release(taken)
         return taken[0]

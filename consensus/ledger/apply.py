@@ -209,8 +209,12 @@ def select_txs(
     max_txs: int,
     max_bytes: int,
     check_signers: SignerCheck = verified_signers,
+    max_rejected: int | None = None,
 ) -> Selection:
-    """Apply candidates in order, keeping those that apply, within the block's limits."""
+    """Apply candidates in order, keeping those that apply, within the block's limits.
+    `max_rejected`: stop after that many candidates failed to apply, so that a pool full of
+    transactions that do not apply (sent by a peer, executed only here) cannot stretch the
+    time a proposal takes to build past what it was given."""
     state = Overlay(reader)
     begin_block(state, block)
     chosen: list[Tx] = []
@@ -218,6 +222,8 @@ def select_txs(
     used = 0
     for tx in candidates:
         if len(chosen) >= max_txs:
+            break
+        if max_rejected is not None and len(rejected) >= max_rejected:
             break
         size = len(tx.encode())
         if used + size > max_bytes:

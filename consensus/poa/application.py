@@ -111,6 +111,8 @@ class LedgerApplication:
             max_txs=max_txs,
             max_bytes=max_bytes,
             check_signers=self.check_signers,
+            # a failed candidate costs about what an included one does
+            max_rejected=max_txs if self.proposal_limit is not None else None,
         )
         self.rejected = [(tx, reason.code) for tx, reason in selection.rejected]
         header = BlockHeader(

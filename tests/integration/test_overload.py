@@ -17,7 +17,8 @@ import pytest_asyncio
 
 from carechain.consensus.crypto import PrivateKey, peer_id
 from carechain.consensus.poa.events import Tick
-from carechain.consensus.types import Tx
+from carechain.consensus.poa.messages import Proposal, WalKind, decode_message
+from carechain.consensus.types import Tx, Vote
 from carechain.node import builders
 from carechain.p2p.memory import MemoryNetwork
 from carechain.p2p.network import Topic
@@ -60,6 +61,9 @@ async def test_sync_waits_for_a_lead_of_two_heights_unless_consensus_stalled(
         assert node.peer_heights[peer] == ours + 1
         node._peer_ahead(peer, ours + 2)
         assert node.syncs == before + 1
+        # a non-validator's claim starts a sync from it, but is not kept to steer later ones
+        node._peer_ahead("an-observer", ours + 2**40)
+        assert "an-observer" not in node.peer_heights
 
 
 @pytest_asyncio.fixture
@@ -189,3 +193,45 @@ async def test_a_peers_transaction_is_executed_by_the_proposal_not_on_admission(
             await sender.stop()
         assert node.store.tx_location(tx.id) is None
         assert node.mempool.rejected[tx.id] != "bad_signature"
+
+
+@pytest.mark.asyncio
+async def test_a_validator_whose_wal_fails_sends_nothing_unlogged_and_stops_signing(
+    tmp_path: Path,
+) -> None:
+    """A WAL record that cannot be written (here: every record, with the WAL's bound made
+    tiny) is counted, never ends the process, and nothing it guards leaves the node, not even
+    in the engine's re-sends a second later; the validator signs nothing more, and the other
+    three keep committing."""
+    async with running_cluster(tmp_path) as cluster:
+        broken = cluster.members[0].node
+        broken.wal.record_bytes_max = 8
+        sent: list[bytes] = []
+        broadcast = broken.network.broadcast
+
+        async def recording(topic: Topic, payload: bytes) -> None:
+            if topic is Topic.CONSENSUS:
+                sent.append(payload)
+            await broadcast(topic, payload)
+
+        broken.network.broadcast = recording  # type: ignore[method-assign]
+        txs = _registrations(cluster, 6, seed=11)
+        for tx in txs:
+            await cluster.members[1].node.submit(tx)
+            await asyncio.sleep(0.3)
+        await eventually(
+            lambda: all(m.node.store.tx_location(t.id) for m in cluster.members for t in txs), 60
+        )
+        await asyncio.sleep(1.5)  # past the engine's re-sends
+        assert broken.wal_failures > 0
+        assert broken.signing_held
+        assert not cluster.members[0].task.done(), "the node runs on"
+        own = broken.engine.me
+        for payload in sent:
+            message = decode_message(payload, max_bytes=len(payload))
+            if isinstance(message, Proposal) and message.proposer == own:
+                slot = (WalKind.PROPOSAL, message.height, message.round)
+                assert slot not in broken._unlogged, "an unlogged proposal left the node"
+            if isinstance(message, Vote) and message.validator == own:
+                slot = (WalKind.VOTE, message.height, message.round)
+                assert slot not in broken._unlogged, "an unlogged vote left the node"

@@ -383,19 +383,21 @@ async def test_garbage_oversize_and_floods_cost_the_peer_its_connection(
 @pytest.mark.asyncio
 async def test_a_transaction_flood_waits_for_credit_and_never_delays_a_vote() -> None:
     """A peer's transactions beyond its credit stay unread (on the wire, in its queue) until
-    the node releases what it took, a vote sent after them arrives at once, and nothing is
-    dropped or reordered."""
+    the node releases what it took, even for longer than py-libp2p waits on a closed Yamux
+    window (5 s); a vote sent after them arrives at once, and nothing is dropped or
+    reordered."""
     made = Cluster("libp2p")
     try:
         receiver, sender = await made.full_mesh(2)
-        receiver.inbox.peer_tx_credit = 100
-        flood = [b"tx %d" % index for index in range(3000)]
+        receiver.inbox.tx_credit.frames_max = 100  # both sides keep the credit
+        receiver._tx_credit.frames_max = 100
+        flood = [b"tx %06d " % index + bytes(200) for index in range(3000)]  # > the window
         for payload in flood:
             await sender.broadcast(Topic.TX, payload)
         await sender.broadcast(Topic.CONSENSUS, b"a vote")
         (vote,) = await asyncio.wait_for(receiver.inbox.next_consensus(10), 10)
         assert vote.payload == b"a vote"
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(6.5)  # the sender's window stays shut past py-libp2p's 5 s
         assert len(receiver.inbox.txs) == 100, "no more than its credit is taken in"
         received: list[bytes] = []
         while len(received) < len(flood):

@@ -46,7 +46,7 @@ async def test_one_peer_cannot_fill_the_consensus_lane_for_the_others() -> None:
 
 @pytest.mark.asyncio
 async def test_credit_comes_back_only_when_the_node_releases_what_it_took() -> None:
-    returned: list[dict[str, int]] = []
+    returned: list[dict[str, tuple[int, int]]] = []
     inbox = Inbox(peer_tx_credit=3)
     inbox.on_release = returned.append
     for index in range(3):
@@ -58,7 +58,7 @@ async def test_credit_comes_back_only_when_the_node_releases_what_it_took() -> N
     assert inbox.credit("a") == 0, "taken is not yet taken in"
     assert not inbox.put(_tx("a", 3))
     inbox.release(batch)
-    assert returned == [{"a": 3, "b": 1}]
+    assert returned == [{"a": (3, 12), "b": (1, 4)}]  # frames and bytes, per peer
     assert (inbox.credit("a"), inbox.credit("b")) == (3, 3)
     assert inbox.put(_tx("a", 4))
 
@@ -73,6 +73,19 @@ async def test_a_reader_waits_for_its_lane_only() -> None:
     inbox.put(_vote("a", 0))
     assert [m.payload for m in await asyncio.wait_for(waiting, 1)] == [b"vote 0"]
     assert [m.payload for m in await asyncio.wait_for(inbox.next_txs(5), 1)] == [b"tx 0"]
+
+
+def test_credit_counts_bytes_as_well_as_frames_and_one_frame_always_fits() -> None:
+    inbox = Inbox(peer_tx_credit=100, peer_tx_credit_bytes=1000)
+    large = Inbound("a", Topic.TX, bytes(1500))  # larger than the whole byte credit
+    assert inbox.put(large), "a peer with nothing waiting may always send one frame"
+    assert not inbox.put(Inbound("a", Topic.TX, bytes(10)))
+    inbox.release([inbox.take_txs(1)[0]])
+    assert all(inbox.put(Inbound("a", Topic.TX, bytes(300))) for _ in range(3))
+    assert not inbox.put(Inbound("a", Topic.TX, bytes(300))), "900 + 300 bytes exceed 1000"
+    assert inbox.put(Inbound("a", Topic.TX, bytes(100)))
+    assert inbox.put(Inbound("b", Topic.TX, bytes(300))), "each peer has its own credit"
+    assert inbox.dropped_txs == 2
 
 
 def test_each_topic_has_its_lane() -> None:

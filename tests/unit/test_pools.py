@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from carechain.consensus.ledger.apply import SignatureCache, TxStatus
+from carechain.consensus.ledger.apply import SignatureCache, TxStatus, select_txs
 from carechain.consensus.ledger.errors import TxRejected
 from carechain.consensus.types import Tx
 from carechain.node.pools import Mempool, PoolFull, admit
@@ -139,3 +139,22 @@ def test_a_relayed_transaction_is_checked_but_not_executed_again() -> None:
     spent = dataclasses.replace(draft, nonce=draft.nonce - 1).signed(world.p1, world.hospital["A"])
     with pytest.raises(TxRejected, match="bad_nonce"):
         admit(world.store, spent, context, execute=False)
+
+
+def test_a_proposal_stops_after_as_many_failures_as_it_may_include() -> None:
+    """A pool of transactions that do not apply (a peer's, not executed on admission) cannot
+    stretch a proposal's build past its budget: selection stops after `max_rejected`."""
+    world = World()
+    vault = world.create_vault()
+    good = _puts(world, vault, 3)
+    spent = [dataclasses.replace(tx, expiry_ms=tx.expiry_ms + 1) for tx in good]  # same nonces
+    world.block(*good)
+    later = _puts(world, vault, 2)
+    candidates = [*spent, *later]
+    context = world.next_context(1000)
+    capped = select_txs(world.store, candidates, context, max_txs=10, max_bytes=1 << 20,
+                        max_rejected=2)  # fmt: skip
+    assert (len(capped.rejected), capped.txs) == (2, ())
+    whole = select_txs(world.store, candidates, context, max_txs=10, max_bytes=1 << 20)
+    assert len(whole.rejected) == 3
+    assert [tx.id for tx in whole.txs] == [tx.id for tx in later]
