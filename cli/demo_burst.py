@@ -69,34 +69,40 @@ async def send_burst(
 
 
 class CommitWatch:
-    """The times at which the highest height of the nodes grew (polled every 100 ms, in a
-    thread)."""
+    """The times at which the highest height of the nodes grew: each node polled every
+    100 ms in a thread of its own, so that one node slow to answer does not delay seeing
+    what the others committed."""
 
     def __init__(self, clients: list[Client]) -> None:
         self.clients = clients
         self.times: list[float] = []
+        self._last = 0
+        self._seen = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._threads = [
+            threading.Thread(target=self._watch, args=(client,), daemon=True) for client in clients
+        ]
 
     def __enter__(self) -> CommitWatch:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
-        self._thread.join(5)
+        for thread in self._threads:
+            thread.join(5)
 
-    def _watch(self) -> None:
-        last = 0
+    def _watch(self, client: Client) -> None:
         while not self._stop.wait(0.1):
-            for client in self.clients:
-                try:
-                    height = int(client.status()["height"])
-                except NodeUnreachable:
-                    continue
-                if height > last:
+            try:
+                height = int(client.status()["height"])
+            except NodeUnreachable:
+                continue
+            with self._seen:
+                if height > self._last:
                     self.times.append(time.monotonic())
-                    last = height
+                    self._last = height
 
     def longest_gap_s(self, since: float, until: float) -> float:
         times = [since, *(t for t in self.times if since < t < until), until]

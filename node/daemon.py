@@ -11,10 +11,11 @@ in separate inbox lanes (p2p.network.Inbox) read by separate tasks; transactions
 batches (signatures checked in the worker processes, one engine event per batch); admission,
 the peers' batches and the API's alike, pauses between chunks of `ADMIT_CHUNK` while any
 consensus message waits or is being handled, so a vote never waits behind a batch; and the
-peers' batch task takes nothing while the mempool is full: their credit then runs out and
-their sends back up. Sync
-talks to the network without the lock and starts only when a peer is `SYNC_LEAD` heights
-ahead, or ahead at all while consensus is stalled; transactions are not re-sent while it is.
+peers' batch task takes nothing while the mempool is full or already holds a few proposals'
+worth (`PeerIntake`): their credit then runs out and their sends back up (admitting more
+would only spend the CPU the blocks that commit need). Sync talks to the network without the
+lock and starts only when a peer is `SYNC_LEAD` heights ahead, or ahead at all while
+consensus is stalled; transactions are not re-sent while it is.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ from carechain.consensus.types import Block, CommitCertificate, Tx, Vote
 from carechain.node import builders
 from carechain.node.blob_service import BlobService
 from carechain.node.pools import Mempool, PartialPool, PoolFull, admit
-from carechain.node.proposals import MeasuredApplication, ProposalBudget
+from carechain.node.proposals import MeasuredApplication, PeerIntake, ProposalBudget
 from carechain.node.sync import BlockSync, range_provider
 from carechain.node.verifier import SignatureWorkers
 from carechain.p2p.heartbeat import HeartbeatService
@@ -177,6 +178,7 @@ class Node:
         self.signatures = SignatureCache()  # each signature verified once per node
         timing = engine_config(config, genesis)
         self.proposal_budget = ProposalBudget(timing)
+        self.peer_intake = PeerIntake(self.mempool, self.proposal_budget)
         self.app = MeasuredApplication(
             genesis,
             self.store,
@@ -212,8 +214,6 @@ class Node:
         self.peer_heights: dict[str, int] = {}
         self._peer_height_ms: dict[str, int] = {}
         self.last_commit_ms = clock_ms()
-        self._pool_room = asyncio.Event()  # set while the mempool has room
-        self._pool_room.set()
         self.gossip_blocks = 0  # blocks taken in from gossip (a full node's usual way)
         self.pool_full_drops = 0  # transactions from peers dropped because the mempool was full
         self.stale_commits = 0  # commit messages for heights already committed, dropped unread
@@ -460,8 +460,7 @@ class Node:
         self.mempool.after_commit(block, self.store, self.clock_ms())
         self.partials.remove_all(tx.id for tx in block.txs)
         self.signatures.forget(tx.witness_hash for tx in block.txs)  # never checked again
-        if self._mempool_has_room():
-            self._pool_room.set()
+        self.peer_intake.committed(len(block.txs))
         self._update_permissions()
         self.publish(
             {
@@ -541,6 +540,10 @@ class Node:
             self.known_proposals += 1  # a copy of one held, or of a past height: ignored
             return
         decoded = decode_message(message.payload, max_bytes=self.limits.message_bytes)
+        if isinstance(decoded, Proposal):
+            # signatures this node has not seen (transactions it has not admitted yet) are
+            # checked in the workers, not one by one on the event loop while validating
+            await self.verifier.verify(decoded.block.txs, batch_min=API_BATCH_WORKERS_MIN)
         await self._handle(Received(message.peer, decoded, self.clock_ms()))
 
     async def consensus_first(self) -> None:
@@ -557,21 +560,17 @@ class Node:
             return False
         return height < state.height or (height == state.height and round in state.proposals)
 
-    def _mempool_has_room(self) -> bool:
-        pool = self.mempool
-        return len(pool) < pool.txs_max and pool.size_bytes < pool.bytes_max
-
     async def _transactions_loop(self) -> None:
         """Peers' transactions, a batch at a time. While the mempool is full nothing is
-        taken: the peers' credit runs out and the network stops reading them."""
+        taken, nor while it holds as much as commits soon (`PeerIntake`): the peers'
+        credit runs out and the network stops reading them."""
         inbox = self.network.inbox
         while True:
             await inbox.wait_txs()
-            if not self._mempool_has_room():
-                self._pool_room.clear()
-                await self._pool_room.wait()  # set after a commit makes room
+            room = self.peer_intake.room()
+            if room == 0:
+                await self.peer_intake.wait_for_room()
                 continue
-            room = self.mempool.txs_max - len(self.mempool)  # as it is now, not before a wait
             batch = inbox.take_txs(min(PEER_TX_BATCH, room))
             try:
                 await self._admit_from_peers(batch)
@@ -589,7 +588,13 @@ class Node:
                 self._blame(message.peer, exc)
             else:
                 decoded.append((message, tx))
-        fresh = [tx for _, tx in decoded if tx.id not in self.mempool.txs]
+        # what is pending or committed already is dropped unchecked by `submit`: a node that
+        # lags behind the peer's other validators gets mostly such (they committed it)
+        fresh = [
+            tx
+            for _, tx in decoded
+            if tx.id not in self.mempool.txs and self.store.tx_location(tx.id) is None
+        ]
         await self.verifier.verify(fresh, batch_min=API_BATCH_WORKERS_MIN)
         new = False
         for index, (message, tx) in enumerate(decoded):

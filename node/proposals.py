@@ -15,6 +15,8 @@ maxima allow but round 0 cannot carry fits a later round.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import time
 from collections.abc import Callable, Iterable
 from typing import Final
@@ -24,6 +26,7 @@ from carechain.consensus.ledger.apply import SignerCheck, verified_signers
 from carechain.consensus.poa.application import ChainView, LedgerApplication, ProposalLimit
 from carechain.consensus.poa.engine import EngineConfig
 from carechain.consensus.types import Block, Tx
+from carechain.node.pools import Mempool
 
 # The share of the round's propose timeout a proposal may take to build; validating it
 # elsewhere takes about as long again, and sending and logging it must fit in the rest.
@@ -36,15 +39,29 @@ PROPOSAL_TXS_MIN: Final = 64  # always allowed: the chain moves however slow thi
 # 6 validators through py-libp2p (Noise, Yamux) on this class of machine took ~0.3 s.
 SEND_BYTES_PER_S: Final = 16 * 1024 * 1024
 PROPOSAL_BYTES_MIN: Final = 256 * 1024
+PEER_ADMIT_PROPOSALS: Final = 4  # proposals' worth the mempool holds before peers wait
+RECENT_BLOCKS: Final = 8
 
 
 class ProposalBudget:
-    """The most a proposal may carry in a round, from measured execution time."""
+    """The most a proposal may carry in a round, from measured execution time.
+
+    Building a proposal and validating another's are measured apart, and the slower of the
+    two sizes the proposal: the other validators must validate it within the round, and they
+    do so all at once, sharing the machines' cores, while the proposer built it alone (seen:
+    7 validators on 2 cores validated a block 2-3 times slower than it was built, and a
+    proposal sized by its build time drew nil prevotes)."""
 
     def __init__(self, timeouts: EngineConfig) -> None:
         self.timeouts = timeouts
-        self.cost_s_per_tx = COST_INITIAL_S
+        self.build_s_per_tx = COST_INITIAL_S
+        self.validate_s_per_tx = COST_INITIAL_S
         self.measurements = 0
+
+    @property
+    def cost_s_per_tx(self) -> float:
+        """What one transaction of a proposal costs: the slower of building and validating."""
+        return max(self.build_s_per_tx, self.validate_s_per_tx)
 
     def limit(self, round: int) -> ProposalLimit:
         timeout_ms = self.timeouts.timeout(self.timeouts.timeout_propose_ms, round)
@@ -53,12 +70,16 @@ class ProposalBudget:
         size = max(PROPOSAL_BYTES_MIN, int(seconds * SEND_BYTES_PER_S))
         return ProposalLimit(txs, size)
 
-    def observe(self, txs: int, seconds: float) -> None:
-        """Executing `txs` transactions took `seconds` (wall clock: a loaded machine counts)."""
+    def observe(self, txs: int, seconds: float, *, building: bool) -> None:
+        """Executing `txs` transactions took `seconds` (wall clock: a loaded machine counts),
+        building a proposal or validating one."""
         if txs < MEASURED_TXS_MIN:
             return
         cost = seconds / txs
-        self.cost_s_per_tx += SMOOTHING * (cost - self.cost_s_per_tx)
+        if building:
+            self.build_s_per_tx += SMOOTHING * (cost - self.build_s_per_tx)
+        else:
+            self.validate_s_per_tx += SMOOTHING * (cost - self.validate_s_per_tx)
         self.measurements += 1
 
 
@@ -82,7 +103,7 @@ class MeasuredApplication(LedgerApplication):
     def propose(self, height: int, round: int, time_ms: int, proposer: bytes) -> Block:
         started = self.clock()
         block = super().propose(height, round, time_ms, proposer)
-        self.budget.observe(len(block.txs), self.clock() - started)
+        self.budget.observe(len(block.txs), self.clock() - started, building=True)
         return block
 
     def validate(self, block: Block) -> str | None:
@@ -90,5 +111,44 @@ class MeasuredApplication(LedgerApplication):
         started = self.clock()
         problem = super().validate(block)
         if executes and problem is None:
-            self.budget.observe(len(block.txs), self.clock() - started)
+            self.budget.observe(len(block.txs), self.clock() - started, building=False)
         return problem
+
+
+class PeerIntake:
+    """How many of peers' transactions the node takes in now (`room`).
+
+    Up to what the mempool has room for, and only while it holds fewer than
+    `PEER_ADMIT_PROPOSALS` proposals' worth: the larger of this node's round-0 budget and the
+    largest of the last `RECENT_BLOCKS` blocks (other proposers measure their own budget, and
+    a pool smaller than their next block leaves them proposing half-empty ones). More could not
+    commit any sooner, and admitting it (signatures, checks) takes the CPU the proposer and the
+    validators need for the blocks that do commit (seen: at 7 validators on 2 cores, a flood
+    admitted as fast as it came held commits back 4-8 s). While there is no room the peers'
+    credit runs out and they wait; the API is not held here (it answers `pool_full` when the
+    mempool is full)."""
+
+    def __init__(self, mempool: Mempool, budget: ProposalBudget) -> None:
+        self.mempool = mempool
+        self.budget = budget
+        self._recent: collections.deque[int] = collections.deque(maxlen=RECENT_BLOCKS)
+        self._room = asyncio.Event()  # set while there is room
+        self._room.set()
+
+    def room(self) -> int:
+        pool = self.mempool
+        if pool.size_bytes >= pool.bytes_max:
+            return 0
+        proposal = max(self.budget.limit(0).txs, max(self._recent, default=0))
+        return max(0, min(pool.txs_max, PEER_ADMIT_PROPOSALS * proposal) - len(pool))
+
+    def committed(self, txs: int) -> None:
+        """A block of `txs` transactions committed (call after the mempool dropped them)."""
+        self._recent.append(txs)
+        if self.room():
+            self._room.set()
+
+    async def wait_for_room(self) -> None:
+        """Return once a commit made room (call when `room` is 0)."""
+        self._room.clear()
+        await self._room.wait()

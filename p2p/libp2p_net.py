@@ -350,14 +350,19 @@ class Libp2pNetwork:
         }
 
     def backlog(self) -> int:
-        """Transaction frames queued for sending to the most backed-up peer (a sender that
-        pauses while this is high is never dropped)."""
+        """Sends not yet on their way: commands waiting for the libp2p thread, and the
+        transaction frames queued for the most backed-up peer. A sender that pauses while
+        this is high is never dropped. (Read from the asyncio thread: `list` copies the dict
+        in one step under the interpreter lock, and a channel's statistics are plain
+        counters.)"""
+        commands = self._commands
+        waiting = 0 if commands is None else commands.statistics().current_buffer_used
         depths = [
             outbox.statistics().current_buffer_used
             for (_, lane), outbox in list(self._outboxes.items())
             if lane is Lane.TXS
         ]
-        return max(depths, default=0)
+        return waiting + max(depths, default=0)
 
     def _release_credit(self, released: Released) -> None:
         """The node took these transaction frames in: their peers may send more."""

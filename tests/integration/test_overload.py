@@ -16,10 +16,13 @@ import pytest
 import pytest_asyncio
 
 from carechain.consensus.crypto import PrivateKey, peer_id
+from carechain.consensus.poa.application import ProposalLimit
 from carechain.consensus.poa.events import Tick
 from carechain.consensus.poa.messages import Proposal, WalKind, decode_message
 from carechain.consensus.types import Tx, Vote
 from carechain.node import builders
+from carechain.node.daemon import API_BATCH_WORKERS_MIN
+from carechain.node.proposals import PEER_ADMIT_PROPOSALS
 from carechain.p2p.memory import MemoryNetwork
 from carechain.p2p.network import Topic
 from carechain.tests.integration.cluster import Cluster, eventually, running_cluster
@@ -123,14 +126,23 @@ async def test_sync_leaves_the_node_free_while_it_waits_for_the_network(
 
 
 @pytest.mark.asyncio
-async def test_peers_transactions_wait_in_the_inbox_while_the_mempool_is_full(
-    tmp_path: Path,
+@pytest.mark.parametrize("held_by", ["a full mempool", "proposals' worth pending"])
+async def test_peers_transactions_wait_in_the_inbox_while_the_mempool_holds_enough(
+    tmp_path: Path, held_by: str
 ) -> None:
+    """Peers' transactions are taken in while the mempool has room and holds less than
+    PEER_ADMIT_PROPOSALS proposals' worth; the rest waits in the inbox, none dropped."""
     loadgen = peer_id(LOADGEN.public_key)
     async with running_cluster(tmp_path, observers=(loadgen,)) as cluster:
         node = cluster.members[0].node
         for member in cluster.members:
-            member.node.mempool.txs_max = 5
+            if held_by == "a full mempool":
+                member.node.mempool.txs_max = 5
+            else:  # proposals of two transactions: the pool holds a few of them ahead
+                small = lambda round: ProposalLimit(2, 1 << 20)  # noqa: E731
+                member.node.proposal_budget.limit = small  # type: ignore[method-assign]
+                member.node.app.proposal_limit = small
+        bound = 5 if held_by == "a full mempool" else 2 * PEER_ADMIT_PROPOSALS
         events = 0
         notify = node.transactions_available
 
@@ -161,7 +173,7 @@ async def test_peers_transactions_wait_in_the_inbox_while_the_mempool_is_full(
         finally:
             sampler.cancel()
             await sender.stop()
-        assert pool[0] <= 5, "no more than the mempool holds was taken in"
+        assert pool[0] <= bound, f"more than {bound} taken in"
         assert waiting[0] > 0, "the rest waited in the inbox"
         assert [m.node.pool_full_drops for m in cluster.members] == [0] * 4
         assert cluster.hub.dropped == 0
@@ -235,3 +247,23 @@ async def test_a_validator_whose_wal_fails_sends_nothing_unlogged_and_stops_sign
             if isinstance(message, Vote) and message.validator == own:
                 slot = (WalKind.VOTE, message.height, message.round)
                 assert slot not in broken._unlogged, "an unlogged vote left the node"
+
+
+@pytest.mark.asyncio
+async def test_a_proposals_unseen_signatures_are_checked_in_the_workers(tmp_path: Path) -> None:
+    """Transactions only the proposer held: the other validators check their signatures in
+    the worker processes when the proposal arrives, not one by one while validating it on
+    the event loop."""
+    async with running_cluster(tmp_path) as cluster:
+        proposer = cluster.members[0].node
+        txs = _registrations(cluster, API_BATCH_WORKERS_MIN + 8, seed=12)
+        for member in cluster.members:
+            member.node.verifier.workers = 2  # whatever this machine's core count
+        for tx in txs:  # into its pool alone: never gossiped, never relayed
+            assert proposer.mempool.add(tx, proposer.clock_ms())
+        await proposer.transactions_available()
+        await eventually(
+            lambda: all(m.node.store.tx_location(t.id) for m in cluster.members for t in txs), 60
+        )
+        others = [m.node.verifier.verified for m in cluster.members[1:]]
+    assert all(verified >= len(txs) for verified in others), others
