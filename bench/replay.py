@@ -15,7 +15,7 @@ from pathlib import Path
 from common import rate, report
 
 from carechain.consensus import crypto
-from carechain.node.audit import replay
+from carechain.node.audit.replay import replay
 from carechain.node.collector import tuned_collector
 from carechain.storage.chain import ChainStore
 from carechain.storage.kv import LevelKV

@@ -21,12 +21,12 @@ from carechain.consensus.crypto import decode_address
 from carechain.consensus.genesis import Genesis
 from carechain.consensus.ledger.records import Emergency, EmergencyStatus, Evidence
 from carechain.consensus.ledger.state import Table as StateTable
-from carechain.node.access_report import fhir_bundle, timeline
-from carechain.node.archive import ArchiveSource, ChainReport, export_archive, import_archive
-from carechain.node.audit import AuditFailure, ChainSource, check_blobs, replay
+from carechain.node.audit.access_report import fhir_bundle, timeline
+from carechain.node.audit.archive import ArchiveSource, ChainReport, export_archive, import_archive
+from carechain.node.audit.observer import observe
+from carechain.node.audit.replay import AuditFailure, ChainSource, check_blobs, replay
 from carechain.node.client import ApiChain, Client, RemoteState
 from carechain.node.collector import tuned_collector
-from carechain.node.observer import observe
 from carechain.storage.blobs.backends import FsObjects
 from carechain.storage.blobs.store import BlobStore
 from carechain.storage.chain import ChainStore

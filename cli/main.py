@@ -14,7 +14,8 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from carechain.cli import audit, demo, flows, flows_more, keys, nodes, setup
+from carechain.cli import audit, flows, flows_more, keys, nodes, setup
+from carechain.cli.demo import runner as demo_runner
 from carechain.cli.output import error_console
 from carechain.consensus.errors import CarechainError, InvalidInput
 
@@ -47,7 +48,7 @@ def cli() -> None:
 cli.add_command(keys.keys)
 cli.add_command(setup.init)
 cli.add_command(setup.config)
-cli.add_command(demo.demo)
+cli.add_command(demo_runner.demo)
 cli.add_command(audit.audit)
 cli.add_command(audit.export)
 cli.add_command(audit.import_)

@@ -40,7 +40,7 @@ from carechain.consensus.ledger.records import (
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.poa.limits import LIMITS_AT_CAP
 from carechain.consensus.types import Tx, TxSignature
-from carechain.node.access_report import patient_vaults, timeline
+from carechain.node.audit.access_report import patient_vaults, timeline
 from carechain.node.blob_service import BlobRequest, fetch_from_peer
 from carechain.node.daemon import ADMIT_CHUNK, API_BATCH_WORKERS_MIN, Node
 from carechain.node.pools import PoolFull

@@ -163,7 +163,7 @@ class RemoteState:
 
 
 class ApiChain:
-    """A node's chain read through its API, for replays (`node.audit.ChainSource`)."""
+    """A node's chain read through its API, for replays (`node.audit.replay.ChainSource`)."""
 
     def __init__(self, client: Client) -> None:
         self.client = client

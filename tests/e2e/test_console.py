@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from carechain.cli.demo_ledger import Ledger, put_reading, reading
+from carechain.cli.demo.ledger import Ledger, put_reading, reading
 from carechain.cli.nodes import Devnet
 from carechain.config.genesis import load_genesis
 from carechain.consensus import crypto

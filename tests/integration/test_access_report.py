@@ -10,7 +10,7 @@ from carechain.consensus import crypto
 from carechain.consensus.ledger.bodies import EraseRecord
 from carechain.consensus.ledger.records import EmergencyStatus
 from carechain.node import builders
-from carechain.node.access_report import fhir_bundle, timeline
+from carechain.node.audit.access_report import fhir_bundle, timeline
 from carechain.tests.ledger_world import CHAIN_ID, World
 
 

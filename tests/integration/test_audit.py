@@ -18,7 +18,7 @@ from carechain.consensus.ledger.bodies import PutRecord
 from carechain.consensus.ledger.records import ValidatorAction
 from carechain.consensus.types import Block, CommitCertificate, Validator, merkle_root
 from carechain.node import builders
-from carechain.node.audit import AuditFailure, check_blobs, replay
+from carechain.node.audit.replay import AuditFailure, check_blobs, replay
 from carechain.storage import schema
 from carechain.storage.blobs.backends import FsObjects
 from carechain.storage.blobs.store import CHUNK_BYTES, BlobStore, content_id_of, from_bytes

@@ -17,7 +17,7 @@ from carechain.cli import audit
 from carechain.cli.main import cli
 from carechain.config.genesis import save_genesis
 from carechain.node import runner
-from carechain.node.audit import replay
+from carechain.node.audit.replay import replay
 from carechain.node.collector import THRESHOLDS, tuned_collector
 from carechain.storage.chain import ChainStore
 from carechain.tests.chain_fixture import committee_chain, committee_genesis

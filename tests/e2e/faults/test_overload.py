@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from carechain.cli.demo_burst import CommitWatch, send_burst
+from carechain.cli.demo.burst import CommitWatch, send_burst
 from carechain.cli.nodes import Devnet, spawn, wait_for_api
 from carechain.config.node import load_node_config, save_node_config
 from carechain.consensus.crypto import PrivateKey, peer_id

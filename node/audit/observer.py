@@ -16,7 +16,7 @@ from collections.abc import Callable
 from carechain.consensus.crypto import PrivateKey
 from carechain.consensus.errors import CarechainError, InvalidInput
 from carechain.consensus.poa.messages import Commit
-from carechain.node.archive import CommitsSource
+from carechain.node.audit.archive import CommitsSource
 from carechain.node.sync import ITEM_BYTES_MAX, RANGE_MAX
 from carechain.p2p.libp2p_net import Libp2pNetwork
 from carechain.p2p.network import Network, PeerError

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import click
 
-from carechain.cli.demo_burst import clinic_burst
-from carechain.cli.demo_ledger import Ledger
-from carechain.cli.demo_steps import (
+from carechain.cli.demo.burst import clinic_burst
+from carechain.cli.demo.ledger import Ledger
+from carechain.cli.demo.steps import (
     Story,
     audit,
     cgm_report,

@@ -25,10 +25,10 @@ from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.poa.limits import LIMITS_AT_CAP
 from carechain.consensus.types import Block, CommitCertificate, Tx
 from carechain.node import builders
-from carechain.node.access_report import AccessEvent
 from carechain.node.agent_rules import Rule
-from carechain.node.audit import AuditFailure
-from carechain.node.audit import replay as audit_replay
+from carechain.node.audit.access_report import AccessEvent
+from carechain.node.audit.replay import AuditFailure
+from carechain.node.audit.replay import replay as audit_replay
 from carechain.node.client import ApiChain, Client, RemoteState
 
 DAY_MS = builders.DAY_MS
@@ -153,7 +153,7 @@ def print_timeline(events: list[AccessEvent], names: dict[bytes, str]) -> None:
 
 
 def replay(ledger: Ledger) -> tuple[int, list[str]]:
-    """An auditor's replay of the whole chain through a node's API (see node.audit)."""
+    """An auditor's replay of the whole chain through a node's API (see node.audit.replay)."""
     try:
         report = audit_replay(ApiChain(ledger.client), ledger.genesis, workers=1)
     except AuditFailure as failure:

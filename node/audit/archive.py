@@ -23,7 +23,7 @@ from carechain.consensus.ledger.state import Table
 from carechain.consensus.poa.limits import LIMITS_AT_CAP
 from carechain.consensus.poa.messages import Commit
 from carechain.consensus.types import Block, CommitCertificate, ValidatorSet
-from carechain.node.audit import ChainSource
+from carechain.node.audit.replay import ChainSource
 from carechain.storage.chain import ChainStore
 from carechain.storage.kv import LevelKV
 

@@ -7,9 +7,9 @@ carries more than 2/3 of that set's power for exactly this block; its transactio
 every transaction's signatures verify (checked in parallel across processes) and satisfy its
 policy, and re-executing the block reproduces the state root in its header. At the end the
 rebuilt state must equal the node's own, entry by entry (for a store or a copy of one; an
-archive, a live node's API and an observer's sync (`node.observer`) carry no state to compare,
-and rest on the header state roots). The first failure stops the replay with its height, block
-hash and what failed. Nothing is ever repaired or written.
+archive, a live node's API and an observer's sync (`node.audit.observer`) carry no state to
+compare, and rest on the header state roots). The first failure stops the replay with its
+height, block hash and what failed. Nothing is ever repaired or written.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator
 
-from carechain.cli.demo_ledger import (
+from carechain.cli.demo.ledger import (
     AGENT_RULES,
     Ledger,
     agent_rules,
@@ -29,8 +29,8 @@ from carechain.consensus.ledger.state import Table
 from carechain.consensus.ledger.vaults import vault_id_of
 from carechain.consensus.types import Tx, TxSignature
 from carechain.node import builders
-from carechain.node.access_report import fhir_bundle, timeline
 from carechain.node.agent_rules import decide
+from carechain.node.audit.access_report import fhir_bundle, timeline
 from carechain.node.blob_service import BlobRequest
 from carechain.node.client import ApiRequestError, Client, RemoteState
 
