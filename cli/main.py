@@ -14,7 +14,21 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from carechain.cli import audit, flows, flows_more, keys, nodes, setup
+from carechain.cli import (
+    agent,
+    audit,
+    blobs,
+    emergency,
+    governance,
+    grants,
+    keys,
+    nodes,
+    partials,
+    patients,
+    records,
+    setup,
+    vaults,
+)
 from carechain.cli.demo import runner as demo_runner
 from carechain.cli.output import error_console
 from carechain.consensus.errors import CarechainError, InvalidInput
@@ -54,14 +68,16 @@ cli.add_command(audit.export)
 cli.add_command(audit.import_)
 for command in (nodes.testnet, nodes.start, nodes.devnet, nodes.status):
     cli.add_command(command)
-for group in (flows.patient, flows.vault, flows.record, flows.grant):
-    cli.add_command(group)
 for command in (
-    flows_more.emergency,
-    flows_more.tx,
-    flows_more.governance,
-    flows_more.blob,
-    flows_more.agent,
+    patients.patient,
+    vaults.vault,
+    records.record,
+    grants.grant,
+    emergency.emergency,
+    partials.tx,
+    governance.governance,
+    blobs.blob,
+    agent.agent,
 ):
     cli.add_command(command)
 

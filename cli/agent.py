@@ -1,0 +1,85 @@
+"""`carechain agent`: the patient's co-signing agent, and with `--serve` the patient's side
+of the web console."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import click
+
+from carechain.cli.agent_server import PatientAgent, serve_agent
+from carechain.cli.context import (
+    flow_options,
+    make_context,
+)
+from carechain.cli.output import console
+from carechain.cli.patient_actions import agent_pass
+from carechain.config.node import parse_host_port
+
+
+@click.command()
+@flow_options
+@click.option(
+    "--rules",
+    "rules_path",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+)
+@click.option("--key", "key_name", required=True, help="The patient key the agent signs with.")
+@click.option(
+    "--other-key",
+    "other_names",
+    multiple=True,
+    help="The patient's other key names (their signatures do not count as initiators).",
+)
+@click.option("--once", is_flag=True, help="One pass, then exit (for scripts and tests).")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(0.1, 3600))
+@click.option(
+    "--serve",
+    metavar="HOST:PORT",
+    help="Also serve the web console's patient actions here (e.g. 127.0.0.1:26690).",
+)
+@click.option(
+    "--console-origin",
+    default="",
+    help="The console's origin allowed to call --serve (default: the node's API address).",
+)
+def agent(
+    home: Path,
+    api: str | None,
+    passphrase_file: Path | None,
+    rules_path: Path,
+    key_name: str,
+    other_names: tuple[str, ...],
+    once: bool,
+    interval: float,
+    serve: str | None,
+    console_origin: str,
+) -> None:
+    """The patient's co-signing agent: signs partials that match its rules; logs every decision
+    as a JSON line. With --serve, also the patient's side of the web console: grants,
+    revocations, approvals, rules and decrypted downloads, signed here with the patient's keys
+    (which never leave this process)."""
+    context = make_context(home, api, passphrase_file)
+    key = context.key(key_name)
+    others = [context.key(n) for n in other_names]
+    patient_keys = frozenset({key.public_key, *(k.public_key for k in others)})
+    if serve is not None:
+        host, port = parse_host_port(serve)
+        origin = console_origin or context.client.base_url
+        server = PatientAgent(context, [key, *others], rules_path, origin)
+        console.print(f"patient agent on http://{host}:{port} for the console at {origin}")
+        asyncio.run(serve_agent(server, host, port, interval))
+        return
+    seen: set[str] = set()
+    while True:
+        for decision in agent_pass(context, key, rules_path, patient_keys):
+            if decision["tx"] not in seen:
+                seen.add(str(decision["tx"]))
+                click.echo(json.dumps(decision))
+        if once:
+            return
+        time.sleep(interval)

@@ -1,0 +1,114 @@
+"""`carechain governance`: propose and approve changes to the validator and institution
+sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from carechain.cli.context import (
+    flow_options,
+    hex_bytes,
+    make_context,
+    report_outcome,
+)
+from carechain.cli.partials import tx_cosign
+from carechain.consensus.genesis import Institution, InstitutionKind
+from carechain.consensus.ledger.governance import GOVERNANCE_ACCOUNT
+from carechain.consensus.ledger.records import (
+    InstitutionAction,
+    ValidatorAction,
+)
+from carechain.consensus.types import Validator
+from carechain.node import builders
+
+
+@click.group()
+def governance() -> None:
+    """Validator and institution changes, signed by the validators (k of n)."""
+
+
+@governance.command("propose")
+@flow_options
+@click.option(
+    "--key", "key_name", required=True, help="This validator's key (usually 'validator')."
+)
+@click.option(
+    "--action",
+    required=True,
+    type=click.Choice(
+        [
+            "validator-add",
+            "validator-remove",
+            "validator-power",
+            "institution-register",
+            "institution-revoke",
+        ]
+    ),
+)
+@click.option("--name", required=True)
+@click.option(
+    "--public-key",
+    "public_key",
+    required=True,
+    help="Hex public key of the validator or institution.",
+)
+@click.option("--node-key", default="", help="Validator's node key (hex), for validator-add.")
+@click.option("--power", default=10, show_default=True, type=click.IntRange(1, 2**32))
+@click.option(
+    "--kind", type=click.Choice([k.name.lower() for k in InstitutionKind]), default="hospital"
+)
+def governance_propose(
+    home: Path,
+    api: str | None,
+    passphrase_file: Path | None,
+    key_name: str,
+    action: str,
+    name: str,
+    public_key: str,
+    node_key: str,
+    power: int,
+    kind: str,
+) -> None:
+    """Propose a change; other validators approve it with `governance approve`."""
+    context = make_context(home, api, passphrase_file)
+    key = context.key(key_name)
+    nonce = context.nonce(GOVERNANCE_ACCOUNT)
+    subject = hex_bytes(public_key, 32, "--public-key")
+    if action.startswith("validator"):
+        validator = Validator(
+            name, subject, hex_bytes(node_key, 32, "--node-key") if node_key else subject, power
+        )
+        verb = {
+            "validator-add": ValidatorAction.ADD,
+            "validator-remove": ValidatorAction.REMOVE,
+            "validator-power": ValidatorAction.SET_POWER,
+        }[action]
+        draft = builders.change_validator(
+            context.chain_id, nonce, context.expiry(), verb, validator
+        )
+    else:
+        institution = Institution(name, InstitutionKind[kind.upper()], subject)
+        verb_i = (
+            InstitutionAction.REGISTER
+            if action == "institution-register"
+            else InstitutionAction.REVOKE
+        )
+        draft = builders.change_institution(
+            context.chain_id, nonce, context.expiry(), verb_i, institution
+        )
+    report_outcome(context.send(draft.signed(key)), "proposal")
+
+
+@governance.command("approve")
+@flow_options
+@click.argument("tx_id")
+@click.option("--key", "key_name", required=True)
+def governance_approve(
+    home: Path, api: str | None, passphrase_file: Path | None, tx_id: str, key_name: str
+) -> None:
+    """Approve (co-sign) a pending governance proposal."""
+    tx_cosign.callback(
+        home=home, api=api, passphrase_file=passphrase_file, tx_id=tx_id, key_name=key_name
+    )  # type: ignore[misc]

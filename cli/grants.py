@@ -1,0 +1,125 @@
+"""`carechain grant`: give an institution access to a vault, revoke it, list a vault's
+grants."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from carechain.cli.context import (
+    flow_options,
+    hex_bytes,
+    make_context,
+    report_outcome,
+    vault_arg,
+)
+from carechain.cli.output import console, emit_json, json_option
+from carechain.cli.patient_actions import grant_access, revoke_grant
+from carechain.consensus.ledger.records import (
+    Grant,
+)
+from carechain.consensus.ledger.state import Table as StateTable
+from carechain.node.client import RemoteState
+
+
+@click.group()
+def grant() -> None:
+    """Time-limited access grants."""
+
+
+@grant.command("add")
+@flow_options
+@click.option("--vault", "vault_hex", required=True)
+@click.option("--grantee", required=True, help="The institution's public key (hex).")
+@click.option("--days", default=30, show_default=True, type=click.IntRange(1, 3650))
+@click.option("--purpose", default="TREAT", show_default=True)
+@click.option("--write", is_flag=True, help="Also allow the grantee to add records.")
+@click.option(
+    "--key", "key_names", multiple=True, required=True, help="Admin key names (both patient keys)."
+)
+def grant_add(
+    home: Path,
+    api: str | None,
+    passphrase_file: Path | None,
+    vault_hex: str,
+    grantee: str,
+    days: int,
+    purpose: str,
+    write: bool,
+    key_names: tuple[str, ...],
+) -> None:
+    """Grant an institution access to a vault for a number of days."""
+    context = make_context(home, api, passphrase_file)
+    keys = [context.key(name) for name in key_names]
+    grantee_key = hex_bytes(grantee, 32, "--grantee")
+    tx = grant_access(
+        context, keys, vault_arg(vault_hex), grantee_key, days=days, purpose=purpose, write=write
+    )
+    report_outcome(context.send(tx), "grant")
+    console.print(f"grant id {tx.id.hex()}")
+
+
+@grant.command("revoke")
+@flow_options
+@click.option("--vault", "vault_hex", required=True)
+@click.option("--grant", "grant_hex", required=True)
+@click.option("--key", "key_names", multiple=True, required=True)
+def grant_revoke(
+    home: Path,
+    api: str | None,
+    passphrase_file: Path | None,
+    vault_hex: str,
+    grant_hex: str,
+    key_names: tuple[str, ...],
+) -> None:
+    """Revoke a grant; the vault's epoch rotates to the remaining readers."""
+    context = make_context(home, api, passphrase_file)
+    keys = [context.key(name) for name in key_names]
+    grant_id = hex_bytes(grant_hex, 32, "--grant")
+    tx = revoke_grant(context, keys, vault_arg(vault_hex), grant_id)
+    report_outcome(context.send(tx), "grant revoked, epoch rotated")
+
+
+@grant.command("list")
+@flow_options
+@click.option("--vault", "vault_hex", required=True)
+@json_option
+def grant_list(
+    home: Path, api: str | None, passphrase_file: Path | None, vault_hex: str, as_json: bool
+) -> None:
+    """Grants of a vault."""
+    context = make_context(home, api, passphrase_file)
+    vault_id = vault_arg(vault_hex)
+    rows = []
+    for _, value in RemoteState(context.client).table_entries(StateTable.GRANT):
+        found = Grant.decode(value)
+        if found.vault == vault_id:
+            rows.append(
+                {
+                    "grant": found.grant_id.hex(),
+                    "grantee": found.grantee.hex(),
+                    "access": found.access.name.lower(),
+                    "until_ms": found.valid_until_ms,
+                    "purpose": found.purpose,
+                    "revoked_height": found.revoked_height,
+                    "emergency": bool(found.emergency_id),
+                }
+            )
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("grant", "grantee", "access", "until", "purpose", "revoked")
+    for row in rows:
+        until = time.strftime("%Y-%m-%d %H:%M", time.gmtime(int(row["until_ms"]) / 1000))  # type: ignore[call-overload]
+        table.add_row(
+            str(row["grant"])[:16],
+            str(row["grantee"])[:16],
+            str(row["access"]),
+            until,
+            str(row["purpose"]),
+            str(row["revoked_height"] or ""),
+        )
+    console.print(table)

@@ -1,0 +1,75 @@
+"""`carechain vault`: create a patient's vault with its policy template and team."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from carechain.cli.context import (
+    flow_options,
+    hex_bytes,
+    make_context,
+    patient_account,
+    report_outcome,
+)
+from carechain.cli.output import console, emit_json, json_option
+from carechain.consensus.ledger.policy import Template
+from carechain.consensus.ledger.vaults import vault_id_of
+from carechain.node import builders
+
+TEMPLATES = {"patient-controlled": Template.PATIENT_CONTROLLED, "nem-2-of-n": Template.NEM_2_OF_N}
+
+
+@click.group()
+def vault() -> None:
+    """Patient vaults, one per data type."""
+
+
+@vault.command("create")
+@flow_options
+@click.option("--key1", required=True)
+@click.option("--key2", required=True)
+@click.option("--type", "data_type", required=True, help="glucose, cgm, hba1c, blood-pressure, ...")
+@click.option(
+    "--template",
+    type=click.Choice(sorted(TEMPLATES)),
+    default="patient-controlled",
+    show_default=True,
+)
+@click.option("--team", multiple=True, help="Public key (hex) of a team hospital; repeatable.")
+@json_option
+def vault_create(
+    home: Path,
+    api: str | None,
+    passphrase_file: Path | None,
+    key1: str,
+    key2: str,
+    data_type: str,
+    template: str,
+    team: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Create a vault; its first epoch key is sealed to the patient, team and trusted parties."""
+    context = make_context(home, api, passphrase_file)
+    first, second = context.key(key1), context.key(key2)
+    team_keys = [hex_bytes(t, 32, "--team") for t in team]
+    members = {first.public_key, second.public_key, *team_keys, *context.trusted()}
+    patient_id = patient_account(first)
+    draft, _ = builders.create_vault(
+        context.chain_id,
+        patient_id,
+        context.nonce(patient_id),
+        context.expiry(),
+        data_type=data_type,
+        template=TEMPLATES[template],
+        team=team_keys,
+        members=members,
+    )
+    answer = context.send(draft.signed(first, second))
+    vault_id = vault_id_of(patient_id, data_type).hex()
+    if as_json:
+        emit_json({"vault": vault_id, **answer})
+    else:
+        report_outcome(answer, f"{data_type} vault created")
+        console.print(f"vault id {vault_id}")
