@@ -20,7 +20,7 @@ from carechain.config.node import NodeConfig, load_node_config, parse_host_port
 from carechain.consensus.crypto import peer_id
 from carechain.consensus.ledger.governance import validator_set_at
 from carechain.consensus.poa.limits import EncodedLimits
-from carechain.node.api import Api, serve
+from carechain.node.api.app import Api, serve
 from carechain.node.collector import tuned_collector
 from carechain.node.daemon import Node
 from carechain.node.keystore import load_key

@@ -16,7 +16,7 @@ from carechain.config.genesis import load_genesis
 from carechain.config.node import APISection, NodeConfig, P2PSection
 from carechain.consensus.crypto import PrivateKey, peer_id
 from carechain.consensus.genesis import Genesis, Institution
-from carechain.node.api import Api, serve
+from carechain.node.api.app import Api, serve
 from carechain.node.daemon import Node
 from carechain.node.keystore import load_key
 from carechain.node.testnet import LOCAL_TIMEOUTS, make_testnet

@@ -23,7 +23,7 @@ from carechain.consensus.crypto import PrivateKey
 from carechain.consensus.poa.events import Action, Broadcast
 from carechain.consensus.poa.messages import encode_message
 from carechain.consensus.types import Vote
-from carechain.node.api import Api, serve
+from carechain.node.api.app import Api, serve
 from carechain.node.daemon import Node
 from carechain.node.runner import API_ADDRESS_FILE, build_node, configure_logging
 from carechain.p2p.network import Topic

@@ -1,0 +1,89 @@
+"""The node's blob store (ciphertext only): store a blob, read one held here, and fetch a
+record's blob from a peer with a signed request."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import pydantic
+from aiohttp import web
+
+from carechain.consensus.errors import CarechainError
+from carechain.node.api.base import (
+    HEX,
+    ApiError,
+    Body,
+    Route,
+    RouteFamily,
+    Schema,
+    parse_hex,
+    read_body,
+)
+from carechain.node.blob_service import BlobRequest, fetch_from_peer
+from carechain.storage.blobs.store import from_bytes
+
+CID: Final[Schema] = {"type": "string", "pattern": "^b[a-z2-7]{58}$"}
+
+
+class FetchBlob(Body):
+    request: str = pydantic.Field(
+        description="signed BlobRequest, hex", max_length=8192, pattern=HEX
+    )
+
+
+class Blobs(RouteFamily):
+    def routes(self) -> list[Route]:
+        return [
+            Route(
+                "POST",
+                "/v1/blobs",
+                self.blob_put,
+                "Store ciphertext; returns its content id",
+                success="201",
+            ),
+            Route(
+                "GET",
+                "/v1/blobs/{cid}",
+                self.blob_get,
+                "Read a blob stored here (verified)",
+                parameters={"cid": CID},
+            ),
+            Route(
+                "POST",
+                "/v1/blobs/fetch",
+                self.blob_fetch,
+                "Fetch a record's blob from a peer with a signed request",
+                body=FetchBlob,
+            ),
+        ]
+
+    async def blob_put(self, request: web.Request) -> web.Response:
+        data = await request.read()
+        cid = await self.node.blobs.put(from_bytes(data))
+        return web.json_response({"cid": cid, "size": len(data)}, status=201)
+
+    async def blob_get(self, request: web.Request) -> web.Response:
+        data = await self.node.blobs.read(request.match_info["cid"])
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def blob_fetch(self, request: web.Request) -> web.Response:
+        body = await read_body(request, FetchBlob)
+        try:
+            blob_request = BlobRequest.decode(parse_hex(body.request, "request"), max_bytes=8192)
+        except CarechainError as exc:
+            raise ApiError(400, "bad_request", f"not a blob request: {exc}") from None
+        node = self.node
+        if await node.blobs.has(blob_request.content_id):
+            return web.Response(
+                body=await node.blobs.read(blob_request.content_id),
+                content_type="application/octet-stream",
+            )
+        refusals = []
+        for peer in node.network.peers():
+            try:
+                data = await fetch_from_peer(node.network, peer, blob_request)
+            except CarechainError as exc:
+                refusals.append(f"{peer[-8:]}: {exc}")
+                continue
+            return web.Response(body=data, content_type="application/octet-stream")
+        raise ApiError(403, "not_authorised", "; ".join(refusals) or "no peer holds this blob")

@@ -1,0 +1,65 @@
+"""Committed blocks: one with its certificate, or only its transactions' ids."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aiohttp import web
+
+from carechain.node.api.base import ApiError, Route, RouteFamily, Schema, parse_int, to_json
+
+HEIGHT: Final[Schema] = {"type": "string", "pattern": "^([1-9][0-9]{0,17}|latest)$"}
+
+
+class Blocks(RouteFamily):
+    def routes(self) -> list[Route]:
+        height = {"height": HEIGHT}
+        return [
+            Route(
+                "GET",
+                "/v1/blocks/{height}",
+                self.block,
+                "A committed block with its certificate",
+                parameters=height,
+            ),
+            Route(
+                "GET",
+                "/v1/blocks/{height}/txs",
+                self.block_txs,
+                "The ids of a block's transactions",
+                parameters=height,
+            ),
+        ]
+
+    def _committed_height(self, request: web.Request) -> int:
+        text = request.match_info["height"]
+        height = self.node.store.height if text == "latest" else parse_int(text, "height")
+        if not 1 <= height <= self.node.store.height:
+            raise ApiError(404, "not_found", f"no block at height {height}")
+        return height
+
+    async def block_txs(self, request: web.Request) -> web.Response:
+        height = self._committed_height(request)
+        block = self.node.store.block(height)
+        return web.json_response(
+            {
+                "height": height,
+                "hash": block.block_hash.hex(),
+                "txs": [tx.id.hex() for tx in block.txs],
+            }
+        )
+
+    async def block(self, request: web.Request) -> web.Response:
+        height = self._committed_height(request)
+        block, certificate = self.node.store.block(height), self.node.store.certificate(height)
+        return web.json_response(
+            {
+                "height": height,
+                "hash": block.block_hash.hex(),
+                "header": to_json(block.header),
+                "txs": [tx.id.hex() for tx in block.txs],
+                "signers": [p.validator.hex() for p in certificate.precommits],
+                "block": block.encode().hex(),
+                "certificate": certificate.encode().hex(),
+            }
+        )

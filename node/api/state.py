@@ -1,0 +1,194 @@
+"""The ledger's state as of the head: accounts, a patient's vaults and access timeline, vaults
+with their records, grants and receipts, emergency accesses, and raw state entries for
+auditors."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Final
+
+from aiohttp import web
+
+from carechain.consensus.codec import Record
+from carechain.consensus.ledger.records import (
+    Account,
+    Emergency,
+    EmergencyStatus,
+    Grant,
+    Receipt,
+    RecordEntry,
+    Vault,
+)
+from carechain.consensus.ledger.state import Overlay, Table
+from carechain.node.api.base import (
+    ADDRESS,
+    HEX_40,
+    ApiError,
+    Route,
+    RouteFamily,
+    Schema,
+    parse_account,
+    parse_hex,
+    parse_int,
+    to_json,
+)
+from carechain.node.audit.access_report import patient_vaults, timeline
+from carechain.storage import schema
+
+TABLE: Final[Schema] = {
+    "type": "string",
+    "enum": [t.name.lower().replace("_", "-") for t in Table],
+}
+STATE_KEY: Final[Schema] = {"type": "string", "pattern": "^([0-9a-f]{2}){1,128}$"}
+
+
+class State(RouteFamily):
+    def routes(self) -> list[Route]:
+        address = {"address": ADDRESS}
+        vault = {"id": HEX_40}
+        return [
+            Route(
+                "GET",
+                "/v1/accounts/{address}",
+                self.account,
+                "An account by address (cc1...) or hex id",
+                parameters=address,
+            ),
+            Route(
+                "GET",
+                "/v1/accounts/{address}/vaults",
+                self.account_vaults,
+                "A patient's vaults, by data type",
+                parameters=address,
+            ),
+            Route(
+                "GET",
+                "/v1/accounts/{address}/timeline",
+                self.account_timeline,
+                "A patient's access timeline: grants, reads, emergencies, erasures",
+                parameters=address,
+            ),
+            Route("GET", "/v1/vaults/{id}", self.vault, "A vault", parameters=vault),
+            Route(
+                "GET",
+                "/v1/vaults/{id}/records",
+                self.vault_records,
+                "Records of a vault (no plaintext)",
+                parameters=vault,
+            ),
+            Route(
+                "GET",
+                "/v1/vaults/{id}/grants",
+                self.vault_grants,
+                "Grants on a vault",
+                parameters=vault,
+            ),
+            Route(
+                "GET",
+                "/v1/vaults/{id}/receipts",
+                self.vault_receipts,
+                "Read receipts of a vault",
+                parameters=vault,
+            ),
+            Route(
+                "GET", "/v1/emergencies", self.emergencies, "Emergency accesses, unreviewed first"
+            ),
+            Route(
+                "GET",
+                "/v1/state/{table}",
+                self.state_list,
+                "Raw state entries of one table (auditors)",
+                parameters={"table": TABLE},
+            ),
+            Route(
+                "GET",
+                "/v1/state/{table}/{key}",
+                self.state_get,
+                "One raw state entry",
+                parameters={"table": TABLE, "key": STATE_KEY},
+            ),
+        ]
+
+    def _table(self, name: str) -> Table:
+        try:
+            return Table[name.upper().replace("-", "_")]
+        except KeyError:
+            raise ApiError(404, "not_found", f"no state table {name!r}") from None
+
+    async def state_get(self, request: web.Request) -> web.Response:
+        table = self._table(request.match_info["table"])
+        value = self.node.store.get(table, parse_hex(request.match_info["key"], "key"))
+        if value is None:
+            raise ApiError(404, "not_found", "no such entry")
+        return web.json_response({"value": value.hex()})
+
+    async def state_list(self, request: web.Request) -> web.Response:
+        table = self._table(request.match_info["table"])
+        prefix = parse_hex(request.query.get("prefix", ""), "prefix")
+        limit = min(parse_int(request.query.get("limit", "1000"), "limit"), 10_000)
+        entries = []
+        for raw_key, value in self.node.store.kv.iterate(schema.state_key(table, prefix)):
+            entries.append([schema.parse_state_key(raw_key)[1].hex(), value.hex()])
+            if len(entries) >= limit:
+                break
+        return web.json_response({"entries": entries})
+
+    async def account_vaults(self, request: web.Request) -> web.Response:
+        patient = parse_account(request.match_info["address"])
+        vaults = patient_vaults(self.node.store.state, patient)
+        return web.json_response(
+            {
+                "vaults": [
+                    {"vault_id": vault_id.hex(), **to_json(vault)}
+                    for vault_id, vault in sorted(vaults.items(), key=lambda v: v[1].data_type)
+                ]
+            }
+        )
+
+    async def account_timeline(self, request: web.Request) -> web.Response:
+        patient = parse_account(request.match_info["address"])
+        events = timeline(self.node.store.state, patient)
+        return web.json_response(
+            {"events": [{**dataclasses.asdict(e), "actor": e.actor.hex()} for e in events]}
+        )
+
+    async def account(self, request: web.Request) -> web.Response:
+        account_id = parse_account(request.match_info["address"])
+        account = Overlay(self.node.store).load(Table.ACCOUNT, account_id, Account)
+        if account is None:
+            raise ApiError(404, "not_found", "no such account")
+        return web.json_response({"id": account_id.hex(), **to_json(account)})
+
+    async def vault(self, request: web.Request) -> web.Response:
+        vault = Overlay(self.node.store).load(
+            Table.VAULT, parse_hex(request.match_info["id"], "id"), Vault
+        )
+        if vault is None:
+            raise ApiError(404, "not_found", "no such vault")
+        return web.json_response(to_json(vault))
+
+    def _decoded(self, table: Table, prefix: bytes, kind: type[Record]) -> list[Any]:
+        return [
+            kind.decode(value)
+            for _, value in self.node.store.kv.iterate(schema.state_key(table, prefix))
+        ]
+
+    async def vault_records(self, request: web.Request) -> web.Response:
+        vault_id = parse_hex(request.match_info["id"], "id")
+        records = self._decoded(Table.RECORD, vault_id, RecordEntry)
+        return web.json_response({"records": [to_json(r) for r in records]})
+
+    async def vault_grants(self, request: web.Request) -> web.Response:
+        vault_id = parse_hex(request.match_info["id"], "id")
+        grants = [g for g in self._decoded(Table.GRANT, b"", Grant) if g.vault == vault_id]
+        return web.json_response({"grants": [to_json(g) for g in grants]})
+
+    async def vault_receipts(self, request: web.Request) -> web.Response:
+        vault_id = parse_hex(request.match_info["id"], "id")
+        receipts = self._decoded(Table.RECEIPT, vault_id, Receipt)
+        return web.json_response({"receipts": [to_json(r) for r in receipts]})
+
+    async def emergencies(self, request: web.Request) -> web.Response:
+        found = self._decoded(Table.EMERGENCY, b"", Emergency)
+        found.sort(key=lambda e: (e.status is not EmergencyStatus.UNREVIEWED, e.opened_height))
+        return web.json_response({"emergencies": [to_json(e) for e in found]})

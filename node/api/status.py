@@ -1,0 +1,84 @@
+"""What a node says of itself and its chain: status (height, peers, pools, and what load did
+to it) and the genesis document."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from carechain.config.genesis import genesis_to_json
+from carechain.consensus.crypto import peer_id
+from carechain.consensus.ledger.governance import validator_set
+from carechain.node.api.base import Route, RouteFamily
+
+
+class Status(RouteFamily):
+    def routes(self) -> list[Route]:
+        return [
+            Route("GET", "/v1/status", self.status, "Node and chain status"),
+            Route("GET", "/v1/genesis", self.genesis, "The genesis document"),
+        ]
+
+    async def status(self, request: web.Request) -> web.Response:
+        node = self.node
+        state = node.engine.state
+        head = node.store.head()
+        validators = validator_set(node.store).validators
+        drops = node.network.drops()
+        return web.json_response(
+            {
+                "chain_id": node.genesis.chain_id,
+                "node_id": node.node_id,
+                "height": node.store.height,
+                "head_hash": head[1].hex() if head else "",
+                "state_root": node.store.state.root.hex(),
+                "last_block_time_ms": node.app.last_block_time_ms(),
+                "round": state.round if state else 0,
+                "validator": node.engine.key is not None,
+                "validator_key": node.engine.me.hex() if node.engine.me else "",
+                "moniker": node.config.moniker,
+                "validators": [
+                    {
+                        "name": v.name,
+                        "public_key": v.public_key.hex(),
+                        "node_id": peer_id(v.node_key),
+                        "power": v.power,
+                    }
+                    for v in validators
+                ],
+                "peers": node.network.peers(),
+                "syncing": node.syncing,
+                "signing_held": node.signing_held,
+                "signs_from_height": None if node.signing_held else node.engine.sign_from_height,
+                "gossip_blocks": node.gossip_blocks,
+                "heartbeats": {
+                    peer: {"height": view.height, "round": view.round}
+                    for peer, view in (node.heartbeats.views.items() if node.heartbeats else ())
+                },
+                "mempool": len(node.mempool),
+                "partials": len(node.partials),
+                "equivocations_seen": node.equivocations_seen,
+                # messages the p2p layer had to drop, by lane and place (p2p_drops) and in
+                # all: the re-send of transactions waiting 10 s and sync recover them. No
+                # consensus message is dropped for transactions (a lane of its own); a
+                # steady climb of consensus drops means a dead or flooding peer
+                "p2p_dropped": sum(drops.values()),
+                "p2p_drops": drops,
+                "pool_full_drops": node.pool_full_drops,
+                "syncs": node.syncs,
+                # the longest a peer's consensus message waited in the inbox, and took to
+                # handle (waiting for the node's lock included), since the node started
+                "consensus_wait_ms_max": round(node.network.inbox.consensus_wait_s_max * 1000),
+                "consensus_handle_ms_max": round(node.consensus_handle_s_max * 1000),
+                "proposal_budget": {
+                    "execution_us_per_tx": round(node.proposal_budget.cost_s_per_tx * 1e6, 1),
+                    "round_0_txs_max": node.proposal_budget.limit(0).txs,
+                    "round_0_bytes_max": node.proposal_budget.limit(0).bytes,
+                },
+                "wal_failures": node.wal_failures,
+            }
+        )
+
+    async def genesis(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text=genesis_to_json(self.node.genesis), content_type="application/json"
+        )
