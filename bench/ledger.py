@@ -23,7 +23,7 @@ from carechain.consensus.ledger.context import ChainContext
 from carechain.consensus.ledger.policy import Template
 from carechain.consensus.ledger.vaults import vault_id_of
 from carechain.consensus.types import ZERO_HASH, Block, BlockHeader, Tx, Validator, ValidatorSet
-from carechain.node import builders
+from carechain.node.wallet import builders
 from carechain.storage.kv import KV, LevelKV, MemoryKV
 from carechain.storage.state import StateStore
 

@@ -31,9 +31,9 @@ from carechain.cli.nodes import spawn, wait_for_api
 from carechain.config.node import load_node_config, save_node_config
 from carechain.consensus.crypto import PrivateKey
 from carechain.consensus.types import CommitCertificate
-from carechain.node import builders
-from carechain.node.client import ApiRequestError, Client, NodeUnreachable
 from carechain.node.testnet import make_testnet
+from carechain.node.wallet import builders
+from carechain.node.wallet.client import ApiRequestError, Client, NodeUnreachable
 
 CHAIN = "carechain-soak"
 SAMPLE_S = 5.0

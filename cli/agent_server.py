@@ -36,8 +36,8 @@ from carechain.config.loading import write_atomic
 from carechain.consensus import crypto
 from carechain.consensus.errors import CarechainError
 from carechain.consensus.types import Tx
-from carechain.node.agent_rules import Rule, RuleFile, load_rules
-from carechain.node.client import ApiRequestError, NodeUnreachable
+from carechain.node.wallet.agent_rules import Rule, RuleFile, load_rules
+from carechain.node.wallet.client import ApiRequestError, NodeUnreachable
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

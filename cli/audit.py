@@ -25,8 +25,8 @@ from carechain.node.audit.access_report import fhir_bundle, timeline
 from carechain.node.audit.archive import ArchiveSource, ChainReport, export_archive, import_archive
 from carechain.node.audit.observer import observe
 from carechain.node.audit.replay import AuditFailure, ChainSource, check_blobs, replay
-from carechain.node.client import ApiChain, Client, RemoteState
 from carechain.node.collector import tuned_collector
+from carechain.node.wallet.client import ApiChain, Client, RemoteState
 from carechain.storage.blobs.backends import FsObjects
 from carechain.storage.blobs.store import BlobStore
 from carechain.storage.chain import ChainStore

@@ -21,8 +21,8 @@ from carechain.consensus.ledger.context import epoch_key_key, trusted_parties
 from carechain.consensus.ledger.records import Account, InstitutionState, Vault
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.types import Tx
-from carechain.node.client import Client, RemoteState, api_address
-from carechain.node.keystore import load_key, read_key_info
+from carechain.node.wallet.client import Client, RemoteState, api_address
+from carechain.node.wallet.keystore import load_key, read_key_info
 
 DAY_MS = 86_400_000
 

@@ -21,8 +21,8 @@ from carechain.consensus.ledger.records import (
     EmergencyStatus,
 )
 from carechain.consensus.ledger.state import Table as StateTable
-from carechain.node import builders
-from carechain.node.client import RemoteState
+from carechain.node.wallet import builders
+from carechain.node.wallet.client import RemoteState
 
 
 @click.group()

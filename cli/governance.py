@@ -21,7 +21,7 @@ from carechain.consensus.ledger.records import (
     ValidatorAction,
 )
 from carechain.consensus.types import Validator
-from carechain.node import builders
+from carechain.node.wallet import builders
 
 
 @click.group()

@@ -22,7 +22,7 @@ from carechain.consensus.ledger.records import (
     Grant,
 )
 from carechain.consensus.ledger.state import Table as StateTable
-from carechain.node.client import RemoteState
+from carechain.node.wallet.client import RemoteState
 
 
 @click.group()

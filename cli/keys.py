@@ -12,7 +12,7 @@ from rich.table import Table
 from carechain.cli.output import console, emit_json, json_option
 from carechain.cli.passphrase import obtain_passphrase, passphrase_option
 from carechain.consensus.crypto import PrivateKey, peer_id
-from carechain.node.keystore import (
+from carechain.node.wallet.keystore import (
     KeyInfo,
     KeyPurpose,
     KeystoreError,

@@ -20,10 +20,10 @@ from carechain.cli.passphrase import ENVIRONMENT_VARIABLE, obtain_passphrase, pa
 from carechain.config.node import load_node_config
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.genesis import Institution
-from carechain.node.client import Client, NodeUnreachable, api_address
-from carechain.node.keystore import read_key_info
 from carechain.node.runner import run
 from carechain.node.testnet import TestnetNode, make_testnet
+from carechain.node.wallet.client import Client, NodeUnreachable, api_address
+from carechain.node.wallet.keystore import read_key_info
 
 
 @click.command()

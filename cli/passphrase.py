@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from carechain.consensus.crypto import PrivateKey
-from carechain.node.keystore import KeystoreError, load_key, read_key_info
+from carechain.node.wallet.keystore import KeystoreError, load_key, read_key_info
 
 ENVIRONMENT_VARIABLE = "CARECHAIN_PASSPHRASE"
 

@@ -14,9 +14,9 @@ from carechain.consensus.ledger.context import epoch_key_key, grants_of, require
 from carechain.consensus.ledger.records import Access, Grant, RecordEntry
 from carechain.consensus.ledger.state import Table as StateTable
 from carechain.consensus.types import Tx, TxSignature
-from carechain.node import builders
-from carechain.node.agent_rules import decide, load_rules
 from carechain.node.blob_service import BlobRequest
+from carechain.node.wallet import builders
+from carechain.node.wallet.agent_rules import decide, load_rules
 from carechain.storage.blobs.store import content_id_of
 
 

@@ -14,7 +14,7 @@ from carechain.cli.context import (
 )
 from carechain.cli.output import console
 from carechain.consensus import crypto
-from carechain.node import builders
+from carechain.node.wallet import builders
 
 
 @click.group()

@@ -19,7 +19,7 @@ from carechain.cli.output import console, emit_json, json_option
 from carechain.cli.patient_actions import read_record
 from carechain.consensus import crypto
 from carechain.consensus.ledger.bodies import PutRecord
-from carechain.node import builders
+from carechain.node.wallet import builders
 
 
 @click.group()

@@ -16,7 +16,7 @@ from carechain.consensus.crypto import PrivateKey, peer_id
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.genesis import ConsensusParams, Genesis, default_governance_threshold
 from carechain.consensus.types import Validator, ValidatorSet
-from carechain.node.keystore import save_key
+from carechain.node.wallet.keystore import save_key
 from carechain.storage.wal import mark_never_signed
 
 NODE_KEY = "node"

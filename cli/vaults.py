@@ -16,7 +16,7 @@ from carechain.cli.context import (
 from carechain.cli.output import console, emit_json, json_option
 from carechain.consensus.ledger.policy import Template
 from carechain.consensus.ledger.vaults import vault_id_of
-from carechain.node import builders
+from carechain.node.wallet import builders
 
 TEMPLATES = {"patient-controlled": Template.PATIENT_CONTROLLED, "nem-2-of-n": Template.NEM_2_OF_N}
 

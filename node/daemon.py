@@ -69,12 +69,12 @@ from carechain.consensus.poa.messages import (
     proposal_slot,
 )
 from carechain.consensus.types import Block, CommitCertificate, Tx, Vote
-from carechain.node import builders
 from carechain.node.blob_service import BlobService
 from carechain.node.pools import Mempool, PartialPool, PoolFull, admit
 from carechain.node.proposals import MeasuredApplication, PeerIntake, ProposalBudget
 from carechain.node.sync import BlockSync, range_provider
 from carechain.node.verifier import SignatureWorkers
+from carechain.node.wallet import builders
 from carechain.p2p.heartbeat import HeartbeatService
 from carechain.p2p.network import (
     BLOCK_ID_BYTES,

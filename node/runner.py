@@ -23,7 +23,7 @@ from carechain.consensus.poa.limits import EncodedLimits
 from carechain.node.api.app import Api, serve
 from carechain.node.collector import tuned_collector
 from carechain.node.daemon import Node
-from carechain.node.keystore import load_key
+from carechain.node.wallet.keystore import load_key
 from carechain.p2p.libp2p_net import Libp2pNetwork
 from carechain.storage.chain import ChainStore
 

@@ -25,7 +25,7 @@ from carechain.consensus.genesis import (
     default_governance_threshold,
 )
 from carechain.consensus.types import Validator, ValidatorSet
-from carechain.node.keystore import save_key
+from carechain.node.wallet.keystore import save_key
 from carechain.storage.wal import mark_never_signed
 
 LOCAL_TIMEOUTS = ConsensusSection(

@@ -22,8 +22,8 @@ from carechain.consensus.types import (
     Vote,
     VoteType,
 )
-from carechain.node import builders
 from carechain.node.local_chain import LocalChain
+from carechain.node.wallet import builders
 from carechain.storage.chain import ChainStore
 from carechain.storage.kv import MemoryKV
 from carechain.tests.strategies import deterministic_key

@@ -22,7 +22,7 @@ from carechain.consensus.ledger.records import Account, Vault
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.ledger.vaults import vault_id_of
 from carechain.consensus.types import ZERO_HASH, Block, BlockHeader, Tx, Validator, ValidatorSet
-from carechain.node import builders
+from carechain.node.wallet import builders
 from carechain.storage.kv import KV, MemoryKV
 from carechain.storage.state import StateStore
 from carechain.tests.strategies import deterministic_key

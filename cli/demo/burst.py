@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 from carechain.consensus import crypto
 from carechain.consensus.types import Tx
-from carechain.node import builders
-from carechain.node.client import Client, NodeUnreachable
+from carechain.node.wallet import builders
+from carechain.node.wallet.client import Client, NodeUnreachable
 from carechain.p2p.libp2p_net import Libp2pNetwork
 from carechain.p2p.network import Topic
 

@@ -24,12 +24,12 @@ from carechain.consensus.ledger.records import (
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.poa.limits import LIMITS_AT_CAP
 from carechain.consensus.types import Block, CommitCertificate, Tx
-from carechain.node import builders
-from carechain.node.agent_rules import Rule
 from carechain.node.audit.access_report import AccessEvent
 from carechain.node.audit.replay import AuditFailure
 from carechain.node.audit.replay import replay as audit_replay
-from carechain.node.client import ApiChain, Client, RemoteState
+from carechain.node.wallet import builders
+from carechain.node.wallet.agent_rules import Rule
+from carechain.node.wallet.client import ApiChain, Client, RemoteState
 
 DAY_MS = builders.DAY_MS
 

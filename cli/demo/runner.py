@@ -46,8 +46,8 @@ from carechain.consensus.genesis import (
     Institution,
     InstitutionKind,
 )
-from carechain.node.client import Client, api_address
-from carechain.node.keystore import KdfParams, load_key, save_key
+from carechain.node.wallet.client import Client, api_address
+from carechain.node.wallet.keystore import KdfParams, load_key, save_key
 
 CHAIN_ID = "carechain-demo"
 CGM_REPORT_BYTES = 3 * 1024 * 1024

@@ -28,11 +28,11 @@ from carechain.consensus.ledger.records import Emergency, EmergencyStatus, Recor
 from carechain.consensus.ledger.state import Table
 from carechain.consensus.ledger.vaults import vault_id_of
 from carechain.consensus.types import Tx, TxSignature
-from carechain.node import builders
-from carechain.node.agent_rules import decide
 from carechain.node.audit.access_report import fhir_bundle, timeline
 from carechain.node.blob_service import BlobRequest
-from carechain.node.client import ApiRequestError, Client, RemoteState
+from carechain.node.wallet import builders
+from carechain.node.wallet.agent_rules import decide
+from carechain.node.wallet.client import ApiRequestError, Client, RemoteState
 
 CGM_REPORT_BYTES = 3 * 1024 * 1024
 VAULT_TYPES = ("glucose", "cgm", "blood-pressure")

@@ -20,8 +20,8 @@ from carechain.cli.nodes import Devnet, spawn, wait_for_api
 from carechain.config.genesis import load_genesis
 from carechain.config.node import load_node_config, save_node_config
 from carechain.consensus.genesis import Institution, InstitutionKind
-from carechain.node.client import Client
-from carechain.node.keystore import read_key_info
+from carechain.node.wallet.client import Client
+from carechain.node.wallet.keystore import read_key_info
 from carechain.storage.chain import ChainStore
 from carechain.tests.leaks import LEAKED_SOCKET
 

@@ -26,9 +26,9 @@ from carechain.consensus import crypto
 from carechain.consensus.genesis import Institution, InstitutionKind
 from carechain.consensus.ledger.policy import Template
 from carechain.consensus.ledger.vaults import vault_id_of
-from carechain.node import builders
-from carechain.node.client import Client
-from carechain.node.keystore import save_key
+from carechain.node.wallet import builders
+from carechain.node.wallet.client import Client
+from carechain.node.wallet.keystore import save_key
 
 pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")

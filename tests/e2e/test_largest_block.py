@@ -20,8 +20,8 @@ from carechain.consensus.crypto import PrivateKey, account_id
 from carechain.consensus.ledger.policy import Template
 from carechain.consensus.ledger.vaults import vault_id_of
 from carechain.consensus.types import Block, BlockHeader, Tx
-from carechain.node import builders
-from carechain.node.client import Client
+from carechain.node.wallet import builders
+from carechain.node.wallet.client import Client
 
 pytestmark = pytest.mark.slow
 

@@ -34,9 +34,9 @@ from carechain.consensus.poa.messages import (
     proposal_slot,
 )
 from carechain.consensus.types import Block, Tx, VoteType
-from carechain.node import builders
 from carechain.node.blob_service import BlobRequest
 from carechain.node.pools import PoolFull
+from carechain.node.wallet import builders
 from carechain.p2p.heartbeat import Heartbeat
 from carechain.p2p.network import FrameReader, Inbound, PeerError, Topic, encode_frame
 from carechain.tests.fuzz.mutate import budget, mutate

@@ -18,8 +18,8 @@ from carechain.consensus.crypto import PrivateKey, peer_id
 from carechain.consensus.genesis import Genesis, Institution
 from carechain.node.api.app import Api, serve
 from carechain.node.daemon import Node
-from carechain.node.keystore import load_key
 from carechain.node.testnet import LOCAL_TIMEOUTS, make_testnet
+from carechain.node.wallet.keystore import load_key
 from carechain.p2p.memory import MemoryHub, MemoryNetwork
 
 

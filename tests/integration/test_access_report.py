@@ -9,8 +9,8 @@ from fhir.resources.R4B.bundle import Bundle
 from carechain.consensus import crypto
 from carechain.consensus.ledger.bodies import EraseRecord
 from carechain.consensus.ledger.records import EmergencyStatus
-from carechain.node import builders
 from carechain.node.audit.access_report import fhir_bundle, timeline
+from carechain.node.wallet import builders
 from carechain.tests.ledger_world import CHAIN_ID, World
 
 

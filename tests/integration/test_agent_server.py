@@ -16,8 +16,8 @@ from carechain.cli.context import FlowContext
 from carechain.cli.patient_actions import agent_pass
 from carechain.consensus import crypto
 from carechain.consensus.types import Tx, TxSignature
-from carechain.node import builders
-from carechain.node.client import Client
+from carechain.node.wallet import builders
+from carechain.node.wallet.client import Client
 
 CONSOLE = "http://127.0.0.1:26601"
 

@@ -17,8 +17,8 @@ from carechain.config.genesis import save_genesis
 from carechain.consensus.ledger.bodies import PutRecord
 from carechain.consensus.ledger.records import ValidatorAction
 from carechain.consensus.types import Block, CommitCertificate, Validator, merkle_root
-from carechain.node import builders
 from carechain.node.audit.replay import AuditFailure, check_blobs, replay
+from carechain.node.wallet import builders
 from carechain.storage import schema
 from carechain.storage.blobs.backends import FsObjects
 from carechain.storage.blobs.store import CHUNK_BYTES, BlobStore, content_id_of, from_bytes

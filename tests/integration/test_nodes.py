@@ -21,9 +21,10 @@ from carechain.consensus.genesis import Institution, InstitutionKind
 from carechain.consensus.ledger.policy import Template
 from carechain.consensus.poa.messages import Commit
 from carechain.consensus.types import Tx, TxSignature
-from carechain.node import builders, daemon, pools
+from carechain.node import daemon, pools
 from carechain.node.audit.observer import ObserverError, fetch_commits
 from carechain.node.audit.replay import replay
+from carechain.node.wallet import builders
 from carechain.p2p.memory import MemoryNetwork
 from carechain.p2p.network import Topic, Verdict
 from carechain.tests.integration.cluster import Cluster, eventually, hospital_keys, running_cluster

@@ -20,9 +20,9 @@ from carechain.consensus.poa.application import ProposalLimit
 from carechain.consensus.poa.events import Tick
 from carechain.consensus.poa.messages import Proposal, WalKind, decode_message
 from carechain.consensus.types import Tx, Vote
-from carechain.node import builders
 from carechain.node.daemon import API_BATCH_WORKERS_MIN
 from carechain.node.proposals import PEER_ADMIT_PROPOSALS
+from carechain.node.wallet import builders
 from carechain.p2p.memory import MemoryNetwork
 from carechain.p2p.network import Topic
 from carechain.tests.integration.cluster import Cluster, eventually, running_cluster

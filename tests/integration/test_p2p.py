@@ -32,11 +32,11 @@ from carechain.consensus.crypto import PrivateKey, peer_id
 from carechain.consensus.ledger.bodies import PutRecord
 from carechain.consensus.poa.application import LedgerApplication
 from carechain.consensus.poa.messages import Commit
-from carechain.node import builders
 from carechain.node.audit.observer import ObserverError, observe
 from carechain.node.audit.replay import replay
 from carechain.node.blob_service import BlobRequest, BlobService, fetch_from_peer
 from carechain.node.sync import RANGE_MAX, BlockSync, range_provider
+from carechain.node.wallet import builders
 from carechain.p2p.libp2p_net import MESSAGES, STALL_TIMEOUT_S, Libp2pNetwork, bound_stalls
 from carechain.p2p.memory import MemoryHub, MemoryNetwork
 from carechain.p2p.network import (

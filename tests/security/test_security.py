@@ -34,9 +34,9 @@ from carechain.consensus.types import (
     Vote,
     VoteType,
 )
-from carechain.node import builders
-from carechain.node.client import ApiRequestError
 from carechain.node.local_chain import LocalChain
+from carechain.node.wallet import builders
+from carechain.node.wallet.client import ApiRequestError
 from carechain.storage.chain import ChainStore
 from carechain.storage.kv import MemoryKV
 from carechain.tests.ledger_world import CHAIN_ID, GENESIS_TIME_MS, World

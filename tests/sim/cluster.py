@@ -45,7 +45,7 @@ from carechain.consensus.poa.messages import (
     encode_message,
 )
 from carechain.consensus.types import Validator, ValidatorSet, Vote
-from carechain.node import builders
+from carechain.node.wallet import builders
 from carechain.tests.sim.network import NetworkFaults, Partition, SimNetwork
 from carechain.tests.sim.node import SimNode
 

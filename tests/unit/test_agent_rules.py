@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from carechain.config.loading import ConfigError
-from carechain.node.agent_rules import Rule, decide, load_rules
+from carechain.node.wallet.agent_rules import Rule, decide, load_rules
 from carechain.tests.ledger_world import World
 
 RULES_TOML = """

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from carechain.node.keystore import KdfParams, KeystoreError, load_key, read_key_info, save_key
+from carechain.node.wallet.keystore import (
+    KdfParams,
+    KeystoreError,
+    load_key,
+    read_key_info,
+    save_key,
+)
 from carechain.tests.strategies import deterministic_key
 
 FAST = KdfParams.for_tests()

@@ -33,7 +33,7 @@ from carechain.consensus.ledger.records import (
 )
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.types import Tx, TxSignature, Validator, Vote, VoteType
-from carechain.node import builders
+from carechain.node.wallet import builders
 from carechain.tests.ledger_world import CHAIN_ID, DAY_MS, World
 from carechain.tests.strategies import deterministic_key
 

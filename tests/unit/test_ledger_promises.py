@@ -18,7 +18,7 @@ from carechain.consensus.ledger.context import epoch_key_key
 from carechain.consensus.ledger.policy import OperationClass, Template, k_of
 from carechain.consensus.ledger.records import Access, RecordEntry
 from carechain.consensus.ledger.state import Overlay, Table
-from carechain.node import builders
+from carechain.node.wallet import builders
 from carechain.storage.kv import LevelKV, MemoryKV
 from carechain.storage.state import StateStore
 from carechain.tests.ledger_world import CHAIN_ID, World

@@ -8,8 +8,8 @@ import pytest
 from carechain.consensus.ledger.apply import TxStatus
 from carechain.consensus.ledger.errors import TxRejected
 from carechain.consensus.types import merkle_root
-from carechain.node import builders
 from carechain.node.local_chain import LocalChain
+from carechain.node.wallet import builders
 from carechain.storage.kv import MemoryKV
 from carechain.tests.ledger_world import CHAIN_ID, World
 

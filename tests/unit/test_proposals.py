@@ -11,7 +11,6 @@ import pytest
 from carechain.consensus.crypto import PrivateKey
 from carechain.consensus.poa.engine import EngineConfig
 from carechain.consensus.types import Tx
-from carechain.node import builders
 from carechain.node.pools import Mempool
 from carechain.node.proposals import (
     BUILD_SHARE,
@@ -21,6 +20,7 @@ from carechain.node.proposals import (
     PeerIntake,
     ProposalBudget,
 )
+from carechain.node.wallet import builders
 from carechain.tests.ledger_world import World
 
 TIMEOUTS = EngineConfig("carechain-test", heartbeat_interval_ms=1000, clock_drift_ms_max=500)

@@ -26,9 +26,9 @@ from carechain.cli.nodes import Devnet, spawn, wait_for_api
 from carechain.config.genesis import GENESIS_FILE
 from carechain.config.node import load_node_config, save_node_config
 from carechain.consensus.crypto import PrivateKey
-from carechain.node import builders
-from carechain.node.client import ApiRequestError, Client, NodeUnreachable
-from carechain.node.keystore import save_key
+from carechain.node.wallet import builders
+from carechain.node.wallet.client import ApiRequestError, Client, NodeUnreachable
+from carechain.node.wallet.keystore import save_key
 from carechain.storage.wal import mark_never_signed
 from carechain.tests.e2e.faults.netns import Namespaces, readdress
 

@@ -16,9 +16,9 @@ from carechain.consensus.crypto import PrivateKey
 from carechain.consensus.ledger.governance import GOVERNANCE_ACCOUNT
 from carechain.consensus.ledger.records import Evidence, ValidatorAction
 from carechain.consensus.types import CommitCertificate, Validator
-from carechain.node import builders
-from carechain.node.client import ApiRequestError, Client
-from carechain.node.keystore import load_key
+from carechain.node.wallet import builders
+from carechain.node.wallet.client import ApiRequestError, Client
+from carechain.node.wallet.keystore import load_key
 from carechain.tests.e2e.faults import netns
 from carechain.tests.e2e.faults.harness import CHAIN, FaultNet, Load, fault_net, skewed_clock
 from carechain.tests.e2e.faults.netns import Namespaces

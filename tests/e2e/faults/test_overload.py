@@ -33,8 +33,8 @@ from carechain.cli.nodes import Devnet, spawn, wait_for_api
 from carechain.config.node import load_node_config, save_node_config
 from carechain.consensus.crypto import PrivateKey, peer_id
 from carechain.consensus.types import Tx
-from carechain.node import builders
-from carechain.node.client import ApiRequestError, Client
+from carechain.node.wallet import builders
+from carechain.node.wallet.client import ApiRequestError, Client
 from carechain.tests.leaks import LEAKED_SOCKET
 
 # py-libp2p leaves the sockets of the flooding peer's dropped connections to the collector
