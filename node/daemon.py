@@ -169,30 +169,12 @@ class Node:
         self.genesis = genesis
         self.node_id = peer_id(node_key.public_key)
         self.clock_ms = clock_ms
-        self.limits = EncodedLimits.of(genesis.params)
-        self.store = ChainStore.open(home / "data" / "chain", genesis)
-        self.wal = ConsensusWal(home / "data" / "wal", self.limits.wal_record_bytes)
-        self.blobs = open_blob_store(config.blobs, home)
-        self.mempool = Mempool(config.mempool.txs_max, config.mempool.bytes_max)
-        self.partials = PartialPool(self.store.kv, config.mempool.partials_max)
-        self.signatures = SignatureCache()  # each signature verified once per node
-        timing = engine_config(config, genesis)
-        self.proposal_budget = ProposalBudget(timing)
-        self.peer_intake = PeerIntake(self.mempool, self.proposal_budget)
-        self.app = MeasuredApplication(
-            genesis,
-            self.store,
-            self.mempool.ordered,
-            self.proposal_budget,
-            check_signers=self.signatures,
-        )
-        key = validator_key if config.validator else None
-        self.engine = Engine(timing, self.app, key)
-        self._check_signing_history(key is not None)
+        self.network = network
+        self._open_stores()
+        self._build_consensus(validator_key if config.validator else None)
         # Gossip reaches non-validator nodes: a validator publishes only if its config admits
         # some (`p2p.observers`); a non-validator node always takes part.
         self._gossips = not config.validator or bool(config.p2p.observers)
-        self.network = network
         self.verifier = SignatureWorkers(self.signatures, workers=os.cpu_count() or 1)
         self._lock = asyncio.Lock()
         self.syncer = BlockSync(
@@ -206,6 +188,41 @@ class Node:
             after_batch=self._after_sync_batch,
         )
         self.blob_service = BlobService(self.store, genesis.chain_id, self.blobs, clock_ms)
+        self._init_counters()
+        self.heartbeats = self._heartbeat_service(node_key)
+        self._registered: set[str] = set()
+
+    def _open_stores(self) -> None:
+        """The chain, the WAL, the blob store, the pools (the partials kept in the chain's
+        LevelDB)."""
+        home, config = self.home, self.config
+        self.limits = EncodedLimits.of(self.genesis.params)
+        self.store = ChainStore.open(home / "data" / "chain", self.genesis)
+        self.wal = ConsensusWal(home / "data" / "wal", self.limits.wal_record_bytes)
+        self.blobs = open_blob_store(config.blobs, home)
+        self.mempool = Mempool(config.mempool.txs_max, config.mempool.bytes_max)
+        self.partials = PartialPool(self.store.kv, config.mempool.partials_max)
+
+    def _build_consensus(self, key: PrivateKey | None) -> None:
+        """The ledger application (proposals bounded by the measured budget) and the engine,
+        signing with `key` (None: a node that follows the chain without voting)."""
+        self.signatures = SignatureCache()  # each signature verified once per node
+        timing = engine_config(self.config, self.genesis)
+        self.proposal_budget = ProposalBudget(timing)
+        self.peer_intake = PeerIntake(self.mempool, self.proposal_budget)
+        self.app = MeasuredApplication(
+            self.genesis,
+            self.store,
+            self.mempool.ordered,
+            self.proposal_budget,
+            check_signers=self.signatures,
+        )
+        self.engine = Engine(timing, self.app, key)
+        self._check_signing_history(key is not None)
+
+    def _init_counters(self) -> None:
+        """What the node counts and remembers as it runs (most of it shown in the status)."""
+        clock_ms = self.clock_ms
         self.subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self.misbehaviour: dict[str, int] = {}
         self.syncing = False
@@ -227,21 +244,22 @@ class Node:
         self._wake_at: int | None = None
         self._woken = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
-        self.heartbeats = (
-            HeartbeatService(
-                node_key,
-                genesis.chain_id,
-                config.p2p.heartbeat_listen,
-                list(config.p2p.heartbeat_peers),
-                status=self._heartbeat_status,
-                registered=lambda: set(self._registered),
-                on_ahead=self._peer_ahead,
-                interval_ms=config.p2p.heartbeat_interval_ms,
-            )
-            if config.p2p.heartbeat_peers
-            else None
+
+    def _heartbeat_service(self, node_key: PrivateKey) -> HeartbeatService | None:
+        """UDP heartbeats to the peers the config lists (None if it lists none)."""
+        p2p = self.config.p2p
+        if not p2p.heartbeat_peers:
+            return None
+        return HeartbeatService(
+            node_key,
+            self.genesis.chain_id,
+            p2p.heartbeat_listen,
+            list(p2p.heartbeat_peers),
+            status=self._heartbeat_status,
+            registered=lambda: set(self._registered),
+            on_ahead=self._peer_ahead,
+            interval_ms=p2p.heartbeat_interval_ms,
         )
-        self._registered: set[str] = set()
 
     def _check_signing_history(self, signs: bool) -> None:
         """A validator that finds neither a block nor the WAL's NEVER_SIGNED marker lost its

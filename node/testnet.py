@@ -104,27 +104,25 @@ def make_testnet(
             purpose="validator",
             passphrase=passphrase,
         )
-        peers = [
-            f"/ip4/127.0.0.1/tcp/{other.p2p_port}/p2p/{other.node_id}"
-            for other in nodes
-            if other is not node
-        ]
-        config = NodeConfig(
-            moniker=node.name,
-            validator=True,
-            p2p=P2PSection(
-                listen=f"/ip4/127.0.0.1/tcp/{node.p2p_port}",
-                peers=peers,
-                heartbeat_listen=f"127.0.0.1:{node.p2p_port + 1000}",
-                heartbeat_peers=[
-                    f"127.0.0.1:{other.p2p_port + 1000}" for other in nodes if other is not node
-                ],
-            ),
-            api=APISection(listen=f"127.0.0.1:{node.api_port}", console=console),
-            consensus=LOCAL_TIMEOUTS,
-            log=LogSection(level="info", format="json"),
-        )
-        save_node_config(node.home, config)
+        save_node_config(node.home, _local_config(node, nodes, console))
         save_genesis(node.home / GENESIS_FILE, genesis)
         mark_never_signed(node.home / "data" / "wal")
     return nodes
+
+
+def _local_config(node: TestnetNode, nodes: list[TestnetNode], console: bool) -> NodeConfig:
+    """`node`'s configuration on this machine: loopback ports, every other node its peer."""
+    others = [other for other in nodes if other is not node]
+    return NodeConfig(
+        moniker=node.name,
+        validator=True,
+        p2p=P2PSection(
+            listen=f"/ip4/127.0.0.1/tcp/{node.p2p_port}",
+            peers=[f"/ip4/127.0.0.1/tcp/{o.p2p_port}/p2p/{o.node_id}" for o in others],
+            heartbeat_listen=f"127.0.0.1:{node.p2p_port + 1000}",
+            heartbeat_peers=[f"127.0.0.1:{o.p2p_port + 1000}" for o in others],
+        ),
+        api=APISection(listen=f"127.0.0.1:{node.api_port}", console=console),
+        consensus=LOCAL_TIMEOUTS,
+        log=LogSection(level="info", format="json"),
+    )

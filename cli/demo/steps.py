@@ -328,6 +328,19 @@ def emergency(story: Story) -> None:
     )
     node_c.cosign(request.id, signature)
     node_c.wait_committed(request.id)
+    _read_in_emergency(story, request)
+    _review_emergency(story, request)
+
+
+def _read_in_emergency(story: Story, request: Tx) -> None:
+    """Hospital C, under the open emergency, fetches the CGM report from hospital A's node,
+    decrypts it and files its read receipt."""
+    ledger, vault_id, c, node_c = (
+        story.ledger,
+        story.vaults["cgm"],
+        story.hospital["C"],
+        story.clients["C"],
+    )
     record_id, content_id, plaintext = story.cgm
     entry = ledger.state().load(Table.RECORD, vault_id + record_id, RecordEntry)
     assert entry is not None
@@ -348,6 +361,13 @@ def emergency(story: Story) -> None:
     receipt = _receipt(story, "C", vault_id, record_id, request.id)
     node_c.submit(receipt)
     node_c.wait_committed(receipt.id)
+
+
+def _review_emergency(story: Story, request: Tx) -> None:
+    """The access shows as unreviewed until the patient reviews it; hospital B, with no
+    grant and no emergency, is refused the same blob."""
+    ledger, vault_id = story.ledger, story.vaults["cgm"]
+    record_id, content_id, _ = story.cgm
     status = ledger.state().load(Table.EMERGENCY, request.id, Emergency)
     story.check(
         status is not None and status.status is EmergencyStatus.UNREVIEWED,

@@ -44,8 +44,30 @@ STATE_KEY: Final[Schema] = {"type": "string", "pattern": "^([0-9a-f]{2}){1,128}$
 
 class State(RouteFamily):
     def routes(self) -> list[Route]:
+        return [
+            *self._account_routes(),
+            *self._vault_routes(),
+            Route(
+                "GET", "/v1/emergencies", self.emergencies, "Emergency accesses, unreviewed first"
+            ),
+            Route(
+                "GET",
+                "/v1/state/{table}",
+                self.state_list,
+                "Raw state entries of one table (auditors)",
+                parameters={"table": TABLE},
+            ),
+            Route(
+                "GET",
+                "/v1/state/{table}/{key}",
+                self.state_get,
+                "One raw state entry",
+                parameters={"table": TABLE, "key": STATE_KEY},
+            ),
+        ]
+
+    def _account_routes(self) -> list[Route]:
         address = {"address": ADDRESS}
-        vault = {"id": HEX_40}
         return [
             Route(
                 "GET",
@@ -68,6 +90,11 @@ class State(RouteFamily):
                 "A patient's access timeline: grants, reads, emergencies, erasures",
                 parameters=address,
             ),
+        ]
+
+    def _vault_routes(self) -> list[Route]:
+        vault = {"id": HEX_40}
+        return [
             Route("GET", "/v1/vaults/{id}", self.vault, "A vault", parameters=vault),
             Route(
                 "GET",
@@ -89,23 +116,6 @@ class State(RouteFamily):
                 self.vault_receipts,
                 "Read receipts of a vault",
                 parameters=vault,
-            ),
-            Route(
-                "GET", "/v1/emergencies", self.emergencies, "Emergency accesses, unreviewed first"
-            ),
-            Route(
-                "GET",
-                "/v1/state/{table}",
-                self.state_list,
-                "Raw state entries of one table (auditors)",
-                parameters={"table": TABLE},
-            ),
-            Route(
-                "GET",
-                "/v1/state/{table}/{key}",
-                self.state_get,
-                "One raw state entry",
-                parameters={"table": TABLE, "key": STATE_KEY},
             ),
         ]
 
