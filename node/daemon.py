@@ -209,7 +209,7 @@ class Node:
         self.signatures = SignatureCache()  # each signature verified once per node
         timing = engine_config(self.config, self.genesis)
         self.proposal_budget = ProposalBudget(timing)
-        self.peer_intake = PeerIntake(self.mempool, self.proposal_budget)
+        self.peer_intake = PeerIntake(self.mempool, self.proposal_budget, self.clock_ms)
         self.app = MeasuredApplication(
             self.genesis,
             self.store,

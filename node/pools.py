@@ -128,6 +128,16 @@ class Mempool:
         self.size_bytes += size
         return True
 
+    def arrived_since(self, since_ms: int) -> int:
+        """How many pending transactions arrived at `since_ms` or later (the newest are
+        last: counted from the end)."""
+        count = 0
+        for tx_id in reversed(self._arrived_ms):
+            if self._arrived_ms[tx_id] < since_ms:
+                break
+            count += 1
+        return count
+
     def to_resend(self, now_ms: int, waited_ms: int, limit: int) -> list[Tx]:
         """Up to `limit` transactions, longest waiting first, that have waited `waited_ms`
         and were not sent again in the last `waited_ms`; each is marked sent now. (A peer

@@ -40,6 +40,7 @@ PROPOSAL_TXS_MIN: Final = 64  # always allowed: the chain moves however slow thi
 SEND_BYTES_PER_S: Final = 16 * 1024 * 1024
 PROPOSAL_BYTES_MIN: Final = 256 * 1024
 PEER_ADMIT_PROPOSALS: Final = 4  # proposals' worth the mempool holds before peers wait
+PEER_INTAKE_WINDOW_MS: Final = 30_000  # how recent a pending transaction counts against it
 RECENT_BLOCKS: Final = 8
 
 
@@ -126,11 +127,19 @@ class PeerIntake:
     validators need for the blocks that do commit (seen: at 7 validators on 2 cores, a flood
     admitted as fast as it came held commits back 4-8 s). While there is no room the peers'
     credit runs out and they wait; the API is not held here (it answers `pool_full` when the
-    mempool is full)."""
+    mempool is full).
 
-    def __init__(self, mempool: Mempool, budget: ProposalBudget) -> None:
+    Only transactions that arrived in the last `PEER_INTAKE_WINDOW_MS` count against the
+    proposals' worth: one that waited longer is not about to commit (its nonce is ahead of a
+    predecessor that has not arrived, say), and a pool of such must not keep out the
+    transactions, the predecessors among them, that would move it."""
+
+    def __init__(
+        self, mempool: Mempool, budget: ProposalBudget, clock_ms: Callable[[], int]
+    ) -> None:
         self.mempool = mempool
         self.budget = budget
+        self.clock_ms = clock_ms
         self._recent: collections.deque[int] = collections.deque(maxlen=RECENT_BLOCKS)
         self._room = asyncio.Event()  # set while there is room
         self._room.set()
@@ -140,7 +149,8 @@ class PeerIntake:
         if pool.size_bytes >= pool.bytes_max:
             return 0
         proposal = max(self.budget.limit(0).txs, max(self._recent, default=0))
-        return max(0, min(pool.txs_max, PEER_ADMIT_PROPOSALS * proposal) - len(pool))
+        recent = pool.arrived_since(self.clock_ms() - PEER_INTAKE_WINDOW_MS)
+        return max(0, min(pool.txs_max - len(pool), PEER_ADMIT_PROPOSALS * proposal - recent))
 
     def committed(self, txs: int) -> None:
         """A block of `txs` transactions committed (call after the mempool dropped them)."""

@@ -15,6 +15,7 @@ from carechain.node.pools import Mempool
 from carechain.node.proposals import (
     BUILD_SHARE,
     PEER_ADMIT_PROPOSALS,
+    PEER_INTAKE_WINDOW_MS,
     PROPOSAL_TXS_MIN,
     RECENT_BLOCKS,
     PeerIntake,
@@ -73,7 +74,7 @@ def test_the_slower_of_building_and_validating_sizes_a_proposal() -> None:
 def test_peers_transactions_are_taken_in_up_to_a_few_proposals_worth() -> None:
     budget = _budget(0.05)  # 15 transactions in round 0's share: the floor, 64, applies
     pool = Mempool(10_000, 1 << 30)
-    intake = PeerIntake(pool, budget)
+    intake = PeerIntake(pool, budget, lambda: 0)
     ahead = PEER_ADMIT_PROPOSALS * PROPOSAL_TXS_MIN
     assert intake.room() == ahead
     for tx in _registrations(10):
@@ -89,7 +90,7 @@ def test_peers_transactions_are_taken_in_up_to_a_few_proposals_worth() -> None:
 def test_a_full_mempool_leaves_no_room_and_a_commit_that_empties_it_wakes_the_intake() -> None:
     txs = _registrations(3)
     pool = Mempool(3, 1 << 30)
-    intake = PeerIntake(pool, _budget(0.001))
+    intake = PeerIntake(pool, _budget(0.001), lambda: 0)
     for tx in txs:
         pool.add(tx, 0)
     assert intake.room() == 0
@@ -108,4 +109,26 @@ def test_a_full_mempool_leaves_no_room_and_a_commit_that_empties_it_wakes_the_in
     assert intake.room() == 1
     bytes_full = Mempool(100, len(txs[0].encode()))
     bytes_full.add(txs[0], 0)
-    assert PeerIntake(bytes_full, _budget(0.001)).room() == 0, "no bytes left, no room"
+    assert PeerIntake(bytes_full, _budget(0.001), lambda: 0).room() == 0, "no bytes left, no room"
+
+
+def test_transactions_that_waited_long_do_not_keep_the_peers_out() -> None:
+    """A pool full of transactions that are not about to commit (their nonce waits for a
+    predecessor, say) counts them only while they are recent: the predecessor can still come
+    in from a peer."""
+    now = [0]
+    pool = Mempool(10_000, 1 << 30)
+    intake = PeerIntake(pool, _budget(0.05), lambda: now[0])
+    ahead = PEER_ADMIT_PROPOSALS * PROPOSAL_TXS_MIN
+    stuck = _registrations(ahead)
+    for tx in stuck:
+        pool.add(tx, 0)
+    assert intake.room() == 0
+    now[0] = PEER_INTAKE_WINDOW_MS + 1
+    assert intake.room() == ahead, "the stuck ones no longer count"
+    fresh = _registrations(ahead + 5)[ahead:]
+    for tx in fresh:
+        pool.add(tx, now[0])
+    assert intake.room() == ahead - 5
+    pool.txs_max = len(pool) + 2
+    assert intake.room() == 2, "the mempool's own bound still holds"
