@@ -68,6 +68,7 @@ from carechain.consensus.poa.messages import (
     encode_message,
     proposal_slot,
 )
+from carechain.consensus.poa.votes import proposer_of
 from carechain.consensus.types import Block, CommitCertificate, Tx, Vote
 from carechain.node.blob_service import BlobService
 from carechain.node.pools import Mempool, PartialPool, PoolFull, admit
@@ -336,10 +337,13 @@ class Node:
     # -- engine driving -------------------------------------------------------------------------
     async def _handle(self, event: Event) -> None:
         async with self._lock:
-            if log.isEnabledFor(logging.DEBUG):
-                await self._handle_traced(event)
-            else:
-                await self._perform(self.engine.handle(event))
+            await self._handle_locked(event)
+
+    async def _handle_locked(self, event: Event) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            await self._handle_traced(event)
+        else:
+            await self._perform(self.engine.handle(event))
 
     async def _handle_traced(self, event: Event) -> None:
         """`_handle` with a debug line per event: what came in, where the engine was and went
@@ -558,11 +562,30 @@ class Node:
             self.known_proposals += 1  # a copy of one held, or of a past height: ignored
             return
         decoded = decode_message(message.payload, max_bytes=self.limits.message_bytes)
-        if isinstance(decoded, Proposal):
+        event = Received(message.peer, decoded, self.clock_ms())
+        if isinstance(decoded, Proposal) and self._checked_ahead(decoded):
             # signatures this node has not seen (transactions it has not admitted yet) are
-            # checked in the workers, not one by one on the event loop while validating
-            await self.verifier.verify(decoded.block.txs, batch_min=API_BATCH_WORKERS_MIN)
-        await self._handle(Received(message.peer, decoded, self.clock_ms()))
+            # checked in the workers, not one by one on the event loop while validating; the
+            # lock is held throughout, so no timeout of this round is handled meanwhile
+            async with self._lock:
+                await self.verifier.verify(decoded.block.txs, batch_min=API_BATCH_WORKERS_MIN)
+                await self._handle_locked(event)
+            return
+        await self._handle(event)
+
+    def _checked_ahead(self, proposal: Proposal) -> bool:
+        """Whether a proposal's transactions' signatures are worth checking in the workers
+        before the engine sees it: only one the engine would take (this height, this round
+        or the next, one it does not hold yet, from that round's proposer and signed by it).
+        Anything else goes to the engine as it is, which refuses it for one signature check,
+        so no peer can make this node spend its workers on proposals it will not use."""
+        state = self.engine.state
+        if state is None or proposal.height != state.height or proposal.round in state.proposals:
+            return False
+        if not state.round <= proposal.round <= state.round + 1:
+            return False
+        proposer = proposer_of(state.validators, state.height, proposal.round)
+        return proposal.proposer == proposer and proposal.signature_valid()
 
     async def consensus_first(self) -> None:
         """Yield to the consensus messages that arrived, and wait while they are handled:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from typing import Final
@@ -41,6 +42,7 @@ SEND_BYTES_PER_S: Final = 16 * 1024 * 1024
 PROPOSAL_BYTES_MIN: Final = 256 * 1024
 PEER_ADMIT_PROPOSALS: Final = 4  # proposals' worth the mempool holds before peers wait
 PEER_INTAKE_WINDOW_MS: Final = 30_000  # how recent a pending transaction counts against it
+ROOM_RECHECK_S: Final = 1.0  # the longest the intake waits before asking for room again
 RECENT_BLOCKS: Final = 8
 
 
@@ -159,6 +161,11 @@ class PeerIntake:
             self._room.set()
 
     async def wait_for_room(self) -> None:
-        """Return once a commit made room (call when `room` is 0)."""
+        """Return once a commit made room, or after ROOM_RECHECK_S at the latest (call when
+        `room` is 0, and ask it again): room also comes without a commit, as pending
+        transactions leave the window or the budget grows, and on a node that commits
+        nothing for a while."""
         self._room.clear()
-        await self._room.wait()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ROOM_RECHECK_S):
+                await self._room.wait()

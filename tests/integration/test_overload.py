@@ -7,6 +7,7 @@ dropped, while the mempool is full."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,10 +20,12 @@ from carechain.consensus.crypto import PrivateKey, peer_id
 from carechain.consensus.poa.application import ProposalLimit
 from carechain.consensus.poa.events import Tick
 from carechain.consensus.poa.messages import Proposal, WalKind, decode_message
+from carechain.consensus.poa.votes import proposer_of
 from carechain.consensus.types import Tx, Vote
 from carechain.node.daemon import API_BATCH_WORKERS_MIN
 from carechain.node.proposals import PEER_ADMIT_PROPOSALS
 from carechain.node.wallet import builders
+from carechain.node.wallet.keystore import load_key
 from carechain.p2p.memory import MemoryNetwork
 from carechain.p2p.network import Topic
 from carechain.tests.integration.cluster import Cluster, eventually, running_cluster
@@ -267,3 +270,35 @@ async def test_a_proposals_unseen_signatures_are_checked_in_the_workers(tmp_path
         )
         others = [m.node.verifier.verified for m in cluster.members[1:]]
     assert all(verified >= len(txs) for verified in others), others
+
+
+@pytest.mark.asyncio
+async def test_only_a_proposal_the_engine_would_take_is_checked_ahead(tmp_path: Path) -> None:
+    """The workers check a proposal's signatures ahead only for this height, this round or
+    the next, from that round's proposer and signed by it: a peer cannot make a node spend
+    its workers on proposals the engine refuses for one signature check."""
+    async with running_cluster(tmp_path) as cluster:
+        node = cluster.members[0].node
+        keys = [load_key(m.node.home / "keys" / "validator.json", None) for m in cluster.members]
+        by_key = {key.public_key: key for key in keys}
+        state = node.engine.state
+        assert state is not None
+        height, round = state.height, state.round + 1  # no await below: the state holds still
+
+        def proposal(round: int, key: PrivateKey, height: int = height) -> Proposal:
+            block = node.app.propose(state.height, round, node.clock_ms(), key.public_key)
+            draft = Proposal(node.genesis.chain_id, height, round, -1, block, key.public_key)
+            return draft.signed_by(key)
+
+        def proposer(round: int) -> PrivateKey:
+            return by_key[proposer_of(state.validators, height, round)]
+
+        right = proposal(round, proposer(round))
+        assert node._checked_ahead(right)
+        other = next(key for key in keys if key.public_key != proposer(round).public_key)
+        assert not node._checked_ahead(proposal(round, other)), "not that round's proposer"
+        forged = dataclasses.replace(right, signature=bytes(64))
+        assert not node._checked_ahead(forged), "not signed by the proposer"
+        assert not node._checked_ahead(proposal(round + 1, proposer(round + 1))), "too far ahead"
+        later = proposal(round, proposer(round), height=height + 1)
+        assert not node._checked_ahead(later), "another height"
