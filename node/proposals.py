@@ -134,7 +134,9 @@ class PeerIntake:
     Only transactions that arrived in the last `PEER_INTAKE_WINDOW_MS` count against the
     proposals' worth: one that waited longer is not about to commit (its nonce is ahead of a
     predecessor that has not arrived, say), and a pool of such must not keep out the
-    transactions, the predecessors among them, that would move it."""
+    transactions, the predecessors among them, that would move it. (The mempool's own bounds
+    still apply: a pool full by count or bytes of such keeps everything out until they
+    expire.)"""
 
     def __init__(
         self, mempool: Mempool, budget: ProposalBudget, clock_ms: Callable[[], int]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from carechain.consensus import crypto
 from carechain.consensus.types import Tx
 from carechain.node.wallet import builders
-from carechain.node.wallet.client import Client, NodeUnreachable
+from carechain.node.wallet.client import ApiRequestError, Client, NodeUnreachable
 from carechain.p2p.libp2p_net import Libp2pNetwork
 from carechain.p2p.network import Topic
 
@@ -97,7 +97,7 @@ class CommitWatch:
         while not self._stop.wait(0.1):
             try:
                 height = int(client.status()["height"])
-            except NodeUnreachable:
+            except (NodeUnreachable, ApiRequestError):  # a node busy or restarting: ask again
                 continue
             with self._seen:
                 if height > self._last:
