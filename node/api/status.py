@@ -46,10 +46,10 @@ class Status(RouteFamily):
                     for v in validators
                 ],
                 "peers": node.network.peers(),
-                "syncing": node.syncing,
-                "signing_held": node.signing_held,
-                "signs_from_height": None if node.signing_held else node.engine.sign_from_height,
-                "gossip_blocks": node.gossip_blocks,
+                "syncing": node.catchup.syncing,
+                "signing_held": node.signing.held,
+                "signs_from_height": None if node.signing.held else node.engine.sign_from_height,
+                "gossip_blocks": node.catchup.gossip_blocks,
                 "heartbeats": {
                     peer: {"height": view.height, "round": view.round}
                     for peer, view in (node.heartbeats.views.items() if node.heartbeats else ())
@@ -63,18 +63,18 @@ class Status(RouteFamily):
                 # steady climb of consensus drops means a dead or flooding peer
                 "p2p_dropped": sum(drops.values()),
                 "p2p_drops": drops,
-                "pool_full_drops": node.pool_full_drops,
-                "syncs": node.syncs,
+                "pool_full_drops": node.peer_messages.pool_full_drops,
+                "syncs": node.catchup.syncs,
                 # the longest a peer's consensus message waited in the inbox, and took to
                 # handle (waiting for the node's lock included), since the node started
                 "consensus_wait_ms_max": round(node.network.inbox.consensus_wait_s_max * 1000),
-                "consensus_handle_ms_max": round(node.consensus_handle_s_max * 1000),
+                "consensus_handle_ms_max": round(node.peer_messages.consensus_handle_s_max * 1000),
                 "proposal_budget": {
                     "execution_us_per_tx": round(node.proposal_budget.cost_s_per_tx * 1e6, 1),
                     "round_0_txs_max": node.proposal_budget.limit(0).txs,
                     "round_0_bytes_max": node.proposal_budget.limit(0).bytes,
                 },
-                "wal_failures": node.wal_failures,
+                "wal_failures": node.signing.wal_failures,
             }
         )
 

@@ -24,7 +24,8 @@ from carechain.node.api.base import (
     read_body,
     refusal,
 )
-from carechain.node.daemon import ADMIT_CHUNK, API_BATCH_WORKERS_MIN, Node
+from carechain.node.daemon import Node
+from carechain.node.peer_messages import ADMIT_CHUNK, API_BATCH_WORKERS_MIN
 
 
 class SubmitTx(Body):

@@ -183,11 +183,11 @@ async def test_a_validator_fed_mutated_frames_of_every_kind_refuses_them_and_run
             data = mutate(sample, payloads, rng)
             try:
                 if topic is not Topic.CONSENSUS and (topic is Topic.BLOCK or rng.random() < 0.5):
-                    await target._on_gossip(source.node_id, topic, data)
+                    await target.on_gossip(source.node_id, topic, data)
                 elif topic is Topic.CONSENSUS:
-                    await target._on_consensus(Inbound(source.node_id, topic, data))
+                    await target.peer_messages.on_consensus(Inbound(source.node_id, topic, data))
                 else:  # refusals are counted against the peer inside
-                    await target._admit_from_peers([Inbound(source.node_id, topic, data)])
+                    await target.peer_messages.admit([Inbound(source.node_id, topic, data)])
             except (CarechainError, PoolFull):
                 pass  # the typed refusals the inbox loop counts against the peer
             except Exception as exc:  # what the fuzzer looks for

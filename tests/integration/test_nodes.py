@@ -21,7 +21,7 @@ from carechain.consensus.genesis import Institution, InstitutionKind
 from carechain.consensus.ledger.policy import Template
 from carechain.consensus.poa.messages import Commit
 from carechain.consensus.types import Tx, TxSignature
-from carechain.node import daemon, pools
+from carechain.node import admission, daemon, peer_messages, pools
 from carechain.node.audit.observer import ObserverError, fetch_commits
 from carechain.node.audit.replay import replay
 from carechain.node.wallet import builders
@@ -80,7 +80,9 @@ async def test_transactions_commit_on_every_node_with_identical_state(tmp_path: 
         assert [len(m.node.signatures) for m in cluster.members] == [0, 0, 0, 0]
         # every validator sends the commit it decided to all: a node already past that
         # height drops the others' copies before decoding them
-        await eventually(lambda: all(m.node.stale_commits > 0 for m in cluster.members))
+        await eventually(
+            lambda: all(m.node.peer_messages.stale_commits > 0 for m in cluster.members)
+        )
 
 
 @pytest.mark.asyncio
@@ -115,7 +117,7 @@ async def test_a_partial_waits_for_its_cosignature_then_commits(
             admitted.append(args[1])
             return real_admit(*args, **kwargs)
 
-        monkeypatch.setattr(daemon, "admit", counting_admit)
+        monkeypatch.setattr(admission, "admit", counting_admit)
         copy = await cluster.members[3].node.submit(partial, gossip=False)
         assert (copy.status, copy.new, admitted) == ("partial", False, [])
         signature = partial.signed_by(p2).signatures
@@ -155,16 +157,16 @@ async def test_a_validator_that_lost_its_data_folder_signs_again_only_past_the_c
         first = _registration(cluster)[0]
         await cluster.members[0].node.submit(first)
         await _committed(cluster, first)
-        assert not any(m.node.signing_held for m in cluster.members)  # a new home may sign
+        assert not any(m.node.signing.held for m in cluster.members)  # a new home may sign
         wiped = cluster.members[3]
         home, key = wiped.node.home, wiped.node.engine.me
         await cluster.stop_member(wiped)
         shutil.rmtree(home / "data")
         restarted = await cluster.start_node(home)
-        held_at_start = restarted.node.signing_held
+        held_at_start = restarted.node.signing.held
         assert held_at_start
         tip = cluster.members[0].node.store.height
-        while restarted.node.signing_held:
+        while restarted.node.signing.held:
             tx = _registration(cluster)[0]
             await cluster.members[0].node.submit(tx)
             await _committed(cluster, tx)
@@ -440,8 +442,8 @@ async def test_full_nodes_follow_the_chain_over_gossip_and_their_transactions_co
         assert outcome.status == "pending"
         await _committed(cluster, second)
         await eventually(lambda: pharmacy.store.height == validators[0].node.store.height)
-        assert clinic.gossip_blocks > 0
-        assert pharmacy.gossip_blocks > 0
+        assert clinic.catchup.gossip_blocks > 0
+        assert pharmacy.catchup.gossip_blocks > 0
         height = pharmacy.store.height
         heads = {
             next(iter(n.store.blocks(height, height)))[0].block_hash
@@ -466,7 +468,7 @@ async def test_a_transaction_admitted_with_no_validator_linked_is_sent_when_one_
     """A clinic's node admits a transaction while cut off from every validator (its broadcast
     reaches nobody); when the links come up it sends it on at once, not at the re-send after
     RESEND_AFTER_MS (made an hour here, so only the new links can carry it)."""
-    monkeypatch.setattr(daemon, "RESEND_AFTER_MS", 3_600_000)
+    monkeypatch.setattr(peer_messages, "RESEND_AFTER_MS", 3_600_000)
     clinic_key = PrivateKey(b"\x63" * 32)
     clinic_id = peer_id(clinic_key.public_key)
     async with running_cluster(tmp_path, observers=(clinic_id,)) as cluster:
@@ -512,5 +514,5 @@ async def test_a_full_node_rejects_forged_gossip_and_ignores_stale_gossip(tmp_pa
             (Topic.BLOCK, stale, Verdict.IGNORE),
         ]
         for topic, payload, expected in cases:
-            assert await clinic._on_gossip(peer, topic, payload) is expected, (topic, expected)
+            assert await clinic.on_gossip(peer, topic, payload) is expected, (topic, expected)
         assert clinic.store.height >= height

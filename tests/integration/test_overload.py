@@ -22,7 +22,7 @@ from carechain.consensus.poa.events import Tick
 from carechain.consensus.poa.messages import Proposal, WalKind, decode_message
 from carechain.consensus.poa.votes import proposer_of
 from carechain.consensus.types import Tx, Vote
-from carechain.node.daemon import API_BATCH_WORKERS_MIN
+from carechain.node.peer_messages import API_BATCH_WORKERS_MIN
 from carechain.node.proposals import PEER_ADMIT_PROPOSALS
 from carechain.node.wallet import builders
 from carechain.node.wallet.keystore import load_key
@@ -61,15 +61,15 @@ async def test_sync_waits_for_a_lead_of_two_heights_unless_consensus_stalled(
     async with running_cluster(tmp_path) as cluster:
         await _commit_all(cluster, _registrations(cluster, 2, seed=1))
         node, peer = cluster.members[0].node, cluster.members[1].node.node_id
-        ours, before = node.store.height, node.syncs
-        node._peer_ahead(peer, ours + 1)  # routine: a commit reaches validators unevenly
-        assert node.syncs == before
-        assert node.peer_heights[peer] == ours + 1
-        node._peer_ahead(peer, ours + 2)
-        assert node.syncs == before + 1
+        ours, before = node.store.height, node.catchup.syncs
+        node.catchup.peer_ahead(peer, ours + 1)  # routine: a commit reaches validators unevenly
+        assert node.catchup.syncs == before
+        assert node.catchup.peer_heights[peer] == ours + 1
+        node.catchup.peer_ahead(peer, ours + 2)
+        assert node.catchup.syncs == before + 1
         # a non-validator's claim starts a sync from it, but is not kept to steer later ones
-        node._peer_ahead("an-observer", ours + 2**40)
-        assert "an-observer" not in node.peer_heights
+        node.catchup.peer_ahead("an-observer", ours + 2**40)
+        assert "an-observer" not in node.catchup.peer_heights
 
 
 @pytest_asyncio.fixture
@@ -113,19 +113,21 @@ async def test_sync_leaves_the_node_free_while_it_waits_for_the_network(
         return request(peer, first, last)
 
     node.network.request_range = recording
-    node.syncer.network = node.network
-    await eventually(lambda: node.syncing)
+    node.catchup.syncer.network = node.network
+    await eventually(lambda: node.catchup.syncing)
     for _ in range(5):  # the stream waits at the gate; the node goes on
-        assert not node._lock.locked()
-        await asyncio.wait_for(node._handle(Tick(node.clock_ms())), 1.0)
+        assert not node.lock.locked()
+        await asyncio.wait_for(node.handle(Tick(node.clock_ms())), 1.0)
         await asyncio.sleep(0.05)
     gate.set()
     top = cluster.members[0].node.store.height
     await eventually(lambda: node.store.height >= top)
     assert asked, "the node asked a peer for blocks"
     for peer, first, last in asked:
-        assert node.peer_heights.get(peer, 0) > first - 1, f"{peer} was not known to be ahead"
-        assert last <= max(node.peer_heights.values()), "asked past the height shown"
+        assert node.catchup.peer_heights.get(peer, 0) > first - 1, (
+            f"{peer} was not known to be ahead"
+        )
+        assert last <= max(node.catchup.peer_heights.values()), "asked past the height shown"
 
 
 @pytest.mark.asyncio
@@ -178,7 +180,7 @@ async def test_peers_transactions_wait_in_the_inbox_while_the_mempool_holds_enou
             await sender.stop()
         assert pool[0] <= bound, f"more than {bound} taken in"
         assert waiting[0] > 0, "the rest waited in the inbox"
-        assert [m.node.pool_full_drops for m in cluster.members] == [0] * 4
+        assert [m.node.peer_messages.pool_full_drops for m in cluster.members] == [0] * 4
         assert cluster.hub.dropped == 0
         assert events < len(txs), f"{events} engine events for {len(txs)} transactions"
 
@@ -238,18 +240,18 @@ async def test_a_validator_whose_wal_fails_sends_nothing_unlogged_and_stops_sign
             lambda: all(m.node.store.tx_location(t.id) for m in cluster.members for t in txs), 60
         )
         await asyncio.sleep(1.5)  # past the engine's re-sends
-        assert broken.wal_failures > 0
-        assert broken.signing_held
+        assert broken.signing.wal_failures > 0
+        assert broken.signing.held
         assert not cluster.members[0].task.done(), "the node runs on"
         own = broken.engine.me
         for payload in sent:
             message = decode_message(payload, max_bytes=len(payload))
             if isinstance(message, Proposal) and message.proposer == own:
                 slot = (WalKind.PROPOSAL, message.height, message.round)
-                assert slot not in broken._unlogged, "an unlogged proposal left the node"
+                assert slot not in broken.signing.unlogged, "an unlogged proposal left the node"
             if isinstance(message, Vote) and message.validator == own:
                 slot = (WalKind.VOTE, message.height, message.round)
-                assert slot not in broken._unlogged, "an unlogged vote left the node"
+                assert slot not in broken.signing.unlogged, "an unlogged vote left the node"
 
 
 @pytest.mark.asyncio
@@ -294,11 +296,15 @@ async def test_only_a_proposal_the_engine_would_take_is_checked_ahead(tmp_path: 
             return by_key[proposer_of(state.validators, height, round)]
 
         right = proposal(round, proposer(round))
-        assert node._checked_ahead(right)
+        assert node.peer_messages.checked_ahead(right)
         other = next(key for key in keys if key.public_key != proposer(round).public_key)
-        assert not node._checked_ahead(proposal(round, other)), "not that round's proposer"
+        assert not node.peer_messages.checked_ahead(proposal(round, other)), (
+            "not that round's proposer"
+        )
         forged = dataclasses.replace(right, signature=bytes(64))
-        assert not node._checked_ahead(forged), "not signed by the proposer"
-        assert not node._checked_ahead(proposal(round + 1, proposer(round + 1))), "too far ahead"
+        assert not node.peer_messages.checked_ahead(forged), "not signed by the proposer"
+        assert not node.peer_messages.checked_ahead(proposal(round + 1, proposer(round + 1))), (
+            "too far ahead"
+        )
         later = proposal(round, proposer(round), height=height + 1)
-        assert not node._checked_ahead(later), "another height"
+        assert not node.peer_messages.checked_ahead(later), "another height"

@@ -36,7 +36,7 @@ from carechain.consensus.types import (
     Vote,
     VoteType,
 )
-from carechain.node.daemon import _gossiped_commit
+from carechain.node.catchup import gossiped_commit
 from carechain.p2p.network import FrameReader, encode_frame
 from carechain.storage.wal import ConsensusWal
 
@@ -123,7 +123,7 @@ def test_a_largest_block_passes_every_carrier_under_the_derived_limits(
     assert Commit.decode(commit.encode(), max_bytes=limits.sync_item_bytes) == commit
     gossiped = block.block_hash + commit.encode()
     assert len(gossiped) == limits.gossip_block_bytes
-    assert _gossiped_commit(_through_a_frame(gossiped, limits), limits) == commit
+    assert gossiped_commit(_through_a_frame(gossiped, limits), limits) == commit
 
     lock = Lock(block, tuple(_vote(i) for i in range(256)))
     assert len(lock.encode()) == limits.lock_bytes
