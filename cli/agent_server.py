@@ -24,7 +24,6 @@ import pydantic
 import tomli_w
 from aiohttp import web
 
-from carechain.cli.context import FlowContext, hex_bytes
 from carechain.cli.patient_actions import (
     agent_pass,
     cosignature,
@@ -38,6 +37,7 @@ from carechain.consensus.errors import CarechainError
 from carechain.consensus.types import Tx
 from carechain.node.wallet.agent_rules import Rule, RuleFile, load_rules
 from carechain.node.wallet.client import ApiRequestError, NodeUnreachable
+from carechain.node.wallet.context import FlowContext, hex_bytes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

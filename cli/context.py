@@ -1,115 +1,18 @@
-"""What every flow command needs: the node's API client, the chain it runs, and keys from the
-home folder's keystore (opened with the passphrase from a file, the environment or a prompt).
+"""What every flow command adds to the wallet's context (node/wallet/context.py): the options
+naming the home folder, the node's API and the passphrase file, and how an outcome is told.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from pathlib import Path
 
 import click
 
-from carechain.cli.keys import key_path
 from carechain.cli.output import console
 from carechain.cli.passphrase import obtain_passphrase
-from carechain.config.genesis import parse_genesis
-from carechain.consensus.crypto import PrivateKey, account_id, unseal
 from carechain.consensus.errors import InvalidInput
-from carechain.consensus.genesis import Genesis, InstitutionKind
-from carechain.consensus.ledger.context import epoch_key_key, trusted_parties
-from carechain.consensus.ledger.records import Account, InstitutionState, Vault
-from carechain.consensus.ledger.state import Overlay, Table
-from carechain.consensus.types import Tx
-from carechain.node.wallet.client import Client, RemoteState, api_address
-from carechain.node.wallet.keystore import load_key, read_key_info
-
-DAY_MS = 86_400_000
-
-
-@dataclasses.dataclass
-class FlowContext:
-    home: Path
-    client: Client
-    passphrase_file: Path | None
-    _genesis: Genesis | None = None
-    _passphrase: str | None = None
-
-    @property
-    def genesis(self) -> Genesis:
-        if self._genesis is None:
-            self._genesis = parse_genesis(self.client.get("/v1/genesis"), "the node's genesis")
-        return self._genesis
-
-    @property
-    def chain_id(self) -> str:
-        return self.genesis.chain_id
-
-    def key(self, name: str) -> PrivateKey:
-        path = key_path(self.home, name)
-        if not read_key_info(path).encrypted:
-            return load_key(path, None)
-        if self._passphrase is None:
-            self._passphrase = obtain_passphrase(self.passphrase_file, confirm=False)
-        return load_key(path, self._passphrase)
-
-    def state(self) -> Overlay:
-        return Overlay(RemoteState(self.client))
-
-    def now_ms(self) -> int:
-        return max(int(time.time() * 1000), int(self.client.status()["last_block_time_ms"]) + 1)
-
-    def expiry(self) -> int:
-        return self.now_ms() + DAY_MS
-
-    def nonce(self, account: bytes) -> int:
-        found = self.state().load(Table.ACCOUNT, account, Account)
-        return 1 if found is None else found.nonce + 1
-
-    def vault(self, vault_id: bytes) -> Vault:
-        found = self.state().load(Table.VAULT, vault_id, Vault)
-        if found is None:
-            raise InvalidInput(f"no vault {vault_id.hex()} on chain", hint="check --vault")
-        return found
-
-    def trusted(self) -> frozenset[bytes]:
-        return trusted_parties(self.state())
-
-    def epoch_key(self, vault: Vault, key: PrivateKey) -> bytes:
-        """The vault's current epoch key, from the copy sealed to `key` on chain."""
-        sealed = self.state().get(
-            Table.EPOCH_KEY, epoch_key_key(vault.vault_id, vault.epoch, key.public_key)
-        )
-        if sealed is None:
-            raise InvalidInput(
-                f"no epoch {vault.epoch} key of this vault is sealed to "
-                f"{key.public_key.hex()[:16]}",
-                hint="that key has no read access to the vault",
-            )
-        return unseal(sealed, key)
-
-    def send(self, tx: Tx, *, wait: bool = True) -> dict[str, object]:
-        """Submit; wait for the commit unless the transaction is partial."""
-        answer = self.client.submit(tx)
-        if answer["status"] == "partial" or not wait:
-            return answer
-        return self.client.wait_committed(tx.id)
-
-
-def institution_kind(context: FlowContext, key: bytes) -> InstitutionKind | None:
-    found = context.state().load(Table.INSTITUTION, key, InstitutionState)
-    return None if found is None else found.kind
-
-
-def hex_bytes(value: str, size: int, what: str) -> bytes:
-    """Parse `size` bytes of hex, or say what the option expects."""
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        raw = b""
-    if len(raw) != size:
-        raise InvalidInput(f"{what} must be {2 * size} hex characters")
-    return raw
+from carechain.node.wallet.client import Client, api_address
+from carechain.node.wallet.context import FlowContext, hex_bytes
 
 
 def vault_arg(value: str) -> bytes:
@@ -146,8 +49,7 @@ def flow_options(function: click.decorators.FC) -> click.decorators.FC:
 
 
 def make_context(home: Path, api: str | None, passphrase_file: Path | None) -> FlowContext:
-    return FlowContext(home, Client(api or api_address(home)), passphrase_file)
+    def passphrase() -> str:
+        return obtain_passphrase(passphrase_file, confirm=False)
 
-
-def patient_account(key: PrivateKey) -> bytes:
-    return account_id(key.public_key)
+    return FlowContext(home, Client(api or api_address(home)), passphrase)

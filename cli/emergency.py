@@ -8,13 +8,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from carechain.cli.context import (
-    flow_options,
-    hex_bytes,
-    make_context,
-    report_outcome,
-    vault_arg,
-)
+from carechain.cli.context import flow_options, make_context, report_outcome, vault_arg
 from carechain.cli.output import console, emit_json, json_option
 from carechain.consensus.ledger.records import (
     Emergency,
@@ -23,6 +17,7 @@ from carechain.consensus.ledger.records import (
 from carechain.consensus.ledger.state import Table as StateTable
 from carechain.node.wallet import builders
 from carechain.node.wallet.client import RemoteState
+from carechain.node.wallet.context import hex_bytes
 
 
 @click.group()

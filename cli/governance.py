@@ -7,12 +7,7 @@ from pathlib import Path
 
 import click
 
-from carechain.cli.context import (
-    flow_options,
-    hex_bytes,
-    make_context,
-    report_outcome,
-)
+from carechain.cli.context import flow_options, make_context, report_outcome
 from carechain.cli.partials import tx_cosign
 from carechain.consensus.genesis import Institution, InstitutionKind
 from carechain.consensus.ledger.governance import GOVERNANCE_ACCOUNT
@@ -22,6 +17,7 @@ from carechain.consensus.ledger.records import (
 )
 from carechain.consensus.types import Validator
 from carechain.node.wallet import builders
+from carechain.node.wallet.context import hex_bytes
 
 
 @click.group()

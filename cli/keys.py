@@ -16,6 +16,8 @@ from carechain.node.wallet.keystore import (
     KeyInfo,
     KeyPurpose,
     KeystoreError,
+    key_path,
+    keys_dir,
     load_key,
     read_key_info,
     save_key,
@@ -27,16 +29,6 @@ HOME_OPTION = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     help="The node's home folder.",
 )
-
-
-def keys_dir(home: Path) -> Path:
-    return home / "keys"
-
-
-def key_path(home: Path, name: str) -> Path:
-    if not name or "/" in name or name.startswith("."):
-        raise KeystoreError(f"{name!r} is not a key name", hint="use letters, digits and -")
-    return keys_dir(home) / f"{name}.json"
 
 
 def info_json(info: KeyInfo) -> dict[str, object]:

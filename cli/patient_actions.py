@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from carechain.cli.context import DAY_MS, FlowContext
 from carechain.consensus import crypto
 from carechain.consensus.errors import InvalidInput
+from carechain.consensus.ledger.blob_access import BlobRequest
 from carechain.consensus.ledger.context import epoch_key_key, grants_of, required_members
 from carechain.consensus.ledger.records import Access, Grant, RecordEntry
 from carechain.consensus.ledger.state import Table as StateTable
 from carechain.consensus.types import Tx, TxSignature
-from carechain.node.blob_service import BlobRequest
 from carechain.node.wallet import builders
 from carechain.node.wallet.agent_rules import decide, load_rules
+from carechain.node.wallet.context import DAY_MS, FlowContext
 from carechain.storage.blobs.store import content_id_of
 
 

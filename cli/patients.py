@@ -6,15 +6,11 @@ from pathlib import Path
 
 import click
 
-from carechain.cli.context import (
-    flow_options,
-    make_context,
-    patient_account,
-    report_outcome,
-)
+from carechain.cli.context import flow_options, make_context, report_outcome
 from carechain.cli.output import console
 from carechain.consensus import crypto
 from carechain.node.wallet import builders
+from carechain.node.wallet.context import patient_account
 
 
 @click.group()

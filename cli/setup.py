@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from carechain.cli.keys import HOME_OPTION, info_json, key_path
+from carechain.cli.keys import HOME_OPTION, info_json
 from carechain.cli.output import console, emit_json, json_option
 from carechain.cli.passphrase import obtain_passphrase, passphrase_option
 from carechain.config.genesis import GENESIS_FILE, load_genesis, save_genesis
@@ -16,7 +16,7 @@ from carechain.consensus.crypto import PrivateKey, peer_id
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.genesis import ConsensusParams, Genesis, default_governance_threshold
 from carechain.consensus.types import Validator, ValidatorSet
-from carechain.node.wallet.keystore import save_key
+from carechain.node.wallet.keystore import key_path, save_key
 from carechain.storage.wal import mark_never_signed
 
 NODE_KEY = "node"

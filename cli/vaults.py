@@ -6,17 +6,12 @@ from pathlib import Path
 
 import click
 
-from carechain.cli.context import (
-    flow_options,
-    hex_bytes,
-    make_context,
-    patient_account,
-    report_outcome,
-)
+from carechain.cli.context import flow_options, make_context, report_outcome
 from carechain.cli.output import console, emit_json, json_option
 from carechain.consensus.ledger.policy import Template
 from carechain.consensus.ledger.vaults import vault_id_of
 from carechain.node.wallet import builders
+from carechain.node.wallet.context import hex_bytes, patient_account
 
 TEMPLATES = {"patient-controlled": Template.PATIENT_CONTROLLED, "nem-2-of-n": Template.NEM_2_OF_N}
 

@@ -22,6 +22,7 @@ from carechain.cli.demo.ledger import (
 from carechain.consensus import crypto
 from carechain.consensus.errors import DecodeError
 from carechain.consensus.ledger.apply import TxStatus
+from carechain.consensus.ledger.blob_access import BlobRequest
 from carechain.consensus.ledger.bodies import PutRecord
 from carechain.consensus.ledger.policy import Template
 from carechain.consensus.ledger.records import Emergency, EmergencyStatus, RecordEntry
@@ -29,7 +30,6 @@ from carechain.consensus.ledger.state import Table
 from carechain.consensus.ledger.vaults import vault_id_of
 from carechain.consensus.types import Tx, TxSignature
 from carechain.node.audit.access_report import fhir_bundle, timeline
-from carechain.node.blob_service import BlobRequest
 from carechain.node.wallet import builders
 from carechain.node.wallet.agent_rules import decide
 from carechain.node.wallet.client import ApiRequestError, Client, RemoteState

@@ -9,6 +9,7 @@ import pydantic
 from aiohttp import web
 
 from carechain.consensus.errors import CarechainError
+from carechain.consensus.ledger.blob_access import BlobRequest
 from carechain.node.api.base import (
     HEX,
     ApiError,
@@ -19,7 +20,7 @@ from carechain.node.api.base import (
     parse_hex,
     read_body,
 )
-from carechain.node.blob_service import BlobRequest, fetch_from_peer
+from carechain.node.blob_service import fetch_from_peer
 from carechain.storage.blobs.store import from_bytes
 
 CID: Final[Schema] = {"type": "string", "pattern": "^b[a-z2-7]{58}$"}

@@ -30,6 +30,17 @@ class KeystoreError(InvalidInput):
     code = "keystore_error"
 
 
+def keys_dir(home: Path) -> Path:
+    return home / "keys"
+
+
+def key_path(home: Path, name: str) -> Path:
+    """The key file `name` of a home folder (`<home>/keys/<name>.json`)."""
+    if not name or "/" in name or name.startswith("."):
+        raise KeystoreError(f"{name!r} is not a key name", hint="use letters, digits and -")
+    return keys_dir(home) / f"{name}.json"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class KdfParams:
     """argon2id cost. The default is libsodium's "interactive" level (64 MiB, 2 passes)."""

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from carechain.consensus.crypto import PrivateKey
 from carechain.consensus.errors import CarechainError
+from carechain.consensus.ledger.blob_access import BlobRequest
 from carechain.consensus.poa.limits import LIMITS_AT_CAP
 from carechain.consensus.poa.messages import (
     Commit,
@@ -34,7 +35,6 @@ from carechain.consensus.poa.messages import (
     proposal_slot,
 )
 from carechain.consensus.types import Block, Tx, VoteType
-from carechain.node.blob_service import BlobRequest
 from carechain.node.pools import PoolFull
 from carechain.node.wallet import builders
 from carechain.p2p.heartbeat import Heartbeat

@@ -12,12 +12,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from carechain.cli.agent_server import PatientAgent
-from carechain.cli.context import FlowContext
 from carechain.cli.patient_actions import agent_pass
 from carechain.consensus import crypto
 from carechain.consensus.types import Tx, TxSignature
 from carechain.node.wallet import builders
 from carechain.node.wallet.client import Client
+from carechain.node.wallet.context import FlowContext
 
 CONSOLE = "http://127.0.0.1:26601"
 

@@ -29,12 +29,13 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 
 from carechain.consensus.crypto import PrivateKey, peer_id
+from carechain.consensus.ledger.blob_access import BlobRequest
 from carechain.consensus.ledger.bodies import PutRecord
 from carechain.consensus.poa.application import LedgerApplication
 from carechain.consensus.poa.messages import Commit
 from carechain.node.audit.observer import ObserverError, observe
 from carechain.node.audit.replay import replay
-from carechain.node.blob_service import BlobRequest, BlobService, fetch_from_peer
+from carechain.node.blob_service import BlobService, fetch_from_peer
 from carechain.node.sync import RANGE_MAX, BlockSync, range_provider
 from carechain.node.wallet import builders
 from carechain.p2p.libp2p_net import MESSAGES, STALL_TIMEOUT_S, Libp2pNetwork, bound_stalls
