@@ -10,14 +10,14 @@ from pathlib import Path
 
 import click
 
-from carechain.cli.agent_server import PatientAgent, serve_agent
 from carechain.cli.context import (
     flow_options,
     make_context,
 )
 from carechain.cli.output import console
-from carechain.cli.patient_actions import agent_pass
 from carechain.config.node import parse_host_port
+from carechain.node.wallet.agent_service import PatientAgent, serve_agent
+from carechain.node.wallet.patient_actions import agent_pass
 
 
 @click.command()

@@ -11,13 +11,13 @@ from rich.table import Table
 
 from carechain.cli.context import flow_options, make_context, report_outcome, vault_arg
 from carechain.cli.output import console, emit_json, json_option
-from carechain.cli.patient_actions import grant_access, revoke_grant
 from carechain.consensus.ledger.records import (
     Grant,
 )
 from carechain.consensus.ledger.state import Table as StateTable
 from carechain.node.wallet.client import RemoteState
 from carechain.node.wallet.context import hex_bytes
+from carechain.node.wallet.patient_actions import grant_access, revoke_grant
 
 
 @click.group()

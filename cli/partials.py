@@ -10,10 +10,10 @@ from rich.table import Table
 
 from carechain.cli.context import flow_options, make_context
 from carechain.cli.output import console, emit_json, json_option
-from carechain.cli.patient_actions import cosignature
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.types import Tx
 from carechain.node.wallet.context import hex_bytes
+from carechain.node.wallet.patient_actions import cosignature
 
 
 @click.group()

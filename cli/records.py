@@ -10,11 +10,11 @@ import click
 
 from carechain.cli.context import flow_options, make_context, report_outcome, vault_arg
 from carechain.cli.output import console, emit_json, json_option
-from carechain.cli.patient_actions import read_record
 from carechain.consensus import crypto
 from carechain.consensus.ledger.bodies import PutRecord
 from carechain.node.wallet import builders
 from carechain.node.wallet.context import institution_kind
+from carechain.node.wallet.patient_actions import read_record
 
 
 @click.group()

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from carechain.cli.agent_server import PatientAgent
-from carechain.cli.patient_actions import agent_pass
 from carechain.consensus import crypto
 from carechain.consensus.types import Tx, TxSignature
 from carechain.node.wallet import builders
+from carechain.node.wallet.agent_service import PatientAgent
 from carechain.node.wallet.client import Client
 from carechain.node.wallet.context import FlowContext
+from carechain.node.wallet.patient_actions import agent_pass
 
 CONSOLE = "http://127.0.0.1:26601"
 

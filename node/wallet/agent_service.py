@@ -24,13 +24,6 @@ import pydantic
 import tomli_w
 from aiohttp import web
 
-from carechain.cli.patient_actions import (
-    agent_pass,
-    cosignature,
-    grant_access,
-    read_record,
-    revoke_grant,
-)
 from carechain.config.loading import write_atomic
 from carechain.consensus import crypto
 from carechain.consensus.errors import CarechainError
@@ -38,6 +31,13 @@ from carechain.consensus.types import Tx
 from carechain.node.wallet.agent_rules import Rule, RuleFile, load_rules
 from carechain.node.wallet.client import ApiRequestError, NodeUnreachable
 from carechain.node.wallet.context import FlowContext, hex_bytes
+from carechain.node.wallet.patient_actions import (
+    agent_pass,
+    cosignature,
+    grant_access,
+    read_record,
+    revoke_grant,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
