@@ -66,7 +66,9 @@ class SignatureWorkers:
         fewer than `batch_min` such transactions are left to the inline check."""
         if self.workers < 2 or len(txs) < batch_min:
             return
-        todo = [tx.encode() for tx in txs if tx.witness_hash not in self.cache]
+        # one copy of each: several peers often send the same transaction in one batch
+        unique = {tx.witness_hash: tx for tx in txs if tx.witness_hash not in self.cache}
+        todo = [tx.encode() for tx in unique.values()]
         if len(todo) < batch_min:
             return
         if self._pool is None:

@@ -62,3 +62,15 @@ def test_small_batches_and_cached_transactions_stay_inline() -> None:
         workers.close()
     assert workers.verified == 0
     assert workers._pool is None  # never started
+
+
+def test_copies_of_one_transaction_in_a_batch_are_verified_once() -> None:
+    cache = SignatureCache()
+    workers = SignatureWorkers(cache, workers=2)
+    txs = _txs(4)
+    try:
+        asyncio.run(workers.verify([*txs, *txs, txs[0]], batch_min=4))
+    finally:
+        workers.close()
+    assert workers.verified == 4
+    assert all(tx.witness_hash in cache for tx in txs)
