@@ -9,6 +9,7 @@ import contextlib
 import io
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -16,8 +17,9 @@ import structlog
 import uvloop
 
 from carechain.config.genesis import GENESIS_FILE, load_genesis
-from carechain.config.node import NodeConfig, load_node_config, parse_host_port
+from carechain.config.node import NodeConfig, load_node_config, parse_host_port, parse_multiaddr
 from carechain.consensus.crypto import peer_id
+from carechain.consensus.errors import InvalidInput
 from carechain.consensus.ledger.governance import validator_set_at
 from carechain.consensus.poa.limits import EncodedLimits
 from carechain.node.api.app import Api, serve
@@ -28,6 +30,42 @@ from carechain.p2p.libp2p_net import Libp2pNetwork
 from carechain.storage.chain import ChainStore
 
 API_ADDRESS_FILE = "api.address"
+
+
+class PortInUse(InvalidInput):
+    code = "port_in_use"
+
+
+def _port_taken(key: str, host: str, port: int, exc: OSError) -> PortInUse:
+    return PortInUse(
+        f"{key} {host}:{port} cannot be listened on: {exc.strerror or exc}",
+        hint=f"another process (another node?) holds it: stop it, or set {key} in config.toml "
+        "to a free port",
+    )
+
+
+def check_ports_free(config: NodeConfig) -> None:
+    """Refuse at once, naming the config key, when another process already listens on one of
+    the node's ports. The libp2p listener would otherwise share a TCP port with another node
+    without a word, and the API or heartbeat socket would fail only after the stores opened.
+    Each probe binds as the listener will and closes again (port 0 picks a free one)."""
+    host, port, _ = parse_multiaddr(config.p2p.listen, need_peer=False)
+    probes = [("p2p.listen", host, port, socket.SOCK_STREAM)]
+    probes.append(("api.listen", *parse_host_port(config.api.listen), socket.SOCK_STREAM))
+    if config.p2p.heartbeat_peers:
+        host, port = parse_host_port(config.p2p.heartbeat_listen)
+        probes.append(("p2p.heartbeat_listen", host, port, socket.SOCK_DGRAM))
+    for key, host, port, kind in probes:
+        if port == 0:
+            continue
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, kind) as probe:
+            if kind == socket.SOCK_STREAM:  # as TCP listeners do (a UDP one does not)
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise _port_taken(key, host, port, exc) from None
 
 
 def configure_logging(config: NodeConfig) -> None:
@@ -63,6 +101,7 @@ def log_tasks() -> None:
 
 def build_node(home: Path, passphrase: str | None) -> Node:
     config = load_node_config(home)
+    check_ports_free(config)
     genesis = load_genesis(home / GENESIS_FILE)
     node_key = load_key(home / "keys" / "node.json", None)
     validator_key = (
@@ -96,7 +135,10 @@ async def run_node(home: Path, passphrase: str | None, stop: asyncio.Event | Non
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGUSR1, log_tasks)
     host, port = parse_host_port(node.config.api.listen)
-    runner = await serve(Api(node), host, port)
+    try:
+        runner = await serve(Api(node), host, port)
+    except OSError as exc:  # taken since the probe: the process ends, the stores with it
+        raise _port_taken("api.listen", host, port, exc) from None
     bound = runner.addresses[0]
     address_file = home / "data" / API_ADDRESS_FILE
     address_file.write_text(f"http://{bound[0]}:{bound[1]}\n")

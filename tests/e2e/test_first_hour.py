@@ -1,0 +1,99 @@
+"""What an operator meets in a first hour, on real processes: a node that cannot start says so
+at once, in one line naming what to fix, with the README's exit code."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from carechain.cli.main import EXIT_INVALID_INPUT, cli
+from carechain.config.node import NodeConfig, load_node_config, save_node_config
+
+START_TIMEOUT_S = 60
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    result = CliRunner().invoke(
+        cli,
+        ["testnet", "--validators", "1", "--out", str(tmp_path / "net"), "--insecure-plaintext"],
+    )
+    assert result.exit_code == 0, result.output
+    return tmp_path / "net" / "node0"
+
+
+@pytest.fixture
+def taken(request: pytest.FixtureRequest) -> Iterator[tuple[socket.socket, int]]:
+    """A port another process-like owner listens on (TCP or UDP, as the test asks)."""
+    kind = socket.SOCK_DGRAM if getattr(request, "param", "tcp") == "udp" else socket.SOCK_STREAM
+    holder = socket.socket(socket.AF_INET, kind)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", 0))
+    if kind == socket.SOCK_STREAM:
+        holder.listen()
+    try:
+        yield holder, holder.getsockname()[1]
+    finally:
+        holder.close()
+
+
+def _configure(home: Path, change: dict[str, dict[str, object]]) -> None:
+    config = load_node_config(home)
+    updates = {
+        section: getattr(config, section).model_copy(update=fields)
+        for section, fields in change.items()
+    }
+    save_node_config(home, NodeConfig.model_validate({**config.model_dump(), **updates}))
+
+
+def _start(home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "carechain.cli", "start", "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "section", "field", "value"),
+    [
+        ("p2p.listen", "p2p", "listen", "/ip4/127.0.0.1/tcp/{port}"),
+        ("api.listen", "api", "listen", "127.0.0.1:{port}"),
+    ],
+)
+def test_a_port_another_process_listens_on_is_refused_in_one_line(
+    home: Path, taken: tuple[socket.socket, int], key: str, section: str, field: str, value: str
+) -> None:
+    _, port = taken
+    _configure(home, {section: {field: value.format(port=port)}})
+    finished = _start(home)
+    assert finished.returncode == EXIT_INVALID_INPUT, finished.stderr[-2000:]
+    lines = [line for line in finished.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, finished.stderr[-2000:]
+    assert f"{key} 127.0.0.1:{port}" in lines[0]
+    assert "Traceback" not in finished.stderr
+    assert not (home / "data" / "api.address").exists()
+
+
+@pytest.mark.parametrize("taken", ["udp"], indirect=True)
+def test_a_heartbeat_port_in_use_is_refused_in_one_line(
+    home: Path, taken: tuple[socket.socket, int]
+) -> None:
+    _, port = taken
+    _configure(
+        home,
+        {"p2p": {"heartbeat_listen": f"127.0.0.1:{port}", "heartbeat_peers": ["127.0.0.1:9"]}},
+    )
+    finished = _start(home)
+    assert finished.returncode == EXIT_INVALID_INPUT, finished.stderr[-2000:]
+    assert f"p2p.heartbeat_listen 127.0.0.1:{port}" in finished.stderr
+    assert "Traceback" not in finished.stderr
