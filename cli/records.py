@@ -13,8 +13,8 @@ from carechain.cli.output import console, emit_json, json_option
 from carechain.consensus import crypto
 from carechain.consensus.ledger.bodies import PutRecord
 from carechain.node.wallet import builders
-from carechain.node.wallet.context import institution_kind
-from carechain.node.wallet.patient_actions import read_record
+from carechain.node.wallet.context import hex_bytes, institution_kind
+from carechain.node.wallet.patient_actions import read_record, save_private
 
 
 @click.group()
@@ -109,17 +109,10 @@ def record_get(
     context = make_context(home, api, passphrase_file)
     reader = context.key(key_name)
     vault_id, record_id = vault_arg(vault_hex), bytes.fromhex(record_hex)
-    plaintext = read_record(context, reader, vault_id, record_id)
-    out.write_bytes(plaintext)
-    console.print(f"wrote {len(plaintext):,} bytes to {out}")
+    grant_id = hex_bytes(grant_hex, 32, "--grant") if grant_hex else b""
+    # an institution's receipt commits before anything is decrypted (see read_record)
+    plaintext = read_record(context, reader, vault_id, record_id, grant_id=grant_id)
+    save_private(out, plaintext)
     if institution_kind(context, reader.public_key) is not None:
-        receipt = builders.receipt(
-            context.chain_id,
-            reader.public_key,
-            context.nonce(crypto.account_id(reader.public_key)),
-            context.expiry(),
-            vault=vault_id,
-            record_id=record_id,
-            grant_id=bytes.fromhex(grant_hex),
-        )
-        report_outcome(context.send(receipt.signed(reader)), "read receipt")
+        console.print("read receipt: committed")
+    console.print(f"wrote {len(plaintext):,} bytes to {out} (readable by you only)")

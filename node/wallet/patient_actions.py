@@ -5,6 +5,7 @@ on the patient's side; a node only ever sees signed transactions and ciphertext.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from carechain.consensus import crypto
@@ -16,7 +17,7 @@ from carechain.consensus.ledger.state import Table as StateTable
 from carechain.consensus.types import Tx, TxSignature
 from carechain.node.wallet import builders
 from carechain.node.wallet.agent_rules import decide, load_rules
-from carechain.node.wallet.context import DAY_MS, FlowContext
+from carechain.node.wallet.context import DAY_MS, FlowContext, institution_kind
 from carechain.storage.blobs.store import content_id_of
 
 
@@ -77,10 +78,20 @@ def revoke_grant(
 
 
 def read_record(
-    context: FlowContext, reader: crypto.PrivateKey, vault_id: bytes, record_id: bytes
+    context: FlowContext,
+    reader: crypto.PrivateKey,
+    vault_id: bytes,
+    record_id: bytes,
+    *,
+    grant_id: bytes = b"",
 ) -> bytes:
     """Fetch a record (inline, or its blob through the node with a signed request), check it
-    against its content id and decrypt it with the epoch key sealed to `reader`."""
+    against its content id and decrypt it with the epoch key sealed to `reader`.
+
+    An institution's read is anchored before anything is decrypted: its `access.receipt`
+    (under `grant_id`, or none for a team hospital, a trusted party or an emergency named
+    by its request id) must commit first. If the ledger refuses it, the refusal is raised and
+    no plaintext ever exists on this side. A patient reading their own record files none."""
     entry = context.state().load(StateTable.RECORD, vault_id + record_id, RecordEntry)
     if entry is None:
         raise InvalidInput(f"no record {record_id.hex()} in vault {vault_id.hex()}")
@@ -91,6 +102,7 @@ def read_record(
         raise InvalidInput("this key holds no key for the record's epoch: no access")
     data_key = crypto.decrypt_small(crypto.unseal(sealed, reader), entry.sealed_data_key)
     if entry.content_id == "inline":
+        _anchor_read(context, reader, vault_id, record_id, grant_id)
         return crypto.decrypt_small(data_key, entry.inline_ciphertext)
     request = BlobRequest(
         context.chain_id,
@@ -103,7 +115,47 @@ def read_record(
     ciphertext = context.client.blob_fetch(request.signed_by(reader).encode())
     if content_id_of(ciphertext) != entry.content_id:
         raise InvalidInput("the fetched blob does not match the record's content id")
+    _anchor_read(context, reader, vault_id, record_id, grant_id)
     return b"".join(crypto.decrypt_stream(data_key, [ciphertext]))
+
+
+def _anchor_read(
+    context: FlowContext,
+    reader: crypto.PrivateKey,
+    vault_id: bytes,
+    record_id: bytes,
+    grant_id: bytes,
+) -> dict[str, object] | None:
+    """An institution's read receipt, committed (the answer), or None for a patient's read."""
+    if institution_kind(context, reader.public_key) is None:
+        return None
+    receipt = builders.receipt(
+        context.chain_id,
+        reader.public_key,
+        context.nonce(crypto.account_id(reader.public_key)),
+        context.expiry(),
+        vault=vault_id,
+        record_id=record_id,
+        grant_id=grant_id,
+    )
+    return context.send(receipt.signed(reader))
+
+
+def save_private(path: Path, data: bytes) -> None:
+    """Write plaintext as a whole file readable by its owner only (0600 from its creation) or
+    leave nothing: a temporary file beside it, fsynced, renamed over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def cosignature(key: crypto.PrivateKey, tx: Tx) -> TxSignature:

@@ -197,6 +197,18 @@ def test_operator_status_and_a_patient_flow_through_the_cli(
         str(blob_out),
     )
     assert blob_out.read_text() == report.read_text()
+    assert out.stat().st_mode & 0o777 == 0o600  # plaintext is the reader's alone
+    # without --grant the receipt is refused, so nothing is decrypted and nothing written
+    for record_id in (put["record"], partial["record"]):
+        refused_out = tmp_path / f"refused-{record_id}.txt"
+        refused = run(
+            "record", "get", *home, "--vault", vault, "--record", record_id,
+            "--key", "hospital-b", "--out", str(refused_out),
+        )  # fmt: skip
+        assert refused.exit_code == EXIT_INVALID_INPUT, refused.output
+        assert "not_authorised" in refused.output
+        assert not refused_out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     listed = json.loads(ok("grant", "list", *home, "--vault", vault, "--json"))
     assert [g["grantee"] for g in listed] == [key["hospital-b"]]
     ok(
