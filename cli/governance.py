@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from carechain.cli.context import flow_options, make_context, report_outcome
+from carechain.cli.output import console
 from carechain.cli.partials import tx_cosign
 from carechain.consensus.genesis import Institution, InstitutionKind
 from carechain.consensus.ledger.governance import GOVERNANCE_ACCOUNT
@@ -94,7 +95,13 @@ def governance_propose(
         draft = builders.change_institution(
             context.chain_id, nonce, context.expiry(), verb_i, institution
         )
-    report_outcome(context.send(draft.signed(key)), "proposal")
+    proposal = draft.signed(key)
+    report_outcome(context.send(proposal), "proposal")
+    for rival in context.rivals(proposal):
+        console.print(
+            f"note: proposal {rival} waits for approval at the same nonce ({nonce}): the first "
+            "of the two approved commits, and the node drops the other (propose it again then)"
+        )
 
 
 @governance.command("approve")

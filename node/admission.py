@@ -51,7 +51,7 @@ class Admission:
                 # one both arrive): it brings nothing, so it is not executed again (a local
                 # co-signature goes through the pool first and is admitted here)
                 return TxOutcome(tx.id, "partial", False)
-            tx = node.partials.merge(tx, node.clock_ms())
+            tx = node.partials.merged(tx)  # kept only once admitted: a refusal changes nothing
         execute = merging or not relayed
         status = admit(node.store, tx, node.next_block_context(), node.signatures, execute=execute)
         if merging and status is TxStatus.COMPLETE:

@@ -245,6 +245,18 @@ class PartialPool:
         if batch.operations:
             self.kv.write(batch, sync=False)
 
+    def merged(self, tx: Tx) -> Tx:
+        """`tx` with the signatures of the copy held here (the pool unchanged): what is
+        admitted, before `merge` keeps it, so a copy the ledger refuses changes nothing."""
+        known = self.partials.get(tx.id)
+        if known is None:
+            return tx
+        merged = known.tx
+        for signature in tx.signatures:
+            if may_cosign(merged, signature):
+                merged = merged.with_signature(signature)
+        return merged
+
     def merge(self, tx: Tx, now_ms: int) -> Tx:
         """Add a partial or the signatures it brings; returns the merged transaction."""
         known = self.partials.get(tx.id)
@@ -254,15 +266,12 @@ class PartialPool:
             known = Partial(tx, now_ms)
             self.partials[tx.id] = known
         else:
-            merged = known.tx
-            for signature in tx.signatures:
-                if may_cosign(merged, signature):
-                    merged = merged.with_signature(signature)
-            known.tx = merged
+            known.tx = self.merged(tx)
         self._save(known)
         return known.tx
 
-    def cosign(self, tx_id: bytes, signature: TxSignature) -> Tx:
+    def with_cosignature(self, tx_id: bytes, signature: TxSignature) -> Tx:
+        """The partial `tx_id` with `signature` added, not kept yet (admitting it keeps it)."""
         known = self.partials.get(tx_id)
         if known is None:
             raise UnknownPartial(f"no partial transaction {tx_id.hex()} waits here")
@@ -270,9 +279,22 @@ class PartialPool:
             raise TxRejected(
                 "bad_signature", "the co-signature does not verify for this transaction"
             )
-        known.tx = known.tx.with_signature(signature)
-        self._save(known)
-        return known.tx
+        return known.tx.with_signature(signature)
+
+    def drop_spent(self, block: Block, state: StateReader) -> list[tuple[Tx, str]]:
+        """After a commit: the partials that can no longer commit because the block spent
+        their account's nonce (another transaction of that account took it), with the reason.
+        Every node applies the same block, so every node drops the same ones."""
+        touched = {tx.account for tx in block.txs}
+        spent = [
+            p.tx
+            for p in self.partials.values()
+            if p.tx.account in touched
+            and p.tx.kind not in NONCE_FREE
+            and p.tx.nonce < _next_nonce(state, p.tx.account)
+        ]
+        self.remove_all(tx.id for tx in spent)
+        return [(tx, "bad_nonce") for tx in spent]
 
     def awaiting(self, key: bytes | None = None) -> list[Tx]:
         return [

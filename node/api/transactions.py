@@ -217,6 +217,6 @@ class Transactions(RouteFamily):
         tx_id = parse_hex(request.match_info["id"], "id")
         body = await read_body(request, CoSignature)
         signature = TxSignature(bytes.fromhex(body.public_key), bytes.fromhex(body.signature))
-        merged = self.node.partials.cosign(tx_id, signature)
+        merged = self.node.partials.with_cosignature(tx_id, signature)
         outcome = await self.node.submit(merged)
         return web.json_response({"id": tx_id.hex(), "status": outcome.status})

@@ -71,6 +71,17 @@ class FlowContext:
         found = self.state().load(Table.ACCOUNT, account, Account)
         return 1 if found is None else found.nonce + 1
 
+    def rivals(self, tx: Tx) -> list[str]:
+        """The ids of the other partials waiting at the node with `tx`'s account and nonce:
+        whichever of them commits first, the node drops the rest (their nonce is spent)."""
+        return [
+            partial["id"]
+            for partial in self.client.partials()
+            if partial["id"] != tx.id.hex()
+            and partial["account"] == tx.account.hex()
+            and Tx.decode(bytes.fromhex(partial["tx"])).nonce == tx.nonce
+        ]
+
     def vault(self, vault_id: bytes) -> Vault:
         found = self.state().load(Table.VAULT, vault_id, Vault)
         if found is None:

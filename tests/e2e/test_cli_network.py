@@ -19,8 +19,9 @@ from carechain.cli.main import EXIT_INVALID_INPUT, cli
 from carechain.cli.nodes import Devnet, spawn, wait_for_api
 from carechain.config.genesis import load_genesis
 from carechain.config.node import load_node_config, save_node_config
+from carechain.consensus.crypto import PrivateKey
 from carechain.consensus.genesis import Institution, InstitutionKind
-from carechain.node.wallet.client import Client
+from carechain.node.wallet.client import ApiRequestError, Client, api_address
 from carechain.node.wallet.keystore import read_key_info
 from carechain.storage.chain import ChainStore
 from carechain.tests.leaks import LEAKED_SOCKET
@@ -396,6 +397,55 @@ def test_a_clinic_runs_a_full_node_that_follows_over_gossip_and_submits(
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
     gc.collect()
+
+
+def test_two_governance_proposals_at_one_nonce_end_with_one_committed_and_one_dropped(
+    network: tuple[Path, Devnet, str],
+) -> None:
+    """Two proposals made in a row take the same nonce: the CLI says so; the one approved
+    first commits, and every node drops the other with its reason instead of keeping it as
+    "partial" forever."""
+    _, devnet, _ = network
+    homes = [node.home for node in devnet.nodes[:3]]  # 3 of 4 validators approve a change
+    proposed = []
+    for name in ("lab-one", "lab-two"):
+        subject = PrivateKey.generate().public_key.hex()
+        output = ok(
+            "governance", "propose", "--home", str(homes[0]), "--key", "validator",
+            "--action", "institution-register", "--name", name, "--kind", "lab",
+            "--public-key", subject,
+        )  # fmt: skip
+        output = " ".join(output.split())  # as one line, however the console wrapped it
+        found = re.search(r"transaction ([0-9a-f]{64})", output)
+        assert found is not None, output
+        proposed.append((found.group(1), output))
+    (first, _), (second, said) = proposed
+    assert f"note: proposal {first} waits for approval at the same nonce" in said
+    clients = [Client(api_address(home)) for home in homes]
+    deadline = time.monotonic() + 30
+    while any(_status(c, second) != "partial" for c in clients):
+        assert time.monotonic() < deadline, "the proposal did not reach every validator"
+        time.sleep(0.1)
+    for home in homes[1:]:
+        ok("governance", "approve", second, "--home", str(home), "--key", "validator")
+    clients[0].wait_committed(bytes.fromhex(second))
+    deadline = time.monotonic() + 30
+    while any(_status(c, first) != "rejected" for c in clients):
+        assert time.monotonic() < deadline, [c.tx_status(bytes.fromhex(first)) for c in clients]
+        time.sleep(0.1)
+    assert {c.tx_status(bytes.fromhex(first))["reason"] for c in clients} == {"bad_nonce"}
+    pending = ok("tx", "pending", "--home", str(homes[0]))
+    assert first[:16] not in pending
+
+
+def _status(client: Client, tx_id: str) -> str:
+    """A transaction's status at one node ("unknown" before it arrives there)."""
+    try:
+        return str(client.tx_status(bytes.fromhex(tx_id))["status"])
+    except ApiRequestError as exc:
+        if exc.status != 404:
+            raise
+        return "unknown"
 
 
 def test_sigterm_stops_a_node_cleanly(network: tuple[Path, Devnet, str]) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from carechain.consensus.crypto import PrivateKey, account_id, peer_id
 from carechain.consensus.genesis import Institution, InstitutionKind
+from carechain.consensus.ledger.errors import TxRejected
 from carechain.consensus.ledger.policy import Template
 from carechain.consensus.poa.messages import Commit
 from carechain.consensus.types import Tx, TxSignature
@@ -122,11 +123,49 @@ async def test_a_partial_waits_for_its_cosignature_then_commits(
         assert (copy.status, copy.new, admitted) == ("partial", False, [])
         signature = partial.signed_by(p2).signatures
         other = next(s for s in signature if s.public_key == p2.public_key)
-        merged = cluster.members[3].node.partials.cosign(partial.id, other)
+        merged = cluster.members[3].node.partials.with_cosignature(partial.id, other)
         assert (await cluster.members[3].node.submit(merged)).status == "pending"
         assert admitted == [merged]  # the co-signed one is
         await _committed(cluster, partial)
         assert all(partial.id not in m.node.partials.partials for m in cluster.members)
+
+
+@pytest.mark.asyncio
+async def test_a_partial_whose_nonce_another_commit_spent_is_dropped_on_every_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two proposals of one account took the same nonce: once one commits, the other can
+    never commit; every node drops it and says why, and a co-signature the ledger refuses
+    leaves every pool as it was (they agree)."""
+    async with running_cluster(tmp_path, institutions=INSTITUTIONS) as cluster:
+        registration, p1, p2 = _registration(cluster)
+        first = cluster.members[0].node
+        await first.submit(registration)
+        await _committed(cluster, registration)
+        glucose, cgm = (_vault_partial(cluster, p1, p2, kind) for kind in ("glucose", "cgm"))
+        assert glucose.nonce == cgm.nonce
+        for partial in (glucose, cgm):
+            assert (await first.submit(partial)).status == "partial"
+        await eventually(lambda: all(cgm.id in m.node.partials.partials for m in cluster.members))
+        # a co-signature the ledger refuses changes no pool
+        by_p2 = next(s for s in cgm.signed_by(p2).signatures if s.public_key == p2.public_key)
+        cosigned = first.partials.with_cosignature(cgm.id, by_p2)
+
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise TxRejected("expired", "past its expiry")
+
+        monkeypatch.setattr(admission, "admit", refuse)
+        with pytest.raises(TxRejected):
+            await first.submit(cosigned)
+        monkeypatch.undo()
+        assert first.partials.partials[cgm.id].tx.signatures == cgm.signatures
+        # the glucose vault commits: the CGM proposal's nonce is spent
+        await first.submit(glucose.signed_by(p2))
+        await _committed(cluster, glucose)
+        await eventually(
+            lambda: all(cgm.id not in m.node.partials.partials for m in cluster.members)
+        )
+        assert all(m.node.mempool.rejected.get(cgm.id) == "bad_nonce" for m in cluster.members)
 
 
 @pytest.mark.asyncio
