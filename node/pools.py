@@ -29,7 +29,7 @@ from carechain.consensus.ledger.apply import (
     verified_signers,
 )
 from carechain.consensus.ledger.context import BlockContext, ChainContext
-from carechain.consensus.ledger.errors import TxRejected
+from carechain.consensus.ledger.errors import PolicyNotSatisfied, TxRejected
 from carechain.consensus.ledger.records import Account
 from carechain.consensus.ledger.state import Overlay, StateReader, Table
 from carechain.consensus.types import Block, Tx, TxSignature
@@ -90,11 +90,9 @@ def admit(
         # Queued behind the account's earlier transactions, which may change what it finds;
         # but whether its signatures satisfy the policy is known now: try it as if they had
         # applied, so a partial goes to the partial pool and not into a block it would fail.
-        ahead = Overlay(state)
-        account = ahead.load(Table.ACCOUNT, tx.account, Account)
-        if account is None:
+        ahead = _as_if_next(state, tx)
+        if ahead is None:
             return TxStatus.COMPLETE
-        ahead.save(Table.ACCOUNT, tx.account, dataclasses.replace(account, nonce=tx.nonce - 1))
         guess = classify(ahead, tx, block, check_signers)
         return TxStatus.PARTIAL if guess.status is TxStatus.PARTIAL else TxStatus.COMPLETE
     result = classify(state, tx, block, check_signers)
@@ -102,6 +100,35 @@ def admit(
         assert result.reason is not None
         raise result.reason
     return result.status
+
+
+def _as_if_next(state: StateReader, tx: Tx) -> Overlay | None:
+    """`state` with `tx`'s account moved on to just before `tx`'s nonce (its earlier
+    transactions as if applied), or None if the account does not exist yet."""
+    ahead = Overlay(state)
+    account = ahead.load(Table.ACCOUNT, tx.account, Account)
+    if account is None:
+        return None
+    ahead.save(Table.ACCOUNT, tx.account, dataclasses.replace(account, nonce=tx.nonce - 1))
+    return ahead
+
+
+def standing(
+    state: StateReader, tx: Tx, block: BlockContext, check_signers: SignerCheck
+) -> tuple[frozenset[bytes], str | None]:
+    """How a partial stands now: the keys whose signature could still help complete it (none
+    if it is complete or can no longer apply), and why it cannot apply (None if it can). A
+    nonce ahead is judged as if its account's earlier transactions had applied."""
+    view: StateReader = state
+    if tx.kind not in NONCE_FREE and tx.nonce > _next_nonce(state, tx.account):
+        view = _as_if_next(state, tx) or state
+    result = classify(view, tx, block, check_signers)
+    reason = result.reason
+    if isinstance(reason, PolicyNotSatisfied):
+        policy = reason.policy
+        signers = {s.public_key for s in tx.signatures}
+        return frozenset(policy.all_keys() - signers), None
+    return frozenset(), None if reason is None else reason.code
 
 
 class Mempool:
@@ -296,12 +323,8 @@ class PartialPool:
         self.remove_all(tx.id for tx in spent)
         return [(tx, "bad_nonce") for tx in spent]
 
-    def awaiting(self, key: bytes | None = None) -> list[Tx]:
-        return [
-            p.tx
-            for p in self.partials.values()
-            if key is None or all(s.public_key != key for s in p.tx.signatures)
-        ]
+    def all(self) -> list[Tx]:
+        return [p.tx for p in self.partials.values()]
 
     def expire(self, now_ms: int, chain: ChainContext) -> list[bytes]:
         gone = [

@@ -12,8 +12,13 @@ from carechain.consensus.ledger.context import (
     require_policy,
     trusted_parties,
 )
-from carechain.consensus.ledger.errors import TxRejected
-from carechain.consensus.ledger.policy import OperationClass, check_policy, patient_policies
+from carechain.consensus.ledger.errors import PolicyNotSatisfied, TxRejected
+from carechain.consensus.ledger.policy import (
+    OperationClass,
+    check_policy,
+    k_of,
+    patient_policies,
+)
 from carechain.consensus.ledger.records import Account, AccountKind
 from carechain.consensus.ledger.state import Overlay, Table
 
@@ -33,7 +38,9 @@ def process_register_patient(state: Overlay, body: RegisterPatient, ctx: TxConte
     if ctx.tx.nonce != 1:
         raise TxRejected("bad_nonce", f"a new account starts at nonce 1, not {ctx.tx.nonce}")
     if not {first, second} <= ctx.signers:
-        raise TxRejected("policy_not_satisfied", "both patient keys must sign the registration")
+        raise PolicyNotSatisfied(
+            "both patient keys must sign the registration", k_of(2, [first, second])
+        )
     policies = patient_policies((first, second), sorted(trusted_parties(state)))
     account = Account(AccountKind.PATIENT, 1, policies, (first, second), ctx.height)
     state.save(Table.ACCOUNT, ctx.tx.account, account)

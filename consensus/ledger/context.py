@@ -10,7 +10,7 @@ from collections.abc import Collection, Mapping
 from carechain.consensus.genesis import ConsensusParams, DataType, Genesis, InstitutionKind
 from carechain.consensus.ledger.bodies import SealedKey
 from carechain.consensus.ledger.datatypes import data_type_registry
-from carechain.consensus.ledger.errors import TxRejected
+from carechain.consensus.ledger.errors import PolicyNotSatisfied, TxRejected
 from carechain.consensus.ledger.policy import OperationClass, Policy
 from carechain.consensus.ledger.records import (
     Account,
@@ -84,10 +84,10 @@ def require_policy(
 ) -> None:
     policy = account.policies.for_class(operation)
     if not policy.satisfied_by(signers):
-        raise TxRejected(
-            "policy_not_satisfied",
+        raise PolicyNotSatisfied(
             f"{what} needs the account's {operation.name.lower()} policy "
             f"({describe(policy)}); {len(signers)} valid signature(s) do not satisfy it",
+            policy,
         )
 
 

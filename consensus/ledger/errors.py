@@ -5,9 +5,12 @@ The codes are part of the API: the node returns them, the CLI prints them, tests
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from carechain.consensus.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from carechain.consensus.ledger.policy import Policy
 
 REASONS: Final[dict[str, str]] = {
     # envelope
@@ -67,6 +70,15 @@ class TxRejected(InvalidInput):
         assert code in REASONS, f"undocumented rejection code {code!r}"
         super().__init__(f"{code}: {message}", code=code)
         self.detail = message
+
+
+class PolicyNotSatisfied(TxRejected):
+    """The signatures so far do not satisfy the policy named: a partial transaction. `policy`
+    (a consensus.ledger.policy.Policy) says whose signatures could still complete it."""
+
+    def __init__(self, message: str, policy: Policy) -> None:
+        super().__init__("policy_not_satisfied", message)
+        self.policy = policy
 
 
 class BlockRejected(InvalidInput):

@@ -9,7 +9,7 @@ import pydantic
 from aiohttp import web
 
 from carechain.consensus.errors import CarechainError
-from carechain.consensus.ledger.apply import classify
+from carechain.consensus.ledger.apply import classify, decode_body
 from carechain.consensus.types import Tx, TxSignature
 from carechain.node.api.base import (
     HEX,
@@ -23,9 +23,11 @@ from carechain.node.api.base import (
     parse_hex,
     read_body,
     refusal,
+    to_json,
 )
 from carechain.node.daemon import Node
 from carechain.node.peer_messages import ADMIT_CHUNK, API_BATCH_WORKERS_MIN
+from carechain.node.pools import standing
 
 
 class SubmitTx(Body):
@@ -196,22 +198,32 @@ class Transactions(RouteFamily):
         raise ApiError(404, "not_found", f"this node does not know transaction {tx_id.hex()}")
 
     async def list_partials(self, request: web.Request) -> web.Response:
+        """Each partial decoded (what it changes, for whom), with the keys whose signature
+        could still help complete it; `awaiting=KEY` lists only those KEY can sign."""
         awaiting = request.query.get("awaiting")
         key = parse_hex(awaiting, "awaiting") if awaiting else None
-        return web.json_response(
-            {
-                "partials": [
-                    {
-                        "id": tx.id.hex(),
-                        "kind": tx.kind,
-                        "account": tx.account.hex(),
-                        "tx": tx.encode().hex(),
-                        "signers": [s.public_key.hex() for s in tx.signatures],
-                    }
-                    for tx in self.node.partials.awaiting(key)
-                ]
-            }
-        )
+        node = self.node
+        block = node.next_block_context()
+        listed = []
+        for tx in node.partials.all():
+            needs, problem = standing(node.store, tx, block, node.signatures)
+            if key is not None and key not in needs:
+                continue
+            listed.append(
+                {
+                    "id": tx.id.hex(),
+                    "kind": tx.kind,
+                    "account": tx.account.hex(),
+                    "nonce": tx.nonce,
+                    "expiry_ms": tx.expiry_ms,
+                    "body": to_json(decode_body(tx)),
+                    "tx": tx.encode().hex(),
+                    "signers": [s.public_key.hex() for s in tx.signatures],
+                    "needs": sorted(k.hex() for k in needs),
+                    "problem": problem,
+                }
+            )
+        return web.json_response({"partials": listed})
 
     async def cosign(self, request: web.Request) -> web.Response:
         tx_id = parse_hex(request.match_info["id"], "id")

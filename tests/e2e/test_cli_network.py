@@ -405,7 +405,7 @@ def test_two_governance_proposals_at_one_nonce_end_with_one_committed_and_one_dr
     """Two proposals made in a row take the same nonce: the CLI says so; the one approved
     first commits, and every node drops the other with its reason instead of keeping it as
     "partial" forever."""
-    _, devnet, _ = network
+    people, devnet, _ = network
     homes = [node.home for node in devnet.nodes[:3]]  # 3 of 4 validators approve a change
     proposed = []
     for name in ("lab-one", "lab-two"):
@@ -426,8 +426,20 @@ def test_two_governance_proposals_at_one_nonce_end_with_one_committed_and_one_dr
     while any(_status(c, second) != "partial" for c in clients):
         assert time.monotonic() < deadline, "the proposal did not reach every validator"
         time.sleep(0.1)
+    # what the proposal does is shown before anyone signs, and only to those who can sign it
+    validator = read_key_info(homes[1] / "keys" / "validator.json").public_key
+    patient = read_key_info(people / "keys" / "p1.json").public_key
+    shown = {p["id"]: p for p in clients[1].partials(awaiting=validator)}
+    assert shown[second]["body"]["institution"]["name"] == "lab-two"
+    assert validator.hex() in shown[second]["needs"]
+    assert second not in {p["id"] for p in clients[1].partials(awaiting=patient)}
+    table = " ".join(ok("tx", "pending", "--home", str(homes[1]), "--key", "validator").split())
+    assert second[:16] in table  # the prefix shown names it for approval
     for home in homes[1:]:
-        ok("governance", "approve", second, "--home", str(home), "--key", "validator")
+        approved = ok(
+            "governance", "approve", second[:16], "--home", str(home), "--key", "validator"
+        )
+        assert "name=lab-two" in approved
     clients[0].wait_committed(bytes.fromhex(second))
     deadline = time.monotonic() + 30
     while any(_status(c, first) != "rejected" for c in clients):
