@@ -295,13 +295,22 @@ def audit_report(
     if as_json:
         emit_json(document)
         return
-    table = Table("validator", "proposed", "signed", "missed")
+    table = Table("validator", "proposed", "signed", "not in certificate")
     for row in report.participation.values():
-        table.add_row(row.name, str(row.proposed), str(row.signed), str(row.missed))
+        table.add_row(row.name, str(row.proposed), str(row.signed), str(row.not_in_certificate))
     console.print(table)
+    console.print(
+        "(a certificate keeps the first quorum of precommits: a validator not in it voted late "
+        "or not at all)"
+    )
     changes = report.heights_with_round_changes
     console.print(f"heights needing more than one round: {changes} (max round {report.max_round})")
     console.print(f"evidence: {len(evidence)}; governance changes: {len(report.governance)}")
+    for change in report.governance:
+        console.print(
+            f"  height {change['height']}: {change['change']} "
+            f"(in effect from height {change['effective_height']}, {change['signers']} signers)"
+        )
     for emergency in emergencies:
         status = emergency.status.name.lower()
         text = f"emergency at height {emergency.opened_height}: {emergency.reason}, {status}"

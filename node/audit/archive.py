@@ -16,13 +16,18 @@ from typing import Any, BinaryIO, Final
 
 from carechain.consensus.errors import CarechainError, InvalidInput
 from carechain.consensus.genesis import Genesis
-from carechain.consensus.ledger.apply import apply_block
+from carechain.consensus.ledger.apply import apply_block, decode_body
 from carechain.consensus.ledger.context import ChainContext
 from carechain.consensus.ledger.governance import GOVERNANCE_ACCOUNT
+from carechain.consensus.ledger.records import (
+    InstitutionChange,
+    ValidatorAction,
+    ValidatorChange,
+)
 from carechain.consensus.ledger.state import Table
 from carechain.consensus.poa.limits import LIMITS_AT_CAP
 from carechain.consensus.poa.messages import Commit
-from carechain.consensus.types import Block, CommitCertificate, ValidatorSet
+from carechain.consensus.types import Block, CommitCertificate, Tx, ValidatorSet
 from carechain.node.audit.replay import ChainSource
 from carechain.storage.chain import ChainStore
 from carechain.storage.kv import LevelKV
@@ -138,7 +143,8 @@ class Participation:
     name: str
     proposed: int = 0
     signed: int = 0
-    missed: int = 0
+    # a certificate keeps the first quorum of precommits: not in it means late or absent
+    not_in_certificate: int = 0
 
 
 @dataclasses.dataclass
@@ -159,7 +165,7 @@ class ChainReport:
                 validator.public_key.hex(), Participation(validator.name)
             )
             row.signed += validator.public_key in signers
-            row.missed += validator.public_key not in signers
+            row.not_in_certificate += validator.public_key not in signers
             row.proposed += validator.public_key == block.header.proposer
         if certificate.round > 0:
             self.heights_with_round_changes += 1
@@ -171,10 +177,31 @@ class ChainReport:
                         "height": block.header.height,
                         "effective_height": block.header.height + 2,
                         "kind": tx.kind,
+                        "change": governance_change(tx),
                         "signers": len(tx.signatures),
                         "tx": tx.id.hex(),
                     }
                 )
+
+
+def governance_change(tx: Tx) -> str:
+    """What a committed governance transaction changed, in words: `register hospital
+    "hospital-d" (key 3f2a...)`, `add validator "v5" with power 10`."""
+    body = decode_body(tx)
+    if isinstance(body, ValidatorChange):
+        validator = body.validator
+        what = f'{body.action.name.lower()} validator "{validator.name}"'
+        key = f"(key {validator.public_key.hex()[:12]}...)"
+        if body.action is ValidatorAction.REMOVE:
+            return f"{what} {key}"
+        return f"{what} with power {validator.power} {key}"
+    if isinstance(body, InstitutionChange):
+        institution = body.institution
+        return (
+            f"{body.action.name.lower()} {institution.kind.name.lower()} "
+            f'"{institution.name}" (key {institution.public_key.hex()[:12]}...)'
+        )
+    return tx.kind
 
 
 __all__ = ["ArchiveSource", "ChainReport", "ChainSource", "export_archive", "import_archive"]
