@@ -18,7 +18,7 @@ from carechain.consensus.ledger.records import (
 )
 from carechain.consensus.types import Validator
 from carechain.node.wallet import builders
-from carechain.node.wallet.context import hex_bytes
+from carechain.node.wallet.context import public_key_arg
 
 
 @click.group()
@@ -69,13 +69,13 @@ def governance_propose(
     kind: str,
 ) -> None:
     """Propose a change; other validators approve it with `governance approve`."""
+    subject = public_key_arg(public_key, "--public-key")  # before any key is opened
     context = make_context(home, api, passphrase_file)
     key = context.key(key_name)
     nonce = context.nonce(GOVERNANCE_ACCOUNT)
-    subject = hex_bytes(public_key, 32, "--public-key")
     if action.startswith("validator"):
         validator = Validator(
-            name, subject, hex_bytes(node_key, 32, "--node-key") if node_key else subject, power
+            name, subject, public_key_arg(node_key, "--node-key") if node_key else subject, power
         )
         verb = {
             "validator-add": ValidatorAction.ADD,

@@ -16,7 +16,7 @@ from carechain.consensus.ledger.records import (
 )
 from carechain.consensus.ledger.state import Table as StateTable
 from carechain.node.wallet.client import RemoteState
-from carechain.node.wallet.context import hex_bytes
+from carechain.node.wallet.context import hex_bytes, public_key_arg
 from carechain.node.wallet.patient_actions import grant_access, revoke_grant
 
 
@@ -47,9 +47,9 @@ def grant_add(
     key_names: tuple[str, ...],
 ) -> None:
     """Grant an institution access to a vault for a number of days."""
+    grantee_key = public_key_arg(grantee, "--grantee")  # before any key is opened
     context = make_context(home, api, passphrase_file)
     keys = [context.key(name) for name in key_names]
-    grantee_key = hex_bytes(grantee, 32, "--grantee")
     tx = grant_access(
         context, keys, vault_arg(vault_hex), grantee_key, days=days, purpose=purpose, write=write
     )

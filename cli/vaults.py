@@ -11,7 +11,7 @@ from carechain.cli.output import console, emit_json, json_option
 from carechain.consensus.ledger.policy import Template
 from carechain.consensus.ledger.vaults import vault_id_of
 from carechain.node.wallet import builders
-from carechain.node.wallet.context import hex_bytes, patient_account
+from carechain.node.wallet.context import patient_account, public_key_arg
 
 TEMPLATES = {"patient-controlled": Template.PATIENT_CONTROLLED, "nem-2-of-n": Template.NEM_2_OF_N}
 
@@ -46,9 +46,9 @@ def vault_create(
     as_json: bool,
 ) -> None:
     """Create a vault; its first epoch key is sealed to the patient, team and trusted parties."""
+    team_keys = [public_key_arg(t, "--team") for t in team]  # before any key is opened
     context = make_context(home, api, passphrase_file)
     first, second = context.key(key1), context.key(key2)
-    team_keys = [hex_bytes(t, 32, "--team") for t in team]
     members = {first.public_key, second.public_key, *team_keys, *context.trusted()}
     patient_id = patient_account(first)
     draft, _ = builders.create_vault(

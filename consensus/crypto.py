@@ -190,6 +190,16 @@ def x25519_public_key(public_key: bytes) -> bytes:
     return bytes(sodium.crypto_sign_ed25519_pk_to_curve25519(public_key))
 
 
+def is_public_key(public_key: bytes) -> bool:
+    """Whether 32 bytes are an Ed25519 public key that keys can be sealed to (a point of the
+    curve of large order): 32 valid hex characters can still name none."""
+    try:
+        x25519_public_key(public_key)
+    except nacl.exceptions.CryptoError:
+        return False
+    return len(public_key) == 32
+
+
 def new_data_key() -> bytes:
     return nacl.utils.random(DATA_KEY_BYTES)
 

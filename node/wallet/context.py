@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from carechain.config.genesis import parse_genesis
-from carechain.consensus.crypto import PrivateKey, account_id, unseal
+from carechain.consensus.crypto import PrivateKey, account_id, is_public_key, unseal
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.genesis import Genesis, InstitutionKind
 from carechain.consensus.ledger.context import epoch_key_key, trusted_parties
@@ -125,6 +125,17 @@ def hex_bytes(value: str, size: int, what: str) -> bytes:
         raw = b""
     if len(raw) != size:
         raise InvalidInput(f"{what} must be {2 * size} hex characters")
+    return raw
+
+
+def public_key_arg(value: str, what: str) -> bytes:
+    """Parse an Ed25519 public key given in hex, or say what is wrong with it."""
+    raw = hex_bytes(value, 32, what)
+    if not is_public_key(raw):
+        raise InvalidInput(
+            f"{what} {value[:16]}... is 64 hex characters but not an Ed25519 public key",
+            hint="copy the key from `carechain keys show`",
+        )
     return raw
 
 

@@ -90,3 +90,25 @@ def test_demo_runs_and_passes_every_check(runner: CliRunner, tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     assert "FAIL" not in result.output
     assert "all checks passed" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["grant", "add", "--vault", "ab" * 20, "--grantee", "01" * 32, "--key", "p1"],
+        ["vault", "create", "--key1", "p1", "--key2", "p2", "--type", "glucose",
+         "--team", "00" * 32],
+        ["governance", "propose", "--key", "validator", "--action", "institution-register",
+         "--name", "lab", "--public-key", "ff" * 32],
+    ],
+)  # fmt: skip
+def test_a_hex_string_that_is_no_public_key_is_refused_in_one_line(
+    runner: CliRunner, tmp_path: Path, args: list[str]
+) -> None:
+    """64 valid hex characters that are not an Ed25519 point: refused before any key file or
+    node is touched, in one line, not with a library's traceback."""
+    common = ["--home", str(tmp_path / "nowhere"), "--api", "http://127.0.0.1:9"]
+    result = runner.invoke(cli, [*args[:2], *common, *args[2:]])
+    assert result.exit_code == EXIT_INVALID_INPUT, result.output
+    assert "not an Ed25519 public key" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
