@@ -1,5 +1,5 @@
 """`python -m carechain.cli`: the same as the `carechain` command."""
 
-from carechain.cli.main import main
+from carechain.cli.launch import main
 
 main()

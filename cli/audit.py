@@ -13,11 +13,12 @@ import click
 from rich.progress import Progress
 from rich.table import Table
 
-from carechain.cli.output import console, emit_json, error_console, json_option
+from carechain.cli.output import EXIT_FAILED, console, emit_json, error_console, json_option
 from carechain.cli.passphrase import passphrase_option, unlock_key
 from carechain.config.genesis import GENESIS_FILE, load_genesis, save_genesis
 from carechain.config.node import parse_multiaddr
 from carechain.consensus.crypto import decode_address
+from carechain.consensus.errors import InvalidInput
 from carechain.consensus.genesis import Genesis
 from carechain.consensus.ledger.records import Emergency, EmergencyStatus, Evidence
 from carechain.consensus.ledger.state import Table as StateTable
@@ -32,8 +33,6 @@ from carechain.storage.blobs.store import BlobStore
 from carechain.storage.chain import ChainStore
 from carechain.storage.kv import LevelKV, MemoryKV
 from carechain.storage.state import StateStore
-
-EXIT_FAILED = 1
 
 
 @click.group()
@@ -326,6 +325,10 @@ def audit_report(
 @click.option("--to", "last", default=2**62, type=click.IntRange(1))
 def export(home: Path, out: Path, first: int, last: int) -> None:
     """Write blocks and certificates (with the genesis) to a portable archive."""
+    if out.exists():
+        raise InvalidInput(
+            f"{out} exists already; not overwriting it", hint="remove it or choose another --out"
+        )
     genesis = load_genesis(home / GENESIS_FILE)
     store = ChainStore(LevelKV(home / "data" / "chain", create=False))
     try:

@@ -3,6 +3,7 @@ against its content id."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -11,8 +12,7 @@ from carechain.cli.context import (
     flow_options,
     make_context,
 )
-from carechain.cli.output import console
-from carechain.consensus.errors import InvalidInput
+from carechain.cli.output import EXIT_FAILED, console, error_console
 from carechain.storage.blobs.store import content_id_of
 
 
@@ -50,6 +50,7 @@ def blob_get(
 def blob_verify(path: Path, cid: str) -> None:
     """Check that a file is the blob a content id names (no node needed)."""
     actual = content_id_of(path.read_bytes())
-    if actual != cid:
-        raise InvalidInput(f"{path} is {actual}, not {cid}")
+    if actual != cid:  # a check that failed, not a bad input: exit 1
+        error_console.print(f"[red]mismatch:[/red] {path} is {actual}, not {cid}")
+        sys.exit(EXIT_FAILED)
     console.print(f"{path} matches {cid}")

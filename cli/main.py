@@ -30,12 +30,8 @@ from carechain.cli import (
     vaults,
 )
 from carechain.cli.demo import runner as demo_runner
-from carechain.cli.output import error_console
+from carechain.cli.output import EXIT_INTERNAL, EXIT_INVALID_INPUT, error_console
 from carechain.consensus.errors import CarechainError, InvalidInput
-
-EXIT_FAILED = 1
-EXIT_INVALID_INPUT = 3
-EXIT_INTERNAL = 4
 
 
 class CarechainGroup(click.Group):

@@ -1,4 +1,4 @@
-"""Output helpers shared by every command: rich consoles and `--json`."""
+"""Output helpers shared by every command: rich consoles, `--json` and the exit codes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,12 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+
+# The exit codes the README promises: 1 a check failed, 2 usage (click's), 3 invalid input,
+# 4 internal error.
+EXIT_FAILED = 1
+EXIT_INVALID_INPUT = 3
+EXIT_INTERNAL = 4
 
 console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)
@@ -22,3 +28,8 @@ def json_option(function: F) -> F:
 
 def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 validator`, `4 validators`."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

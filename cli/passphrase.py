@@ -13,6 +13,9 @@ from carechain.consensus.crypto import PrivateKey
 from carechain.node.wallet.keystore import KeystoreError, load_key, read_key_info
 
 ENVIRONMENT_VARIABLE = "CARECHAIN_PASSPHRASE"
+# A new keystore's passphrase is at least this long: argon2id slows a guess down, it does not
+# make "a" safe.
+NEW_PASSPHRASE_MIN = 8
 
 
 def passphrase_option(function: click.decorators.FC) -> click.decorators.FC:
@@ -24,6 +27,21 @@ def passphrase_option(function: click.decorators.FC) -> click.decorators.FC:
 
 
 def obtain_passphrase(passphrase_file: Path | None, *, confirm: bool) -> str:
+    """The passphrase from a file, the environment or a prompt. `confirm`: it will protect a
+    new key, so it is asked twice at a prompt and must be NEW_PASSPHRASE_MIN long (checked
+    before anything is written)."""
+    passphrase = _read_passphrase(passphrase_file, confirm=confirm)
+    if confirm and len(passphrase) < NEW_PASSPHRASE_MIN:
+        raise KeystoreError(
+            f"a new key's passphrase needs at least {NEW_PASSPHRASE_MIN} characters "
+            f"(this one has {len(passphrase)})",
+            code="weak_passphrase",
+            hint="nothing was written; choose a longer one",
+        )
+    return passphrase
+
+
+def _read_passphrase(passphrase_file: Path | None, *, confirm: bool) -> str:
     if passphrase_file is not None:
         try:
             return passphrase_file.read_text(encoding="utf-8").rstrip("\n")

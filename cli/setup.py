@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from carechain.cli.keys import HOME_OPTION, info_json
-from carechain.cli.output import console, emit_json, json_option
+from carechain.cli.output import console, emit_json, json_option, plural
 from carechain.cli.passphrase import obtain_passphrase, passphrase_option
 from carechain.config.genesis import GENESIS_FILE, load_genesis, save_genesis
 from carechain.config.node import CONFIG_FILE, NodeConfig, load_node_config, save_node_config
@@ -123,6 +123,6 @@ def config_check(home: Path, as_json: bool) -> None:
     console.print(f"{home / CONFIG_FILE}: ok (moniker {node_config.moniker})")
     console.print(
         f"{home / GENESIS_FILE}: ok (chain {genesis.chain_id}, "
-        f"{len(genesis.validators.validators)} validators, "
+        f"{plural(len(genesis.validators.validators), 'validator')}, "
         f"hash {genesis.genesis_hash.hex()[:16]})"
     )

@@ -152,4 +152,10 @@ async def run_node(home: Path, passphrase: str | None, stop: asyncio.Event | Non
 
 def run(home: Path, passphrase: str | None) -> None:
     with tuned_collector():
-        uvloop.run(run_node(home, passphrase))
+        try:
+            uvloop.run(run_node(home, passphrase))
+        except KeyboardInterrupt:
+            # Ctrl-C before the node's own handler is set (while the stores open): the process
+            # ends here, and LevelDB and the WAL need nothing more to stay whole
+            print("interrupted while starting; nothing to clean up", file=sys.stderr)
+            raise SystemExit(130) from None

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from carechain.cli.main import EXIT_INVALID_INPUT, cli
+from carechain.cli.main import cli
 from carechain.cli.nodes import Devnet, spawn, wait_for_api
+from carechain.cli.output import EXIT_FAILED, EXIT_INVALID_INPUT
 from carechain.config.genesis import load_genesis
 from carechain.config.node import load_node_config, save_node_config
 from carechain.consensus.crypto import PrivateKey
@@ -276,7 +277,7 @@ def test_blob_commands_and_clear_errors(network: tuple[Path, Devnet, str], tmp_p
         str(payload),
         "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku",
     )
-    assert wrong.exit_code == EXIT_INVALID_INPUT
+    assert wrong.exit_code == EXIT_FAILED  # a check that failed
     unreachable = run("status", "--home", str(tmp_path))
     assert unreachable.exit_code == EXIT_INVALID_INPUT
     assert "no running node" in unreachable.output

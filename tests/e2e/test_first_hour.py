@@ -3,16 +3,19 @@ at once, in one line naming what to fix, with the README's exit code."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from carechain.cli.main import EXIT_INVALID_INPUT, cli
+from carechain.cli.main import cli
+from carechain.cli.output import EXIT_INVALID_INPUT
 from carechain.config.node import NodeConfig, load_node_config, save_node_config
 
 START_TIMEOUT_S = 60
@@ -97,3 +100,22 @@ def test_a_heartbeat_port_in_use_is_refused_in_one_line(
     assert finished.returncode == EXIT_INVALID_INPUT, finished.stderr[-2000:]
     assert f"p2p.heartbeat_listen 127.0.0.1:{port}" in finished.stderr
     assert "Traceback" not in finished.stderr
+
+
+def test_ctrl_c_while_a_node_starts_prints_no_traceback(home: Path) -> None:
+    """SIGINT at several moments of the start: before the handler is set the process says it
+    was interrupted (exit 130, or the interpreter ends by the signal itself, which a shell shows
+    as 130 too); after, it stops cleanly (exit 0). Never a traceback."""
+    for delay_s in (0.2, 0.6, 1.2):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "carechain.cli", "start", "--home", str(home)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        time.sleep(delay_s)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=START_TIMEOUT_S)
+        assert process.returncode in (0, 130, -signal.SIGINT), (delay_s, stderr[-2000:])
+        assert "Traceback" not in stderr, (delay_s, stderr[-2000:])

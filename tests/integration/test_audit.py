@@ -200,6 +200,11 @@ def test_archives_export_verify_and_import(tmp_path: Path) -> None:
     runner = CliRunner()
     exported = runner.invoke(cli, ["export", "--home", str(home), "--out", str(archive)])
     assert exported.exit_code == 0, exported.output
+    written = archive.read_bytes()
+    again = runner.invoke(cli, ["export", "--home", str(home), "--out", str(archive)])
+    assert again.exit_code == 3, again.output  # an existing file is never overwritten
+    assert "exists already" in again.output
+    assert archive.read_bytes() == written
     verified = runner.invoke(cli, ["audit", "replay", "--archive", str(archive), "--json"])
     assert verified.exit_code == 0, verified.output
     assert json.loads(verified.output)["blocks"] == BLOCKS

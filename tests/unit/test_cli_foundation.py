@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from carechain.cli.main import EXIT_INVALID_INPUT, cli
+from carechain.cli.main import cli
+from carechain.cli.output import EXIT_INVALID_INPUT
 from carechain.tests.leaks import LEAKED_SOCKET
 
 
@@ -112,3 +113,20 @@ def test_a_hex_string_that_is_no_public_key_is_refused_in_one_line(
     assert result.exit_code == EXIT_INVALID_INPUT, result.output
     assert "not an Ed25519 public key" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("passphrase", ["", "a", "seven77"])
+def test_a_weak_passphrase_for_a_new_home_is_refused_and_nothing_is_written(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, passphrase: str
+) -> None:
+    given = tmp_path / "passphrase.txt"
+    given.write_text(passphrase)
+    home = tmp_path / "home"
+    result = runner.invoke(
+        cli,
+        ["init", "--home", str(home), "--moniker", "a", "--validator",
+         "--passphrase-file", str(given)],
+    )  # fmt: skip
+    assert result.exit_code == EXIT_INVALID_INPUT, result.output
+    assert "needs at least 8 characters" in " ".join(result.output.split())
+    assert not home.exists() or not any(home.rglob("*"))
