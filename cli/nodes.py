@@ -197,11 +197,14 @@ def devnet(validators: int, folder: Path | None, base_port: int) -> None:
 
 
 @click.command()
-@HOME_OPTION
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), help="The node's home.")
+@click.option("--api", help="The node's API URL (instead of --home).")
 @json_option
-def status(home: Path, as_json: bool) -> None:
-    """A running node's status."""
-    report = Client(api_address(home)).status()
+def status(home: Path | None, api: str | None, as_json: bool) -> None:
+    """A running node's status (of the node of --home, or at --api)."""
+    if (home is None) == (api is None):
+        raise InvalidInput("give either --home (a running node's home) or --api (its URL)")
+    report = Client(api or api_address(home or Path())).status()
     if as_json:
         emit_json(report)
         return

@@ -33,12 +33,18 @@ class NodeUnreachable(InvalidInput):
 
 
 def api_address(home: Path) -> str:
+    """The API address a running node of `home` wrote, or why there is none."""
     path = home / "data" / "api.address"
-    if not path.exists():
+    if path.exists():
+        return path.read_text().strip()
+    if not (home / "config.toml").exists():
         raise NodeUnreachable(
-            f"no running node at {home}", hint=f"start it: carechain start --home {home}"
+            f"{home} is not a carechain home (it has no config.toml)",
+            hint="check --home, or give the node's --api URL",
         )
-    return path.read_text().strip()
+    raise NodeUnreachable(
+        f"no running node at {home}", hint=f"start it: carechain start --home {home}"
+    )
 
 
 class Client:

@@ -72,6 +72,10 @@ def test_operator_status_and_a_patient_flow_through_the_cli(
     status = json.loads(ok("status", "--home", str(devnet.nodes[0].home), "--json"))
     assert status["chain_id"] == "carechain-devnet"
     assert len(status["validators"]) == 4
+    assert json.loads(ok("status", "--api", api, "--json"))["chain_id"] == "carechain-devnet"
+    nowhere = run("status", "--home", str(tmp_path / "nonexistent"))
+    assert nowhere.exit_code == EXIT_INVALID_INPUT
+    assert "not a carechain home" in nowhere.output
     home = ["--home", str(people), "--api", api]
     key = {p.stem: read_key_info(p).public_key.hex() for p in (people / "keys").glob("*.json")}
 
