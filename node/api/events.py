@@ -28,5 +28,7 @@ class Events(RouteFamily):
                 await response.write((json.dumps(event) + "\n").encode())
                 if event["event"] == "stopping":
                     return response
+        except ConnectionResetError:  # the client left: routine, not an error
+            return response
         finally:
             self.node.subscribers.discard(queue)

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import io
 import json
+import logging
 import os
 import shutil
 import time
@@ -413,6 +414,27 @@ async def test_the_event_stream_reports_new_blocks(tmp_path: Path) -> None:
                     break
         assert event["height"] >= 1
         assert set(event) == {"event", "height", "hash", "tx_count", "time_ms"}
+
+
+@pytest.mark.asyncio
+async def test_a_client_leaving_the_event_stream_logs_no_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_cluster(tmp_path) as cluster:
+        node = cluster.members[1].node
+        for _ in range(3):
+            async with aiohttp.ClientSession() as session:
+                response = await session.get(f"{cluster.members[1].url}/v1/events")
+                await eventually(lambda: len(node.subscribers) == 1)
+                response.close()  # the client goes away mid-stream
+            deadline = time.monotonic() + 30
+            while node.subscribers:  # writes to the gone client, until the node sees it left
+                assert time.monotonic() < deadline, "the stream never noticed the client left"
+                node.publish({"event": "block", "height": 0})
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
 
 
 @pytest.mark.asyncio
