@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from pathlib import Path
 
@@ -11,12 +12,19 @@ from carechain.cli.keys import HOME_OPTION, info_json
 from carechain.cli.output import console, emit_json, json_option, plural
 from carechain.cli.passphrase import obtain_passphrase, passphrase_option
 from carechain.config.genesis import GENESIS_FILE, load_genesis, save_genesis
-from carechain.config.node import CONFIG_FILE, NodeConfig, load_node_config, save_node_config
+from carechain.config.node import (
+    CONFIG_FILE,
+    NodeConfig,
+    load_node_config,
+    parse_host_port,
+    save_node_config,
+)
 from carechain.consensus.crypto import PrivateKey, peer_id
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.genesis import ConsensusParams, Genesis, default_governance_threshold
 from carechain.consensus.types import Validator, ValidatorSet
-from carechain.node.wallet.keystore import key_path, save_key
+from carechain.node.wallet.keystore import key_path, read_key_info, save_key
+from carechain.storage.blobs.backends import installed_backends
 from carechain.storage.wal import mark_never_signed
 
 NODE_KEY = "node"
@@ -105,9 +113,11 @@ def config() -> None:
 @HOME_OPTION
 @json_option
 def config_check(home: Path, as_json: bool) -> None:
-    """Validate config.toml and genesis.json; print what they say."""
+    """Validate config.toml and genesis.json, and that they fit this home's keys; print what
+    they say. Exit 3 if the node could not run as configured."""
     node_config = load_node_config(home)
     genesis = load_genesis(home / GENESIS_FILE)
+    errors, warnings = home_problems(home, node_config, genesis)
     report = {
         "config": node_config.model_dump(mode="json"),
         "chain_id": genesis.chain_id,
@@ -116,13 +126,69 @@ def config_check(home: Path, as_json: bool) -> None:
             {"name": v.name, "power": v.power, "node_id": peer_id(v.node_key)}
             for v in genesis.validators.validators
         ],
+        "errors": errors,
+        "warnings": warnings,
     }
     if as_json:
         emit_json(report)
-        return
+    else:
+        _print_check(home, node_config, genesis, warnings)
+    if errors:
+        raise InvalidInput("; ".join(errors))
+
+
+def _print_check(
+    home: Path, node_config: NodeConfig, genesis: Genesis, warnings: list[str]
+) -> None:
     console.print(f"{home / CONFIG_FILE}: ok (moniker {node_config.moniker})")
     console.print(
         f"{home / GENESIS_FILE}: ok (chain {genesis.chain_id}, "
         f"{plural(len(genesis.validators.validators), 'validator')}, "
         f"hash {genesis.genesis_hash.hex()[:16]})"
     )
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
+
+
+def home_problems(home: Path, config: NodeConfig, genesis: Genesis) -> tuple[list[str], list[str]]:
+    """What stops this home's node from running as configured (errors), and what it will do
+    that the operator may not expect (warnings)."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    if config.blobs.backend not in installed_backends():
+        errors.append(
+            f"blobs.backend {config.blobs.backend!r} is not an installed backend "
+            f"({', '.join(sorted(installed_backends()))})"
+        )
+    api_host, _ = parse_host_port(config.api.listen)
+    if not _loopback(api_host):
+        warnings.append(
+            f"api.listen {config.api.listen} is reachable from other machines and the API has no "
+            "authentication yet: keep it on 127.0.0.1 or behind a firewall"
+        )
+    if not config.validator:
+        return errors, warnings
+    validator_key = read_key_info(key_path(home, VALIDATOR_KEY)).public_key
+    node_key = read_key_info(key_path(home, NODE_KEY)).public_key
+    listed = genesis.validators.by_key.get(validator_key)
+    if listed is None:
+        warnings.append(
+            f"this home's validator key {validator_key.hex()[:16]}... is not in genesis's "
+            "validator set: the node follows the chain without voting until governance adds it"
+        )
+    elif listed.node_key != node_key:
+        errors.append(
+            f"genesis lists validator {listed.name!r} with node id {peer_id(listed.node_key)}, "
+            f"but this home's node key is {peer_id(node_key)}: the other validators would refuse "
+            "its connections (copy the home's keys/node.json that genesis was made with)"
+        )
+    return errors, warnings

@@ -185,6 +185,11 @@ def s3_backend(config: BlobSection, home: Path) -> ObjectStore:
     )
 
 
+def installed_backends() -> frozenset[str]:
+    """The blob backends this installation offers (`blobs.backend` may name one of them)."""
+    return frozenset(e.name for e in metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
 def open_blob_store(config: BlobSection, home: Path) -> BlobStore:
     """The blob store a node's config names, from the `carechain.blobstores` entry points."""
     found = {e.name: e for e in metadata.entry_points(group=ENTRY_POINT_GROUP)}

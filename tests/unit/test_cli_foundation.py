@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ from click.testing import CliRunner
 
 from carechain.cli.main import cli
 from carechain.cli.output import EXIT_INVALID_INPUT
+from carechain.config.node import load_node_config, save_node_config
+from carechain.consensus.crypto import PrivateKey
+from carechain.node.wallet.keystore import save_key
 from carechain.tests.leaks import LEAKED_SOCKET
 
 
@@ -82,6 +86,51 @@ def test_config_check_reports_a_bad_field(runner: CliRunner, tmp_path: Path) -> 
     result = runner.invoke(cli, ["config", "check", "--home", str(home)])
     assert result.exit_code == EXIT_INVALID_INPUT
     assert "validators[0].power" in result.output
+
+
+def _set(home: Path, section: str, field: str, value: str) -> None:
+    config = load_node_config(home)
+    changed = getattr(config, section).model_copy(update={field: value})
+    save_node_config(home, config.model_copy(update={section: changed}))
+
+
+def test_config_check_says_what_stops_the_node_or_surprises_its_operator(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    for home, more in ((first, ["--new-chain", "carechain-dev"]), (second, [])):
+        made = runner.invoke(cli, ["init", "--home", str(home), "--validator", *more])
+        assert made.exit_code == 0, made.output
+    shutil.copy(first / "genesis.json", second / "genesis.json")
+
+    def check(home: Path) -> tuple[int, dict[str, list[str]]]:
+        result = runner.invoke(cli, ["config", "check", "--home", str(home), "--json"])
+        report = json.loads(result.output[: result.output.rindex("}") + 1])
+        return result.exit_code, report
+
+    code, report = check(first)
+    assert (code, report["errors"], report["warnings"]) == (0, [], [])
+    # a validator key genesis does not list: it follows until governance adds it
+    code, report = check(second)
+    assert code == 0
+    assert "not in genesis's validator set" in report["warnings"][0]
+    # an unauthenticated API open to other machines
+    _set(first, "api", "listen", "0.0.0.0:26680")
+    assert "no authentication" in check(first)[1]["warnings"][0]
+    # a blob backend this installation does not have
+    _set(first, "blobs", "backend", "ftp")
+    code, report = check(first)
+    assert code == EXIT_INVALID_INPUT
+    assert "'ftp' is not an installed backend" in report["errors"][0]
+    _set(first, "blobs", "backend", "fs")
+    # a genesis made with another node key than this home's
+    save_key(
+        first / "keys" / "node.json", PrivateKey.generate(), name="node", purpose="node",
+        passphrase=None,
+    )  # fmt: skip
+    code, report = check(first)
+    assert code == EXIT_INVALID_INPUT
+    assert "would refuse its connections" in report["errors"][0]
 
 
 @pytest.mark.filterwarnings(LEAKED_SOCKET)  # the demo's clinic is a libp2p host in-process
