@@ -30,7 +30,7 @@ from carechain.consensus.ledger.apply import SignatureCache
 from carechain.consensus.ledger.context import BlockContext
 from carechain.consensus.ledger.errors import TxRejected
 from carechain.consensus.ledger.governance import validator_set_at
-from carechain.consensus.poa.engine import Engine, EngineConfig
+from carechain.consensus.poa.engine import Engine
 from carechain.consensus.poa.events import (
     Action,
     BlockPersisted,
@@ -54,6 +54,7 @@ from carechain.consensus.poa.messages import (
     Commit,
     encode_message,
 )
+from carechain.consensus.poa.state import EngineConfig
 from carechain.consensus.types import Block, CommitCertificate, Tx
 from carechain.node.admission import Admission, TxOutcome
 from carechain.node.blob_service import BlobService

@@ -25,7 +25,7 @@ from typing import Final
 from carechain.consensus.genesis import Genesis
 from carechain.consensus.ledger.apply import SignerCheck, verified_signers
 from carechain.consensus.poa.application import ChainView, LedgerApplication, ProposalLimit
-from carechain.consensus.poa.engine import EngineConfig
+from carechain.consensus.poa.state import EngineConfig
 from carechain.consensus.types import Block, Tx
 from carechain.node.pools import Mempool
 

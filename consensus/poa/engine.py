@@ -3,7 +3,8 @@
 `Engine.handle(event) -> list[Action]`. No I/O, no clock (time arrives in events), no
 randomness. The rules follow Buchman, Kwon and Milosevic, "The latest gossip on BFT consensus"
 (2018); comments name their line numbers. "2f+1" is more than 2/3 of the voting power and
-"f+1" more than 1/3.
+"f+1" more than 1/3. The engine carries the rules out; what each rule asks of the height's
+state (`state.py`) is read off it in `rules.py`.
 
 Safety on restart: every own proposal, vote and lock is returned as a `WriteWal` action before
 the `Broadcast` it guards; after a crash the shell replays the WAL (`WalReplayed`) and the
@@ -18,8 +19,6 @@ starts it, or when the heartbeat interval has passed since the last block.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 from typing import Final
 
 from carechain.consensus.crypto import PrivateKey
@@ -42,88 +41,21 @@ from carechain.consensus.poa.events import (
     WriteWal,
 )
 from carechain.consensus.poa.messages import Commit, Lock, Proposal, WalKind, WalRecord
-from carechain.consensus.poa.votes import VoteSet, proposer_of
-from carechain.consensus.types import (
-    Block,
-    CommitCertificate,
-    CommitSignature,
-    ValidatorSet,
-    Vote,
-    VoteType,
+from carechain.consensus.poa.rules import (
+    decision,
+    nil_polka,
+    polka_block,
+    prevote_for,
+    proposal_problem,
+    round_timers_due,
+    round_to_skip_to,
+    timely,
 )
+from carechain.consensus.poa.state import NIL, EngineConfig, HeightState, Step, Timer
+from carechain.consensus.poa.votes import proposer_of
+from carechain.consensus.types import Block, Vote, VoteType
 
-NIL: Final = b""
 FUTURE_MESSAGES_MAX: Final = 4096
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class EngineConfig:
-    chain_id: str
-    heartbeat_interval_ms: int
-    clock_drift_ms_max: int
-    timeout_propose_ms: int = 3000
-    timeout_prevote_ms: int = 1000
-    timeout_precommit_ms: int = 1000
-    timeout_delta_ms: int = 500
-    timeout_commit_ms: int = 200
-    timeout_ms_max: int = 30_000
-    rebroadcast_ms: int = 1000
-    round_ahead_max: int = 1000
-
-    def timeout(self, base_ms: int, round: int) -> int:
-        """A step's timeout in `round`: the base, plus `timeout_delta_ms` times 2^round - 1
-        (0, 1, 3, 7, ...), capped. Doubling reaches a timeout long enough for a slow network
-        or a large block in a few rounds, where a linear step needed one round per step
-        (each costing every validator a full round of waiting)."""
-        growth = (1 << min(round, 32)) - 1
-        return min(base_ms + self.timeout_delta_ms * growth, self.timeout_ms_max)
-
-
-class Step(enum.IntEnum):
-    WAIT = 0  # between heights, or idle: no round timers
-    PROPOSE = 1
-    PREVOTE = 2
-    PRECOMMIT = 3
-    COMMIT = 4  # decided; waiting for the shell to persist the block
-
-
-class Timer(enum.Enum):
-    PROPOSE = "propose"
-    PREVOTE = "prevote"
-    PRECOMMIT = "precommit"
-    HEARTBEAT = "heartbeat"
-    NEXT_HEIGHT = "next-height"
-    REBROADCAST = "rebroadcast"
-
-
-@dataclasses.dataclass
-class HeightState:
-    """Everything that is reset when a new height starts."""
-
-    height: int
-    validators: ValidatorSet
-    round: int = 0
-    step: Step = Step.WAIT
-    locked_round: int = -1
-    locked_block: Block | None = None
-    valid_round: int = -1
-    valid_block: Block | None = None
-    proposals: dict[int, Proposal] = dataclasses.field(default_factory=dict)
-    prevotes: dict[int, VoteSet] = dataclasses.field(default_factory=dict)
-    precommits: dict[int, VoteSet] = dataclasses.field(default_factory=dict)
-    own_votes: dict[tuple[int, VoteType], Vote] = dataclasses.field(default_factory=dict)
-    own_proposals: dict[int, Proposal] = dataclasses.field(default_factory=dict)
-    round_senders: dict[int, set[bytes]] = dataclasses.field(default_factory=dict)
-    prevote_timer_rounds: set[int] = dataclasses.field(default_factory=set)
-    precommit_timer_rounds: set[int] = dataclasses.field(default_factory=set)
-    polka_rounds: set[int] = dataclasses.field(default_factory=set)
-    decided: Commit | None = None
-
-    def votes(self, vote_type: VoteType, round: int) -> VoteSet:
-        table = self.prevotes if vote_type is VoteType.PREVOTE else self.precommits
-        if round not in table:
-            table[round] = VoteSet(self.validators)
-        return table[round]
 
 
 class Engine:
@@ -342,7 +274,7 @@ class Engine:
                 WriteWal(WalRecord(WalKind.PROPOSAL, state.height, round, proposal.encode()))
             )
         self._send_proposal(proposal)
-        self._accept_proposal(proposal)
+        state.accept_proposal(proposal)
 
     def _send_proposal(self, proposal: Proposal) -> None:
         """A re-proposal travels with the prevotes that justify it (its proof of lock): peers
@@ -376,26 +308,11 @@ class Engine:
         assert state is not None
         if proposal.round in state.proposals or not self._round_in_range(proposal.round):
             return
-        expected = proposer_of(state.validators, state.height, proposal.round)
-        problem = None
-        if proposal.proposer != expected:
-            problem = "proposal from a validator that is not this round's proposer"
-        elif not proposal.pol_round < proposal.round:
-            problem = "proposal's pol_round is not below its round"
-        elif proposal.block.header.height != state.height:
-            problem = "proposal's block is for another height"
-        elif not proposal.signature_valid():
-            problem = "proposal signature does not verify"
+        problem = proposal_problem(state, proposal)
         if problem:
             self._misbehaved(sender, problem)
             return
-        self._accept_proposal(proposal)
-
-    def _accept_proposal(self, proposal: Proposal) -> None:
-        state = self.state
-        assert state is not None
-        state.proposals[proposal.round] = proposal
-        state.round_senders.setdefault(proposal.round, set()).add(proposal.proposer)
+        state.accept_proposal(proposal)
 
     def _on_vote(self, sender: str, vote: Vote) -> None:
         state = self.state
@@ -487,13 +404,7 @@ class Engine:
         return self.validity[block_hash] is None
 
     def _timely(self, proposal: Proposal) -> bool:
-        """A fresh proposal's time is within the drift bound of our clock (re-proposals of a
-        locked value keep their original time and are exempt, as in Tendermint's PBTS)."""
-        if proposal.pol_round != -1:
-            return True
-        drift = self.config.clock_drift_ms_max
-        late = drift + self.config.timeout(self.config.timeout_propose_ms, proposal.round)
-        return self.now_ms - late <= proposal.block.header.time_ms <= self.now_ms + drift
+        return timely(self.config, self.now_ms, proposal)
 
     def _advance(self) -> None:
         rules = (
@@ -512,60 +423,27 @@ class Engine:
         raise AssertionError("consensus rules did not settle")
 
     def _rule_prevote(self) -> bool:  # lines 22 and 28
-        state = self.state
-        assert state is not None
-        proposal = state.proposals.get(state.round)
-        if state.step is not Step.PROPOSE or proposal is None:
+        assert self.state is not None
+        block_hash = prevote_for(self.state, self._valid, self._timely)
+        if block_hash is None:
             return False
-        block_hash = proposal.block.block_hash
-        locked_hash = state.locked_block.block_hash if state.locked_block else None
-        if proposal.pol_round == -1:
-            ok = state.locked_round == -1 or locked_hash == block_hash
-            ok = ok and self._timely(proposal) and self._valid(proposal.block)
-        elif state.votes(VoteType.PREVOTE, proposal.pol_round).has_quorum_for(block_hash):
-            ok = state.locked_round <= proposal.pol_round or locked_hash == block_hash
-            ok = ok and self._valid(proposal.block)
-        else:
-            return False
-        self._prevote(block_hash if ok else NIL)
+        self._prevote(block_hash)
         return True
 
     def _rule_timers(self) -> bool:  # lines 34 and 47
         state = self.state
         assert state is not None
-        changed = False
-        round = state.round
-        if (
-            state.step is Step.PREVOTE
-            and round not in state.prevote_timer_rounds
-            and state.votes(VoteType.PREVOTE, round).has_quorum_any()
-        ):
-            state.prevote_timer_rounds.add(round)
-            self._set_timer(
-                Timer.PREVOTE, round, self.config.timeout(self.config.timeout_prevote_ms, round)
-            )
-            changed = True
-        if (
-            round not in state.precommit_timer_rounds
-            and state.votes(VoteType.PRECOMMIT, round).has_quorum_any()
-        ):
-            state.precommit_timer_rounds.add(round)
-            self._set_timer(
-                Timer.PRECOMMIT, round, self.config.timeout(self.config.timeout_precommit_ms, round)
-            )
-            changed = True
-        return changed
+        due = round_timers_due(state, self.config)
+        for timer, timeout_ms in due:
+            state.timer_rounds(timer).add(state.round)
+            self._set_timer(timer, state.round, timeout_ms)
+        return bool(due)
 
     def _rule_polka(self) -> bool:  # line 36
         state = self.state
         assert state is not None
-        proposal = state.proposals.get(state.round)
-        if proposal is None or state.step < Step.PREVOTE or state.round in state.polka_rounds:
-            return False
-        block = proposal.block
-        if not state.votes(VoteType.PREVOTE, state.round).has_quorum_for(block.block_hash):
-            return False
-        if not self._valid(block):
+        block = polka_block(state, self._valid)
+        if block is None:
             return False
         state.polka_rounds.add(state.round)
         if state.step is Step.PREVOTE:
@@ -575,51 +453,26 @@ class Engine:
         return True
 
     def _rule_nil_polka(self) -> bool:  # line 44
-        state = self.state
-        assert state is not None
-        if state.step is not Step.PREVOTE:
-            return False
-        if state.votes(VoteType.PREVOTE, state.round).quorum_hash() != NIL:
+        assert self.state is not None
+        if not nil_polka(self.state):
             return False
         self._precommit(NIL)
         return True
 
     def _rule_decide(self) -> bool:  # line 49
-        state = self.state
-        assert state is not None
-        for round, votes in state.precommits.items():
-            block_hash = votes.quorum_hash()
-            if not block_hash:
-                continue
-            block = self._known_block(block_hash)
-            if block is None or not self._valid(block):
-                continue
-            entries = tuple(
-                CommitSignature(v.validator, v.signature) for v in votes.votes_for(block_hash)
-            )
-            self._decide(Commit(block, CommitCertificate(state.height, round, block_hash, entries)))
-            return True
-        return False
-
-    def _known_block(self, block_hash: bytes) -> Block | None:
         assert self.state is not None
-        for proposal in self.state.proposals.values():
-            if proposal.block.block_hash == block_hash:
-                return proposal.block
-        return None
+        commit = decision(self.state, self._valid)
+        if commit is None:
+            return False
+        self._decide(commit)
+        return True
 
     def _rule_skip_round(self) -> bool:  # line 55
-        state = self.state
-        assert state is not None
-        ahead = [
-            r
-            for r, senders in state.round_senders.items()
-            if r > state.round
-            and state.validators.has_one_third(state.validators.power_of(senders))
-        ]
-        if not ahead:
+        assert self.state is not None
+        round = round_to_skip_to(self.state)
+        if round is None:
             return False
-        self._start_round(max(ahead))
+        self._start_round(round)
         return True
 
     def _decide(self, commit: Commit) -> None:
@@ -640,20 +493,4 @@ class Engine:
         assert state is not None
         records = [r for r in self.replayed if r.height == state.height]
         self.replayed = ()
-        for record in records:
-            if record.kind is WalKind.VOTE:
-                # bounded by the record itself: the WAL read bounded it by the chain's limits
-                vote = Vote.decode(record.payload, max_bytes=len(record.payload))
-                state.own_votes[(vote.round, vote.vote_type)] = vote
-                state.votes(vote.vote_type, vote.round).add(vote)
-            elif record.kind is WalKind.PROPOSAL:
-                proposal = Proposal.decode(record.payload, max_bytes=len(record.payload))
-                state.own_proposals[proposal.round] = proposal
-                self._accept_proposal(proposal)
-            else:
-                lock = Lock.decode(record.payload, max_bytes=len(record.payload))
-                for vote in lock.prevotes:
-                    state.votes(VoteType.PREVOTE, record.round).add(vote)
-                state.locked_round, state.locked_block = record.round, lock.block
-                state.valid_round, state.valid_block = record.round, lock.block
-        return max((r.round for r in records), default=None)
+        return state.restore(records)

@@ -21,7 +21,7 @@ from typing import Any
 from carechain.consensus.crypto import PrivateKey
 from carechain.consensus.errors import CarechainError
 from carechain.consensus.genesis import ConsensusParams, Genesis, Institution, InstitutionKind
-from carechain.consensus.poa.engine import Engine, EngineConfig
+from carechain.consensus.poa.engine import Engine
 from carechain.consensus.poa.events import (
     Action,
     BlockPersisted,
@@ -44,6 +44,7 @@ from carechain.consensus.poa.messages import (
     decode_message,
     encode_message,
 )
+from carechain.consensus.poa.state import EngineConfig
 from carechain.consensus.types import Validator, ValidatorSet, Vote
 from carechain.node.wallet import builders
 from carechain.tests.sim.network import NetworkFaults, Partition, SimNetwork

@@ -10,9 +10,10 @@ from carechain.consensus.crypto import PrivateKey
 from carechain.consensus.genesis import Genesis
 from carechain.consensus.ledger.state import Table
 from carechain.consensus.poa.application import LedgerApplication
-from carechain.consensus.poa.engine import Engine, EngineConfig
+from carechain.consensus.poa.engine import Engine
 from carechain.consensus.poa.events import WalReplayed
 from carechain.consensus.poa.messages import WalRecord
+from carechain.consensus.poa.state import EngineConfig
 from carechain.consensus.types import Block, BlockHeader, CommitCertificate, Tx
 from carechain.storage.kv import MemoryKV
 from carechain.storage.state import StateStore

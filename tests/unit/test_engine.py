@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from carechain.consensus.crypto import PrivateKey
-from carechain.consensus.poa.engine import Engine, EngineConfig, Step
+from carechain.consensus.poa.engine import Engine
 from carechain.consensus.poa.events import (
     Action,
     BlockPersisted,
@@ -26,6 +26,7 @@ from carechain.consensus.poa.events import (
     WriteWal,
 )
 from carechain.consensus.poa.messages import Commit, Proposal, decode_message, encode_message
+from carechain.consensus.poa.state import EngineConfig, Step
 from carechain.consensus.poa.votes import proposer_cycle, proposer_of
 from carechain.consensus.types import (
     ZERO_HASH,

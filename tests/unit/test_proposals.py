@@ -9,7 +9,7 @@ import time
 import pytest
 
 from carechain.consensus.crypto import PrivateKey
-from carechain.consensus.poa.engine import EngineConfig
+from carechain.consensus.poa.state import EngineConfig
 from carechain.consensus.types import Tx
 from carechain.node.pools import Mempool
 from carechain.node.proposals import (
