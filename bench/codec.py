@@ -11,14 +11,14 @@ import hashlib
 
 from common import rate, report
 
-from carechain.consensus import codec
+from carechain.consensus import wire
 from carechain.consensus.crypto import PrivateKey, Purpose, account_id, verify
 from carechain.consensus.types import Tx
 
 
 def typical_transaction() -> tuple[Tx, PrivateKey]:
     hospital, patient = PrivateKey(b"\x01" * 32), PrivateKey(b"\x02" * 32)
-    body = codec.pack(
+    body = wire.pack(
         [1, b"v" * 20, b"r" * 16, "glucose", b"c" * 36, 212, 3, b"k" * 120, b"i" * 180]
     )
     tx = Tx("carechain-bench", "record.put", account_id(patient.public_key), 42, 2**41, body)
@@ -33,7 +33,7 @@ def main() -> None:
     figures = {
         "tx_bytes": len(encoded),
         # a transaction keeps its encoding once made: this measures making it
-        "encode_per_s": rate(lambda: codec.pack(tx.to_wire()), batch=1000),
+        "encode_per_s": rate(lambda: wire.pack(tx.to_wire()), batch=1000),
         "decode_per_s": rate(lambda: Tx.decode(encoded), batch=1000),
         "tx_id_per_s": rate(lambda: Tx.decode(encoded).id, batch=1000),
         "sha256_per_s": rate(lambda: hashlib.sha256(encoded).digest(), batch=10000),

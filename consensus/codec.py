@@ -1,11 +1,10 @@
-"""Canonical encoding: one value, exactly one byte string.
+"""Canonical encoding of records: one value, exactly one byte string.
 
 Every consensus object is a `Record`: a frozen dataclass encoded as a msgpack array
-`[VERSION, field1, field2, ...]` in declaration order. Maps (free key order) and floats never
-appear; bytes are always msgpack `bin`, text always `str`; integers are unsigned 64-bit unless a
-field says otherwise. msgpack itself accepts several encodings of one value (non-minimal integer
-widths, non-minimal length headers), so decoding re-encodes what it read and rejects the input if
-the bytes differ. Every decode takes a size limit.
+`[VERSION, field1, field2, ...]` in declaration order, in the canonical msgpack of `wire.py`
+(no maps or floats, bytes always `bin`, text always `str`, input that is not the one encoding of
+its value refused, a size limit on every decode). Integers are unsigned 64-bit unless a field
+says otherwise. Every field is checked against its declared type and bounds, both ways.
 
 Field types a record may declare:
     int, bool, str, bytes, IntEnum subclasses, nested records, `X | None`, `tuple[X, ...]`,
@@ -23,16 +22,14 @@ import typing
 from collections.abc import Callable, Sized
 from typing import Any, ClassVar, Self, TypeVar
 
-import msgpack
-
 from carechain.consensus.errors import DecodeError, InvalidInput
-
-UINT64_MAX = 2**64 - 1
-INT64_MIN = -(2**63)
-DECODE_BYTES_MAX_DEFAULT = 4 * 1024 * 1024
-
-# A value msgpack can carry in our canonical subset.
-Wire = int | bool | bytes | str | None | list["Wire"]
+from carechain.consensus.wire import (
+    DECODE_BYTES_MAX_DEFAULT,
+    UINT64_MAX,
+    Wire,
+    pack,
+    unpack_canonical,
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -55,83 +52,6 @@ class EncodeError(InvalidInput):
     """A value cannot be encoded: wrong type or out of bounds for its field."""
 
     code = "encode_error"
-
-
-def _reject_map(pairs: list[tuple[Any, Any]]) -> Any:
-    raise DecodeError("maps are not canonical; records are arrays", code="non_canonical")
-
-
-def _reject_ext(code: int, data: bytes) -> Any:
-    raise DecodeError(f"msgpack extension type {code} is not allowed", code="non_canonical")
-
-
-def pack(value: Wire) -> bytes:
-    """Encode a wire value (already in the canonical subset) to msgpack bytes."""
-    return typing.cast(bytes, msgpack.packb(value, use_bin_type=True, strict_types=True))
-
-
-def array_header(length: int) -> bytes:
-    """The msgpack header of an array of `length` items, in its shortest form: an array's
-    encoding is this followed by its items' encodings, so encodings can be joined."""
-    if length < 16:
-        return bytes([0x90 | length])
-    if length < 1 << 16:
-        return b"\xdc" + length.to_bytes(2, "big")
-    return b"\xdd" + length.to_bytes(4, "big")
-
-
-def unpack(data: bytes, *, max_bytes: int = DECODE_BYTES_MAX_DEFAULT) -> Wire:
-    """Decode msgpack bytes, rejecting anything that is not the canonical encoding."""
-    value = _unpack_canonical(data, max_bytes)
-    _check_wire(value, depth=0)
-    return value
-
-
-def _unpack_canonical(data: bytes, max_bytes: int) -> Wire:
-    """Decode and check the bytes are the canonical encoding. Values are not walked: typed
-    decoding checks every field's type itself (so floats and the like fail there)."""
-    if len(data) > max_bytes:
-        raise DecodeError(f"input is {len(data)} bytes, limit is {max_bytes}", code="oversize")
-    try:
-        value = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=False,
-            object_pairs_hook=_reject_map,
-            ext_hook=_reject_ext,
-            timestamp=0,
-        )
-    except DecodeError:
-        raise
-    except msgpack.ExtraData as exc:
-        raise DecodeError("trailing bytes after the value", code="trailing_bytes") from exc
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise DecodeError(f"malformed msgpack: {exc}", code="malformed") from exc
-    try:
-        canonical = pack(value)
-    except TypeError as exc:  # a value msgpack decodes but we never encode (a timestamp)
-        raise DecodeError(f"value is not allowed: {exc}", code="malformed") from exc
-    if canonical != data:
-        raise DecodeError(
-            "bytes are not the canonical encoding of their value", code="non_canonical"
-        )
-    return typing.cast(Wire, value)
-
-
-_DEPTH_MAX = 32
-
-
-def _check_wire(value: object, depth: int) -> None:
-    if depth > _DEPTH_MAX:
-        raise DecodeError(f"nesting deeper than {_DEPTH_MAX}", code="malformed")
-    if isinstance(value, list):
-        for item in value:
-            _check_wire(item, depth + 1)
-    elif isinstance(value, float):
-        raise DecodeError("floats are not allowed", code="non_canonical")
-    elif value is not None and not isinstance(value, int | bytes | str):
-        raise DecodeError(f"value of type {type(value).__name__} is not allowed", code="malformed")
 
 
 # --- typed records -------------------------------------------------------------------------
@@ -515,7 +435,7 @@ class Record:
 
     @classmethod
     def decode(cls, data: bytes, *, max_bytes: int = DECODE_BYTES_MAX_DEFAULT) -> Self:
-        return cls.from_wire(_unpack_canonical(data, max_bytes))
+        return cls.from_wire(unpack_canonical(data, max_bytes))
 
     def hash(self) -> bytes:
         """sha256 of the canonical encoding."""

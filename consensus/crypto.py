@@ -29,8 +29,8 @@ import nacl.secret
 import nacl.signing
 import nacl.utils
 
-from carechain.consensus.codec import pack
 from carechain.consensus.errors import AddressError, DecodeError, SignatureError
+from carechain.consensus.wire import pack
 
 PUBLIC_KEY_BYTES: Final = 32
 SIGNATURE_BYTES: Final = 64

@@ -24,14 +24,7 @@ from typing import Annotated, Final, Self
 
 import msgpack
 
-from carechain.consensus.codec import (
-    DECODE_BYTES_MAX_DEFAULT,
-    IntRange,
-    Record,
-    Size,
-    array_header,
-    pack,
-)
+from carechain.consensus.codec import IntRange, Record, Size
 from carechain.consensus.crypto import (
     ACCOUNT_ID_BYTES,
     HASH_BYTES,
@@ -42,6 +35,7 @@ from carechain.consensus.crypto import (
     verify,
 )
 from carechain.consensus.errors import InvalidInput, SignatureError
+from carechain.consensus.wire import DECODE_BYTES_MAX_DEFAULT, array_header, pack
 
 PublicKey = Annotated[bytes, Size(PUBLIC_KEY_BYTES, PUBLIC_KEY_BYTES)]
 SignatureBytes = Annotated[bytes, Size(SIGNATURE_BYTES, SIGNATURE_BYTES)]

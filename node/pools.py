@@ -17,7 +17,6 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Final
 
-from carechain.consensus.codec import pack, unpack
 from carechain.consensus.errors import CarechainError, InvalidInput
 from carechain.consensus.ledger.apply import (
     SignerCheck,
@@ -33,6 +32,7 @@ from carechain.consensus.ledger.errors import PolicyNotSatisfied, TxRejected
 from carechain.consensus.ledger.records import Account
 from carechain.consensus.ledger.state import Overlay, StateReader, Table
 from carechain.consensus.types import Block, Tx, TxSignature
+from carechain.consensus.wire import pack, unpack
 from carechain.storage.kv import KV, WriteBatch
 from carechain.storage.schema import partial_key
 

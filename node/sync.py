@@ -25,11 +25,11 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Final
 
-from carechain.consensus.codec import array_header, pack
 from carechain.consensus.errors import CarechainError, InvalidInput
 from carechain.consensus.poa.application import LedgerApplication
 from carechain.consensus.poa.limits import LIMITS_AT_CAP
 from carechain.consensus.poa.messages import Commit
+from carechain.consensus.wire import array_header, pack
 from carechain.node.verifier import SignatureWorkers
 from carechain.p2p.network import Network, PeerError
 from carechain.storage.chain import ChainStore

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Final
 
-from carechain.consensus.codec import pack
 from carechain.consensus.crypto import account_id, derived_account_id, sha256
 from carechain.consensus.genesis import (
     Genesis,
@@ -46,6 +45,7 @@ from carechain.consensus.ledger.records import (
 )
 from carechain.consensus.ledger.state import EmptyState, Overlay, StateReader, Table
 from carechain.consensus.types import ValidatorSet
+from carechain.consensus.wire import pack
 
 GOVERNANCE_ACCOUNT: Final = derived_account_id("governance")
 GOVERNANCE_DELAY: Final = 2

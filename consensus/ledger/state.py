@@ -23,7 +23,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, Final, Protocol, TypeVar
 
-from carechain.consensus.codec import Record, pack
+from carechain.consensus.codec import Record
+from carechain.consensus.wire import pack
 
 ACCUMULATOR_BITS: Final = 16384
 ACCUMULATOR_BYTES: Final = ACCUMULATOR_BITS // 8

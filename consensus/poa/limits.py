@@ -16,7 +16,6 @@ import functools
 import typing
 from typing import Final
 
-from carechain.consensus.codec import UINT64_MAX, pack
 from carechain.consensus.crypto import HASH_BYTES, PUBLIC_KEY_BYTES, SIGNATURE_BYTES
 from carechain.consensus.genesis import ConsensusParams
 from carechain.consensus.poa.messages import (
@@ -37,6 +36,7 @@ from carechain.consensus.types import (
     Vote,
     VoteType,
 )
+from carechain.consensus.wire import UINT64_MAX, pack
 
 # The prefix of a gossiped block message: the block's hash (p2p.network.BLOCK_ID_BYTES).
 GOSSIP_BLOCK_PREFIX_BYTES: Final = HASH_BYTES

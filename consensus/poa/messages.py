@@ -20,15 +20,7 @@ from typing import Annotated, Any, Final, Self
 
 import msgpack
 
-from carechain.consensus.codec import (
-    DECODE_BYTES_MAX_DEFAULT,
-    IntRange,
-    Record,
-    Size,
-    array_header,
-    pack,
-    unpack,
-)
+from carechain.consensus.codec import IntRange, Record, Size
 from carechain.consensus.crypto import SIGNATURE_BYTES, PrivateKey, Purpose, sha256, verify
 from carechain.consensus.errors import DecodeError
 from carechain.consensus.types import (
@@ -39,6 +31,7 @@ from carechain.consensus.types import (
     PublicKey,
     Vote,
 )
+from carechain.consensus.wire import DECODE_BYTES_MAX_DEFAULT, array_header, pack, unpack
 
 # The static bound of a WAL record's payload: the largest lock genesis allows (a block of
 # 64 MiB and 256 prevotes) with room to spare; `limits` checks it covers that lock, and every

@@ -16,6 +16,7 @@ from carechain.consensus.codec import EncodeError, IntRange, Record, Size
 from carechain.consensus.errors import DecodeError, InvalidInput
 from carechain.consensus.poa.messages import BlockCarrier
 from carechain.consensus.types import Block, Tx
+from carechain.consensus.wire import array_header, pack, unpack
 from carechain.tests.strategies import ALL_RECORDS, blocks, commits, locks, proposals, txs
 
 
@@ -47,7 +48,7 @@ wire_values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(wire_values)
 def test_wire_values_round_trip(value: Any) -> None:
-    assert codec.unpack(codec.pack(value)) == value
+    assert unpack(pack(value)) == value
 
 
 NON_CANONICAL = [
@@ -74,22 +75,22 @@ NON_CANONICAL = [
 @pytest.mark.parametrize(("case", "data", "code"), NON_CANONICAL, ids=[c[0] for c in NON_CANONICAL])
 def test_non_canonical_input_is_rejected(case: str, data: bytes, code: str) -> None:
     with pytest.raises(DecodeError) as caught:
-        codec.unpack(data)
+        unpack(data)
     assert caught.value.code == code, case
 
 
 def test_oversize_input_is_rejected_before_decoding() -> None:
-    data = codec.pack(b"x" * 1000)
+    data = pack(b"x" * 1000)
     with pytest.raises(DecodeError) as caught:
-        codec.unpack(data, max_bytes=999)
+        unpack(data, max_bytes=999)
     assert caught.value.code == "oversize"
-    assert codec.unpack(data, max_bytes=len(data)) == b"x" * 1000
+    assert unpack(data, max_bytes=len(data)) == b"x" * 1000
 
 
 def test_deep_nesting_is_rejected() -> None:
     data = b"\x91" * 40 + b"\x90"
     with pytest.raises(DecodeError):
-        codec.unpack(data)
+        unpack(data)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -103,28 +104,28 @@ class Sample(Record):
 def test_typed_decode_names_the_bad_field() -> None:
     good = Sample(3, b"abcd", None, (1,))
     assert Sample.decode(good.encode()) == good
-    bad = codec.pack([1, 11, b"abcd", None, []])
+    bad = pack([1, 11, b"abcd", None, []])
     with pytest.raises(DecodeError, match=r"Sample\.small: expected an integer in \[0, 10\]"):
         Sample.decode(bad)
     with pytest.raises(DecodeError, match=r"Sample\.digest: expected bytes of length 4"):
-        Sample.decode(codec.pack([1, 1, b"abc", None, []]))
+        Sample.decode(pack([1, 1, b"abc", None, []]))
     with pytest.raises(DecodeError, match=r"Sample\.items: expected a list of 0\.\.2 items"):
-        Sample.decode(codec.pack([1, 1, b"abcd", None, [1, 2, 3]]))
+        Sample.decode(pack([1, 1, b"abcd", None, [1, 2, 3]]))
     with pytest.raises(DecodeError, match=r"Sample\.note: expected text"):
-        Sample.decode(codec.pack([1, 1, b"abcd", b"not text", []]))
+        Sample.decode(pack([1, 1, b"abcd", b"not text", []]))
     with pytest.raises(DecodeError, match="expected an array of 5 items"):
-        Sample.decode(codec.pack([1, 1, b"abcd", None]))
+        Sample.decode(pack([1, 1, b"abcd", None]))
 
 
 def test_unknown_version_is_refused() -> None:
     with pytest.raises(DecodeError) as caught:
-        Sample.decode(codec.pack([2, 1, b"abcd", None, []]))
+        Sample.decode(pack([2, 1, b"abcd", None, []]))
     assert caught.value.code == "unsupported_version"
 
 
 def test_bool_is_not_an_int_and_an_int_is_not_a_bool() -> None:
     with pytest.raises(DecodeError):
-        Sample.decode(codec.pack([1, True, b"abcd", None, []]))
+        Sample.decode(pack([1, True, b"abcd", None, []]))
 
 
 def test_encoding_checks_bounds_too() -> None:
@@ -136,7 +137,7 @@ def test_msgpack_accepts_what_we_refuse() -> None:
     """Why the re-encode check exists: plain msgpack decodes non-minimal forms silently."""
     assert msgpack.unpackb(b"\xcc\x05") == 5
     with pytest.raises(DecodeError):
-        codec.unpack(b"\xcc\x05")
+        unpack(b"\xcc\x05")
 
 
 def _mutated(wire: Any, data: st.DataObject) -> Any:
@@ -196,7 +197,7 @@ def test_compiled_paths_accept_exactly_what_the_checked_paths_accept(
 def test_a_block_joined_from_its_transactions_encodings_is_its_canonical_encoding(
     block: Block,
 ) -> None:
-    assert block.encode() == codec.pack(block._checked_to_wire(""))
+    assert block.encode() == pack(block._checked_to_wire(""))
     decoded = Block.decode(block.encode())
     _assert_kept_encodings_are_canonical(decoded)
     assert decoded.__dict__["_encoded"] == block.encode()
@@ -206,7 +207,7 @@ def _assert_kept_encodings_are_canonical(block: Block) -> None:
     """A decoded block keeps its transactions' encodings (slices of what it was decoded
     from), each the one the checked path makes."""
     for tx in block.txs:
-        assert tx.__dict__["_encoded"] == codec.pack(tx._checked_to_wire(""))
+        assert tx.__dict__["_encoded"] == pack(tx._checked_to_wire(""))
 
 
 @settings(max_examples=100, deadline=None, derandomize=True)
@@ -216,16 +217,16 @@ def test_a_record_carrying_a_block_is_encoded_from_the_blocks_encoding_as_canoni
 ) -> None:
     """Proposals, commits and locks join their block's kept encoding with their other
     fields': the same bytes as the checked path, and the same refusal of a bad field."""
-    assert carrier.encode() == codec.pack(carrier._checked_to_wire(""))
+    assert carrier.encode() == pack(carrier._checked_to_wire(""))
     decoded = type(carrier).decode(carrier.encode())
     assert decoded == carrier
     _assert_kept_encodings_are_canonical(decoded.block)
     assert decoded.__dict__["_encoded"] == carrier.encode()
     field = data.draw(st.sampled_from([f.name for f in dataclasses.fields(carrier)]))  # type: ignore[arg-type]
     swapped = dataclasses.replace(carrier, **{field: data.draw(wire_values)})  # type: ignore[type-var]
-    assert _outcome(swapped.encode) == _outcome(lambda: codec.pack(swapped._checked_to_wire("")))
+    assert _outcome(swapped.encode) == _outcome(lambda: pack(swapped._checked_to_wire("")))
 
 
 @pytest.mark.parametrize("length", [0, 1, 15, 16, 65_535, 65_536])
 def test_array_headers_are_msgpacks_shortest(length: int) -> None:
-    assert codec.array_header(length) == codec.pack([None] * length)[: -length or None]
+    assert array_header(length) == pack([None] * length)[: -length or None]

@@ -8,7 +8,6 @@ from collections.abc import Callable
 import pytest
 
 from carechain.consensus import crypto
-from carechain.consensus.codec import pack
 from carechain.consensus.genesis import ConsensusParams, Institution, InstitutionKind
 from carechain.consensus.ledger.bodies import (
     AttestErasure,
@@ -33,6 +32,7 @@ from carechain.consensus.ledger.records import (
 )
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.types import Tx, TxSignature, Validator, Vote, VoteType
+from carechain.consensus.wire import pack
 from carechain.node.wallet import builders
 from carechain.tests.ledger_world import CHAIN_ID, DAY_MS, World
 from carechain.tests.strategies import deterministic_key

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from carechain.consensus.codec import EncodeError, array_header
+from carechain.consensus.codec import EncodeError
 from carechain.consensus.errors import DecodeError
 from carechain.consensus.genesis import ConsensusParams
 from carechain.consensus.poa.limits import LIMITS_AT_CAP, EncodedLimits
@@ -36,6 +36,7 @@ from carechain.consensus.types import (
     Vote,
     VoteType,
 )
+from carechain.consensus.wire import array_header
 from carechain.node.catchup import gossiped_commit
 from carechain.p2p.network import FrameReader, encode_frame
 from carechain.storage.wal import ConsensusWal
