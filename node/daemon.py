@@ -201,7 +201,7 @@ class Node:
         self.equivocations_seen = 0  # conflicting vote pairs this node received (each reported)
         self._wake_at: int | None = None
         self._woken = asyncio.Event()
-        self._tasks: asyncio.TaskGroup | None = None
+        self.stopped_height = 0  # the height at a clean stop (the stores are closed then)
 
     def _heartbeat_service(self, node_key: PrivateKey) -> HeartbeatService | None:
         """UDP heartbeats to the peers the config lists (None if it lists none)."""
@@ -230,9 +230,9 @@ class Node:
             await self.network.start()
             self.network.serve_range(range_provider(self.store))
             self.network.serve_blobs(self.blob_service.serve)
-            topics = (
-                frozenset({Topic.TX, Topic.PARTIAL}) if self.config.validator else GOSSIP_TOPICS
-            )
+            # a node that does not vote (a full node, or a validator key the set does not
+            # hold yet) takes blocks from gossip; one that votes gets them from consensus
+            topics = GOSSIP_TOPICS if self.follows() else frozenset({Topic.TX, Topic.PARTIAL})
             self.network.serve_gossip(self.on_gossip, topics)
             self._update_permissions()
             async with asyncio.TaskGroup() as tasks:
@@ -256,6 +256,7 @@ class Node:
             pass
         finally:
             self.catchup.tasks = None
+            self.stopped_height = self.store.height
             self.publish({"event": "stopping"})  # ends event streams, so the API stops at once
             with contextlib.suppress(Exception):
                 await self.network.stop()
@@ -435,9 +436,18 @@ class Node:
             self.partials.expire(self.clock_ms(), self.app.chain)
             await self.peer_messages.send_pending_to_new_links()
             await self.peer_messages.resend_pending()
-            if not self.config.validator and self.network.peers():
-                # a full node that missed a gossiped block (or just started) catches up here
+            if self.follows() and self.network.peers():
+                # a node that follows and missed a gossiped block (or just started) catches up
                 self.catchup.start(self.network.peers()[0])
+
+    def follows(self) -> bool:
+        """Whether this node follows the chain without voting: a full node, or a validator
+        whose key the next height's validator set does not hold (until governance adds it;
+        it keeps taking blocks from gossip after that, until it restarts)."""
+        key = self.engine.key
+        if key is None:
+            return True
+        return key.public_key not in validator_set_at(self.store, self.store.height + 1).by_key
 
     def consensus_stalled(self) -> bool:
         """Round 0 of the current height failed (a round change), or a height with work

@@ -11,6 +11,7 @@ import logging
 import signal
 import socket
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import structlog
@@ -142,12 +143,42 @@ async def run_node(home: Path, passphrase: str | None, stop: asyncio.Event | Non
     bound = runner.addresses[0]
     address_file = home / "data" / API_ADDRESS_FILE
     address_file.write_text(f"http://{bound[0]}:{bound[1]}\n")
-    logging.getLogger("carechain.node").info("API listening on http://%s:%s", bound[0], bound[1])
+    log = logging.getLogger("carechain.node")
+    api_url = f"http://{bound[0]}:{bound[1]}"
+    log.info("API listening on %s", api_url)
     try:
-        await node.run(stop)
+        await node.run(stop, ready=lambda: log.info("%s", startup_summary(node, api_url)))
     finally:
         address_file.unlink(missing_ok=True)
         await runner.cleanup()
+    log.info("stopped cleanly at height %d", node.stopped_height)
+
+
+def role(node: Node) -> str:
+    """What this node does in the network, as its operator should read it at startup."""
+    if node.engine.key is None:
+        return "full node (follows the chain, does not vote)"
+    current = validator_set_at(node.store, node.store.height + 1)
+    if node.engine.key.public_key not in current.by_key:
+        return (
+            "validator key not in the current validator set: follows the chain without "
+            "voting until governance adds it"
+        )
+    if node.signing.held:
+        return "validator, holding its signature until the chain passes its lost history"
+    return "validator"
+
+
+def startup_summary(node: Node, api_url: str) -> str:
+    """One line with what an operator checks first: version, chain, identity, role, where it
+    listens and whom it dials."""
+    listen = ", ".join(getattr(node.network, "listen_addrs", ())[:4]) or node.config.p2p.listen
+    return (
+        f"carechain {metadata.version('carechain')} started: chain {node.genesis.chain_id} at "
+        f"height {node.store.height}, node id {node.node_id}, {role(node)}; p2p {listen}; "
+        f"{len(node.config.p2p.peers)} peers configured, "
+        f"{len(node.config.p2p.observers)} observers admitted; API {api_url}"
+    )
 
 
 def run(home: Path, passphrase: str | None) -> None:

@@ -113,8 +113,14 @@ class Engine:
 
     @property
     def signing(self) -> bool:
-        """Whether this engine signs at its current height."""
-        return self.key is not None and self.height >= self.sign_from_height
+        """Whether this engine signs at its current height: its key is in this height's
+        validator set and signing is not held back (`sign_from_height`). A key outside the
+        set (a validator governance has not added yet, or removed) follows the chain and
+        signs nothing."""
+        state = self.state
+        if self.key is None or state is None or self.height < self.sign_from_height:
+            return False
+        return self.key.public_key in state.validators.by_key
 
     # -- events ---------------------------------------------------------------------------------
     def _on_start(self) -> None:

@@ -3,6 +3,8 @@ at once, in one line naming what to fix, with the README's exit code."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from carechain.cli.main import cli
+from carechain.cli.nodes import spawn, wait_for_api
 from carechain.cli.output import EXIT_INVALID_INPUT
 from carechain.config.node import NodeConfig, load_node_config, save_node_config
 
@@ -119,3 +122,51 @@ def test_ctrl_c_while_a_node_starts_prints_no_traceback(home: Path) -> None:
         _, stderr = process.communicate(timeout=START_TIMEOUT_S)
         assert process.returncode in (0, 130, -signal.SIGINT), (delay_s, stderr[-2000:])
         assert "Traceback" not in stderr, (delay_s, stderr[-2000:])
+
+
+def test_a_validator_genesis_does_not_list_follows_the_chain_and_says_so(
+    tmp_path: Path, home: Path
+) -> None:
+    """The README's join path before governance adds the key: `init --validator` with the
+    network's genesis. The node follows the chain without voting and says why at startup (it
+    used to die with a KeyError after ~15 s); the network goes on."""
+    joiner = tmp_path / "joiner"
+    made = CliRunner().invoke(
+        cli, ["init", "--home", str(joiner), "--validator", "--insecure-plaintext", "--json"]
+    )
+    assert made.exit_code == 0, made.output
+    shutil.copy(home / "genesis.json", joiner / "genesis.json")
+    joiner_id = json.loads(made.output)["node_id"]
+    _configure(home, {"p2p": {"observers": [joiner_id]}})  # the network admits it
+    validator = spawn(home, home / "node.log")
+    try:
+        serving = wait_for_api(home, validator)
+        listen = load_node_config(home).p2p.listen.replace("0.0.0.0", "127.0.0.1")
+        node0 = f"{listen}/p2p/{serving.status()['node_id']}"
+        _configure(
+            joiner,
+            {
+                "p2p": {"listen": "/ip4/127.0.0.1/tcp/0", "peers": [node0],
+                        "heartbeat_listen": "127.0.0.1:0"},
+                "api": {"listen": "127.0.0.1:0"},
+            },
+        )  # fmt: skip
+        follower = spawn(joiner, joiner / "node.log")
+        try:
+            client = wait_for_api(joiner, follower)
+            target = serving.status()["height"] + 3
+            deadline = time.monotonic() + 60
+            while client.status()["height"] < target:
+                assert follower.poll() is None, (joiner / "node.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the joiner did not follow the chain"
+                time.sleep(0.2)
+            log = (joiner / "node.log").read_text()
+            assert "not in the current validator set" in log
+            assert "Traceback" not in log
+        finally:
+            follower.send_signal(signal.SIGTERM)
+            assert follower.wait(30) == 0
+        assert "stopped cleanly" in (joiner / "node.log").read_text()
+    finally:
+        validator.send_signal(signal.SIGTERM)
+        validator.wait(30)

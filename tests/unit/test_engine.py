@@ -282,6 +282,29 @@ def test_quorum_of_precommits_decides_with_a_certificate() -> None:
     assert engine.height == 2
 
 
+def test_a_key_outside_the_validator_set_follows_and_signs_nothing() -> None:
+    """A validator genesis does not list (or governance removed): it takes proposals and
+    votes, decides with the others' quorum, and never signs, proposes or counts itself (it
+    used to count its own vote and fail with a KeyError)."""
+    outsider = deterministic_key(99)
+    engine, actions = started(key=outsider)
+    assert not engine.signing
+    candidate = block(1, 0)
+    actions += deliver(engine, proposal(0, candidate))
+    for vote_type in (VoteType.PREVOTE, VoteType.PRECOMMIT):
+        for key in KEYS[:3]:
+            actions += deliver(engine, vote(key, vote_type, 0, candidate.block_hash))
+    signed = [
+        a
+        for a in actions
+        if isinstance(a, WriteWal)
+        or (isinstance(a, Broadcast) and isinstance(a.message, Vote | Proposal))
+    ]
+    assert signed == []  # it passes the decided commit on, as every node does; nothing more
+    commits = [a for a in actions if isinstance(a, CommitBlock)]
+    assert [c.block.block_hash for c in commits] == [candidate.block_hash]
+
+
 def test_duplicates_out_of_range_and_bad_messages() -> None:
     engine, _ = started()
     keys = others(engine)
