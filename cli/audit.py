@@ -293,7 +293,13 @@ def audit_report(
     }
     if as_json:
         emit_json(document)
-        return
+    else:
+        _print_report(report, evidence, emergencies)
+
+
+def _print_report(
+    report: ChainReport, evidence: list[Evidence], emergencies: list[Emergency]
+) -> None:
     table = Table("validator", "proposed", "signed", "not in certificate")
     for row in report.participation.values():
         table.add_row(row.name, str(row.proposed), str(row.signed), str(row.not_in_certificate))
