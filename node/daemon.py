@@ -372,9 +372,11 @@ class Node:
         self.app.rejected = []
         self.mempool.after_commit(block, self.store, self.clock_ms())
         self.partials.remove_all(tx.id for tx in block.txs)
-        spent = self.partials.drop_spent(block, self.store)
-        self.mempool.drop_rejected(spent, self.store)  # their reason, for `tx show`
-        for tx, reason in spent:
+        dead = self.partials.drop_dead(
+            block, self.store, self.next_block_context(), self.signatures
+        )
+        self.mempool.drop_rejected(dead, self.store)  # their reason, for `tx show`
+        for tx, reason in dead:
             self.publish({"event": "partial_dropped", "tx": tx.id.hex(), "reason": reason})
         self.signatures.forget(tx.witness_hash for tx in block.txs)  # never checked again
         self.peer_intake.committed(len(block.txs))

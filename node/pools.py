@@ -102,6 +102,11 @@ def admit(
     return result.status
 
 
+# Why a transaction refused now is refused for good: a nonce behind the account's (spent), an
+# epoch behind the vault's (epochs only move on), past its expiry.
+PERMANENT_REJECTIONS: Final = frozenset({"bad_nonce", "stale_epoch", "expired"})
+
+
 def _as_if_next(state: StateReader, tx: Tx) -> Overlay | None:
     """`state` with `tx`'s account moved on to just before `tx`'s nonce (its earlier
     transactions as if applied), or None if the account does not exist yet."""
@@ -308,20 +313,23 @@ class PartialPool:
             )
         return known.tx.with_signature(signature)
 
-    def drop_spent(self, block: Block, state: StateReader) -> list[tuple[Tx, str]]:
-        """After a commit: the partials that can no longer commit because the block spent
-        their account's nonce (another transaction of that account took it), with the reason.
-        Every node applies the same block, so every node drops the same ones."""
+    def drop_dead(
+        self, block: Block, state: StateReader, context: BlockContext, check_signers: SignerCheck
+    ) -> list[tuple[Tx, str]]:
+        """After a commit: the partials of the accounts it touched that can never commit now,
+        with the reason (another transaction took their nonce, the vault moved to a new epoch
+        under a record sealed for the old one). Every node applies the same block, so every
+        node drops the same ones; what may still apply later stays."""
         touched = {tx.account for tx in block.txs}
-        spent = [
-            p.tx
-            for p in self.partials.values()
-            if p.tx.account in touched
-            and p.tx.kind not in NONCE_FREE
-            and p.tx.nonce < _next_nonce(state, p.tx.account)
-        ]
-        self.remove_all(tx.id for tx in spent)
-        return [(tx, "bad_nonce") for tx in spent]
+        dead = []
+        for partial in list(self.partials.values()):
+            if partial.tx.account not in touched:
+                continue
+            _, problem = standing(state, partial.tx, context, check_signers)
+            if problem in PERMANENT_REJECTIONS:
+                dead.append((partial.tx, problem))
+        self.remove_all(tx.id for tx, _ in dead)
+        return dead
 
     def all(self) -> list[Tx]:
         return [p.tx for p in self.partials.values()]

@@ -284,7 +284,11 @@ def test_blob_commands_and_clear_errors(network: tuple[Path, Devnet, str], tmp_p
     assert wrong.exit_code == EXIT_FAILED  # a check that failed
     unreachable = run("status", "--home", str(tmp_path))
     assert unreachable.exit_code == EXIT_INVALID_INPUT
-    assert "no running node" in unreachable.output
+    assert "not a carechain home" in unreachable.output
+    (tmp_path / "config.toml").write_text("")  # a home whose node is not running
+    stopped = run("status", "--home", str(tmp_path))
+    assert stopped.exit_code == EXIT_INVALID_INPUT
+    assert "no running node" in stopped.output
     bad_vault = run("grant", "list", *home, "--vault", "xyz")
     assert bad_vault.exit_code == EXIT_INVALID_INPUT
     assert "40 hex characters" in bad_vault.output

@@ -178,6 +178,11 @@ def test_a_patient_grants_sees_revokes_and_approves_a_co_signature(
     assert "glucose (2" in p.inner_text("#vaults")
     assert "hospital-a" in p.inner_text("#pending")
     _shot(p, "patient")
+    # refuse hospital A's glucose reading
+    assert p.locator("#pending li[data-partial]").count() == 2
+    glucose_item = p.locator("#pending li[data-partial]", has_text="glucose record")
+    glucose_item.locator("button", has_text="Refuse").click()
+    expect(p.locator("#pending li[data-partial]")).to_have_count(1)
     # grant hospital B access to glucose for 14 days
     p.check(f"input[name=grant-type][value='{_vault('glucose')}']")
     p.select_option("#grant-institution", HOSPITAL_B.public_key.hex())
@@ -192,10 +197,11 @@ def test_a_patient_grants_sees_revokes_and_approves_a_co_signature(
     p.wait_for_selector("#grants tbody tr[data-grant]", state="detached")
     vault = world.clients[1].get(f"/v1/vaults/{_vault('glucose')}")
     assert vault["epoch"] == 2, "the revocation rotated the epoch"
-    # refuse hospital A's glucose reading, approve its cgm reading
-    assert p.locator("#pending li[data-partial]").count() == 2
-    glucose_item = p.locator("#pending li[data-partial]", has_text="glucose record")
-    glucose_item.locator("button", has_text="Refuse").click()
+    # the refused glucose reading was sealed for epoch 1: every node dropped it
+    assert [p for p in world.clients[1].partials() if p["account"] == _vault("glucose")] == []
+    # approve its cgm reading
+    p.reload()
+    p.wait_for_selector("body[data-loaded=patient]")
     expect(p.locator("#pending li[data-partial]")).to_have_count(1)
     p.click("#pending li[data-partial] button:first-of-type")
     p.wait_for_selector("#pending li[data-partial]", state="detached")
