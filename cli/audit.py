@@ -329,7 +329,8 @@ def _print_report(
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--from", "first", default=1, show_default=True, type=click.IntRange(1))
 @click.option("--to", "last", default=2**62, type=click.IntRange(1))
-def export(home: Path, out: Path, first: int, last: int) -> None:
+@json_option
+def export(home: Path, out: Path, first: int, last: int, as_json: bool) -> None:
     """Write blocks and certificates (with the genesis) to a portable archive."""
     if out.exists():
         raise InvalidInput(
@@ -341,7 +342,10 @@ def export(home: Path, out: Path, first: int, last: int) -> None:
         written = export_archive(store, genesis, out, first, last)
     finally:
         store.close()
-    console.print(f"wrote {written} blocks to {out}")
+    if as_json:
+        emit_json({"blocks": written, "out": str(out)})
+    else:
+        console.print(f"wrote {written} blocks to {out}")
 
 
 @click.command("import")
@@ -349,7 +353,8 @@ def export(home: Path, out: Path, first: int, last: int) -> None:
     "--archive", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path)
 )
 @click.option("--home", required=True, type=click.Path(file_okay=False, path_type=Path))
-def import_(archive: Path, home: Path) -> None:
+@json_option
+def import_(archive: Path, home: Path, as_json: bool) -> None:
     """Verify an archive by replaying it, then write it into HOME/data/chain."""
     source = ArchiveSource(archive)
     try:
@@ -359,4 +364,7 @@ def import_(archive: Path, home: Path) -> None:
         sys.exit(EXIT_FAILED)
     height = import_archive(source, home / "data" / "chain")
     save_genesis(home / GENESIS_FILE, source.genesis)
-    console.print(f"imported and verified {height} blocks into {home}")
+    if as_json:
+        emit_json({"height": height, "home": str(home)})
+    else:
+        console.print(f"imported and verified {height} blocks into {home}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from carechain.cli.output import console
+from carechain.cli.output import console, emit_json
 from carechain.cli.passphrase import obtain_passphrase
 from carechain.consensus.errors import InvalidInput
 from carechain.node.wallet.client import Client, api_address
@@ -24,8 +24,14 @@ def vault_arg(value: str) -> bytes:
         ) from None
 
 
-def report_outcome(answer: dict[str, object], what: str) -> None:
-    if answer["status"] == "partial":
+def report_outcome(
+    answer: dict[str, object], what: str, *, as_json: bool = False, **extra: object
+) -> None:
+    """A submitted transaction's outcome: with `as_json` the node's answer and `extra` as one
+    JSON object, else one line (the caller says the `extra` in its own words)."""
+    if as_json:
+        emit_json({**answer, **extra})
+    elif answer["status"] == "partial":
         console.print(f"{what}: waiting for co-signatures (transaction {answer['id']})")
     else:
         console.print(f"{what}: committed at height {answer.get('height')}")

@@ -42,6 +42,7 @@ def emergency() -> None:
     required=True,
     help="Trusted party key that unseals the epoch key for the hospital.",
 )
+@json_option
 def emergency_open(
     home: Path,
     api: str | None,
@@ -53,6 +54,7 @@ def emergency_open(
     hours: int,
     note: str,
     escrow_key: str,
+    as_json: bool,
 ) -> None:
     """Ask for emergency access (the trusted party co-signs with `tx cosign`)."""
     context = make_context(home, api, passphrase_file)
@@ -71,7 +73,9 @@ def emergency_open(
         note=note,
     )
     signers = [hospital] + ([context.key(trusted_key)] if trusted_key else [])
-    report_outcome(context.send(draft.signed(*signers)), "emergency access")
+    request = draft.signed(*signers)
+    answer = context.send(request)
+    report_outcome(answer, "emergency access", as_json=as_json, emergency_id=request.id.hex())
 
 
 @emergency.command("review")
@@ -81,6 +85,7 @@ def emergency_open(
 @click.option("--verdict", type=click.Choice(["appropriate", "inappropriate"]), required=True)
 @click.option("--note", default="")
 @click.option("--key", "key_names", multiple=True, required=True)
+@json_option
 def emergency_review(
     home: Path,
     api: str | None,
@@ -90,6 +95,7 @@ def emergency_review(
     verdict: str,
     note: str,
     key_names: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Review an emergency access (patient keys or a trusted party)."""
     context = make_context(home, api, passphrase_file)
@@ -104,7 +110,7 @@ def emergency_review(
         verdict=EmergencyStatus[verdict.upper()],
         note=note,
     )
-    report_outcome(context.send(draft.signed(*keys)), "review")
+    report_outcome(context.send(draft.signed(*keys)), "review", as_json=as_json)
 
 
 @emergency.command("list")

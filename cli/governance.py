@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from carechain.cli.context import flow_options, make_context, report_outcome
-from carechain.cli.output import console
+from carechain.cli.output import console, json_option
 from carechain.cli.partials import tx_cosign
 from carechain.consensus.genesis import Institution, InstitutionKind
 from carechain.consensus.ledger.governance import GOVERNANCE_ACCOUNT
@@ -56,6 +56,7 @@ def governance() -> None:
 @click.option(
     "--kind", type=click.Choice([k.name.lower() for k in InstitutionKind]), default="hospital"
 )
+@json_option
 def governance_propose(
     home: Path,
     api: str | None,
@@ -67,6 +68,7 @@ def governance_propose(
     node_key: str,
     power: int,
     kind: str,
+    as_json: bool,
 ) -> None:
     """Propose a change; other validators approve it with `governance approve`."""
     subject = public_key_arg(public_key, "--public-key")  # before any key is opened
@@ -96,8 +98,10 @@ def governance_propose(
             context.chain_id, nonce, context.expiry(), verb_i, institution
         )
     proposal = draft.signed(key)
-    report_outcome(context.send(proposal), "proposal")
-    for rival in context.rivals(proposal):
+    answer = context.send(proposal)
+    rivals = context.rivals(proposal)
+    report_outcome(answer, "proposal", as_json=as_json, same_nonce=rivals)
+    for rival in [] if as_json else rivals:
         console.print(
             f"note: proposal {rival} waits for approval at the same nonce ({nonce}): the first "
             "of the two approved commits, and the node drops the other (propose it again then)"
@@ -108,10 +112,21 @@ def governance_propose(
 @flow_options
 @click.argument("tx_id")
 @click.option("--key", "key_name", required=True)
+@json_option
 def governance_approve(
-    home: Path, api: str | None, passphrase_file: Path | None, tx_id: str, key_name: str
+    home: Path,
+    api: str | None,
+    passphrase_file: Path | None,
+    tx_id: str,
+    key_name: str,
+    as_json: bool,
 ) -> None:
     """Approve (co-sign) a pending governance proposal."""
     tx_cosign.callback(
-        home=home, api=api, passphrase_file=passphrase_file, tx_id=tx_id, key_name=key_name
+        home=home,
+        api=api,
+        passphrase_file=passphrase_file,
+        tx_id=tx_id,
+        key_name=key_name,
+        as_json=as_json,
     )  # type: ignore[misc]

@@ -35,6 +35,7 @@ def grant() -> None:
 @click.option(
     "--key", "key_names", multiple=True, required=True, help="Admin key names (both patient keys)."
 )
+@json_option
 def grant_add(
     home: Path,
     api: str | None,
@@ -45,6 +46,7 @@ def grant_add(
     purpose: str,
     write: bool,
     key_names: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Grant an institution access to a vault for a number of days."""
     grantee_key = public_key_arg(grantee, "--grantee")  # before any key is opened
@@ -53,8 +55,9 @@ def grant_add(
     tx = grant_access(
         context, keys, vault_arg(vault_hex), grantee_key, days=days, purpose=purpose, write=write
     )
-    report_outcome(context.send(tx), "grant")
-    console.print(f"grant id {tx.id.hex()}")
+    report_outcome(context.send(tx), "grant", as_json=as_json, grant_id=tx.id.hex())
+    if not as_json:
+        console.print(f"grant id {tx.id.hex()}")
 
 
 @grant.command("revoke")
@@ -62,6 +65,7 @@ def grant_add(
 @click.option("--vault", "vault_hex", required=True)
 @click.option("--grant", "grant_hex", required=True)
 @click.option("--key", "key_names", multiple=True, required=True)
+@json_option
 def grant_revoke(
     home: Path,
     api: str | None,
@@ -69,13 +73,14 @@ def grant_revoke(
     vault_hex: str,
     grant_hex: str,
     key_names: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Revoke a grant; the vault's epoch rotates to the remaining readers."""
     context = make_context(home, api, passphrase_file)
     keys = [context.key(name) for name in key_names]
     grant_id = hex_bytes(grant_hex, 32, "--grant")
     tx = revoke_grant(context, keys, vault_arg(vault_hex), grant_id)
-    report_outcome(context.send(tx), "grant revoked, epoch rotated")
+    report_outcome(context.send(tx), "grant revoked, epoch rotated", as_json=as_json)
 
 
 @grant.command("list")

@@ -92,6 +92,10 @@ def keys_new(
 @json_option
 def keys_list(home: Path, as_json: bool) -> None:
     """List the key files of a home folder."""
+    if not keys_dir(home).is_dir():
+        raise KeystoreError(
+            f"{home} holds no keys folder", hint="check --home (`carechain keys new` makes one)"
+        )
     infos = [read_key_info(p) for p in sorted(keys_dir(home).glob("*.json"))]
     if as_json:
         emit_json([info_json(i) for i in infos])
@@ -121,7 +125,10 @@ def keys_show(home: Path, name: str, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @passphrase_option
-def keys_export(home: Path, name: str, out: Path, passphrase_file: Path | None) -> None:
+@json_option
+def keys_export(
+    home: Path, name: str, out: Path, passphrase_file: Path | None, as_json: bool
+) -> None:
     """Copy an (encrypted) key file out, after checking the passphrase opens it."""
     source = key_path(home, name)
     info = read_key_info(source)
@@ -131,14 +138,18 @@ def keys_export(home: Path, name: str, out: Path, passphrase_file: Path | None) 
         raise KeystoreError(f"{out} exists already; not overwriting it")
     shutil.copyfile(source, out)
     out.chmod(0o600)
-    console.print(f"exported {name} to {out}")
+    if as_json:
+        emit_json({**info_json(info), "out": str(out)})
+    else:
+        console.print(f"exported {name} to {out}")
 
 
 @keys.command("import")
 @HOME_OPTION
 @click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--name", help="Name to store it under (default: the name in the file).")
-def keys_import(home: Path, file: Path, name: str | None) -> None:
+@json_option
+def keys_import(home: Path, file: Path, name: str | None, as_json: bool) -> None:
     """Copy a key file into this home after checking it is a carechain key file."""
     info = read_key_info(file)
     target = key_path(home, name or info.name)
@@ -147,4 +158,7 @@ def keys_import(home: Path, file: Path, name: str | None) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(file, target)
     target.chmod(0o600)
-    console.print(f"imported {info.purpose} key {target.stem} ({info.address})")
+    if as_json:
+        emit_json({**info_json(read_key_info(target)), "path": str(target)})
+    else:
+        console.print(f"imported {info.purpose} key {target.stem} ({info.address})")

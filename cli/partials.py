@@ -98,8 +98,14 @@ def summary(body: object, depth: int = 0) -> str:
 @flow_options
 @click.argument("tx_id")
 @click.option("--key", "key_name", required=True)
+@json_option
 def tx_cosign(
-    home: Path, api: str | None, passphrase_file: Path | None, tx_id: str, key_name: str
+    home: Path,
+    api: str | None,
+    passphrase_file: Path | None,
+    tx_id: str,
+    key_name: str,
+    as_json: bool,
 ) -> None:
     """Add this key's signature to a partial transaction."""
     context = make_context(home, api, passphrase_file)
@@ -107,6 +113,9 @@ def tx_cosign(
     partial = _partial_named(context.client.partials(), tx_id)
     transaction = Tx.decode(bytes.fromhex(partial["tx"]))
     answer = context.client.cosign(transaction.id, cosignature(key, transaction))
+    if as_json:
+        emit_json({**answer, "kind": transaction.kind, "body": partial["body"]})
+        return
     console.print(f"co-signed {transaction.kind}: {summary(partial['body'])}")
     console.print(f"the transaction is {answer['status']}")
 

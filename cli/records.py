@@ -95,6 +95,7 @@ def record_put(
 @click.option("--key", "key_name", required=True, help="The reader's key name.")
 @click.option("--grant", "grant_hex", default="", help="Grant id the reader reads under.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@json_option
 def record_get(
     home: Path,
     api: str | None,
@@ -104,6 +105,7 @@ def record_get(
     key_name: str,
     grant_hex: str,
     out: Path,
+    as_json: bool,
 ) -> None:
     """Fetch, verify and decrypt a record; an institution anchors a read receipt."""
     context = make_context(home, api, passphrase_file)
@@ -113,6 +115,10 @@ def record_get(
     # an institution's receipt commits before anything is decrypted (see read_record)
     plaintext = read_record(context, reader, vault_id, record_id, grant_id=grant_id)
     save_private(out, plaintext)
-    if institution_kind(context, reader.public_key) is not None:
+    receipt = institution_kind(context, reader.public_key) is not None
+    if as_json:
+        emit_json({"bytes": len(plaintext), "out": str(out), "receipt_committed": receipt})
+        return
+    if receipt:
         console.print("read receipt: committed")
     console.print(f"wrote {len(plaintext):,} bytes to {out} (readable by you only)")
