@@ -377,7 +377,7 @@ class Node:
         )
         self.mempool.drop_rejected(dead, self.store)  # their reason, for `tx show`
         for tx, reason in dead:
-            self.publish({"event": "partial_dropped", "tx": tx.id.hex(), "reason": reason})
+            self.publish({"event": "partial_dropped", "tx": tx.id.hex(), "reason": reason.code})
         self.signatures.forget(tx.witness_hash for tx in block.txs)  # never checked again
         self.peer_intake.committed(len(block.txs))
         self._update_permissions()

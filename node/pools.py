@@ -120,7 +120,7 @@ def _as_if_next(state: StateReader, tx: Tx) -> Overlay | None:
 
 def standing(
     state: StateReader, tx: Tx, block: BlockContext, check_signers: SignerCheck
-) -> tuple[frozenset[bytes], str | None]:
+) -> tuple[frozenset[bytes], TxRejected | None]:
     """How a partial stands now: the keys whose signature could still help complete it (none
     if it is complete or can no longer apply), and why it cannot apply (None if it can). A
     nonce ahead is judged as if its account's earlier transactions had applied."""
@@ -133,7 +133,7 @@ def standing(
         policy = reason.policy
         signers = {s.public_key for s in tx.signatures}
         return frozenset(policy.all_keys() - signers), None
-    return frozenset(), None if reason is None else reason.code
+    return frozenset(), reason
 
 
 class Mempool:
@@ -142,7 +142,8 @@ class Mempool:
         self.bytes_max = bytes_max
         self.txs: OrderedDict[bytes, Tx] = OrderedDict()  # in arrival order
         self.size_bytes = 0
-        self.rejected: OrderedDict[bytes, str] = OrderedDict()  # recent drops, for status
+        self.rejected: OrderedDict[bytes, str] = OrderedDict()  # recent drops' codes, for status
+        self.rejected_why: dict[bytes, str] = {}  # and what each code meant there
         self._arrived_ms: dict[bytes, int] = {}
         self._resent_ms: dict[bytes, int] = {}
 
@@ -183,7 +184,7 @@ class Mempool:
                 found.append(tx)
         return found
 
-    def _drop(self, tx_id: bytes, reason: str | None) -> None:
+    def _drop(self, tx_id: bytes, reason: str | None, why: str = "") -> None:
         tx = self.txs.pop(tx_id, None)
         self._arrived_ms.pop(tx_id, None)
         self._resent_ms.pop(tx_id, None)
@@ -191,8 +192,10 @@ class Mempool:
             self.size_bytes -= len(tx.encode())
         if reason is not None:
             self.rejected[tx_id] = reason
+            self.rejected_why[tx_id] = why
             while len(self.rejected) > 10_000:
-                self.rejected.popitem(last=False)
+                gone, _ = self.rejected.popitem(last=False)
+                self.rejected_why.pop(gone, None)
 
     def ordered(self) -> Iterator[Tx]:
         """Per account in nonce order; accounts in arrival order of their first transaction."""
@@ -214,21 +217,21 @@ class Mempool:
         next_nonces: dict[bytes, int] = {}
         for tx in list(self.txs.values()):
             if now_ms > tx.expiry_ms:
-                self._drop(tx.id, "expired")
+                self._drop(tx.id, "expired", "it expired before a block took it")
             elif tx.account in touched and tx.kind not in NONCE_FREE:
                 if tx.account not in next_nonces:
                     next_nonces[tx.account] = _next_nonce(state, tx.account)
                 if tx.nonce < next_nonces[tx.account]:
-                    self._drop(tx.id, "bad_nonce")
+                    self._drop(tx.id, "bad_nonce", "another transaction took its nonce")
 
-    def drop_rejected(self, rejected: list[tuple[Tx, str]], state: StateReader) -> None:
+    def drop_rejected(self, rejected: list[tuple[Tx, TxRejected]], state: StateReader) -> None:
         """What a proposer could not include leaves the pool with its reason, except a
         transaction whose nonce is ahead: its predecessor has not reached this node yet (it
         was sent to another one), and it stays until that arrives or it expires."""
         for tx, reason in rejected:
-            if reason == "bad_nonce" and tx.nonce > _next_nonce(state, tx.account):
+            if reason.code == "bad_nonce" and tx.nonce > _next_nonce(state, tx.account):
                 continue
-            self._drop(tx.id, reason)
+            self._drop(tx.id, reason.code, reason.detail)
 
 
 @dataclasses.dataclass
@@ -315,7 +318,7 @@ class PartialPool:
 
     def drop_dead(
         self, block: Block, state: StateReader, context: BlockContext, check_signers: SignerCheck
-    ) -> list[tuple[Tx, str]]:
+    ) -> list[tuple[Tx, TxRejected]]:
         """After a commit: the partials of the accounts it touched that can never commit now,
         with the reason (another transaction took their nonce, the vault moved to a new epoch
         under a record sealed for the old one). Every node applies the same block, so every
@@ -326,7 +329,7 @@ class PartialPool:
             if partial.tx.account not in touched:
                 continue
             _, problem = standing(state, partial.tx, context, check_signers)
-            if problem in PERMANENT_REJECTIONS:
+            if problem is not None and problem.code in PERMANENT_REJECTIONS:
                 dead.append((partial.tx, problem))
         self.remove_all(tx.id for tx, _ in dead)
         return dead

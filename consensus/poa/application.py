@@ -20,7 +20,7 @@ from typing import Protocol
 from carechain.consensus.genesis import Genesis
 from carechain.consensus.ledger.apply import SignerCheck, apply_block, select_txs, verified_signers
 from carechain.consensus.ledger.context import BlockContext, ChainContext
-from carechain.consensus.ledger.errors import BlockRejected
+from carechain.consensus.ledger.errors import BlockRejected, TxRejected
 from carechain.consensus.ledger.governance import validator_set_at
 from carechain.consensus.ledger.state import StateDiff, StateReader, state_root
 from carechain.consensus.poa.messages import Commit
@@ -73,7 +73,7 @@ class LedgerApplication:
         self.pending = pending
         self.check_signers = check_signers
         self._executed: dict[bytes, StateDiff] = {}
-        self.rejected: list[tuple[Tx, str]] = []  # proposer's leftovers, for the mempool
+        self.rejected: list[tuple[Tx, TxRejected]] = []  # proposer's leftovers, for the mempool
 
     # -- what the engine asks ---------------------------------------------------------------
     def committed_height(self) -> int:
@@ -114,7 +114,7 @@ class LedgerApplication:
             # a failed candidate costs about what an included one does
             max_rejected=max_txs if self.proposal_limit is not None else None,
         )
-        self.rejected = [(tx, reason.code) for tx, reason in selection.rejected]
+        self.rejected = list(selection.rejected)
         header = BlockHeader(
             chain_id=self.chain.chain_id,
             height=height,

@@ -193,7 +193,12 @@ class Transactions(RouteFamily):
             )
         if tx_id in node.mempool.rejected:
             return web.json_response(
-                {"id": tx_id.hex(), "status": "rejected", "reason": node.mempool.rejected[tx_id]}
+                {
+                    "id": tx_id.hex(),
+                    "status": "rejected",
+                    "reason": node.mempool.rejected[tx_id],
+                    "message": node.mempool.rejected_why.get(tx_id, ""),
+                }
             )
         raise ApiError(404, "not_found", f"this node does not know transaction {tx_id.hex()}")
 
@@ -220,7 +225,7 @@ class Transactions(RouteFamily):
                     "tx": tx.encode().hex(),
                     "signers": [s.public_key.hex() for s in tx.signatures],
                     "needs": sorted(k.hex() for k in needs),
-                    "problem": problem,
+                    "problem": problem.code if problem else None,
                 }
             )
         return web.json_response({"partials": listed})

@@ -118,7 +118,9 @@ class Client:
                 return status
             if status["status"] == "rejected":
                 raise ApiRequestError(
-                    400, status.get("reason", "rejected"), "the transaction was rejected"
+                    400,
+                    status.get("reason", "rejected"),
+                    status.get("message") or "the transaction was rejected",
                 )
             if time.monotonic() > deadline:
                 raise NodeUnreachable(

@@ -454,7 +454,9 @@ def test_two_governance_proposals_at_one_nonce_end_with_one_committed_and_one_dr
     while any(_status(c, first) != "rejected" for c in clients):
         assert time.monotonic() < deadline, [c.tx_status(bytes.fromhex(first)) for c in clients]
         time.sleep(0.1)
-    assert {c.tx_status(bytes.fromhex(first))["reason"] for c in clients} == {"bad_nonce"}
+    dropped = [c.tx_status(bytes.fromhex(first)) for c in clients]
+    assert {d["reason"] for d in dropped} == {"bad_nonce"}
+    assert all("nonce" in d["message"] for d in dropped), dropped  # why, not only a code
     pending = ok("tx", "pending", "--home", str(homes[0]))
     assert first[:16] not in pending
 

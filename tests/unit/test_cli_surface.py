@@ -56,7 +56,7 @@ def test_every_command_that_reads_or_writes_has_json(path: tuple[str, ...]) -> N
 def _junk_arguments(path: tuple[str, ...], nowhere: Path) -> list[str]:
     """The command with every required option and argument given junk, and a home that does
     not exist: what a typo or a wrong folder gives."""
-    command = cli
+    command: click.Command = cli
     for name in path:
         assert isinstance(command, click.Group)
         command = command.commands[name]

@@ -100,10 +100,10 @@ def test_a_proposal_rejecting_a_transaction_ahead_of_its_predecessor_keeps_it() 
     first, second = _puts(world, vault, 2)
     pool = Mempool(100, 1 << 20)
     pool.add(second, 0)
-    pool.drop_rejected([(second, "bad_nonce")], world.store)
+    pool.drop_rejected([(second, TxRejected("bad_nonce", "a gap"))], world.store)
     assert second.id in pool.txs
     world.block(first, second)
-    pool.drop_rejected([(second, "bad_nonce")], world.store)
+    pool.drop_rejected([(second, TxRejected("bad_nonce", "a gap"))], world.store)
     assert pool.rejected[second.id] == "bad_nonce"
     assert second.id not in pool.txs
 

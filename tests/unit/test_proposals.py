@@ -9,6 +9,7 @@ import time
 import pytest
 
 from carechain.consensus.crypto import PrivateKey
+from carechain.consensus.ledger.errors import TxRejected
 from carechain.consensus.poa.state import EngineConfig
 from carechain.consensus.types import Tx
 from carechain.node.pools import Mempool
@@ -101,7 +102,9 @@ def test_a_full_mempool_leaves_no_room_and_a_commit_that_empties_it_wakes_the_in
         intake.committed(0)  # nothing left the pool: still no room
         await asyncio.sleep(0.01)
         assert not waiting.done()
-        pool.drop_rejected([(txs[0], "expired")], World().store)  # as a proposal drops one
+        pool.drop_rejected(
+            [(txs[0], TxRejected("expired", "past its expiry"))], World().store
+        )  # as a proposal drops one
         intake.committed(0)
         await asyncio.wait_for(waiting, 1)
 
