@@ -4,9 +4,11 @@ spread on: to the validators directly, and over gossip to the full nodes that ta
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from carechain.consensus.ledger.apply import TxStatus
+from carechain.consensus.ledger.errors import TxRejected
 from carechain.consensus.types import Tx
 from carechain.node.pools import admit
 from carechain.p2p.network import Topic
@@ -30,6 +32,7 @@ class Admission:
         # Gossip reaches non-validator nodes: a validator publishes only if its config admits
         # some (`p2p.observers`); a non-validator node always takes part.
         self.gossips = not config.validator or bool(config.p2p.observers)
+        self.refused: Counter[str] = Counter()  # transactions refused here, by reason
 
     async def submit(
         self, tx: Tx, *, gossip: bool = True, notify: bool = True, relayed: bool = False
@@ -53,7 +56,13 @@ class Admission:
                 return TxOutcome(tx.id, "partial", False)
             tx = node.partials.merged(tx)  # kept only once admitted: a refusal changes nothing
         execute = merging or not relayed
-        status = admit(node.store, tx, node.next_block_context(), node.signatures, execute=execute)
+        try:
+            status = admit(
+                node.store, tx, node.next_block_context(), node.signatures, execute=execute
+            )
+        except TxRejected as exc:
+            self.refused[exc.code] += 1
+            raise
         if merging and status is TxStatus.COMPLETE:
             node.partials.remove(tx.id)
         if status is TxStatus.PARTIAL:

@@ -13,7 +13,7 @@ partial that becomes complete moves to the mempool.
 from __future__ import annotations
 
 import dataclasses
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Final
 
@@ -144,6 +144,7 @@ class Mempool:
         self.size_bytes = 0
         self.rejected: OrderedDict[bytes, str] = OrderedDict()  # recent drops' codes, for status
         self.rejected_why: dict[bytes, str] = {}  # and what each code meant there
+        self.rejection_counts: Counter[str] = Counter()  # every drop with a reason, by reason
         self._arrived_ms: dict[bytes, int] = {}
         self._resent_ms: dict[bytes, int] = {}
 
@@ -191,6 +192,7 @@ class Mempool:
         if tx is not None:
             self.size_bytes -= len(tx.encode())
         if reason is not None:
+            self.rejection_counts[reason] += 1
             self.rejected[tx_id] = reason
             self.rejected_why[tx_id] = why
             while len(self.rejected) > 10_000:

@@ -134,6 +134,7 @@ class Libp2pNetwork(TrioThread):
         )
         self.listen_addrs: list[str] = []
         self.dropped_sends = {Lane.CONSENSUS: 0, Lane.TXS: 0}  # full send queues
+        self._sent_bytes = {Lane.CONSENSUS: 0, Lane.TXS: 0}  # frames queued to peers
         self.dropped_gossip = 0  # gossip publications that failed
         self.refused = 0
         self.disconnected_for: dict[str, str] = {}
@@ -168,6 +169,9 @@ class Libp2pNetwork(TrioThread):
         """The gossip topics some linked peer outside the direct set subscribes to (as of
         the last second)."""
         return self._outsider_topics
+
+    def sent_bytes(self) -> dict[str, int]:
+        return {lane.value: count for lane, count in self._sent_bytes.items()}
 
     def drops(self) -> dict[str, int]:
         """What was dropped, by where: consensus and transaction frames at a full send queue
@@ -374,6 +378,8 @@ class Libp2pNetwork(TrioThread):
                 outbox.send_nowait(frame)
             except (trio.WouldBlock, trio.ClosedResourceError):
                 self.dropped_sends[lane] += 1
+            else:
+                self._sent_bytes[lane] += len(frame)
 
     def _ensure_outbox(self, remote: str, lane: Lane) -> trio.MemorySendChannel[bytes]:
         outbox = self._outboxes.get((remote, lane))

@@ -23,6 +23,7 @@ from carechain.p2p.network import (
     GossipHandler,
     Inbound,
     Inbox,
+    Lane,
     PeerError,
     RangeProvider,
     Topic,
@@ -65,6 +66,7 @@ class MemoryNetwork:
         self.allowed: set[str] = set(allowed or ())
         self.direct: set[str] | None = None
         self.inbox = Inbox()
+        self._sent_bytes: dict[str, int] = {}  # by lane
         self.disconnected_for: dict[str, str] = {}
         self._ranges: RangeProvider | None = None
         self._blobs: BlobProvider | None = None
@@ -117,6 +119,11 @@ class MemoryNetwork:
         target = self.hub.endpoints[peer]
         if not target.inbox.put(Inbound(self.local_id, topic, payload)):
             self.hub.dropped += 1
+        lane = Lane.of(topic).value
+        self._sent_bytes[lane] = self._sent_bytes.get(lane, 0) + len(payload)
+
+    def sent_bytes(self) -> dict[str, int]:
+        return dict(self._sent_bytes)
 
     async def broadcast(self, topic: Topic, payload: bytes) -> None:
         for peer in self.peers():

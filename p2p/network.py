@@ -188,6 +188,7 @@ class Inbox:
         self.txs: collections.deque[Inbound] = collections.deque()
         self.dropped_consensus = 0
         self.dropped_txs = 0
+        self.received_bytes = {"consensus": 0, "txs": 0}  # payloads taken in, by lane
         self.on_release: Callable[[Released], None] | None = None
         self._consensus_of: collections.Counter[str] = collections.Counter()
         self._consensus_ready = asyncio.Event()
@@ -214,6 +215,7 @@ class Inbox:
                 self.dropped_txs += 1
                 return False
             self.tx_credit.take(peer, len(message.payload))
+            self.received_bytes["txs"] += len(message.payload)
             self.txs.append(message)
             self._txs_ready.set()
             return True
@@ -224,6 +226,7 @@ class Inbox:
             self.dropped_consensus += 1
             return False
         self._consensus_of[peer] += 1
+        self.received_bytes["consensus"] += len(message.payload)
         self.consensus.append(message)
         self._arrived.append(time.monotonic())
         self._consensus_ready.set()
@@ -314,6 +317,10 @@ class Network(Protocol):
     def peers(self) -> list[str]: ...
 
     def drops(self) -> dict[str, int]: ...
+
+    def sent_bytes(self) -> dict[str, int]:
+        """Bytes of direct frames queued to peers, by lane ("consensus", "txs")."""
+        ...
 
     def outsider_topics(self) -> frozenset[Topic]: ...
 

@@ -50,7 +50,8 @@ class Api:
 
     def app(self) -> web.Application:
         application = web.Application(
-            middlewares=[errors], client_max_size=self.node.config.api.body_bytes_max
+            middlewares=[self.metrics.timing, errors],
+            client_max_size=self.node.config.api.body_bytes_max,
         )
         for route in self.routes():
             path = ROUTER_PATHS.get(route.path, route.path)

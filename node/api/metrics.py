@@ -1,12 +1,78 @@
-"""Prometheus metrics: height, pools, peers, round."""
+"""Prometheus metrics: what an operator graphs and alerts on.
+
+Height, pools, peers and round; the interval between committed blocks; each validator's
+absences from commit certificates (a certificate keeps the first quorum of precommits, so an
+absence is a late vote or a missing one); transactions refused, by reason and where; p2p
+bytes and drops by lane; and the API's latency by route. What the node counts is read at each
+scrape; the block intervals and certificates of the heights committed since the last scrape
+are read from the chain then (at most `SCRAPE_HEIGHTS_MAX` of them).
+"""
 
 from __future__ import annotations
 
-from aiohttp import web
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+import time
+from collections.abc import Iterator
+from typing import Final
 
-from carechain.node.api.base import Route, RouteFamily
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from carechain.consensus.ledger.governance import validator_set_at
+from carechain.node.api.base import Handler, Route, RouteFamily
 from carechain.node.daemon import Node
+
+SCRAPE_HEIGHTS_MAX: Final = 1000
+BLOCK_INTERVAL_BUCKETS_S: Final = (0.25, 0.5, 1, 2, 3, 5, 10, 20, 60)
+API_LATENCY_BUCKETS_S: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5)
+
+
+class NodeCounters(Collector):
+    """What the node counts, as Prometheus counters, read at each scrape."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.not_in_certificate: dict[str, int] = {}  # by validator name, filled by Metrics
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        node = self.node
+        refused = CounterMetricFamily(
+            "carechain_tx_rejections",
+            "transactions refused: at admission, or dropped from the mempool or partial pool",
+            labels=["reason", "where"],
+        )
+        for reason, count in sorted(node.admission.refused.items()):
+            refused.add_metric([reason, "admission"], count)
+        for reason, count in sorted(node.mempool.rejection_counts.items()):
+            refused.add_metric([reason, "pool"], count)
+        yield refused
+        sent = CounterMetricFamily(
+            "carechain_p2p_sent_bytes", "direct frames queued to peers", labels=["lane"]
+        )
+        for lane, count in sorted(node.network.sent_bytes().items()):
+            sent.add_metric([lane], count)
+        yield sent
+        received = CounterMetricFamily(
+            "carechain_p2p_received_bytes", "payloads taken in from peers", labels=["lane"]
+        )
+        for lane, count in sorted(node.network.inbox.received_bytes.items()):
+            received.add_metric([lane], count)
+        yield received
+        dropped = CounterMetricFamily(
+            "carechain_p2p_dropped", "messages the p2p layer dropped", labels=["where"]
+        )
+        for where, count in sorted(node.network.drops().items()):
+            dropped.add_metric([where], count)
+        yield dropped
+        absent = CounterMetricFamily(
+            "carechain_validator_not_in_certificate",
+            "heights whose commit certificate lacks this validator (voted late or not at all)",
+            labels=["validator"],
+        )
+        for name, count in sorted(self.not_in_certificate.items()):
+            absent.add_metric([name], count)
+        yield absent
 
 
 class Metrics(RouteFamily):
@@ -22,9 +88,38 @@ class Metrics(RouteFamily):
         )
         self.peers = Gauge("carechain_peers", "connected peers", registry=self.registry)
         self.round = Gauge("carechain_round", "consensus round", registry=self.registry)
+        self.block_interval = Histogram(
+            "carechain_block_interval_seconds",
+            "time between a block and the one before it (their proposers' clocks)",
+            buckets=BLOCK_INTERVAL_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.api_latency = Histogram(
+            "carechain_api_request_seconds",
+            "API requests, from arrival to the answer's start (event streams excluded)",
+            labelnames=["method", "route", "status"],
+            buckets=API_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.counters = NodeCounters(node)
+        self.registry.register(self.counters)
+        self.scraped_height = node.store.height  # the chain before this process is not graphed
 
     def routes(self) -> list[Route]:
         return [Route("GET", "/metrics", self.metrics, "Prometheus metrics")]
+
+    @web.middleware
+    async def timing(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every request's latency, by its route's declared path (not the raw URL)."""
+        started = time.monotonic()
+        response = await handler(request)
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        if route != "/v1/events":
+            self.api_latency.labels(request.method, route, str(response.status)).observe(
+                time.monotonic() - started
+            )
+        return response
 
     async def metrics(self, request: web.Request) -> web.Response:
         node = self.node
@@ -33,4 +128,25 @@ class Metrics(RouteFamily):
         self.partials.set(len(node.partials))
         self.peers.set(len(node.network.peers()))
         self.round.set(node.engine.state.round if node.engine.state else 0)
+        self._read_new_heights()
         return web.Response(body=generate_latest(self.registry), content_type="text/plain")
+
+    def _read_new_heights(self) -> None:
+        """Block intervals and certificate absences of the heights committed since the last
+        scrape (the latest SCRAPE_HEIGHTS_MAX of them)."""
+        store = self.node.store
+        last = store.height
+        first = max(self.scraped_height + 1, last - SCRAPE_HEIGHTS_MAX + 1, 1)
+        if first > last:
+            return
+        previous = store.block(first - 1).header.time_ms if first > 1 else None
+        absent = self.counters.not_in_certificate
+        for block, certificate in store.blocks(first, last):
+            if previous is not None:
+                self.block_interval.observe(max(0, block.header.time_ms - previous) / 1000)
+            previous = block.header.time_ms
+            signers = {entry.validator for entry in certificate.precommits}
+            for validator in validator_set_at(store, block.header.height).validators:
+                if validator.public_key not in signers:
+                    absent[validator.name] = absent.get(validator.name, 0) + 1
+        self.scraped_height = last

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from carechain.consensus.crypto import PrivateKey, account_id, peer_id
 from carechain.consensus.genesis import Institution, InstitutionKind
@@ -414,6 +415,42 @@ async def test_the_event_stream_reports_new_blocks(tmp_path: Path) -> None:
                     break
         assert event["height"] >= 1
         assert set(event) == {"event", "height", "hash", "tx_count", "time_ms"}
+
+
+@pytest.mark.asyncio
+async def test_metrics_show_block_intervals_refusals_p2p_traffic_and_api_latency(
+    tmp_path: Path,
+) -> None:
+    async with running_cluster(tmp_path) as cluster, aiohttp.ClientSession() as session:
+        member = cluster.members[1]
+        base = member.url
+        await session.get(f"{base}/metrics")  # a first scrape: the next reads what followed
+        tx, _, _ = _registration(cluster)
+        forged = dataclasses.replace(tx, signatures=(TxSignature(bytes(32), bytes(64)),))
+        refused = await session.post(f"{base}/v1/txs", json={"tx": forged.encode().hex()})
+        assert refused.status == 400
+        await member.node.submit(tx)
+        await _committed(cluster, tx)
+        height = member.node.store.height
+        await eventually(lambda: member.node.store.height >= height + 2)
+        await session.get(f"{base}/v1/status")
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(
+                await (await session.get(f"{base}/metrics")).text()
+            )
+            for s in family.samples
+        }
+
+    def total(name: str, label: tuple[str, str]) -> float:
+        return sum(v for (n, labels), v in samples.items() if n == name and label in labels)
+
+    assert samples[("carechain_block_interval_seconds_count", ())] >= 2
+    assert total("carechain_tx_rejections_total", ("where", "admission")) >= 1
+    assert total("carechain_p2p_sent_bytes_total", ("lane", "consensus")) > 0
+    assert total("carechain_p2p_received_bytes_total", ("lane", "consensus")) > 0
+    assert total("carechain_api_request_seconds_count", ("route", "/v1/status")) == 1
+    assert any(name == "carechain_p2p_dropped_total" for name, _ in samples)
 
 
 @pytest.mark.asyncio
