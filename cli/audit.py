@@ -170,10 +170,10 @@ def audit_replay(
                     )
                 if blob_folder is not None:
                     blobs = BlobStore(FsObjects(blob_folder))
-                    checked, problems = asyncio.run(check_blobs(rebuilt, blobs))
-                    if problems:
-                        raise AuditFailure(report.blocks, None, "; ".join(problems))
-                    report.blobs_checked = checked
+                    found = asyncio.run(check_blobs(rebuilt, blobs))
+                    if found.broken:
+                        raise AuditFailure(report.blocks, None, "; ".join(found.broken))
+                    report.blobs_checked, report.blobs_missing = found.checked, found.missing
             except AuditFailure as failure:
                 if as_json:
                     emit_json({"ok": False, "height": failure.height, "problem": str(failure)})
@@ -190,6 +190,12 @@ def audit_replay(
         f"{report.signatures} signatures in {report.seconds:.1f}s; "
         f"state root {report.state_root[:16]}"
     )
+    if blob_folder is not None:
+        console.print(
+            f"blobs: {report.blobs_checked} present and whole; {len(report.blobs_missing)} "
+            "named on chain but never held by this store (not damage: fetch them from the "
+            "hospital that holds them to check them too)"
+        )
 
 
 @audit.command("access")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from carechain.cli.keys import HOME_ENVIRONMENT_VARIABLE
 from carechain.cli.output import console, emit_json
 from carechain.cli.passphrase import obtain_passphrase
 from carechain.consensus.errors import InvalidInput
@@ -49,6 +50,8 @@ def flow_options(function: click.decorators.FC) -> click.decorators.FC:
     return click.option(
         "--home",
         required=True,
+        envvar=HOME_ENVIRONMENT_VARIABLE,
+        show_envvar=True,
         type=click.Path(file_okay=False, path_type=Path),
         help="Home folder holding the keys (and, without --api, a running node).",
     )(function)

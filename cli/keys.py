@@ -23,9 +23,13 @@ from carechain.node.wallet.keystore import (
     save_key,
 )
 
+HOME_ENVIRONMENT_VARIABLE = "CARECHAIN_HOME"
+
 HOME_OPTION = click.option(
     "--home",
     required=True,
+    envvar=HOME_ENVIRONMENT_VARIABLE,
+    show_envvar=True,
     type=click.Path(file_okay=False, path_type=Path),
     help="The node's home folder.",
 )

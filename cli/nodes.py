@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from carechain.cli.keys import HOME_OPTION
+from carechain.cli.keys import HOME_ENVIRONMENT_VARIABLE, HOME_OPTION
 from carechain.cli.output import console, emit_json, json_option
 from carechain.cli.passphrase import ENVIRONMENT_VARIABLE, obtain_passphrase, passphrase_option
 from carechain.config.node import load_node_config
@@ -142,9 +142,15 @@ class Devnet:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self) -> list[Client]:
+        """Start every node and wait for their APIs; if one cannot start, the others are
+        stopped too before the error goes on."""
         for node in self.nodes:
             self.processes[node.name] = spawn(node.home, node.home / "node.log")
-        return [wait_for_api(node.home, self.processes[node.name]) for node in self.nodes]
+        try:
+            return [wait_for_api(node.home, self.processes[node.name]) for node in self.nodes]
+        except BaseException:
+            self.stop()
+            raise
 
     def terminate(self, name: str, timeout_s: float = 30) -> int:
         """SIGTERM one node and wait for it; its exit code."""
@@ -197,13 +203,19 @@ def devnet(validators: int, folder: Path | None, base_port: int) -> None:
 
 
 @click.command()
-@click.option("--home", type=click.Path(file_okay=False, path_type=Path), help="The node's home.")
+@click.option(
+    "--home",
+    envvar=HOME_ENVIRONMENT_VARIABLE,
+    show_envvar=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The node's home.",
+)
 @click.option("--api", help="The node's API URL (instead of --home).")
 @json_option
 def status(home: Path | None, api: str | None, as_json: bool) -> None:
     """A running node's status (of the node of --home, or at --api)."""
-    if (home is None) == (api is None):
-        raise InvalidInput("give either --home (a running node's home) or --api (its URL)")
+    if home is None and api is None:
+        raise InvalidInput("give --home (a running node's home) or --api (its URL)")
     report = Client(api or api_address(home or Path())).status()
     if as_json:
         emit_json(report)

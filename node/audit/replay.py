@@ -31,7 +31,7 @@ from carechain.consensus.ledger.records import RecordEntry
 from carechain.consensus.ledger.state import Table
 from carechain.consensus.poa.votes import proposer_of
 from carechain.consensus.types import ZERO_HASH, Block, CommitCertificate, Tx, ValidatorSet
-from carechain.storage.blobs.store import BlobStore
+from carechain.storage.blobs.store import BlobNotFoundError, BlobStore
 from carechain.storage.kv import MemoryKV
 from carechain.storage.state import StateStore
 
@@ -60,6 +60,9 @@ class ReplayReport:
     seconds: float = 0.0
     state_root: str = ""
     blobs_checked: int = 0
+    # content ids of live records this blob store never held: not damage (a node holds the
+    # blobs stored or fetched through it), but what an auditor may want to fetch
+    blobs_missing: list[str] = dataclasses.field(default_factory=list)
 
 
 class SignatureChecks:
@@ -235,16 +238,27 @@ def _compare_states(source: ChainSource, replayed: StateStore, head: int) -> Non
             )
 
 
-async def check_blobs(state: StateStore, blobs: BlobStore) -> tuple[int, list[str]]:
-    """Every blob a live record names must be in `blobs` and match its content id."""
-    checked, problems = 0, []
+@dataclasses.dataclass
+class BlobCheck:
+    checked: int = 0  # blobs present and read whole
+    missing: list[str] = dataclasses.field(default_factory=list)  # never held here
+    broken: list[str] = dataclasses.field(default_factory=list)  # held, not what was named
+
+
+async def check_blobs(state: StateStore, blobs: BlobStore) -> BlobCheck:
+    """Every blob a live record names that `blobs` holds must match its content id (broken:
+    damage); one it does not hold is reported apart (missing: not damage)."""
+    result = BlobCheck()
     for _, raw in state.table_entries(Table.RECORD):
         record = RecordEntry.decode(raw)
         if record.content_id == "inline" or record.erased_height is not None:
             continue
-        checked += 1
         try:
             await blobs.read(record.content_id)
+        except BlobNotFoundError:
+            result.missing.append(record.content_id)
         except CarechainError as exc:
-            problems.append(f"record {record.record_id.hex()}: {exc}")
-    return checked, problems
+            result.broken.append(f"record {record.record_id.hex()}: {exc}")
+        else:
+            result.checked += 1
+    return result

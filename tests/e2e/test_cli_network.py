@@ -485,3 +485,10 @@ def test_sigterm_stops_a_node_cleanly(network: tuple[Path, Devnet, str]) -> None
     audited = json.loads(ok("audit", "replay", "--home", str(last.home), "--json"))
     assert audited["ok"]
     assert audited["blocks"] >= 1
+    # its own blob store holds none of the blobs put through another hospital's node: they
+    # are reported missing, apart from damage, and the replay still passes
+    blobs = ["--blobs", str(last.home / "blobs")]
+    with_blobs = json.loads(ok("audit", "replay", "--home", str(last.home), *blobs, "--json"))
+    assert with_blobs["ok"]
+    assert with_blobs["blobs_checked"] + len(with_blobs["blobs_missing"]) >= 1
+    assert len(with_blobs["blobs_missing"]) >= 1

@@ -17,7 +17,7 @@ from carechain.config.genesis import save_genesis
 from carechain.consensus.ledger.bodies import PutRecord
 from carechain.consensus.ledger.records import ValidatorAction
 from carechain.consensus.types import Block, CommitCertificate, Validator, merkle_root
-from carechain.node.audit.replay import AuditFailure, check_blobs, replay
+from carechain.node.audit.replay import AuditFailure, BlobCheck, check_blobs, replay
 from carechain.node.wallet import builders
 from carechain.storage import schema
 from carechain.storage.blobs.backends import FsObjects
@@ -288,11 +288,13 @@ def test_a_replaced_blob_is_caught(tmp_path: Path) -> None:
         CHAIN_ID, "record.put", vault, world.nonce(vault), world.expiry(), body
     )
     world.block(draft.signed(world.p1, world.hospital["A"]))
-    assert asyncio.run(check_blobs(world.store, blobs)) == (1, [])
+    assert asyncio.run(check_blobs(world.store, blobs)) == BlobCheck(checked=1)
+    # a store that never held it reports it missing, apart from damage
+    elsewhere = BlobStore(FsObjects(tmp_path / "other-hospital"))
+    assert asyncio.run(check_blobs(world.store, elsewhere)) == BlobCheck(missing=[content_id])
     first_chunk = content_id_of(ciphertext[:CHUNK_BYTES])
     path = blobs_folder / "chunks" / first_chunk[-2:] / first_chunk
     path.write_bytes(b"replaced" + path.read_bytes()[8:])
-    checked, problems = asyncio.run(check_blobs(world.store, blobs))
-    assert checked == 1
-    assert len(problems) == 1
-    assert "does not match its content id" in problems[0]
+    found = asyncio.run(check_blobs(world.store, blobs))
+    assert (found.checked, found.missing, len(found.broken)) == (0, [], 1)
+    assert "does not match its content id" in found.broken[0]

@@ -179,3 +179,16 @@ def test_a_weak_passphrase_for_a_new_home_is_refused_and_nothing_is_written(
     assert result.exit_code == EXIT_INVALID_INPUT, result.output
     assert "needs at least 8 characters" in " ".join(result.output.split())
     assert not home.exists() or not any(home.rglob("*"))
+
+
+def test_carechain_home_stands_in_for_home(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    made = runner.invoke(cli, ["keys", "new", "--home", str(home), "--name", "p1"])
+    assert made.exit_code == 0, made.output
+    monkeypatch.setenv("CARECHAIN_HOME", str(home))
+    listed = runner.invoke(cli, ["keys", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [k["name"] for k in json.loads(listed.output)] == ["p1"]
+    assert "CARECHAIN_HOME" in runner.invoke(cli, ["grant", "add", "--help"]).output
