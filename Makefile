@@ -35,8 +35,11 @@ typecheck: install
 layers: install
 	$(BIN)/lint-imports
 
+# The consensus simulator's seeded sweep is pure CPU: it runs on both cores at once, the rest
+# (real processes and timing) one test at a time.
 unit: install browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --ignore=tests/sim
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal tests/sim
 
 # The console's browser tests drive Debian's Chromium (and a CJK font for the Chinese labels).
 # Installed here when missing and this is a Debian machine we may administer (as in CI);

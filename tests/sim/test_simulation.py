@@ -8,7 +8,7 @@ import pytest
 from carechain.consensus.poa.engine import Engine
 from carechain.tests.sim.cluster import simulate
 
-CHUNK = 25
+CHUNK = 10
 SEEDS_PER_SIZE = 150  # 300 runs in all
 
 
