@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.table import Column, Table
 
 from carechain.cli.context import flow_options, make_context, report_outcome
-from carechain.cli.output import console, json_option
-from carechain.cli.partials import tx_cosign
+from carechain.cli.nodes import node_client, node_options
+from carechain.cli.output import console, emit_json, json_option
+from carechain.cli.partials import summary, tx_cosign
 from carechain.consensus.genesis import Institution, InstitutionKind
 from carechain.consensus.ledger.governance import GOVERNANCE_ACCOUNT
 from carechain.consensus.ledger.records import (
@@ -130,3 +132,29 @@ def governance_approve(
         key_name=key_name,
         as_json=as_json,
     )  # type: ignore[misc]
+
+
+@governance.command("list")
+@node_options
+@json_option
+def governance_list(home: Path | None, api: str | None, as_json: bool) -> None:
+    """Governance proposals waiting for approvals: what each changes, who signed it, and
+    whose approval could still complete it."""
+    partials = node_client(home, api).partials()
+    pending = [p for p in partials if p["account"] == GOVERNANCE_ACCOUNT.hex()]
+    if as_json:
+        emit_json(pending)
+        return
+    if not pending:
+        console.print("no governance proposal is waiting")
+        return
+    table = Table(Column("id", no_wrap=True), "nonce", "what it changes", "signed", "needs")
+    for proposal in pending:
+        table.add_row(
+            proposal["id"][:16],
+            str(proposal["nonce"]),
+            summary(proposal["body"]),
+            str(len(proposal["signers"])),
+            f"one of {len(proposal['needs'])}" if proposal["needs"] else "-",
+        )
+    console.print(table)

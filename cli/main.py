@@ -62,7 +62,14 @@ cli.add_command(demo_runner.demo)
 cli.add_command(audit.audit)
 cli.add_command(audit.export)
 cli.add_command(audit.import_)
-for command in (nodes.testnet, nodes.start, nodes.devnet, nodes.status):
+for command in (
+    nodes.testnet,
+    nodes.start,
+    nodes.devnet,
+    nodes.status,
+    nodes.validators,
+    nodes.peers,
+):
     cli.add_command(command)
 for command in (
     patients.patient,

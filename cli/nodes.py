@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
@@ -202,21 +203,36 @@ def devnet(validators: int, folder: Path | None, base_port: int) -> None:
         console.print("stopped")
 
 
+def node_options(function: click.decorators.FC) -> click.decorators.FC:
+    """`--home` or `--api`: which running node a read command asks."""
+    function = click.option("--api", help="The node's API URL (instead of --home).")(function)
+    return click.option(
+        "--home",
+        envvar=HOME_ENVIRONMENT_VARIABLE,
+        show_envvar=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="The node's home.",
+    )(function)
+
+
+def node_client(home: Path | None, api: str | None) -> Client:
+    """The client of the node `node_options` named."""
+    if home is None and api is None:
+        raise InvalidInput("give --home (a running node's home) or --api (its URL)")
+    return Client(api or api_address(home or Path()))
+
+
+def node_status(home: Path | None, api: str | None) -> dict[str, Any]:
+    report: dict[str, Any] = node_client(home, api).status()
+    return report
+
+
 @click.command()
-@click.option(
-    "--home",
-    envvar=HOME_ENVIRONMENT_VARIABLE,
-    show_envvar=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The node's home.",
-)
-@click.option("--api", help="The node's API URL (instead of --home).")
+@node_options
 @json_option
 def status(home: Path | None, api: str | None, as_json: bool) -> None:
     """A running node's status (of the node of --home, or at --api)."""
-    if home is None and api is None:
-        raise InvalidInput("give --home (a running node's home) or --api (its URL)")
-    report = Client(api or api_address(home or Path())).status()
+    report = node_status(home, api)
     if as_json:
         emit_json(report)
         return
@@ -237,4 +253,60 @@ def status(home: Path | None, api: str | None, as_json: bool) -> None:
     console.print(f"{'validators':>10}  {', '.join(v['name'] for v in report['validators'])}")
 
 
-__all__ = ["Devnet", "InvalidInput", "devnet", "start", "status", "testnet"]
+@click.command()
+@node_options
+@json_option
+def validators(home: Path | None, api: str | None, as_json: bool) -> None:
+    """The validators of the node's next height, and whether the node is linked to each."""
+    report = node_status(home, api)
+    linked = set(report["peers"])
+    rows = [
+        {**v, "linked": v["node_id"] in linked or v["node_id"] == report["node_id"]}
+        for v in report["validators"]
+    ]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("name", "power", "node id", "linked", "public key")
+    for row in rows:
+        mine = row["node_id"] == report["node_id"]
+        linked_text = "this node" if mine else ("yes" if row["linked"] else "NO")
+        table.add_row(
+            row["name"], str(row["power"]), row["node_id"], linked_text, row["public_key"]
+        )
+    console.print(table)
+
+
+@click.command()
+@node_options
+@json_option
+def peers(home: Path | None, api: str | None, as_json: bool) -> None:
+    """The peers the node is linked to, named where they are validators, with the heights
+    their heartbeats showed."""
+    report = node_status(home, api)
+    names = {v["node_id"]: v["name"] for v in report["validators"]}
+    beats = report.get("heartbeats", {})
+    rows = [
+        {"node_id": peer, "validator": names.get(peer), "heartbeat": beats.get(peer)}
+        for peer in report["peers"]
+    ]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("node id", "validator", "heartbeat height")
+    for row in rows:
+        beat = row["heartbeat"]
+        table.add_row(row["node_id"], row["validator"] or "-", str(beat["height"]) if beat else "-")
+    console.print(table)
+
+
+__all__ = [
+    "Devnet",
+    "InvalidInput",
+    "devnet",
+    "peers",
+    "start",
+    "status",
+    "testnet",
+    "validators",
+]

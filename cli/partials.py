@@ -56,7 +56,7 @@ def tx_pending(
         emit_json(partials)
         return
     table = Table(
-        Column("id", no_wrap=True),  # whole, so it can be copied into `tx cosign`
+        Column("id", no_wrap=True),  # never folded: `tx cosign` takes this prefix
         "kind",
         "what it does",
         "signed by",

@@ -63,10 +63,9 @@ class Admission:
         except TxRejected as exc:
             self.refused[exc.code] += 1
             raise
-        if merging and status is TxStatus.COMPLETE:
-            node.partials.remove(tx.id)
         if status is TxStatus.PARTIAL:
             merged = node.partials.merge(tx, node.clock_ms())
+            node.partials.judge(merged, node.store, node.next_block_context(), node.signatures)
             if gossip or merged.signatures != tx.signatures:
                 await self.spread(Topic.PARTIAL, merged.encode())
             elif not merging and self.gossips_to_outsiders(Topic.PARTIAL):
@@ -75,8 +74,11 @@ class Admission:
                 await node.network.publish(Topic.PARTIAL, merged.encode())
             node.publish({"event": "partial", "tx": tx.id.hex(), "kind": tx.kind})
             return TxOutcome(tx.id, "partial", True)
-        # PoolFull when full: the API answers 503, retry later
+        # PoolFull when full: the API answers 503, retry later (a completed partial stays
+        # in the partial pool, co-signature and all, until the mempool takes it)
         new = node.mempool.add(tx, node.clock_ms())
+        if merging:
+            node.partials.remove(tx.id)
         if new and gossip:
             await self.spread(Topic.TX, tx.encode())
         if new and notify:

@@ -14,10 +14,12 @@ budget and the peers' intake (node/proposals.py).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -199,6 +201,11 @@ class Node:
         self.misbehaviour: dict[str, int] = {}
         self.last_commit_ms = clock_ms()
         self.equivocations_seen = 0  # conflicting vote pairs this node received (each reported)
+        # for /metrics: intervals between blocks not yet scraped, and certificate absences
+        self.block_intervals_s: collections.deque[float] = collections.deque(maxlen=10_000)
+        self.not_in_certificate: Counter[str] = Counter()
+        last = self.store.last_header()
+        self._last_block_time_ms = last.time_ms if last is not None else None
         self._wake_at: int | None = None
         self._woken = asyncio.Event()
         self.stopped_height = 0  # the height at a clean stop (the stores are closed then)
@@ -355,26 +362,25 @@ class Node:
 
     def _commit(self, block: Block, certificate: CommitCertificate) -> None:
         self.store.commit(block, certificate, self.app.executed(block))
-        self._after_commit(block)
+        self._after_commit(block, certificate)
 
     def _after_sync_commit(self, commit: Commit) -> None:
-        self._after_commit(commit.block)
+        self._after_commit(commit.block, commit.certificate)
 
     async def _after_sync_batch(self, height: int) -> None:
         """Blocks up to `height` were synced (under the lock): the engine continues after."""
         await self._perform(self.engine.handle(BlockPersisted(height, self.clock_ms())))
 
-    def _after_commit(self, block: Block) -> None:
+    def _after_commit(self, block: Block, certificate: CommitCertificate) -> None:
         height = block.header.height
         previous_ms, self.last_commit_ms = self.last_commit_ms, self.clock_ms()
+        self._count_for_metrics(block, certificate)
         self.signing.committed(block)
         self.mempool.drop_rejected(self.app.rejected, self.store)
         self.app.rejected = []
         self.mempool.after_commit(block, self.store, self.clock_ms())
         self.partials.remove_all(tx.id for tx in block.txs)
-        dead = self.partials.drop_dead(
-            block, self.store, self.next_block_context(), self.signatures
-        )
+        dead = self.partials.drop_dead(block, self.store, self.app.chain, self.signatures)
         self.mempool.drop_rejected(dead, self.store)  # their reason, for `tx show`
         for tx, reason in dead:
             self.publish({"event": "partial_dropped", "tx": tx.id.hex(), "reason": reason.code})
@@ -398,6 +404,19 @@ class Node:
             len(block.txs),
             self.last_commit_ms - previous_ms,
         )
+
+    def _count_for_metrics(self, block: Block, certificate: CommitCertificate) -> None:
+        """The block's interval from the one before it (their proposers' clocks) and the
+        validators of its height that its certificate lacks (they voted late or not at all);
+        /metrics reads both. The set is read now, while it is the height's own."""
+        if self._last_block_time_ms is not None:
+            interval_ms = max(0, block.header.time_ms - self._last_block_time_ms)
+            self.block_intervals_s.append(interval_ms / 1000)
+        self._last_block_time_ms = block.header.time_ms
+        signers = {entry.validator for entry in certificate.precommits}
+        for validator in validator_set_at(self.store, block.header.height).validators:
+            if validator.public_key not in signers:
+                self.not_in_certificate[validator.name] += 1
 
     def _update_permissions(self) -> None:
         height = self.store.height

@@ -27,7 +27,7 @@ from carechain.consensus.poa.messages import (
     decode_message,
     proposal_slot,
 )
-from carechain.consensus.poa.votes import proposer_of
+from carechain.consensus.poa.rules import proposal_problem
 from carechain.consensus.types import Tx
 from carechain.node.pools import PoolFull
 from carechain.p2p.network import Inbound, Topic, Verdict
@@ -114,16 +114,16 @@ class PeerMessages:
     def checked_ahead(self, proposal: Proposal) -> bool:
         """Whether a proposal's transactions' signatures are worth checking in the workers
         before the engine sees it: only one the engine would take (this height, this round
-        or the next, one it does not hold yet, from that round's proposer and signed by it).
-        Anything else goes to the engine as it is, which refuses it for one signature check,
-        so no peer can make this node spend its workers on proposals it will not use."""
+        or the next, one it does not hold yet, and nothing the engine's own check refuses:
+        from that round's proposer, signed by it, see `rules.proposal_problem`). Anything
+        else goes to the engine as it is, which refuses it for one signature check, so no
+        peer can make this node spend its workers on proposals it will not use."""
         state = self.node.engine.state
         if state is None or proposal.height != state.height or proposal.round in state.proposals:
             return False
         if not state.round <= proposal.round <= state.round + 1:
             return False
-        proposer = proposer_of(state.validators, state.height, proposal.round)
-        return proposal.proposer == proposer and proposal.signature_valid()
+        return proposal_problem(state, proposal) is None
 
     def _holds_proposal_for(self, height: int, round: int) -> bool:
         """Whether the engine would ignore a proposal for (height, round) unread: it holds

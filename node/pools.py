@@ -102,6 +102,9 @@ def admit(
     return result.status
 
 
+# Partials one account may have waiting at once: a bound on what each block that touches the
+# account re-judges (and on what one sender can make a node hold for one account).
+PARTIALS_PER_ACCOUNT_MAX: Final = 64
 # Why a transaction refused now is refused for good: a nonce behind the account's (spent), an
 # epoch behind the vault's (epochs only move on), past its expiry.
 PERMANENT_REJECTIONS: Final = frozenset({"bad_nonce", "stale_epoch", "expired"})
@@ -240,6 +243,11 @@ class Mempool:
 class Partial:
     tx: Tx
     first_seen_ms: int
+    # how it stands, judged when it arrives or gains a signature and after each block that
+    # touches its account (None: not judged since this node started): the keys that could
+    # still help complete it, and why it cannot apply now (a reason code), if it cannot
+    needs: frozenset[bytes] | None = None
+    problem: str | None = None
 
 
 class PartialPool:
@@ -253,6 +261,7 @@ class PartialPool:
         self.kv = kv
         self.partials_max = partials_max
         self.partials: dict[bytes, Partial] = {}
+        self.per_account: Counter[bytes] = Counter()
         for _, value in kv.iterate(partial_key(b"")):
             stored = unpack(value)
             assert isinstance(stored, list), "a stored partial is [tx, first seen]"
@@ -261,6 +270,7 @@ class PartialPool:
             assert isinstance(first_seen, int)
             tx = Tx.decode(tx_bytes)
             self.partials[tx.id] = Partial(tx, first_seen)
+            self.per_account[tx.account] += 1
 
     def __len__(self) -> int:
         return len(self.partials)
@@ -277,8 +287,12 @@ class PartialPool:
         """Forget these (committed, say), in one write."""
         batch = WriteBatch()
         for tx_id in tx_ids:
-            if self.partials.pop(tx_id, None) is not None:
+            gone = self.partials.pop(tx_id, None)
+            if gone is not None:
                 batch.delete(partial_key(tx_id))
+                self.per_account[gone.tx.account] -= 1
+                if not self.per_account[gone.tx.account]:
+                    del self.per_account[gone.tx.account]
         if batch.operations:
             self.kv.write(batch, sync=False)
 
@@ -300,8 +314,14 @@ class PartialPool:
         if known is None:
             if len(self.partials) >= self.partials_max:
                 raise PoolFull(f"the partial pool holds {self.partials_max} transactions")
+            if self.per_account[tx.account] >= PARTIALS_PER_ACCOUNT_MAX:
+                raise PoolFull(
+                    f"account {tx.account.hex()} has {PARTIALS_PER_ACCOUNT_MAX} partial "
+                    "transactions waiting; sign or let some expire first"
+                )
             known = Partial(tx, now_ms)
             self.partials[tx.id] = known
+            self.per_account[tx.account] += 1
         else:
             known.tx = self.merged(tx)
         self._save(known)
@@ -318,26 +338,42 @@ class PartialPool:
             )
         return known.tx.with_signature(signature)
 
+    def judge(
+        self, tx: Tx, state: StateReader, context: BlockContext, check_signers: SignerCheck
+    ) -> tuple[frozenset[bytes], TxRejected | None]:
+        """Judge how the partial `tx` stands now (see `standing`) and keep the answer with it,
+        for listings to read without executing anything."""
+        needs, problem = standing(state, tx, context, check_signers)
+        known = self.partials.get(tx.id)
+        if known is not None:
+            known.needs, known.problem = needs, problem.code if problem else None
+        return needs, problem
+
     def drop_dead(
-        self, block: Block, state: StateReader, context: BlockContext, check_signers: SignerCheck
+        self, block: Block, state: StateReader, chain: ChainContext, check_signers: SignerCheck
     ) -> list[tuple[Tx, TxRejected]]:
         """After a commit: the partials of the accounts it touched that can never commit now,
         with the reason (another transaction took their nonce, the vault moved to a new epoch
-        under a record sealed for the old one). Every node applies the same block, so every
-        node drops the same ones; what may still apply later stays."""
+        under a record sealed for the old one, it expired by the block's time); the rest of
+        them are judged again. Judged against the block's own time, every node drops the same
+        ones; a partial queued behind earlier ones of its account is not dropped for an epoch
+        (one of those may move the vault to it)."""
         touched = {tx.account for tx in block.txs}
+        context = BlockContext(chain, block.header.height + 1, block.header.time_ms)
         dead = []
         for partial in list(self.partials.values()):
-            if partial.tx.account not in touched:
+            tx = partial.tx
+            if tx.account not in touched:
                 continue
-            _, problem = standing(state, partial.tx, context, check_signers)
-            if problem is not None and problem.code in PERMANENT_REJECTIONS:
-                dead.append((partial.tx, problem))
+            _, problem = self.judge(tx, state, context, check_signers)
+            if problem is None or problem.code not in PERMANENT_REJECTIONS:
+                continue
+            queued = tx.kind not in NONCE_FREE and tx.nonce > _next_nonce(state, tx.account)
+            if problem.code == "stale_epoch" and queued:
+                continue
+            dead.append((tx, problem))
         self.remove_all(tx.id for tx, _ in dead)
         return dead
-
-    def all(self) -> list[Tx]:
-        return [p.tx for p in self.partials.values()]
 
     def expire(self, now_ms: int, chain: ChainContext) -> list[bytes]:
         gone = [

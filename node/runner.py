@@ -173,8 +173,12 @@ def startup_summary(node: Node, api_url: str) -> str:
     """One line with what an operator checks first: version, chain, identity, role, where it
     listens and whom it dials."""
     listen = ", ".join(getattr(node.network, "listen_addrs", ())[:4]) or node.config.p2p.listen
+    try:
+        version = metadata.version("carechain")
+    except metadata.PackageNotFoundError:  # run from a source tree that was not installed
+        version = "(not installed)"
     return (
-        f"carechain {metadata.version('carechain')} started: chain {node.genesis.chain_id} at "
+        f"carechain {version} started: chain {node.genesis.chain_id} at "
         f"height {node.store.height}, node id {node.node_id}, {role(node)}; p2p {listen}; "
         f"{len(node.config.p2p.peers)} peers configured, "
         f"{len(node.config.p2p.observers)} observers admitted; API {api_url}"

@@ -119,6 +119,7 @@ class MemoryNetwork:
         target = self.hub.endpoints[peer]
         if not target.inbox.put(Inbound(self.local_id, topic, payload)):
             self.hub.dropped += 1
+            return
         lane = Lane.of(topic).value
         self._sent_bytes[lane] = self._sent_bytes.get(lane, 0) + len(payload)
 

@@ -3,9 +3,8 @@
 Height, pools, peers and round; the interval between committed blocks; each validator's
 absences from commit certificates (a certificate keeps the first quorum of precommits, so an
 absence is a late vote or a missing one); transactions refused, by reason and where; p2p
-bytes and drops by lane; and the API's latency by route. What the node counts is read at each
-scrape; the block intervals and certificates of the heights committed since the last scrape
-are read from the chain then (at most `SCRAPE_HEIGHTS_MAX` of them).
+bytes and drops by lane; and the API's latency by route. The node counts as it commits
+(`Node._count_for_metrics`); a scrape reads the counts and takes the intervals it gathered.
 """
 
 from __future__ import annotations
@@ -19,11 +18,9 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_late
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from carechain.consensus.ledger.governance import validator_set_at
 from carechain.node.api.base import Handler, Route, RouteFamily
 from carechain.node.daemon import Node
 
-SCRAPE_HEIGHTS_MAX: Final = 1000
 BLOCK_INTERVAL_BUCKETS_S: Final = (0.25, 0.5, 1, 2, 3, 5, 10, 20, 60)
 API_LATENCY_BUCKETS_S: Final = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5)
 
@@ -33,7 +30,6 @@ class NodeCounters(Collector):
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.not_in_certificate: dict[str, int] = {}  # by validator name, filled by Metrics
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         node = self.node
@@ -70,7 +66,7 @@ class NodeCounters(Collector):
             "heights whose commit certificate lacks this validator (voted late or not at all)",
             labels=["validator"],
         )
-        for name, count in sorted(self.not_in_certificate.items()):
+        for name, count in sorted(node.not_in_certificate.items()):
             absent.add_metric([name], count)
         yield absent
 
@@ -96,14 +92,12 @@ class Metrics(RouteFamily):
         )
         self.api_latency = Histogram(
             "carechain_api_request_seconds",
-            "API requests, from arrival to the answer's start (event streams excluded)",
+            "API requests, from arrival to the answer (event streams excluded)",
             labelnames=["method", "route", "status"],
             buckets=API_LATENCY_BUCKETS_S,
             registry=self.registry,
         )
-        self.counters = NodeCounters(node)
-        self.registry.register(self.counters)
-        self.scraped_height = node.store.height  # the chain before this process is not graphed
+        self.registry.register(NodeCounters(node))
 
     def routes(self) -> list[Route]:
         return [Route("GET", "/metrics", self.metrics, "Prometheus metrics")]
@@ -128,25 +122,7 @@ class Metrics(RouteFamily):
         self.partials.set(len(node.partials))
         self.peers.set(len(node.network.peers()))
         self.round.set(node.engine.state.round if node.engine.state else 0)
-        self._read_new_heights()
+        intervals = node.block_intervals_s
+        while intervals:
+            self.block_interval.observe(intervals.popleft())
         return web.Response(body=generate_latest(self.registry), content_type="text/plain")
-
-    def _read_new_heights(self) -> None:
-        """Block intervals and certificate absences of the heights committed since the last
-        scrape (the latest SCRAPE_HEIGHTS_MAX of them)."""
-        store = self.node.store
-        last = store.height
-        first = max(self.scraped_height + 1, last - SCRAPE_HEIGHTS_MAX + 1, 1)
-        if first > last:
-            return
-        previous = store.block(first - 1).header.time_ms if first > 1 else None
-        absent = self.counters.not_in_certificate
-        for block, certificate in store.blocks(first, last):
-            if previous is not None:
-                self.block_interval.observe(max(0, block.header.time_ms - previous) / 1000)
-            previous = block.header.time_ms
-            signers = {entry.validator for entry in certificate.precommits}
-            for validator in validator_set_at(store, block.header.height).validators:
-                if validator.public_key not in signers:
-                    absent[validator.name] = absent.get(validator.name, 0) + 1
-        self.scraped_height = last

@@ -27,7 +27,6 @@ from carechain.node.api.base import (
 )
 from carechain.node.daemon import Node
 from carechain.node.peer_messages import ADMIT_CHUNK, API_BATCH_WORKERS_MIN
-from carechain.node.pools import standing
 
 
 class SubmitTx(Body):
@@ -208,12 +207,19 @@ class Transactions(RouteFamily):
         awaiting = request.query.get("awaiting")
         key = parse_hex(awaiting, "awaiting") if awaiting else None
         node = self.node
-        block = node.next_block_context()
+        pool = node.partials
         listed = []
-        for tx in node.partials.all():
-            needs, problem = standing(node.store, tx, block, node.signatures)
+        for partial in list(pool.partials.values()):
+            tx = partial.tx
+            if partial.needs is None:  # not judged since this node started: judged once now
+                pool.judge(tx, node.store, node.next_block_context(), node.signatures)
+            needs = partial.needs or frozenset()
             if key is not None and key not in needs:
                 continue
+            try:
+                body = to_json(decode_body(tx))
+            except CarechainError as exc:  # kept by an older version, say: shown, not fatal
+                body, partial.problem = None, exc.code
             listed.append(
                 {
                     "id": tx.id.hex(),
@@ -221,11 +227,11 @@ class Transactions(RouteFamily):
                     "account": tx.account.hex(),
                     "nonce": tx.nonce,
                     "expiry_ms": tx.expiry_ms,
-                    "body": to_json(decode_body(tx)),
+                    "body": body,
                     "tx": tx.encode().hex(),
                     "signers": [s.public_key.hex() for s in tx.signatures],
                     "needs": sorted(k.hex() for k in needs),
-                    "problem": problem.code if problem else None,
+                    "problem": partial.problem,
                 }
             )
         return web.json_response({"partials": listed})

@@ -31,7 +31,7 @@ from carechain.consensus.ledger.records import RecordEntry
 from carechain.consensus.ledger.state import Table
 from carechain.consensus.poa.votes import proposer_of
 from carechain.consensus.types import ZERO_HASH, Block, CommitCertificate, Tx, ValidatorSet
-from carechain.storage.blobs.store import BlobNotFoundError, BlobStore
+from carechain.storage.blobs.store import BlobStore
 from carechain.storage.kv import MemoryKV
 from carechain.storage.state import StateStore
 
@@ -253,10 +253,11 @@ async def check_blobs(state: StateStore, blobs: BlobStore) -> BlobCheck:
         record = RecordEntry.decode(raw)
         if record.content_id == "inline" or record.erased_height is not None:
             continue
-        try:
-            await blobs.read(record.content_id)
-        except BlobNotFoundError:
+        if not await blobs.has(record.content_id):
             result.missing.append(record.content_id)
+            continue
+        try:  # held: any failure to read it whole (a lost chunk too) is damage
+            await blobs.read(record.content_id)
         except CarechainError as exc:
             result.broken.append(f"record {record.record_id.hex()}: {exc}")
         else:

@@ -6,6 +6,7 @@ on the patient's side; a node only ever sees signed transactions and ciphertext.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from carechain.consensus import crypto
@@ -138,15 +139,23 @@ def _anchor_read(
         record_id=record_id,
         grant_id=grant_id,
     )
-    return context.send(receipt.signed(reader))
+    signed = receipt.signed(reader)
+    answer = context.send(signed)
+    if answer.get("status") != "committed":  # a receipt that waits for co-signatures: no read
+        raise InvalidInput(
+            f"the read receipt {signed.id.hex()} is {answer.get('status')}, not committed: "
+            "nothing was decrypted"
+        )
+    return answer
 
 
 def save_private(path: Path, data: bytes) -> None:
     """Write plaintext as a whole file readable by its owner only (0600 from its creation) or
-    leave nothing: a temporary file beside it, fsynced, renamed over `path`."""
+    leave nothing: a temporary file of a random name beside it, fsynced, renamed over `path`,
+    and the folder fsynced so the rename survives a power cut."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = Path(name)  # mkstemp creates it 0600
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
@@ -156,6 +165,11 @@ def save_private(path: Path, data: bytes) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def cosignature(key: crypto.PrivateKey, tx: Tx) -> TxSignature:

@@ -72,6 +72,16 @@ def test_operator_status_and_a_patient_flow_through_the_cli(
     status = json.loads(ok("status", "--home", str(devnet.nodes[0].home), "--json"))
     assert status["chain_id"] == "carechain-devnet"
     assert len(status["validators"]) == 4
+    deadline = time.monotonic() + 30
+    while True:  # the validators link to each other in the first seconds
+        validators = json.loads(ok("validators", "--api", api, "--json"))
+        if all(v["linked"] for v in validators) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(validators) == 4
+    assert all(v["linked"] for v in validators), validators
+    peers = json.loads(ok("peers", "--api", api, "--json"))
+    assert sum(1 for p in peers if p["validator"]) == 3  # the other three validators
     assert json.loads(ok("status", "--api", api, "--json"))["chain_id"] == "carechain-devnet"
     nowhere = run("status", "--home", str(tmp_path / "nonexistent"))
     assert nowhere.exit_code == EXIT_INVALID_INPUT
@@ -444,6 +454,10 @@ def test_two_governance_proposals_at_one_nonce_end_with_one_committed_and_one_dr
     assert second not in {p["id"] for p in clients[1].partials(awaiting=patient)}
     table = " ".join(ok("tx", "pending", "--home", str(homes[1]), "--key", "validator").split())
     assert second[:16] in table  # the prefix shown names it for approval
+    api1 = clients[1].base_url
+    listed = json.loads(ok("governance", "list", "--api", api1, "--json"))
+    assert {first, second} <= {p["id"] for p in listed}
+    assert "lab-two" in ok("governance", "list", "--api", api1)
     for home in homes[1:]:
         approved = ok(
             "governance", "approve", second[:16], "--home", str(home), "--key", "validator"
