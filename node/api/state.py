@@ -15,6 +15,7 @@ from carechain.consensus.ledger.records import (
     Emergency,
     EmergencyStatus,
     Grant,
+    InstitutionState,
     Receipt,
     RecordEntry,
     Vault,
@@ -49,6 +50,12 @@ class State(RouteFamily):
             *self._vault_routes(),
             Route(
                 "GET", "/v1/emergencies", self.emergencies, "Emergency accesses, unreviewed first"
+            ),
+            Route(
+                "GET",
+                "/v1/institutions",
+                self.institutions,
+                "Institutions on chain (genesis and governance): name, kind, key, active",
             ),
             Route(
                 "GET",
@@ -197,6 +204,25 @@ class State(RouteFamily):
         vault_id = parse_hex(request.match_info["id"], "id")
         receipts = self._decoded(Table.RECEIPT, vault_id, Receipt)
         return web.json_response({"receipts": [to_json(r) for r in receipts]})
+
+    async def institutions(self, request: web.Request) -> web.Response:
+        found = self._decoded(Table.INSTITUTION, b"", InstitutionState)
+        found.sort(key=lambda i: (not i.active, i.institution.name))
+        return web.json_response(
+            {
+                "institutions": [
+                    {
+                        "name": i.institution.name,
+                        "kind": i.kind.name.lower(),
+                        "public_key": i.institution.public_key.hex(),
+                        "active": i.active,
+                        "registered_height": i.registered_height,
+                        "revoked_height": i.revoked_height,
+                    }
+                    for i in found
+                ]
+            }
+        )
 
     async def emergencies(self, request: web.Request) -> web.Response:
         found = self._decoded(Table.EMERGENCY, b"", Emergency)

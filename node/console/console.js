@@ -147,11 +147,13 @@ function fill(tbody, rows) {
 
 // -- the patient's view ---------------------------------------------------------------------
 async function loadPatient() {
-  const genesis = await api("/v1/genesis");
-  state.institutions = new Map(genesis.institutions.map((i) => [i.public_key, i.name]));
+  // names and choices from chain state: genesis's institutions and those governance added
+  const { institutions } = await api("/v1/institutions");
+  state.institutions = new Map(institutions.map((i) => [i.public_key, i.name]));
+  const hospitals = institutions.filter((i) => i.kind === "hospital" && i.active);
   for (const id of ["grant-institution", "rule-institution"]) {
     const select = document.getElementById(id);
-    select.replaceChildren(...genesis.institutions.filter((i) => i.kind === "hospital").map((i) => {
+    select.replaceChildren(...hospitals.map((i) => {
       const option = document.createElement("option");
       option.value = i.public_key; option.textContent = i.name; return option;
     }));

@@ -427,11 +427,11 @@ def test_two_governance_proposals_at_one_nonce_end_with_one_committed_and_one_dr
     people, devnet, _ = network
     homes = [node.home for node in devnet.nodes[:3]]  # 3 of 4 validators approve a change
     proposed = []
-    for name in ("lab-one", "lab-two"):
+    for name in ("hospital-c", "hospital-d"):
         subject = PrivateKey.generate().public_key.hex()
         output = ok(
             "governance", "propose", "--home", str(homes[0]), "--key", "validator",
-            "--action", "institution-register", "--name", name, "--kind", "lab",
+            "--action", "institution-register", "--name", name, "--kind", "hospital",
             "--public-key", subject,
         )  # fmt: skip
         output = " ".join(output.split())  # as one line, however the console wrapped it
@@ -449,7 +449,7 @@ def test_two_governance_proposals_at_one_nonce_end_with_one_committed_and_one_dr
     validator = read_key_info(homes[1] / "keys" / "validator.json").public_key
     patient = read_key_info(people / "keys" / "p1.json").public_key
     shown = {p["id"]: p for p in clients[1].partials(awaiting=validator)}
-    assert shown[second]["body"]["institution"]["name"] == "lab-two"
+    assert shown[second]["body"]["institution"]["name"] == "hospital-d"
     assert validator.hex() in shown[second]["needs"]
     assert second not in {p["id"] for p in clients[1].partials(awaiting=patient)}
     table = " ".join(ok("tx", "pending", "--home", str(homes[1]), "--key", "validator").split())
@@ -457,12 +457,12 @@ def test_two_governance_proposals_at_one_nonce_end_with_one_committed_and_one_dr
     api1 = clients[1].base_url
     listed = json.loads(ok("governance", "list", "--api", api1, "--json"))
     assert {first, second} <= {p["id"] for p in listed}
-    assert "lab-two" in ok("governance", "list", "--api", api1)
+    assert "hospital-d" in ok("governance", "list", "--api", api1)
     for home in homes[1:]:
         approved = ok(
             "governance", "approve", second[:16], "--home", str(home), "--key", "validator"
         )
-        assert "name=lab-two" in approved
+        assert "name=hospital-d" in approved
     clients[0].wait_committed(bytes.fromhex(second))
     deadline = time.monotonic() + 30
     while any(_status(c, first) != "rejected" for c in clients):
@@ -473,6 +473,16 @@ def test_two_governance_proposals_at_one_nonce_end_with_one_committed_and_one_dr
     assert all("nonce" in d["message"] for d in dropped), dropped  # why, not only a code
     pending = ok("tx", "pending", "--home", str(homes[0]))
     assert first[:16] not in pending
+    # the hospital governance registered is on chain: the console offers it for grants
+    deadline = time.monotonic() + 30
+    while True:
+        listed = {i["name"]: i for i in clients[0].get("/v1/institutions")["institutions"]}
+        if "hospital-d" in listed or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert listed["hospital-d"]["kind"] == "hospital"
+    assert listed["hospital-d"]["active"]
+    assert "hospital-c" not in listed  # its proposal was dropped
 
 
 def _status(client: Client, tx_id: str) -> str:

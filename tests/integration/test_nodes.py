@@ -268,6 +268,7 @@ async def test_every_route_is_documented_and_answers(tmp_path: Path) -> None:
             ("get", "/v1/state/{table}/{key}"): (f"/v1/state/account/{patient}", 200, "value"),
             ("get", "/v1/blocks/{height}"): (f"/v1/blocks/{address}", 200, "certificate"),
             ("get", "/v1/emergencies"): ("/v1/emergencies", 200, "emergencies"),
+            ("get", "/v1/institutions"): ("/v1/institutions", 200, "institutions"),
             ("get", "/v1/vaults/{id}/records"): (f"/v1/vaults/{'00' * 20}/records", 200, "records"),
             ("get", "/v1/vaults/{id}/grants"): (f"/v1/vaults/{'00' * 20}/grants", 200, "grants"),
             ("get", "/v1/vaults/{id}/receipts"): (
