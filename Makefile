@@ -35,11 +35,12 @@ typecheck: install
 layers: install
 	$(BIN)/lint-imports
 
-# The consensus simulator's seeded sweep is pure CPU: it runs on both cores at once, the rest
-# (real processes and timing) one test at a time.
+# Tests that need no process, port or clock of their own (the simulator's seeded sweep, unit
+# and contract tests) run on both cores at once; those that start networks of real processes
+# or in-process nodes, and depend on timing, one at a time.
 unit: install browser
-	$(BIN)/python -m pytest -q --ignore=tests/sim
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal tests/sim
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal tests/sim tests/unit tests/contract
+	$(BIN)/python -m pytest -q tests/integration tests/e2e tests/security tests/fuzz
 
 # The console's browser tests drive Debian's Chromium (and a CJK font for the Chinese labels).
 # Installed here when missing and this is a Debian machine we may administer (as in CI);
