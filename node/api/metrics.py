@@ -10,7 +10,7 @@ bytes and drops by lane; and the API's latency by route. The node counts as it c
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Final
 
 from aiohttp import web
@@ -43,32 +43,28 @@ class NodeCounters(Collector):
         for reason, count in sorted(node.mempool.rejection_counts.items()):
             refused.add_metric([reason, "pool"], count)
         yield refused
-        sent = CounterMetricFamily(
-            "carechain_p2p_sent_bytes", "direct frames queued to peers", labels=["lane"]
-        )
-        for lane, count in sorted(node.network.sent_bytes().items()):
-            sent.add_metric([lane], count)
-        yield sent
-        received = CounterMetricFamily(
-            "carechain_p2p_received_bytes", "payloads taken in from peers", labels=["lane"]
-        )
-        for lane, count in sorted(node.network.inbox.received_bytes.items()):
-            received.add_metric([lane], count)
-        yield received
-        dropped = CounterMetricFamily(
-            "carechain_p2p_dropped", "messages the p2p layer dropped", labels=["where"]
-        )
-        for where, count in sorted(node.network.drops().items()):
-            dropped.add_metric([where], count)
-        yield dropped
-        absent = CounterMetricFamily(
-            "carechain_validator_not_in_certificate",
+        network = node.network
+        yield _counters("p2p_sent_bytes", "direct frames queued to peers", "lane",
+                        network.sent_bytes())  # fmt: skip
+        yield _counters("p2p_received_bytes", "payloads taken in from peers", "lane",
+                        network.inbox.received_bytes)  # fmt: skip
+        yield _counters("p2p_dropped", "messages the p2p layer dropped", "where",
+                        network.drops())  # fmt: skip
+        yield _counters(
+            "validator_not_in_certificate",
             "heights whose commit certificate lacks this validator (voted late or not at all)",
-            labels=["validator"],
+            "validator",
+            node.not_in_certificate,
         )
-        for name, count in sorted(node.not_in_certificate.items()):
-            absent.add_metric([name], count)
-        yield absent
+
+
+def _counters(
+    name: str, documentation: str, label: str, counts: Mapping[str, int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(f"carechain_{name}", documentation, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
+    return family
 
 
 class Metrics(RouteFamily):

@@ -50,7 +50,7 @@ class Accepted:
 
     tx_id: bytes
     node: str
-    at: float  # monotonic
+    at: float  # monotonic, when the request was sent
 
 
 class Load:
@@ -92,11 +92,14 @@ class Load:
             if not live:
                 continue
             name = live[counter % len(live)]
+            # the time the request left: a node killed while it was answering (the answer
+            # came back, the process died) has its kill recorded after this, not before
+            sent = time.monotonic()
             try:
                 self.net.clients[name].submit(tx)
             except (NodeUnreachable, ApiRequestError):
                 continue  # a node going down may refuse; the load goes on
-            self.accepted.append(Accepted(tx.id, name, time.monotonic()))
+            self.accepted.append(Accepted(tx.id, name, sent))
 
     def _watch(self) -> None:
         last = 0
