@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test overload lint typecheck layers unit browser bench fuzz sim clean
+.PHONY: install demo test faults overload lint typecheck layers unit browser bench fuzz sim clean
 
 install:
 	@test -x $(BIN)/python || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet --upgrade pip; }
@@ -40,7 +40,12 @@ layers: install
 # or in-process nodes, and depend on timing, one at a time.
 unit: install browser
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal tests/sim tests/unit tests/contract
-	$(BIN)/python -m pytest -q tests/integration tests/e2e tests/security tests/fuzz
+	$(BIN)/python -m pytest -q tests/integration tests/e2e tests/security tests/fuzz --ignore=tests/e2e/faults
+
+# The fault suite (scenarios of killed, paused, cut and lying validator processes): about four
+# minutes, so it has its own target, which CI runs after `make test`.
+faults: install
+	$(BIN)/python -m pytest -q tests/e2e/faults
 
 # The console's browser tests drive Debian's Chromium (and a CJK font for the Chinese labels).
 # Installed here when missing and this is a Debian machine we may administer (as in CI);
