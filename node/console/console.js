@@ -32,6 +32,21 @@ const TEXT = {
     height_label: "Height", round_label: "Round", peers: "Peers", syncing: "Syncing",
     mempool: "Mempool", partials: "Partial pool", signers: "{n} signatures", you: "you",
     no_reads: "No reads yet.",
+    agent_unreachable: "Your agent at {url} does not answer. Start it on this computer with `carechain agent --serve 127.0.0.1:26690 --key …`, then press Connect.",
+    node_unreachable: "This node does not answer at {url}. Is `carechain start` running? Reload when it is.",
+    confirm_revoke: "Revoke {institution}'s access to your {type} records? The vault's key changes at once, so they cannot read what is added from now on; what they already read stays read.",
+    purpose_ETREAT: "Emergency treatment", purpose_CAREMGT: "Care management", purpose_HOPERAT: "Hospital operations",
+    purpose_PATRQT: "At the patient's request", purpose_PUBHLTH: "Public health", purpose_HDIRECT: "Directory",
+    detail_record: "record", detail_grant: "grant", detail_access: "access", detail_valid_from: "from",
+    detail_valid_until: "until", detail_purpose: "purpose", detail_revoked_height: "revoked at height",
+    detail_emergency: "emergency", detail_reason: "reason", detail_until: "until",
+    detail_trusted_party: "trusted party", detail_status: "status", detail_reviewed_height: "reviewed at height",
+    status_unreviewed: "not yet reviewed", status_appropriate: "judged appropriate", status_inappropriate: "judged inappropriate",
+    access_read: "read", access_read_write: "read and write",
+    reason_unconscious: "patient unconscious or unable to consent",
+    "reason_life-threatening": "life-threatening condition needing immediate history",
+    "reason_patient-unreachable": "patient and representatives cannot be reached in time",
+    "reason_mass-casualty": "mass-casualty incident",
   },
   zh: {
     title: "carechain 控制台", patient_view: "患者", operator_view: "运维",
@@ -61,6 +76,21 @@ const TEXT = {
     height_label: "高度", round_label: "轮次", peers: "对等节点", syncing: "同步中",
     mempool: "交易池", partials: "待签交易池", signers: "{n} 个签名", you: "您本人",
     no_reads: "尚无读取记录。",
+    agent_unreachable: "您在 {url} 的代理没有响应。请在本机用 `carechain agent --serve 127.0.0.1:26690 --key …` 启动它，然后点击“连接”。",
+    node_unreachable: "本节点在 {url} 没有响应。`carechain start` 是否在运行？运行后请刷新页面。",
+    confirm_revoke: "撤销 {institution} 对您的 {type} 记录的访问权限？数据库密钥立即更换，此后新增的内容对方无法读取；已读取的内容无法收回。",
+    purpose_ETREAT: "急救治疗", purpose_CAREMGT: "护理管理", purpose_HOPERAT: "医院运营",
+    purpose_PATRQT: "应患者要求", purpose_PUBHLTH: "公共卫生", purpose_HDIRECT: "名录",
+    detail_record: "记录", detail_grant: "授权", detail_access: "权限", detail_valid_from: "起始",
+    detail_valid_until: "截止", detail_purpose: "目的", detail_revoked_height: "撤销于高度",
+    detail_emergency: "紧急访问", detail_reason: "原因", detail_until: "截止",
+    detail_trusted_party: "可信方", detail_status: "状态", detail_reviewed_height: "审查于高度",
+    status_unreviewed: "尚未审查", status_appropriate: "经审查合理", status_inappropriate: "经审查不合理",
+    access_read: "读取", access_read_write: "读写",
+    reason_unconscious: "患者昏迷或无法表示同意",
+    "reason_life-threatening": "危及生命，需立即查阅病史",
+    "reason_patient-unreachable": "无法及时联系到患者及其代理人",
+    "reason_mass-casualty": "重大伤亡事件",
   },
 };
 
@@ -85,8 +115,16 @@ function say(text, isError = false) {
   message.className = isError ? "error" : "";
 }
 
+// A fetch that cannot reach its server rejects with a TypeError whose text ("Failed to fetch")
+// tells nobody what to do: say which server, and how to bring it back.
+async function reach(url, unreachable, options = undefined) {
+  try { return await fetch(url, options); } catch (error) {
+    throw new Error(t(unreachable, { url: new URL(url, location.href).origin }));
+  }
+}
+
 async function api(path) {
-  const response = await fetch(path);
+  const response = await reach(path, "node_unreachable");
   const body = await response.json();
   if (!response.ok) throw new Error(`${body.error}: ${body.message}`);
   return body;
@@ -94,7 +132,7 @@ async function api(path) {
 
 async function agent(path, method = "GET", body = undefined) {
   if (!state.agent) throw new Error(t("no_agent"));
-  const response = await fetch(state.agent + path, {
+  const response = await reach(state.agent + path, "agent_unreachable", {
     method, headers: body ? { "Content-Type": "application/json" } : {},
     body: body ? JSON.stringify(body) : undefined,
   });
@@ -118,7 +156,7 @@ function button(label, action) {
   element.textContent = label;
   element.addEventListener("click", async () => {
     element.disabled = true;
-    try { await action(); say(t("done")); } catch (error) { say(String(error.message || error), true); }
+    try { if (await action() !== false) say(t("done")); } catch (error) { say(String(error.message || error), true); }
     finally { element.disabled = false; }
   });
   return element;
@@ -130,9 +168,37 @@ function who(key) {
   return state.institutions.get(key) || (key ? key.slice(0, 12) + "…" : "—");
 }
 
+// a code's words where the console has them, else the code itself
+function words(prefix, code) {
+  const text = t(`${prefix}_${code}`);
+  return text === `${prefix}_${code}` ? String(code) : text;
+}
+
+function detailValue(key, value) {
+  if (key.endsWith("_ms")) return when(value);
+  if (key === "purpose") return words("purpose", value);
+  if (key === "status") return words("status", value);
+  if (key === "access") return words("access", value);
+  if (key === "reason") return words("reason", value);
+  if (key === "trusted_party") return who(value);
+  return String(value);
+}
+
 function detailText(detail) {
   return Object.entries(detail).filter(([, v]) => v !== null && v !== "")
-    .map(([k, v]) => `${k.replace(/_ms$/, "")}: ${k.endsWith("_ms") ? when(v) : v}`).join("; ");
+    .map(([k, v]) => `${words("detail", k.replace(/_ms$/, ""))}: ${detailValue(k, v)}`).join("; ");
+}
+
+// At phone width a table's rows become cards (console.css); each cell carries its column's
+// name so the card can say what each value is.
+function labelCells(table) {
+  const names = [...table.tHead.rows[0].cells].map((th) => th.textContent);
+  for (const body of table.tBodies) {
+    for (const row of body.rows) {
+      if (row.cells.length === 1 && row.cells[0].colSpan > 1) continue; // "nothing here"
+      [...row.cells].forEach((td, index) => { if (names[index]) td.dataset.label = names[index]; });
+    }
+  }
 }
 
 function fill(tbody, rows) {
@@ -143,6 +209,7 @@ function fill(tbody, rows) {
     td.colSpan = 6;
   }
   for (const build of rows) build(tbody.insertRow());
+  labelCells(tbody.closest("table"));
 }
 
 // -- the patient's view ---------------------------------------------------------------------
@@ -183,14 +250,16 @@ async function showVaults() {
     const head = table.createTHead().insertRow();
     for (const key of ["data_type", "date", "provider", "size"]) cell(head, t(key));
     cell(head, "");
+    const body = table.createTBody(); // (a table's insertRow would add to the head's rows)
     for (const record of records.filter((r) => r.erased_height === null)) {
-      const row = table.insertRow();
+      const row = body.insertRow();
       cell(row, record.data_type);
       cell(row, when(record.record_time_ms));
       cell(row, who(record.author));
       cell(row, `${record.size_bytes.toLocaleString()} B`);
       cell(row, "").appendChild(button(t("download"), () => download(vault, record)));
     }
+    labelCells(table);
     details.appendChild(table);
     holder.appendChild(details);
     const label = document.createElement("label");
@@ -222,8 +291,11 @@ async function showGrants() {
         cell(row, who(grant.grantee));
         cell(row, vault.data_type);
         cell(row, when(grant.valid_until_ms));
-        cell(row, t(`purpose_${grant.purpose}`) === `purpose_${grant.purpose}` ? grant.purpose : t(`purpose_${grant.purpose}`));
+        cell(row, words("purpose", grant.purpose));
         cell(row, "").appendChild(button(t("revoke"), async () => {
+          // revoking rotates the vault's key for every member: not a click to make by mistake
+          const question = t("confirm_revoke", { institution: who(grant.grantee), type: vault.data_type });
+          if (!window.confirm(question)) return false;
           await agent(`/agent/v1/grants/${grant.grant_id}/revoke`, "POST", { vault: vault.vault_id });
           await showGrants();
         }));
@@ -386,7 +458,7 @@ async function loadOperator() {
   open.replaceChildren();
   for (const emergency of emergencies.filter((e) => e.status === "unreviewed")) {
     const item = document.createElement("li");
-    item.textContent = `${who(emergency.hospital)}: ${emergency.reason} (${t("height")} ${emergency.opened_height})`;
+    item.textContent = `${who(emergency.hospital)}: ${words("reason", emergency.reason)} (${words("purpose", "ETREAT")}, ${t("height")} ${emergency.opened_height})`;
     open.appendChild(item);
   }
   if (!open.children.length) { const item = document.createElement("li"); item.textContent = t("none"); open.appendChild(item); }

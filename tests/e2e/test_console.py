@@ -2,9 +2,12 @@
 local network: 4 validator processes with the console on, a patient with records and a
 partial transaction from hospital A waiting for the patient, and the patient's local agent
 (`carechain agent --serve`) holding the patient's keys. A patient grants, sees the grant,
-revokes it, approves the pending co-signature, adds an automatic co-signing rule and switches
-the labels to Chinese; an operator sees a killed validator marked as missing. Screenshots of
-every view go to build/screenshots/ (kept out of git)."""
+revokes it (after saying yes to a question that names who loses what), approves the pending
+co-signature, adds an automatic co-signing rule and switches the labels to Chinese; a hospital
+that governance registered after genesis can be granted; at a phone's width (390 px) nothing
+runs off the screen; a console whose agent is down says so and how to start it; an operator
+sees a killed validator marked as missing. Screenshots of every view go to build/screenshots/
+(kept out of git)."""
 
 from __future__ import annotations
 
@@ -24,11 +27,13 @@ from carechain.cli.nodes import Devnet
 from carechain.config.genesis import load_genesis
 from carechain.consensus import crypto
 from carechain.consensus.genesis import Institution, InstitutionKind
+from carechain.consensus.ledger.governance import GOVERNANCE_ACCOUNT
 from carechain.consensus.ledger.policy import Template
+from carechain.consensus.ledger.records import InstitutionAction
 from carechain.consensus.ledger.vaults import vault_id_of
 from carechain.node.wallet import builders
 from carechain.node.wallet.client import Client
-from carechain.node.wallet.keystore import save_key
+from carechain.node.wallet.keystore import load_key, save_key
 
 pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")
@@ -39,6 +44,8 @@ SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 P1, P2 = crypto.PrivateKey(b"\x71" * 32), crypto.PrivateKey(b"\x72" * 32)
 HOSPITAL_A, HOSPITAL_B = crypto.PrivateKey(b"\x73" * 32), crypto.PrivateKey(b"\x74" * 32)
 TRUSTED = crypto.PrivateKey(b"\x75" * 32)
+HOSPITAL_C = crypto.PrivateKey(b"\x76" * 32)  # registered by governance, not in genesis
+PHONE = {"width": 390, "height": 844}
 
 
 class World:
@@ -80,6 +87,12 @@ def _patient_chain(ledger: Ledger) -> bytes:
         grant_id=b"",
     )
     ledger.commit(receipt.signed(HOSPITAL_A))  # fmt: skip
+    cgm = vault_id_of(account, "cgm")
+    emergency = builders.open_emergency(
+        ledger.chain_id, cgm, ledger.nonce(cgm), ledger.expiry(), hospital=HOSPITAL_A.public_key,
+        epoch_key=ledger.epoch_keys[(cgm, 1)], reason="unconscious", duration_ms=3_600_000,
+    )  # fmt: skip
+    ledger.commit(emergency.signed(HOSPITAL_A, TRUSTED))
     refused, _ = put_reading(ledger, glucose, reading("glucose", 9))  # one the patient refuses
     assert ledger.client.submit(refused.signed_by(HOSPITAL_A))["status"] == "partial"
     # (on the cgm vault: the glucose vault's epoch rotates when the test revokes its grant, and
@@ -106,7 +119,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     agent: subprocess.Popen[bytes] | None = None
     try:
         genesis = load_genesis(devnet.nodes[0].home / "genesis.json")
-        _patient_chain(Ledger(genesis, clients[0]))
+        ledger = Ledger(genesis, clients[0])
+        _patient_chain(ledger)
+        _register_by_governance(
+            ledger,
+            devnet,
+            Institution("hospital-c", InstitutionKind.HOSPITAL, HOSPITAL_C.public_key),
+        )
         home = folder / "patient"
         for name, key in (("patient-1", P1), ("patient-2", P2)):
             save_key(home / "keys" / f"{name}.json", key, name=name, purpose="account",
@@ -127,6 +146,22 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             agent.terminate()
             agent.wait(30)
         devnet.stop()
+
+
+def _register_by_governance(ledger: Ledger, devnet: Devnet, institution: Institution) -> None:
+    """Three of the four validators sign the registration (the devnet's governance threshold)."""
+    keys = [load_key(node.home / "keys" / "validator.json", None) for node in devnet.nodes[:3]]
+    draft = builders.change_institution(
+        ledger.chain_id, ledger.nonce(GOVERNANCE_ACCOUNT), ledger.expiry(),
+        InstitutionAction.REGISTER, institution,
+    )  # fmt: skip
+    ledger.commit(draft.signed(*keys))
+    deadline = time.monotonic() + 30  # a governance change takes effect from the next block
+    while institution.name not in {
+        i["name"] for i in ledger.client.get("/v1/institutions")["institutions"]
+    }:
+        assert time.monotonic() < deadline, "the registered institution never took effect"
+        time.sleep(0.2)
 
 
 def _wait_for_agent(agent: subprocess.Popen[bytes], log: Path) -> None:
@@ -183,18 +218,33 @@ def test_a_patient_grants_sees_revokes_and_approves_a_co_signature(
     glucose_item = p.locator("#pending li[data-partial]", has_text="glucose record")
     glucose_item.locator("button", has_text="Refuse").click()
     expect(p.locator("#pending li[data-partial]")).to_have_count(1)
-    # grant hospital B access to glucose for 14 days
+    # hospital A's emergency access shows in words, not as its code (ETREAT)
+    emergency = p.locator("#grants tbody tr[data-grant]", has_text="cgm")
+    assert emergency.inner_text().split("\t")[3] == "Emergency treatment"
+    # grant hospital C, which governance registered after genesis, access to glucose for 14 days
     p.check(f"input[name=grant-type][value='{_vault('glucose')}']")
-    p.select_option("#grant-institution", HOSPITAL_B.public_key.hex())
+    p.select_option("#grant-institution", HOSPITAL_C.public_key.hex())
     p.fill("#grant-days", "14")
     p.click("#grant-form button[type=submit]")
-    row = p.locator("#grants tbody tr[data-grant]")
+    row = p.locator("#grants tbody tr[data-grant]", has_text="glucose")
     row.wait_for()
-    assert row.inner_text().split("\t")[:2] == ["hospital-b", "glucose"]
+    assert row.inner_text().split("\t")[:2] == ["hospital-c", "glucose"]
     _shot(p, "patient-granted")
-    # revoke it: the chain rotates the vault's epoch, the row goes
+    # revoke it: first the question names who loses what; saying no leaves the grant
+    questions: list[str] = []
+    p.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.dismiss()))
     row.locator("button").click()
-    p.wait_for_selector("#grants tbody tr[data-grant]", state="detached")
+    for _ in range(100):  # the handler runs as the page's events are pumped
+        if questions:
+            break
+        p.wait_for_timeout(50)
+    assert "hospital-c" in questions[0], questions
+    assert "glucose" in questions[0], questions
+    assert row.count() == 1, "a revocation the patient did not confirm was carried out"
+    # saying yes revokes it: the chain rotates the vault's epoch, the row goes
+    p.once("dialog", lambda dialog: dialog.accept())
+    row.locator("button").click()
+    p.wait_for_selector("#grants tbody tr[data-grant]:has-text('glucose')", state="detached")
     vault = world.clients[1].get(f"/v1/vaults/{_vault('glucose')}")
     assert vault["epoch"] == 2, "the revocation rotated the epoch"
     # the refused glucose reading was sealed for epoch 1: every node dropped it
@@ -224,6 +274,56 @@ def test_a_patient_grants_sees_revokes_and_approves_a_co_signature(
     p.select_option("#language", "zh")
     p.wait_for_selector("h2:has-text('当前谁可以读取您的数据')")
     _shot(p, "patient-zh")
+
+
+def test_at_a_phones_width_nothing_runs_off_the_screen(world: World, page: Page) -> None:
+    p = page
+    p.set_viewport_size(PHONE)
+    for view in ("patient", "operator"):
+        p.goto(f"{world.console}#/{view}")
+        p.wait_for_selector(f"body[data-loaded={view}]")
+        if view == "patient":
+            p.wait_for_selector("#timeline tbody td")
+            # a row is a card: each value says which column it is
+            label = (
+                p.locator("#timeline tbody tr")
+                .first.locator("td")
+                .first.get_attribute("data-label")
+            )
+            assert label == "Height"
+            records = p.locator("#vaults details", has_text="glucose").locator("tbody tr")
+            expect(records).to_have_count(2)
+            assert records.first.is_visible(), "the records' rows are hidden at phone width"
+        else:
+            p.wait_for_selector("#validators tbody tr[data-validator]")
+            emergencies = p.inner_text("#emergencies")
+            assert "patient unconscious" in emergencies
+            assert "Emergency treatment" in emergencies
+        _shot(p, f"{view}-phone")
+        wide = p.evaluate(
+            "() => [document.documentElement.scrollWidth, ...[...document.querySelectorAll("
+            "'body *')].filter((e) => e.getBoundingClientRect().right > innerWidth + 1)"
+            ".map((e) => e.tagName + '#' + e.id + '.' + e.className).slice(0, 5)]"
+        )  # fmt: skip
+        assert wide[0] <= PHONE["width"], f"the {view} view is {wide[0]} px wide: {wide[1:]}"
+
+
+def test_a_console_whose_agent_is_down_says_so_and_how_to_start_it(
+    world: World, page: Page
+) -> None:
+    p = page
+    down = "http://127.0.0.1:9"  # the discard port: nothing listens there on loopback
+    p.goto(f"{world.clients[0].base_url}/console/?agent={down}#/patient")
+    message = p.locator("#message.error")
+    expect(message).to_contain_text("does not answer")
+    text = message.inner_text()
+    assert down in text, text
+    assert "carechain agent --serve" in text, text
+    assert "Failed to fetch" not in text
+    # the node's own answers still show: the grant choices come from chain state
+    options = p.locator("#grant-institution option")
+    expect(options).to_have_count(3)
+    assert "hospital-c" in options.all_inner_texts()
 
 
 def test_an_operator_sees_a_killed_validator_marked_missing(world: World, page: Page) -> None:
