@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Dialog, Page, ViewportSize, expect, sync_playwright
 
 from carechain.cli.demo.ledger import Ledger, put_reading, reading
 from carechain.cli.nodes import Devnet
@@ -45,7 +45,7 @@ P1, P2 = crypto.PrivateKey(b"\x71" * 32), crypto.PrivateKey(b"\x72" * 32)
 HOSPITAL_A, HOSPITAL_B = crypto.PrivateKey(b"\x73" * 32), crypto.PrivateKey(b"\x74" * 32)
 TRUSTED = crypto.PrivateKey(b"\x75" * 32)
 HOSPITAL_C = crypto.PrivateKey(b"\x76" * 32)  # registered by governance, not in genesis
-PHONE = {"width": 390, "height": 844}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 class World:
@@ -232,7 +232,12 @@ def test_a_patient_grants_sees_revokes_and_approves_a_co_signature(
     _shot(p, "patient-granted")
     # revoke it: first the question names who loses what; saying no leaves the grant
     questions: list[str] = []
-    p.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.dismiss()))
+
+    def say_no(dialog: Dialog) -> None:
+        questions.append(dialog.message)
+        dialog.dismiss()
+
+    p.once("dialog", say_no)
     row.locator("button").click()
     for _ in range(100):  # the handler runs as the page's events are pumped
         if questions:
