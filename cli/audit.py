@@ -280,6 +280,7 @@ def audit_report(
     )
     document = {
         "participation": {k: dataclasses.asdict(v) for k, v in report.participation.items()},
+        "late_votes_kept": report.late_votes_kept,
         "heights_with_round_changes": report.heights_with_round_changes,
         "max_round": report.max_round,
         "evidence": [
@@ -306,14 +307,21 @@ def audit_report(
 def _print_report(
     report: ChainReport, evidence: list[Evidence], emergencies: list[Emergency]
 ) -> None:
-    table = Table("validator", "proposed", "signed", "not in certificate")
+    table = Table("validator", "proposed", "signed", "late", "missed")
     for row in report.participation.values():
-        table.add_row(row.name, str(row.proposed), str(row.signed), str(row.not_in_certificate))
+        table.add_row(row.name, str(row.proposed), str(row.signed), str(row.late), str(row.missed))
     console.print(table)
-    console.print(
-        "(a certificate keeps the first quorum of precommits: a validator not in it voted late "
-        "or not at all)"
-    )
+    if report.late_votes_kept:
+        console.print(
+            "(signed: in the certificate, the first quorum of precommits; late: its precommit "
+            "came after, before the next height was decided, as this node recorded it; missed: "
+            "no precommit)"
+        )
+    else:
+        console.print(
+            "(this source keeps certificates only, the first quorum of precommits: missed "
+            "counts late votes too; audit a node's home or API to tell them apart)"
+        )
     changes = report.heights_with_round_changes
     console.print(f"heights needing more than one round: {changes} (max round {report.max_round})")
     console.print(f"evidence: {len(evidence)}; governance changes: {len(report.governance)}")

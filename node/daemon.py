@@ -14,12 +14,10 @@ budget and the peers' intake (node/proposals.py).
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -41,6 +39,7 @@ from carechain.consensus.poa.events import (
     Event,
     PeerMisbehaved,
     Received,
+    RecordLateVote,
     ReportEvidence,
     RequestSync,
     Send,
@@ -66,6 +65,7 @@ from carechain.node.pools import Mempool, PartialPool
 from carechain.node.proposals import MeasuredApplication, PeerIntake, ProposalBudget
 from carechain.node.signing import SigningGuard
 from carechain.node.sync import BlockSync, range_provider
+from carechain.node.tally import CommitTally
 from carechain.node.verifier import SignatureWorkers
 from carechain.node.wallet import builders
 from carechain.p2p.heartbeat import HeartbeatService
@@ -201,11 +201,7 @@ class Node:
         self.misbehaviour: dict[str, int] = {}
         self.last_commit_ms = clock_ms()
         self.equivocations_seen = 0  # conflicting vote pairs this node received (each reported)
-        # for /metrics: intervals between blocks not yet scraped, and certificate absences
-        self.block_intervals_s: collections.deque[float] = collections.deque(maxlen=10_000)
-        self.not_in_certificate: Counter[str] = Counter()
-        last = self.store.last_header()
-        self._last_block_time_ms = last.time_ms if last is not None else None
+        self.tally = CommitTally(self.store)  # for /metrics: block intervals, late and missed votes
         self._wake_at: int | None = None
         self._woken = asyncio.Event()
         self.stopped_height = 0  # the height at a clean stop (the stores are closed then)
@@ -356,6 +352,8 @@ class Node:
             self.catchup.peer_ahead(action.peer, action.peer_height)
         elif isinstance(action, ReportEvidence):
             self._submit_evidence(action)
+        elif isinstance(action, RecordLateVote):
+            self.tally.late(action.certificate, action.late)
         elif isinstance(action, PeerMisbehaved):
             self.misbehaviour[action.peer] = self.misbehaviour.get(action.peer, 0) + 1
             log.warning("peer %s misbehaved: %s", action.peer, action.reason)
@@ -374,7 +372,7 @@ class Node:
     def _after_commit(self, block: Block, certificate: CommitCertificate) -> None:
         height = block.header.height
         previous_ms, self.last_commit_ms = self.last_commit_ms, self.clock_ms()
-        self._count_for_metrics(block, certificate)
+        self.tally.committed(block, certificate)
         self.signing.committed(block)
         self.mempool.drop_rejected(self.app.rejected, self.store)
         self.app.rejected = []
@@ -404,19 +402,6 @@ class Node:
             len(block.txs),
             self.last_commit_ms - previous_ms,
         )
-
-    def _count_for_metrics(self, block: Block, certificate: CommitCertificate) -> None:
-        """The block's interval from the one before it (their proposers' clocks) and the
-        validators of its height that its certificate lacks (they voted late or not at all);
-        /metrics reads both. The set is read now, while it is the height's own."""
-        if self._last_block_time_ms is not None:
-            interval_ms = max(0, block.header.time_ms - self._last_block_time_ms)
-            self.block_intervals_s.append(interval_ms / 1000)
-        self._last_block_time_ms = block.header.time_ms
-        signers = {entry.validator for entry in certificate.precommits}
-        for validator in validator_set_at(self.store, block.header.height).validators:
-            if validator.public_key not in signers:
-                self.not_in_certificate[validator.name] += 1
 
     def _update_permissions(self) -> None:
         height = self.store.height

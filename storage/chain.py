@@ -15,7 +15,7 @@ from pathlib import Path
 from carechain.consensus.errors import CarechainError, InvalidInput
 from carechain.consensus.genesis import Genesis
 from carechain.consensus.ledger.state import StateDiff, Table, state_root
-from carechain.consensus.types import Block, BlockHeader, CommitCertificate
+from carechain.consensus.types import Block, BlockHeader, CommitCertificate, CommitSignature
 from carechain.storage import schema
 from carechain.storage.kv import KV, LevelKV, WriteBatch
 from carechain.storage.state import R, StateCorruptError, StateStore
@@ -146,6 +146,36 @@ class ChainStore:
         self._head_header = block.header
         self._last_certified = (block, certificate)
         return root
+
+    # -- late votes -----------------------------------------------------------------------------
+    def record_late(self, certificate: CommitCertificate, late: CommitSignature) -> bool:
+        """Keep a validator's precommit for the block `certificate` made final that came
+        after the certificate (consensus checked it: `rules.late_precommit`). It is this
+        node's record, apart from the certified chain: an auditor of this store can tell a
+        validator that voted late from one that did not vote. False if already kept."""
+        held = self.late_precommits(certificate.height)
+        if certificate.block_hash != self.block(certificate.height).block_hash:
+            raise ChainCorruptError(
+                f"a late precommit for height {certificate.height} names a block this chain "
+                "did not commit"
+            )
+        if any(entry.validator == late.validator for entry in held):
+            return False
+        record = CommitCertificate(
+            certificate.height, certificate.round, certificate.block_hash, (*held, late)
+        )
+        batch = WriteBatch()
+        batch.put(schema.late_key(certificate.height), record.encode())
+        self.kv.write(batch, sync=False)  # lost in a crash at worst: the chain does not need it
+        return True
+
+    def late_precommits(self, height: int) -> tuple[CommitSignature, ...]:
+        """The precommits for height's block that came after its certificate, kept in the
+        certificate's form (same height, round and block); none if none came or were kept."""
+        raw = self.kv.get(schema.late_key(height))
+        if raw is None:
+            return ()
+        return CommitCertificate.decode(raw, max_bytes=len(raw)).precommits
 
     # -- checking -------------------------------------------------------------------------------
     def check(self, *, verify_state: bool = False) -> None:

@@ -32,6 +32,7 @@ CERTIFICATE_PREFIX: Final = b"c"
 BLOCK_HASH_PREFIX: Final = b"h"
 TX_PREFIX: Final = b"t"
 PARTIAL_PREFIX: Final = b"p"
+LATE_PREFIX: Final = b"l"  # precommits that came after a height's certificate was made
 HEAD_KEY: Final = META_PREFIX + b"head"  # height:8 + block hash:32
 
 
@@ -41,6 +42,10 @@ def block_key(height: int) -> bytes:
 
 def certificate_key(height: int) -> bytes:
     return CERTIFICATE_PREFIX + height.to_bytes(8, "big")
+
+
+def late_key(height: int) -> bytes:
+    return LATE_PREFIX + height.to_bytes(8, "big")
 
 
 def block_hash_key(block_hash: bytes) -> bytes:

@@ -32,6 +32,7 @@ from carechain.consensus.poa.events import (
     Event,
     PeerMisbehaved,
     Received,
+    RecordLateVote,
     ReportEvidence,
     RequestSync,
     Tick,
@@ -43,6 +44,7 @@ from carechain.consensus.poa.events import (
 from carechain.consensus.poa.messages import Commit, Lock, Proposal, WalKind, WalRecord
 from carechain.consensus.poa.rules import (
     decision,
+    late_precommit,
     nil_polka,
     polka_block,
     prevote_for,
@@ -53,7 +55,14 @@ from carechain.consensus.poa.rules import (
 )
 from carechain.consensus.poa.state import NIL, EngineConfig, HeightState, Step, Timer
 from carechain.consensus.poa.votes import proposer_of
-from carechain.consensus.types import Block, Vote, VoteType
+from carechain.consensus.types import (
+    Block,
+    CommitCertificate,
+    CommitSignature,
+    ValidatorSet,
+    Vote,
+    VoteType,
+)
 
 FUTURE_MESSAGES_MAX: Final = 4096
 
@@ -70,6 +79,10 @@ class Engine:
         self.state: HeightState | None = None
         self.timers: dict[tuple[Timer, int], int] = {}  # (timer, round) -> due time
         self.last_commit: Commit | None = None
+        # the set that decided last_commit's height, when this engine decided it (late votes
+        # for that height are recorded against it); None after a restart or a sync
+        self.last_validators: ValidatorSet | None = None
+        self._late_seen: set[tuple[int, bytes]] = set()  # (height, validator) recorded late
         self.future: list[tuple[str, Proposal | Vote]] = []
         self.replayed: tuple[WalRecord, ...] = ()
         self.validity: dict[bytes, str | None] = {}
@@ -168,7 +181,32 @@ class Engine:
                     self._on_vote(event.sender, message)
                 if self.state.step is Step.WAIT and not self._waiting_for_next_height():
                     self._maybe_start()  # another validator started this height
+            elif isinstance(message, Vote) and message.height == self.height - 1:
+                self._on_vote_for_last_height(event.sender, message)
         self._advance()
+
+    def _on_vote_for_last_height(self, sender: str, vote: Vote) -> None:
+        """Late votes for the last height count until this one is decided (the node's tally
+        calls a vote that has not come by then missed)."""
+        assert self.state is not None
+        if self.state.decided is not None:
+            return
+        if self.last_commit is not None and self.last_validators is not None:
+            self._on_late_vote(sender, vote, self.last_commit.certificate, self.last_validators)
+
+    def _on_late_vote(
+        self, sender: str, vote: Vote, certificate: CommitCertificate, validators: ValidatorSet
+    ) -> None:
+        """A vote for a height already decided: kept if it is a late precommit for the
+        decided block (see `rules.late_precommit`), once per validator and height."""
+        if (vote.height, vote.validator) in self._late_seen:
+            return
+        found = late_precommit(certificate, validators, vote)
+        if isinstance(found, str):
+            self._misbehaved(sender, found)
+        elif found is not None:
+            self._late_seen.add((vote.height, vote.validator))
+            self._out.append(RecordLateVote(certificate, found))
 
     # -- timers ---------------------------------------------------------------------------------
     def _set_timer(self, timer: Timer, round: int, delay_ms: int) -> None:
@@ -214,6 +252,10 @@ class Engine:
 
     def _enter_height(self, height: int) -> None:
         self.timers = {k: v for k, v in self.timers.items() if k[0] is Timer.REBROADCAST}
+        previous = self.state
+        decided_here = previous is not None and previous.height == height - 1
+        self.last_validators = previous.validators if decided_here and previous else None
+        self._late_seen = {seen for seen in self._late_seen if seen[0] >= height - 1}
         self.state = HeightState(height, self.app.validator_set(height))
         self.validity.clear()
         # Re-announce the last decision from the store, not from memory: a validator that
@@ -326,6 +368,8 @@ class Engine:
         if vote.validator not in state.validators.by_key:
             self._misbehaved(sender, "vote from a key that is not a validator at this height")
             return
+        if state.decided is not None:  # decided, waiting to start the next height
+            self._on_late_vote(sender, vote, state.decided.certificate, state.validators)
         if not self._round_in_range(vote.round):
             return
         votes = state.votes(vote.vote_type, vote.round)
@@ -491,6 +535,17 @@ class Engine:
                 del self.timers[key]
         self._out.append(CommitBlock(commit.block, commit.certificate))
         self._out.append(Broadcast(commit))
+        # precommits held for the decided block that its certificate lacks (it came from a
+        # peer, or this engine's quorum was met without them): late, like those still to come
+        certificate = commit.certificate
+        signers = {entry.validator for entry in certificate.precommits}
+        held = state.votes(VoteType.PRECOMMIT, certificate.round).votes_for(certificate.block_hash)
+        for vote in held:
+            if vote.validator not in signers:
+                self._late_seen.add((vote.height, vote.validator))
+                self._out.append(
+                    RecordLateVote(certificate, CommitSignature(vote.validator, vote.signature))
+                )
 
     # -- restart --------------------------------------------------------------------------------
     def _restore_from_wal(self) -> int | None:

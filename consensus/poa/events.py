@@ -7,7 +7,13 @@ import dataclasses
 from typing import Protocol
 
 from carechain.consensus.poa.messages import Commit, ConsensusMessage, WalRecord
-from carechain.consensus.types import Block, CommitCertificate, ValidatorSet, Vote
+from carechain.consensus.types import (
+    Block,
+    CommitCertificate,
+    CommitSignature,
+    ValidatorSet,
+    Vote,
+)
 
 # --- events ------------------------------------------------------------------------------------
 
@@ -106,6 +112,16 @@ class ReportEvidence:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class RecordLateVote:
+    """A validator's precommit for the block this engine decided at `certificate.height`,
+    signed and valid, that came after the certificate was made (which keeps the first quorum
+    only): the shell keeps it so that an audit can tell a late vote from a missing one."""
+
+    certificate: CommitCertificate
+    late: CommitSignature
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class PeerMisbehaved:
     peer: str
     reason: str
@@ -119,6 +135,7 @@ Action = (
     | CommitBlock
     | RequestSync
     | ReportEvidence
+    | RecordLateVote
     | PeerMisbehaved
 )
 

@@ -17,7 +17,14 @@ from collections.abc import Callable
 from carechain.consensus.poa.messages import Commit, Proposal
 from carechain.consensus.poa.state import NIL, EngineConfig, HeightState, Step, Timer
 from carechain.consensus.poa.votes import proposer_of
-from carechain.consensus.types import Block, CommitCertificate, CommitSignature, VoteType
+from carechain.consensus.types import (
+    Block,
+    CommitCertificate,
+    CommitSignature,
+    ValidatorSet,
+    Vote,
+    VoteType,
+)
 
 
 def proposal_problem(state: HeightState, proposal: Proposal) -> str | None:
@@ -34,6 +41,27 @@ def proposal_problem(state: HeightState, proposal: Proposal) -> str | None:
     if not proposal.signature_valid():
         return "proposal signature does not verify"
     return None
+
+
+def late_precommit(
+    certificate: CommitCertificate, validators: ValidatorSet, vote: Vote
+) -> CommitSignature | str | None:
+    """A vote for a height already decided by `certificate`: its precommit entry when it is a
+    late precommit (for the certified round and block, by a validator of that height the
+    certificate lacks, its signature good); a problem when the sender misbehaved (a forged
+    signature, a key that is no validator); None when it is just old (another round's vote,
+    a prevote, or a precommit the certificate holds)."""
+    if vote.vote_type is not VoteType.PRECOMMIT or vote.height != certificate.height:
+        return None
+    if vote.round != certificate.round or vote.block_hash != certificate.block_hash:
+        return None
+    if any(entry.validator == vote.validator for entry in certificate.precommits):
+        return None
+    if vote.validator not in validators.by_key:
+        return "late precommit from a key that is not a validator at its height"
+    if not vote.signature_valid():
+        return "late precommit signature does not verify"
+    return CommitSignature(vote.validator, vote.signature)
 
 
 def timely(config: EngineConfig, now_ms: int, proposal: Proposal) -> bool:

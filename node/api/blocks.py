@@ -59,6 +59,12 @@ class Blocks(RouteFamily):
                 "header": to_json(block.header),
                 "txs": [tx.id.hex() for tx in block.txs],
                 "signers": [p.validator.hex() for p in certificate.precommits],
+                # precommits for this block that came after the certificate was made (this
+                # node's record, apart from the certified chain; an audit checks each)
+                "late_precommits": [
+                    {"validator": p.validator.hex(), "signature": p.signature.hex()}
+                    for p in self.node.store.late_precommits(height)
+                ],
                 "block": block.encode().hex(),
                 "certificate": certificate.encode().hex(),
             }

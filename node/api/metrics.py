@@ -1,10 +1,11 @@
 """Prometheus metrics: what an operator graphs and alerts on.
 
-Height, pools, peers and round; the interval between committed blocks; each validator's
-absences from commit certificates (a certificate keeps the first quorum of precommits, so an
-absence is a late vote or a missing one); transactions refused, by reason and where; p2p
-bytes and drops by lane; and the API's latency by route. The node counts as it commits
-(`Node._count_for_metrics`); a scrape reads the counts and takes the intervals it gathered.
+Height, pools, peers and round; the interval between committed blocks; each validator's late
+votes (its precommit came after the certificate was made, which keeps the first quorum) and
+missed ones (none came before the next height committed); transactions refused, by reason
+and where; p2p bytes and drops by lane; and the API's latency by route. The node counts as it
+commits (`node.tally.CommitTally`); a scrape reads the counts and takes the intervals it
+gathered.
 """
 
 from __future__ import annotations
@@ -51,10 +52,16 @@ class NodeCounters(Collector):
         yield _counters("p2p_dropped", "messages the p2p layer dropped", "where",
                         network.drops())  # fmt: skip
         yield _counters(
-            "validator_not_in_certificate",
-            "heights whose commit certificate lacks this validator (voted late or not at all)",
+            "validator_late_votes",
+            "heights whose precommit from this validator came after the certificate was made",
             "validator",
-            node.not_in_certificate,
+            node.tally.late_votes,
+        )
+        yield _counters(
+            "validator_missed_votes",
+            "heights this validator did not precommit before the next height was committed",
+            "validator",
+            node.tally.missed_votes,
         )
 
 
@@ -118,7 +125,7 @@ class Metrics(RouteFamily):
         self.partials.set(len(node.partials))
         self.peers.set(len(node.network.peers()))
         self.round.set(node.engine.state.round if node.engine.state else 0)
-        intervals = node.block_intervals_s
+        intervals = node.tally.block_intervals_s
         while intervals:
             self.block_interval.observe(intervals.popleft())
         return web.Response(body=generate_latest(self.registry), content_type="text/plain")

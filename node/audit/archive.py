@@ -27,7 +27,13 @@ from carechain.consensus.ledger.records import (
 from carechain.consensus.ledger.state import Table
 from carechain.consensus.poa.limits import LIMITS_AT_CAP
 from carechain.consensus.poa.messages import Commit
-from carechain.consensus.types import Block, CommitCertificate, Tx, ValidatorSet
+from carechain.consensus.types import (
+    Block,
+    CommitCertificate,
+    CommitSignature,
+    Tx,
+    ValidatorSet,
+)
 from carechain.node.audit.replay import ChainSource
 from carechain.storage.chain import ChainStore
 from carechain.storage.kv import LevelKV
@@ -100,6 +106,9 @@ class CommitsSource:
     def certificate(self, height: int) -> CommitCertificate:
         return self.commits[height - 1].certificate
 
+    def late_precommits(self, height: int) -> tuple[CommitSignature, ...] | None:
+        return None  # an archive keeps the certificates only
+
 
 class ArchiveSource(CommitsSource):
     """An archive as a `ChainSource` (held in memory; archives are for offline audits)."""
@@ -140,11 +149,16 @@ def import_archive(source: ArchiveSource, data: Path) -> int:
 
 @dataclasses.dataclass
 class Participation:
+    """A validator's heights: proposed; signed in the certificate (the first quorum of
+    precommits); late (its precommit for the block came after the certificate was made, as
+    the node under audit recorded it); missed (neither). A source that keeps no late votes
+    (an archive) counts a late vote as missed: `ChainReport.late_votes_kept` says which."""
+
     name: str
     proposed: int = 0
     signed: int = 0
-    # a certificate keeps the first quorum of precommits: not in it means late or absent
-    not_in_certificate: int = 0
+    late: int = 0
+    missed: int = 0
 
 
 @dataclasses.dataclass
@@ -155,18 +169,25 @@ class ChainReport:
     heights_with_round_changes: int = 0
     max_round: int = 0
     governance: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    late_votes_kept: bool = True
 
     def observe(
-        self, block: Block, certificate: CommitCertificate, validators: ValidatorSet
+        self,
+        block: Block,
+        certificate: CommitCertificate,
+        validators: ValidatorSet,
+        late: tuple[CommitSignature, ...] | None,
     ) -> None:
         signers = {entry.validator for entry in certificate.precommits}
+        latecomers = {entry.validator for entry in late or ()}
+        self.late_votes_kept = self.late_votes_kept and late is not None
         for validator in validators.validators:
-            row = self.participation.setdefault(
-                validator.public_key.hex(), Participation(validator.name)
-            )
-            row.signed += validator.public_key in signers
-            row.not_in_certificate += validator.public_key not in signers
-            row.proposed += validator.public_key == block.header.proposer
+            key = validator.public_key
+            row = self.participation.setdefault(key.hex(), Participation(validator.name))
+            row.signed += key in signers
+            row.late += key not in signers and key in latecomers
+            row.missed += key not in signers and key not in latecomers
+            row.proposed += key == block.header.proposer
         if certificate.round > 0:
             self.heights_with_round_changes += 1
         self.max_round = max(self.max_round, certificate.round)

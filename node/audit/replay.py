@@ -30,7 +30,14 @@ from carechain.consensus.ledger.governance import validator_set_at
 from carechain.consensus.ledger.records import RecordEntry
 from carechain.consensus.ledger.state import Table
 from carechain.consensus.poa.votes import proposer_of
-from carechain.consensus.types import ZERO_HASH, Block, CommitCertificate, Tx, ValidatorSet
+from carechain.consensus.types import (
+    ZERO_HASH,
+    Block,
+    CommitCertificate,
+    CommitSignature,
+    Tx,
+    ValidatorSet,
+)
 from carechain.storage.blobs.store import BlobStore
 from carechain.storage.kv import MemoryKV
 from carechain.storage.state import StateStore
@@ -116,6 +123,11 @@ class ChainSource(Protocol):
 
     def certificate(self, height: int) -> CommitCertificate: ...
 
+    def late_precommits(self, height: int) -> tuple[CommitSignature, ...] | None:
+        """The precommits for height's block the node received after its certificate was
+        made (`ChainStore.record_late`); None for a source that keeps none (an archive)."""
+        ...
+
 
 def _blocks(
     source: ChainSource, first: int, last: int
@@ -160,13 +172,46 @@ def _check_block(
         raise AuditFailure(height, block_hash, exc.message.split(": ", 1)[-1]) from None
 
 
+def _late_of(source: ChainSource, height: int) -> tuple[CommitSignature, ...] | None:
+    try:
+        return source.late_precommits(height)
+    except CarechainError as exc:
+        raise AuditFailure(height, None, f"late precommits unreadable: {exc}") from None
+
+
+def _check_late(
+    height: int,
+    block: Block,
+    certificate: CommitCertificate,
+    late: tuple[CommitSignature, ...],
+    chain_id: str,
+    validators: ValidatorSet,
+) -> None:
+    """Each late precommit must be one the certificate could have held: a validator of
+    the height that the certificate lacks, its signature good for this block and round."""
+    signers = {entry.validator for entry in certificate.precommits}
+    for entry in late:
+        who = validators.by_key.get(entry.validator)
+        name = who.name if who else entry.validator.hex()[:16]
+        if who is None or entry.validator in signers:
+            problem = "is not a validator of the height" if who is None else "is in the certificate"
+            raise AuditFailure(height, block.block_hash, f"a late precommit by {name} {problem}")
+        if not certificate.vote_of(chain_id, entry).signature_valid():
+            raise AuditFailure(
+                height, block.block_hash, f"the late precommit by {name} does not verify"
+            )
+
+
 def replay(
     source: ChainSource,
     genesis: Genesis,
     *,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    observer: Callable[[Block, CommitCertificate, ValidatorSet], None] | None = None,
+    observer: Callable[
+        [Block, CommitCertificate, ValidatorSet, tuple[CommitSignature, ...] | None], None
+    ]
+    | None = None,
     compare_state: bool = True,
     into: StateStore | None = None,
 ) -> ReplayReport:
@@ -185,8 +230,12 @@ def replay(
             checks.prepare([block for _, block, _ in batch])
             for height, block, certificate in batch:
                 _check_block(height, block, certificate, replayed, chain, previous)
+                validators = validator_set_at(replayed, height)
+                late = _late_of(source, height)
+                if late:
+                    _check_late(height, block, certificate, late, chain.chain_id, validators)
                 if observer is not None:
-                    observer(block, certificate, validator_set_at(replayed, height))
+                    observer(block, certificate, validators, late)
                 before = validator_set_at(replayed, height + 1).hash()
                 try:
                     diff = apply_block(replayed, block, chain, checks)

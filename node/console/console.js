@@ -420,7 +420,10 @@ async function loadOperator() {
   const blocks = [];
   for (let h = status.height; h > Math.max(0, status.height - 20); h -= 1) blocks.push(await api(`/v1/blocks/${h}`));
   const signedBy = new Map();
-  for (const block of blocks) for (const key of block.signers) signedBy.set(key, (signedBy.get(key) || 0) + 1);
+  for (const block of blocks) {  // in the certificate, or late (after it was made)
+    const late = (block.late_precommits || []).map((p) => p.validator);
+    for (const key of [...block.signers, ...late]) signedBy.set(key, (signedBy.get(key) || 0) + 1);
+  }
   const self = status.node_id;
   const validators = [...status.validators].sort((a, b) => a.name.localeCompare(b.name));
   fill(document.querySelector("#validators tbody"), validators.map((v) => (row) => {

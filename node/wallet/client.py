@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from carechain.consensus.errors import InvalidInput
+from carechain.consensus.errors import DecodeError, InvalidInput
 from carechain.consensus.ledger.state import Table
 from carechain.consensus.poa.limits import LIMITS_AT_CAP
-from carechain.consensus.types import Block, CommitCertificate, Tx, TxSignature
+from carechain.consensus.types import Block, CommitCertificate, CommitSignature, Tx, TxSignature
 
 
 class ApiRequestError(InvalidInput):
@@ -176,14 +176,19 @@ class ApiChain:
     def __init__(self, client: Client) -> None:
         self.client = client
         self.state = _ApiState(client)
+        self._last: tuple[int, dict[str, Any]] | None = None
 
     @property
     def height(self) -> int:
         return int(self.client.status()["height"])
 
     def _answer(self, height: int) -> dict[str, Any]:
-        result: dict[str, Any] = self.client.get(f"/v1/blocks/{height}")
-        return result
+        """The node's answer for one height (block, certificate and late precommits are read
+        from one answer, so the replay asks once per height)."""
+        if self._last is None or self._last[0] != height:
+            result: dict[str, Any] = self.client.get(f"/v1/blocks/{height}")
+            self._last = (height, result)
+        return self._last[1]
 
     def block(self, height: int) -> Block:
         # as large as any genesis allows: the replay checks it against the auditor's genesis
@@ -192,6 +197,18 @@ class ApiChain:
 
     def certificate(self, height: int) -> CommitCertificate:
         return CommitCertificate.decode(bytes.fromhex(self._answer(height)["certificate"]))
+
+    def late_precommits(self, height: int) -> tuple[CommitSignature, ...] | None:
+        late = self._answer(height).get("late_precommits")
+        if late is None:
+            return None  # a node from before late votes were kept
+        try:
+            return tuple(
+                CommitSignature(bytes.fromhex(e["validator"]), bytes.fromhex(e["signature"]))
+                for e in late
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DecodeError(f"height {height}: late precommits are malformed: {exc}") from None
 
 
 class _ApiState:

@@ -14,9 +14,16 @@ from click.testing import CliRunner
 
 from carechain.cli.main import cli
 from carechain.config.genesis import save_genesis
+from carechain.consensus.crypto import PrivateKey
 from carechain.consensus.ledger.bodies import PutRecord
 from carechain.consensus.ledger.records import ValidatorAction
-from carechain.consensus.types import Block, CommitCertificate, Validator, merkle_root
+from carechain.consensus.types import (
+    Block,
+    CommitCertificate,
+    CommitSignature,
+    Validator,
+    merkle_root,
+)
 from carechain.node.audit.replay import AuditFailure, BlobCheck, check_blobs, replay
 from carechain.node.wallet import builders
 from carechain.storage import schema
@@ -238,9 +245,49 @@ def test_the_report_shows_participation_and_round_changes(tmp_path: Path) -> Non
     rows = report["participation"]
     assert len(rows) == 4
     assert sorted(r["signed"] for r in rows.values()) == [0, BLOCKS, BLOCKS, BLOCKS]
+    assert sorted(r["missed"] for r in rows.values()) == [0, 0, 0, BLOCKS]
+    assert report["late_votes_kept"] is True
     assert sum(r["proposed"] for r in rows.values()) == BLOCKS
     assert report["heights_with_round_changes"] == 0
     assert report["evidence"] == []
+
+
+def _late_vote(home: Path, height: int, signer: PrivateKey) -> None:
+    """The fourth validator's precommit for `height`, signed by `signer`, kept as late."""
+    store = ChainStore.open(home / "data" / "chain", committee_genesis())
+    try:
+        certificate = store.certificate(height)
+        forged = certify_by(store.block(height), [signer]).precommits[0]
+        late = CommitSignature(COMMITTEE[3].public_key, forged.signature)
+        assert store.record_late(certificate, late)
+        assert not store.record_late(certificate, late), "kept once"
+    finally:
+        store.close()
+
+
+def test_a_late_precommit_the_node_kept_counts_as_late_not_missed(tmp_path: Path) -> None:
+    home = _home_with_chain(tmp_path)
+    _late_vote(home, 2, COMMITTEE[3])
+    runner = CliRunner()
+    result = runner.invoke(cli, ["audit", "report", "--home", str(home), "--json"])
+    assert result.exit_code == 0, result.output
+    fourth = json.loads(result.output)["participation"][COMMITTEE[3].public_key.hex()]
+    assert (fourth["signed"], fourth["late"], fourth["missed"]) == (0, 1, BLOCKS - 1)
+    # an archive keeps certificates only: it says it cannot tell late from missed
+    archive = tmp_path / "chain.archive"
+    assert runner.invoke(cli, ["export", "--home", str(home), "--out", str(archive)]).exit_code == 0
+    from_archive = runner.invoke(cli, ["audit", "report", "--archive", str(archive)])
+    assert from_archive.exit_code == 0, from_archive.output
+    assert "missed counts late votes too" in " ".join(from_archive.output.split())
+
+
+def test_a_late_precommit_that_does_not_verify_fails_the_audit(tmp_path: Path) -> None:
+    home = _home_with_chain(tmp_path)
+    _late_vote(home, 3, COMMITTEE[0])  # the fourth validator's name, another's signature
+    result = CliRunner().invoke(cli, ["audit", "report", "--home", str(home)])
+    assert result.exit_code == 1, result.output
+    assert "height 3" in result.output
+    assert "late precommit by v3 does not verify" in " ".join(result.output.split())
 
 
 def test_a_forged_governance_change_is_caught_even_with_a_real_certificate(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from carechain.consensus.poa.events import (
     CommitBlock,
     PeerMisbehaved,
     Received,
+    RecordLateVote,
     ReportEvidence,
     RequestSync,
     Send,
@@ -76,6 +77,7 @@ class SimResult:
     mean_rounds_per_height: float
     messages_sent: int
     evidence: int
+    late_votes: int
     fault_plan: str
 
     @property
@@ -146,6 +148,7 @@ class Simulation:
         self.roots: dict[int, bytes] = {}
         self.signed: dict[tuple[bytes, int, int, int], bytes] = {}
         self.evidence = 0
+        self.late_votes = 0  # late precommits the engines kept
         self.heal_ms = max(faults.heal_ms(), self.crash[2] if self.crash else 0)
         self.liveness_bound_ms = liveness_bound_ms(config.validators, engine)
 
@@ -323,6 +326,8 @@ class Simulation:
                 self._schedule(self.now_ms + 50, sim.name, "sync", action)
             elif isinstance(action, ReportEvidence):
                 self.evidence += 1
+            elif isinstance(action, RecordLateVote):
+                self._late_vote(sim, action)
             else:
                 assert isinstance(action, PeerMisbehaved)
 
@@ -391,6 +396,22 @@ class Simulation:
             self.violations.append(f"validity: {sim.name} computed another state root at {height}")
         self._schedule(self.now_ms, sim.name, "persisted", height)
 
+    def _late_vote(self, sim: SimNode, action: RecordLateVote) -> None:
+        """A late precommit the engine kept must be one that could have been in the
+        certificate: for the decided block and round, by a validator the certificate lacks,
+        its signature good."""
+        certificate, late = action.certificate, action.late
+        vote = certificate.vote_of(self.genesis.chain_id, late)
+        signers = {entry.validator for entry in certificate.precommits}
+        if (
+            self.decided.get(certificate.height) != certificate.block_hash
+            or late.validator in signers
+            or late.validator not in sim.app.validator_set(certificate.height).by_key
+            or not vote.signature_valid()
+        ):
+            self.violations.append(f"{sim.name} kept a bad late vote at {certificate.height}")
+        self.late_votes += 1
+
     def _sync(self, sim: SimNode, request: RequestSync) -> None:
         """Block sync: fetch certified blocks from the peer, verify each, commit."""
         source = self.nodes[request.peer]
@@ -443,6 +464,7 @@ class Simulation:
             mean_rounds_per_height=1 + sum(rounds) / len(rounds) if rounds else 0.0,
             messages_sent=self.network.sent,
             evidence=self.evidence,
+            late_votes=self.late_votes,
             fault_plan=self.plan,
         )
 

@@ -15,6 +15,7 @@ from carechain.consensus.poa.events import (
     CommitBlock,
     PeerMisbehaved,
     Received,
+    RecordLateVote,
     ReportEvidence,
     RequestSync,
     Send,
@@ -280,6 +281,89 @@ def test_quorum_of_precommits_decides_with_a_certificate() -> None:
     app.height = 1
     engine.handle(Tick(T0 + 20))
     assert engine.height == 2
+
+
+def _decided_without_one() -> tuple[Engine, Block, PrivateKey, CommitBlock]:
+    """Height 1 decided by this engine and two others; the fourth validator's precommit has
+    not come."""
+    engine, _ = started()
+    candidate = block(1, 0)
+    deliver(engine, proposal(0, candidate))
+    slow, *quick = others(engine)
+    actions: list[Action] = []
+    for key in quick:
+        actions += deliver(engine, vote(key, VoteType.PREVOTE, 0, candidate.block_hash))
+    for key in quick:
+        actions += deliver(engine, vote(key, VoteType.PRECOMMIT, 0, candidate.block_hash))
+    [commit] = [a for a in actions if isinstance(a, CommitBlock)]
+    assert slow.public_key not in {e.validator for e in commit.certificate.precommits}
+    return engine, candidate, slow, commit
+
+
+def _late(actions: list[Action]) -> list[RecordLateVote]:
+    return [a for a in actions if isinstance(a, RecordLateVote)]
+
+
+def test_a_precommit_after_the_certificate_is_kept_as_late_once() -> None:
+    engine, candidate, slow, commit = _decided_without_one()
+    late = vote(slow, VoteType.PRECOMMIT, 0, candidate.block_hash)
+    [kept] = _late(deliver(engine, late))
+    assert kept.certificate == commit.certificate
+    assert kept.late == CommitSignature(slow.public_key, late.signature)
+    assert _late(deliver(engine, late)) == [], "a copy is not kept twice"
+    # old votes that are not late precommits for the decided block are ignored
+    assert _late(deliver(engine, vote(slow, VoteType.PREVOTE, 0, candidate.block_hash))) == []
+    assert _late(deliver(engine, vote(slow, VoteType.PRECOMMIT, 1, candidate.block_hash))) == []
+    # a forged one is the sender's misbehaviour, not a late vote
+    engine, candidate, slow, _ = _decided_without_one()
+    forged = dataclasses.replace(
+        late, signature=vote(KEYS[0], VoteType.PRECOMMIT, 0, b"").signature
+    )
+    actions = deliver(engine, forged, sender="mallory")
+    assert _late(actions) == []
+    assert any(isinstance(a, PeerMisbehaved) and a.peer == "mallory" for a in actions)
+
+
+def test_precommits_held_when_a_peers_certificate_decides_are_late() -> None:
+    """This engine precommitted, but a peer's commit message decided the height with a
+    certificate of the other three: its own precommit is late, not missing."""
+    engine, _ = started()
+    candidate = block(1, 0)
+    deliver(engine, proposal(0, candidate))
+    for key in others(engine)[:2]:
+        deliver(engine, vote(key, VoteType.PREVOTE, 0, candidate.block_hash))
+    assert engine.me is not None
+    precommits = [vote(k, VoteType.PRECOMMIT, 0, candidate.block_hash) for k in others(engine)]
+    entries = tuple(CommitSignature(v.validator, v.signature) for v in precommits)
+    certificate = CommitCertificate(1, 0, candidate.block_hash, entries)
+    actions = deliver(engine, Commit(candidate, certificate))
+    assert [a.late.validator for a in _late(actions)] == [engine.me]
+
+
+def test_a_late_precommit_counts_until_the_next_height_is_decided() -> None:
+    engine, candidate, slow, commit = _decided_without_one()
+    engine.handle(BlockPersisted(1, T0 + 10))
+    app = engine.app
+    assert isinstance(app, StubApp)
+    app.height, app.committed = 1, Commit(commit.block, commit.certificate)
+    run_until(engine, lambda: engine.height == 2)
+    late = vote(slow, VoteType.PRECOMMIT, 0, candidate.block_hash)
+    [kept] = _late(deliver(engine, late))  # at height 2: still taken for height 1
+    assert kept.certificate.height == 1
+    # once height 2 is decided, a vote for height 1 is missed, not late
+    engine, candidate, slow, commit = _decided_without_one()
+    engine.handle(BlockPersisted(1, T0 + 10))
+    app = engine.app
+    assert isinstance(app, StubApp)
+    app.height, app.committed = 1, Commit(commit.block, commit.certificate)
+    run_until(engine, lambda: engine.height == 2)
+    second = block(2, 0, T0 + 1000, proposer_of(VALIDATORS, 2, 0))
+    deliver(engine, proposal(0, second, height=2), at=T0 + 1000)
+    for key in KEYS:
+        deliver(engine, vote(key, VoteType.PRECOMMIT, 0, second.block_hash, height=2), T0 + 1000)
+    assert engine.state is not None
+    assert engine.state.decided is not None
+    assert _late(deliver(engine, late, at=T0 + 1000)) == []
 
 
 def test_a_key_outside_the_validator_set_follows_and_signs_nothing() -> None:
