@@ -53,6 +53,9 @@ class Route:
     parameters: dict[str, Schema] = dataclasses.field(default_factory=dict)  # by name
     success: str = "200"
     pool_full: bool = False  # may answer 503 (the pool is full); a batch says so per item
+    answer: Schema | None = None  # the success answer's JSON Schema (`answers.py`)
+    answer_type: str = "application/json"  # the success answer's media type
+    raw_body: str | None = None  # a POST that takes raw bytes: their media type
 
 
 class RouteFamily:

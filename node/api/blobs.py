@@ -10,6 +10,7 @@ from aiohttp import web
 
 from carechain.consensus.errors import CarechainError
 from carechain.consensus.ledger.blob_access import BlobRequest
+from carechain.node.api.answers import INT, obj
 from carechain.node.api.base import (
     HEX,
     ApiError,
@@ -39,8 +40,10 @@ class Blobs(RouteFamily):
                 "POST",
                 "/v1/blobs",
                 self.blob_put,
-                "Store ciphertext; returns its content id",
+                "Store ciphertext (the body, raw bytes); returns its content id",
                 success="201",
+                raw_body="application/octet-stream",
+                answer=obj(cid=CID, size=INT),
             ),
             Route(
                 "GET",
@@ -48,6 +51,8 @@ class Blobs(RouteFamily):
                 self.blob_get,
                 "Read a blob stored here (verified)",
                 parameters={"cid": CID},
+                answer={"type": "string", "format": "binary"},
+                answer_type="application/octet-stream",
             ),
             Route(
                 "POST",
@@ -55,11 +60,17 @@ class Blobs(RouteFamily):
                 self.blob_fetch,
                 "Fetch a record's blob from a peer with a signed request",
                 body=FetchBlob,
+                answer={"type": "string", "format": "binary"},
+                answer_type="application/octet-stream",
             ),
         ]
 
     async def blob_put(self, request: web.Request) -> web.Response:
         data = await request.read()
+        if not data:
+            raise ApiError(
+                400, "empty_body", "the body is empty: send the blob's bytes (its ciphertext)"
+            )
         cid = await self.node.blobs.put(from_bytes(data))
         return web.json_response({"cid": cid, "size": len(data)}, status=201)
 

@@ -6,7 +6,20 @@ from typing import Final
 
 from aiohttp import web
 
+from carechain.consensus.types import BlockHeader
+from carechain.node.api.answers import HEX_TEXT, INT, array, obj, record
 from carechain.node.api.base import ApiError, Route, RouteFamily, Schema, parse_int, to_json
+
+BLOCK: Final[Schema] = obj(
+    height=INT,
+    hash=HEX_TEXT,
+    header=record(BlockHeader),
+    txs=array(HEX_TEXT),
+    signers=array(HEX_TEXT),
+    late_precommits=array(obj(validator=HEX_TEXT, signature=HEX_TEXT)),
+    block=HEX_TEXT,
+    certificate=HEX_TEXT,
+)
 
 HEIGHT: Final[Schema] = {"type": "string", "pattern": "^([1-9][0-9]{0,17}|latest)$"}
 
@@ -21,6 +34,7 @@ class Blocks(RouteFamily):
                 self.block,
                 "A committed block with its certificate",
                 parameters=height,
+                answer=BLOCK,
             ),
             Route(
                 "GET",
@@ -28,6 +42,7 @@ class Blocks(RouteFamily):
                 self.block_txs,
                 "The ids of a block's transactions",
                 parameters=height,
+                answer=obj(height=INT, hash=HEX_TEXT, txs=array(HEX_TEXT)),
             ),
         ]
 

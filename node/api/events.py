@@ -14,7 +14,15 @@ from carechain.node.api.base import Route, RouteFamily
 class Events(RouteFamily):
     def routes(self) -> list[Route]:
         return [
-            Route("GET", "/v1/events", self.events, "Stream of new blocks and partials (NDJSON)")
+            Route(
+                "GET",
+                "/v1/events",
+                self.events,
+                "Stream of new blocks and partials (NDJSON): one JSON object per line, its kind in "
+                "`event`",
+                answer={"type": "string"},
+                answer_type="application/x-ndjson",
+            )
         ]
 
     async def events(self, request: web.Request) -> web.StreamResponse:

@@ -103,7 +103,16 @@ class Metrics(RouteFamily):
         self.registry.register(NodeCounters(node))
 
     def routes(self) -> list[Route]:
-        return [Route("GET", "/metrics", self.metrics, "Prometheus metrics")]
+        return [
+            Route(
+                "GET",
+                "/metrics",
+                self.metrics,
+                "Prometheus metrics (text exposition format)",
+                answer={"type": "string"},
+                answer_type="text/plain",
+            )
+        ]
 
     @web.middleware
     async def timing(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -21,8 +21,11 @@ def _error(description: str) -> dict[str, Any]:
 
 def _operation(route: Route) -> dict[str, Any]:
     names = [part[1:-1] for part in route.path.split("/") if part.startswith("{")]
+    success: dict[str, Any] = {"description": "success"}
+    if route.answer is not None:
+        success["content"] = {route.answer_type: {"schema": route.answer}}
     responses: dict[str, Any] = {
-        route.success: {"description": "success"},
+        route.success: success,
         "400": _error("the caller's mistake: what was wrong, in `error` and `message`"),
     }
     if names:
@@ -46,6 +49,11 @@ def _operation(route: Route) -> dict[str, Any]:
         operation["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": route.body.model_json_schema()}},
+        }
+    elif route.raw_body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {route.raw_body: {"schema": {"type": "string", "format": "binary"}}},
         }
     return operation
 

@@ -21,6 +21,17 @@ from carechain.consensus.ledger.records import (
     Vault,
 )
 from carechain.consensus.ledger.state import Overlay, Table
+from carechain.node.api.answers import (
+    BOOL,
+    HEX_TEXT,
+    INT,
+    STR,
+    array,
+    extend,
+    nullable,
+    obj,
+    record,
+)
 from carechain.node.api.base import (
     ADDRESS,
     HEX_40,
@@ -41,6 +52,22 @@ TABLE: Final[Schema] = {
     "enum": [t.name.lower().replace("_", "-") for t in Table],
 }
 STATE_KEY: Final[Schema] = {"type": "string", "pattern": "^([0-9a-f]{2}){1,128}$"}
+INSTITUTION: Final[Schema] = obj(
+    name=STR,
+    kind=STR,
+    public_key=HEX_TEXT,
+    active=BOOL,
+    registered_height=INT,
+    revoked_height=nullable(INT),
+)
+ACCESS_EVENT: Final[Schema] = obj(
+    height=INT,
+    time_ms=nullable(INT),
+    kind={"type": "string", "enum": ["grant", "read", "emergency", "erasure"]},
+    actor=HEX_TEXT,
+    data_type=STR,
+    detail={"type": "object"},
+)
 
 
 class State(RouteFamily):
@@ -49,13 +76,18 @@ class State(RouteFamily):
             *self._account_routes(),
             *self._vault_routes(),
             Route(
-                "GET", "/v1/emergencies", self.emergencies, "Emergency accesses, unreviewed first"
+                "GET",
+                "/v1/emergencies",
+                self.emergencies,
+                "Emergency accesses, unreviewed first",
+                answer=obj(emergencies=array(record(Emergency))),
             ),
             Route(
                 "GET",
                 "/v1/institutions",
                 self.institutions,
                 "Institutions on chain (genesis and governance): name, kind, key, active",
+                answer=obj(institutions=array(INSTITUTION)),
             ),
             Route(
                 "GET",
@@ -63,6 +95,7 @@ class State(RouteFamily):
                 self.state_list,
                 "Raw state entries of one table (auditors)",
                 parameters={"table": TABLE},
+                answer=obj(entries=array(array(HEX_TEXT))),
             ),
             Route(
                 "GET",
@@ -70,6 +103,7 @@ class State(RouteFamily):
                 self.state_get,
                 "One raw state entry",
                 parameters={"table": TABLE, "key": STATE_KEY},
+                answer=obj(value=HEX_TEXT),
             ),
         ]
 
@@ -82,6 +116,7 @@ class State(RouteFamily):
                 self.account,
                 "An account by address (cc1...) or hex id",
                 parameters=address,
+                answer=extend(record(Account), id=HEX_TEXT),
             ),
             Route(
                 "GET",
@@ -89,6 +124,7 @@ class State(RouteFamily):
                 self.account_vaults,
                 "A patient's vaults, by data type",
                 parameters=address,
+                answer=obj(vaults=array(record(Vault))),
             ),
             Route(
                 "GET",
@@ -96,19 +132,28 @@ class State(RouteFamily):
                 self.account_timeline,
                 "A patient's access timeline: grants, reads, emergencies, erasures",
                 parameters=address,
+                answer=obj(events=array(ACCESS_EVENT)),
             ),
         ]
 
     def _vault_routes(self) -> list[Route]:
         vault = {"id": HEX_40}
         return [
-            Route("GET", "/v1/vaults/{id}", self.vault, "A vault", parameters=vault),
+            Route(
+                "GET",
+                "/v1/vaults/{id}",
+                self.vault,
+                "A vault",
+                parameters=vault,
+                answer=record(Vault),
+            ),
             Route(
                 "GET",
                 "/v1/vaults/{id}/records",
                 self.vault_records,
                 "Records of a vault (no plaintext)",
                 parameters=vault,
+                answer=obj(records=array(record(RecordEntry))),
             ),
             Route(
                 "GET",
@@ -116,6 +161,7 @@ class State(RouteFamily):
                 self.vault_grants,
                 "Grants on a vault",
                 parameters=vault,
+                answer=obj(grants=array(record(Grant))),
             ),
             Route(
                 "GET",
@@ -123,6 +169,7 @@ class State(RouteFamily):
                 self.vault_receipts,
                 "Read receipts of a vault",
                 parameters=vault,
+                answer=obj(receipts=array(record(Receipt))),
             ),
         ]
 

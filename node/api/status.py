@@ -3,19 +3,73 @@ to it) and the genesis document."""
 
 from __future__ import annotations
 
+from typing import Final
+
 from aiohttp import web
 
 from carechain.config.genesis import genesis_to_json
 from carechain.consensus.crypto import peer_id
 from carechain.consensus.ledger.governance import validator_set
-from carechain.node.api.base import Route, RouteFamily
+from carechain.node.api.answers import (
+    BOOL,
+    HEX_TEXT,
+    INT,
+    NUMBER,
+    STR,
+    array,
+    mapping,
+    nullable,
+    obj,
+)
+from carechain.node.api.base import Route, RouteFamily, Schema
+
+VALIDATOR: Final[Schema] = obj(name=STR, public_key=HEX_TEXT, node_id=STR, power=INT)
+STATUS: Final[Schema] = obj(
+    chain_id=STR,
+    node_id=STR,
+    height=INT,
+    head_hash=HEX_TEXT,
+    state_root=HEX_TEXT,
+    last_block_time_ms=INT,
+    round=INT,
+    validator=BOOL,
+    validator_key=HEX_TEXT,
+    moniker=STR,
+    validators=array(VALIDATOR),
+    peers=array(STR),
+    syncing=BOOL,
+    signing_held=BOOL,
+    signs_from_height=nullable(INT),
+    gossip_blocks=INT,
+    heartbeats=mapping(obj(height=INT, round=INT)),
+    mempool=INT,
+    partials=INT,
+    equivocations_seen=INT,
+    p2p_dropped=INT,
+    p2p_drops=mapping(INT),
+    pool_full_drops=INT,
+    syncs=INT,
+    consensus_wait_ms_max=INT,
+    consensus_handle_ms_max=INT,
+    proposal_budget=obj(execution_us_per_tx=NUMBER, round_0_txs_max=INT, round_0_bytes_max=INT),
+    wal_failures=INT,
+)
+GENESIS: Final[Schema] = obj(
+    chain_id=STR,
+    genesis_time=STR,
+    validators=array(VALIDATOR),
+    governance_threshold=INT,
+    institutions=array(obj(name=STR, kind=STR, public_key=HEX_TEXT)),
+    params={"type": "object"},
+    data_types=array(obj(name=STR, title=STR, fhir_resource=STR, loinc_codes=array(STR))),
+)
 
 
 class Status(RouteFamily):
     def routes(self) -> list[Route]:
         return [
-            Route("GET", "/v1/status", self.status, "Node and chain status"),
-            Route("GET", "/v1/genesis", self.genesis, "The genesis document"),
+            Route("GET", "/v1/status", self.status, "Node and chain status", answer=STATUS),
+            Route("GET", "/v1/genesis", self.genesis, "The genesis document", answer=GENESIS),
         ]
 
     async def status(self, request: web.Request) -> web.Response:

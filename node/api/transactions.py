@@ -3,7 +3,7 @@ partials waiting for co-signatures, and a co-signature."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Final
 
 import pydantic
 from aiohttp import web
@@ -11,6 +11,7 @@ from aiohttp import web
 from carechain.consensus.errors import CarechainError
 from carechain.consensus.ledger.apply import classify, decode_body
 from carechain.consensus.types import Tx, TxSignature
+from carechain.node.api.answers import HEX_TEXT, INT, STR, array, nullable, obj
 from carechain.node.api.base import (
     HEX,
     HEX_64,
@@ -20,6 +21,7 @@ from carechain.node.api.base import (
     Body,
     Route,
     RouteFamily,
+    Schema,
     parse_hex,
     read_body,
     refusal,
@@ -49,6 +51,35 @@ class CoSignature(Body):
     signature: str = pydantic.Field(pattern=r"^[0-9a-f]{128}$")
 
 
+ADMITTED: Final[Schema] = obj(
+    id=HEX_TEXT, status={"type": "string", "enum": ["pending", "partial", "committed"]}
+)
+REFUSED: Final[Schema] = obj(error=STR, message=STR)
+TX_STATUS: Final[Schema] = obj(
+    {
+        "height": INT,
+        "position": INT,
+        "signers": array(HEX_TEXT),
+        "reason": STR,
+        "message": STR,
+    },
+    id=HEX_TEXT,
+    status={"type": "string", "enum": ["committed", "pending", "partial", "rejected"]},
+)
+PARTIAL: Final[Schema] = obj(
+    id=HEX_TEXT,
+    kind=STR,
+    account=HEX_TEXT,
+    nonce=INT,
+    expiry_ms=INT,
+    body=nullable({"type": "object"}),
+    tx=HEX_TEXT,
+    signers=array(HEX_TEXT),
+    needs=array(HEX_TEXT),
+    problem=nullable(STR),
+)
+
+
 def decode_tx(node: Node, text: str) -> Tx:
     try:
         tx = Tx.decode(parse_hex(text, "tx"), max_bytes=node.app.chain.params.max_tx_bytes)
@@ -74,6 +105,7 @@ class Transactions(RouteFamily):
                 body=SubmitTx,
                 success="202",
                 pool_full=True,
+                answer=ADMITTED,
             ),
             Route(
                 "POST",
@@ -81,6 +113,7 @@ class Transactions(RouteFamily):
                 self.submit_batch,
                 "Submit up to 1,000 transactions; one result (id and status, or error) each",
                 body=SubmitTxs,
+                answer=obj(results=array({"anyOf": [ADMITTED, REFUSED]})),
             ),
             Route(
                 "POST",
@@ -88,6 +121,7 @@ class Transactions(RouteFamily):
                 self.check,
                 "Dry-run a transaction against the head",
                 body=SubmitTx,
+                answer=obj(id=HEX_TEXT, status=STR, reason=nullable(STR), message=nullable(STR)),
             ),
             Route(
                 "GET",
@@ -95,12 +129,14 @@ class Transactions(RouteFamily):
                 self.tx_status,
                 "A transaction's status",
                 parameters={"id": HEX_64},
+                answer=TX_STATUS,
             ),
             Route(
                 "GET",
                 "/v1/partials",
                 self.list_partials,
                 "Partial transactions, optionally awaiting one key",
+                answer=obj(partials=array(PARTIAL)),
             ),
             Route(
                 "POST",
@@ -110,6 +146,7 @@ class Transactions(RouteFamily):
                 body=CoSignature,
                 parameters={"id": HEX_64},
                 pool_full=True,
+                answer=ADMITTED,
             ),
         ]
 

@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import jsonschema_rs
 import pytest
 from playwright.sync_api import Dialog, Page, ViewportSize, expect, sync_playwright
 
@@ -358,6 +359,49 @@ def _committed_records(world: World, data_type: str, count: int) -> None:
     while len(world.clients[2].get(f"/v1/vaults/{_vault(data_type)}/records")["records"]) < count:
         assert time.monotonic() < deadline, "the approved record was not committed"
         time.sleep(0.2)
+
+
+def test_the_nodes_answers_match_their_openapi_schemas(world: World) -> None:
+    """This world holds every kind of thing the API shows (a patient, vaults, records, grants,
+    a receipt, an emergency, partials, governance): each GET answer is checked against the
+    schema the node's own OpenAPI document gives it (the fuzz test's node is empty)."""
+    client = world.clients[1]
+    document = client.get("/openapi.json")
+    account = crypto.account_id(P1.public_key).hex()
+    glucose = _vault("glucose")
+    partial = client.partials()[0]["id"] if client.partials() else None
+    committed_tx = client.get("/v1/blocks/3")["txs"][0]
+    urls = {
+        "/v1/status": "/v1/status",
+        "/v1/genesis": "/v1/genesis",
+        "/v1/institutions": "/v1/institutions",
+        "/v1/emergencies": "/v1/emergencies",
+        "/v1/accounts/{address}": f"/v1/accounts/{account}",
+        "/v1/accounts/{address}/vaults": f"/v1/accounts/{account}/vaults",
+        "/v1/accounts/{address}/timeline": f"/v1/accounts/{account}/timeline",
+        "/v1/vaults/{id}": f"/v1/vaults/{glucose}",
+        "/v1/vaults/{id}/records": f"/v1/vaults/{glucose}/records",
+        "/v1/vaults/{id}/grants": f"/v1/vaults/{glucose}/grants",
+        "/v1/vaults/{id}/receipts": f"/v1/vaults/{glucose}/receipts",
+        "/v1/partials": "/v1/partials",
+        "/v1/blocks/{height}": "/v1/blocks/3",
+        "/v1/blocks/{height}/txs": "/v1/blocks/3/txs",
+        "/v1/txs/{id}": f"/v1/txs/{committed_tx}",
+        "/v1/state/{table}": "/v1/state/account",
+    }
+    if partial is not None:
+        urls["/v1/txs/{id} (partial)"] = f"/v1/txs/{partial}"
+    checked = 0
+    for path, url in urls.items():
+        answer = client.get(url)
+        schema = document["paths"][path.split(" ")[0]]["get"]["responses"]["200"]["content"]
+        validator = jsonschema_rs.Draft202012Validator(schema["application/json"]["schema"])
+        errors = [str(error) for error in validator.iter_errors(answer)]
+        assert errors == [], f"GET {url}: {errors[:3]}"
+        checked += bool(answer)
+    assert checked == len(urls)
+    records = client.get(f"/v1/vaults/{glucose}/records")["records"]
+    assert records, "the schema of a record was checked against real records"
 
 
 def test_screenshots_are_kept_out_of_git() -> None:
