@@ -79,8 +79,9 @@ def grant_revoke(
     context = make_context(home, api, passphrase_file)
     keys = [context.key(name) for name in key_names]
     grant_id = hex_bytes(grant_hex, 32, "--grant")
-    tx = revoke_grant(context, keys, vault_arg(vault_hex), grant_id)
-    report_outcome(context.send(tx), "grant revoked, epoch rotated", as_json=as_json)
+    vault_id = vault_arg(vault_hex)
+    answer = context.send_sealed(lambda: revoke_grant(context, keys, vault_id, grant_id))
+    report_outcome(answer, "grant revoked, epoch rotated", as_json=as_json)
 
 
 @grant.command("list")

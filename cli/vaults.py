@@ -10,6 +10,7 @@ from carechain.cli.context import flow_options, make_context, report_outcome
 from carechain.cli.output import console, emit_json, json_option
 from carechain.consensus.ledger.policy import Template
 from carechain.consensus.ledger.vaults import vault_id_of
+from carechain.consensus.types import Tx
 from carechain.node.wallet import builders
 from carechain.node.wallet.context import patient_account, public_key_arg
 
@@ -49,19 +50,23 @@ def vault_create(
     team_keys = [public_key_arg(t, "--team") for t in team]  # before any key is opened
     context = make_context(home, api, passphrase_file)
     first, second = context.key(key1), context.key(key2)
-    members = {first.public_key, second.public_key, *team_keys, *context.trusted()}
     patient_id = patient_account(first)
-    draft, _ = builders.create_vault(
-        context.chain_id,
-        patient_id,
-        context.nonce(patient_id),
-        context.expiry(),
-        data_type=data_type,
-        template=TEMPLATES[template],
-        team=team_keys,
-        members=members,
-    )
-    answer = context.send(draft.signed(first, second))
+
+    def build() -> Tx:  # the members as the next block will require them (`send_sealed`)
+        members = {first.public_key, second.public_key, *team_keys, *context.trusted()}
+        draft, _ = builders.create_vault(
+            context.chain_id,
+            patient_id,
+            context.nonce(patient_id),
+            context.expiry(),
+            data_type=data_type,
+            template=TEMPLATES[template],
+            team=team_keys,
+            members=members,
+        )
+        return draft.signed(first, second)
+
+    answer = context.send_sealed(build)
     vault_id = vault_id_of(patient_id, data_type).hex()
     if as_json:
         emit_json({"vault": vault_id, **answer})

@@ -259,9 +259,13 @@ def classify(
     block: BlockContext,
     check_signers: SignerCheck = verified_signers,
 ) -> Classification:
-    """Would `tx` apply on top of `reader` in a block like `block`?"""
+    """Would `tx` apply on top of `reader` in a block like `block`? As that block would
+    execute it: after the governance changes that take effect at its height (a trusted party
+    registered two blocks before is one then, and a vault's key must be sealed to it)."""
+    state = Overlay(reader)
+    begin_block(state, block)
     try:
-        apply_tx(Overlay(reader), tx, block, check_signers)
+        apply_tx(state, tx, block, check_signers)
     except TxRejected as reason:
         if reason.code == "policy_not_satisfied":
             return Classification(TxStatus.PARTIAL, reason)

@@ -180,8 +180,12 @@ class PatientAgent:
         grant_id = hex_bytes(request.match_info["id"], 32, "the grant id")
 
         def work() -> dict[str, object]:
-            tx = revoke_grant(self.context, self.keys, bytes.fromhex(body.vault), grant_id)
-            return dict(self.context.send(tx))
+            vault_id = bytes.fromhex(body.vault)
+
+            def build() -> Tx:
+                return revoke_grant(self.context, self.keys, vault_id, grant_id)
+
+            return dict(self.context.send_sealed(build))
 
         return web.json_response(await self._run(work))
 

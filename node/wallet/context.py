@@ -18,10 +18,11 @@ from carechain.consensus.crypto import PrivateKey, account_id, is_public_key, un
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.genesis import Genesis, InstitutionKind
 from carechain.consensus.ledger.context import epoch_key_key, trusted_parties
+from carechain.consensus.ledger.governance import apply_pending
 from carechain.consensus.ledger.records import Account, InstitutionState, Vault
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.types import Tx
-from carechain.node.wallet.client import Client, RemoteState
+from carechain.node.wallet.client import ApiRequestError, Client, RemoteState
 from carechain.node.wallet.keystore import KeystoreError, key_path, load_key, read_key_info
 
 DAY_MS = 86_400_000
@@ -61,6 +62,15 @@ class FlowContext:
     def state(self) -> Overlay:
         return Overlay(RemoteState(self.client))
 
+    def next_state(self) -> Overlay:
+        """The state the next block's transactions start from: the head's, with the
+        governance changes that take effect at the next height applied (a trusted party
+        registered two blocks before reads every vault from then on). Whatever a transaction
+        must match exactly, such as the members a vault's key is sealed to, is read here."""
+        state = self.state()
+        apply_pending(state, int(self.client.status()["height"]) + 1)
+        return state
+
     def now_ms(self) -> int:
         return max(int(time.time() * 1000), int(self.client.status()["last_block_time_ms"]) + 1)
 
@@ -89,7 +99,7 @@ class FlowContext:
         return found
 
     def trusted(self) -> frozenset[bytes]:
-        return trusted_parties(self.state())
+        return trusted_parties(self.next_state())
 
     def epoch_key(self, vault: Vault, key: PrivateKey) -> bytes:
         """The vault's current epoch key, from the copy sealed to `key` on chain."""
@@ -110,6 +120,39 @@ class FlowContext:
         if answer["status"] == "partial" or not wait:
             return answer
         return self.client.wait_committed(tx.id)
+
+    def send_sealed(self, build: Callable[[], Tx]) -> dict[str, object]:
+        """Submit a transaction that seals a vault's key to exactly the members the chain
+        requires (a vault's creation, a revocation), built by `build` from the state it reads.
+        Those members can change between the read and the block that executes it: a
+        governance change to the trusted parties takes effect, a grant begins or ends. The
+        chain then refuses it (`bad_members`); it is built again once the next block has
+        committed, and sent again, once. A second refusal says why and when to retry."""
+        try:
+            return self.send(build())
+        except ApiRequestError as exc:
+            if exc.code != "bad_members":
+                raise
+            seen = int(self.client.status()["height"])
+        self._wait_for_height(seen + 1)
+        try:
+            return self.send(build())
+        except ApiRequestError as exc:
+            if exc.code != "bad_members":
+                raise
+            raise InvalidInput(
+                f"the chain refused it twice: {exc.detail}",
+                code="bad_members",
+                hint="the members who must hold the vault's key changed while it was in flight "
+                "(a governance change to the trusted parties takes effect two blocks after it "
+                "commits; a grant began or ended): run the command again after the next block "
+                "(`carechain status` shows the height)",
+            ) from None
+
+    def _wait_for_height(self, height: int, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while int(self.client.status()["height"]) < height and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def institution_kind(context: FlowContext, key: bytes) -> InstitutionKind | None:

@@ -56,7 +56,7 @@ def revoke_grant(
     """The revocation of `grant_id`, rotating the vault's epoch to the remaining readers (the
     grantee stays one only if another active grant of the vault names it)."""
     vault_state = context.vault(vault_id)
-    state = context.state()
+    state = context.next_state()  # the members the next block requires
     revoked = state.load(StateTable.GRANT, grant_id, Grant)
     if revoked is None or revoked.vault != vault_id:
         raise InvalidInput(f"no grant {grant_id.hex()} on vault {vault_id.hex()}")

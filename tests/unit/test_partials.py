@@ -5,9 +5,17 @@ from __future__ import annotations
 import dataclasses
 
 from carechain.consensus.crypto import Purpose
+from carechain.consensus.genesis import Institution, InstitutionKind
 from carechain.consensus.ledger.apply import TxStatus, classify, may_cosign, partial_expired
-from carechain.consensus.types import TxSignature
-from carechain.tests.ledger_world import World
+from carechain.consensus.ledger.context import trusted_parties
+from carechain.consensus.ledger.governance import GOVERNANCE_ACCOUNT
+from carechain.consensus.ledger.policy import Template
+from carechain.consensus.ledger.records import InstitutionAction
+from carechain.consensus.ledger.state import Overlay
+from carechain.consensus.ledger.vaults import vault_id_of
+from carechain.consensus.types import Tx, TxSignature
+from carechain.node.wallet import builders
+from carechain.tests.ledger_world import CHAIN_ID, World
 from carechain.tests.strategies import deterministic_key
 
 
@@ -51,3 +59,39 @@ def test_partials_expire_at_their_own_expiry_or_the_pool_limit() -> None:
     assert partial_expired(tx, seen, tx.expiry_ms + 1, world.chain)
     assert partial_expired(tx, seen - limit - 1, seen, world.chain)
     assert not partial_expired(tx, seen - limit, seen, world.chain)
+
+
+def test_admission_judges_as_the_next_block_executes_after_governance_takes_effect() -> None:
+    """A trusted party registered at height h reads every vault from h + 2. A vault created
+    at h + 2 must seal its key to it: admission at h + 1 judges the next block as it will
+    execute (the change applied), not the head's state, so a creation sealed to the head's
+    members is refused at once with `bad_members` (it used to be admitted, then rejected
+    in the block a few seconds later with no cause shown) and one sealed to the next
+    block's members is admitted."""
+    world = World()
+    world.register()
+    newcomer = deterministic_key(77)
+    registration = builders.change_institution(
+        CHAIN_ID, world.nonce(GOVERNANCE_ACCOUNT), world.expiry(), InstitutionAction.REGISTER,
+        Institution("second-trusted", InstitutionKind.TRUSTED_PARTY, newcomer.public_key),
+    )  # fmt: skip
+    world.block(registration.signed(*world.validator_keys[:3]))
+    world.block()  # height h + 1: the change takes effect at the start of the next block
+    head_members = {*world.patient_keys, world.trusted.public_key}
+    assert trusted_parties(Overlay(world.store)) == {world.trusted.public_key}
+
+    def creation(members: set[bytes]) -> Tx:
+        draft, _ = builders.create_vault(
+            CHAIN_ID, world.patient, world.nonce(world.patient), world.expiry(),
+            data_type="glucose", template=Template.PATIENT_CONTROLLED, team=[], members=members,
+        )  # fmt: skip
+        return draft.signed(world.p1, world.p2)
+
+    stale = classify(world.store, creation(head_members), world.next_context())
+    assert stale.status is TxStatus.INVALID
+    assert stale.reason is not None
+    assert stale.reason.code == "bad_members"
+    fresh = creation({*head_members, newcomer.public_key})
+    assert classify(world.store, fresh, world.next_context()).status is TxStatus.COMPLETE
+    world.block(fresh)  # and the block executes it
+    assert newcomer.public_key in world.vault(vault_id_of(world.patient, "glucose")).members
