@@ -29,7 +29,7 @@ from carechain.consensus.ledger.apply import (
 )
 from carechain.consensus.ledger.context import BlockContext, ChainContext
 from carechain.consensus.ledger.errors import PolicyNotSatisfied, TxRejected
-from carechain.consensus.ledger.records import Account
+from carechain.consensus.ledger.records import Account, InstitutionState
 from carechain.consensus.ledger.state import Overlay, StateReader, Table
 from carechain.consensus.types import Block, Tx, TxSignature
 from carechain.consensus.wire import pack, unpack
@@ -80,7 +80,10 @@ def admit(
     check_signers(tx)
     decode_body(tx)
     if tx.kind in NONCE_FREE:
-        return classify(state, tx, block, check_signers).status
+        free = classify(state, tx, block, check_signers)
+        if free.status is TxStatus.PARTIAL:
+            _require_standing(state, tx, free.reason)
+        return free.status
     expected = _next_nonce(state, tx.account)
     if tx.nonce < expected:
         raise TxRejected("bad_nonce", f"nonce {tx.nonce} is spent; next is {expected}")
@@ -94,12 +97,43 @@ def admit(
         if ahead is None:
             return TxStatus.COMPLETE
         guess = classify(ahead, tx, block, check_signers)
-        return TxStatus.PARTIAL if guess.status is TxStatus.PARTIAL else TxStatus.COMPLETE
+        if guess.status is not TxStatus.PARTIAL:
+            return TxStatus.COMPLETE
+        _require_standing(ahead, tx, guess.reason)
+        return TxStatus.PARTIAL
     result = classify(state, tx, block, check_signers)
     if result.status is TxStatus.INVALID:
         assert result.reason is not None
         raise result.reason
+    if result.status is TxStatus.PARTIAL:
+        _require_standing(state, tx, result.reason)
     return result.status
+
+
+def _require_standing(state: StateReader, tx: Tx, reason: TxRejected | None) -> None:
+    """A partial is kept (and spread) only if someone with standing began it: one of its
+    signatures is by a key the policy it waits on names (the patient, a team hospital, a
+    validator for governance) or by a registered, active institution (a hospital asking a
+    trusted party to co-sign its emergency access). Without this rule anyone could fill every
+    node's partial pool, up to its per-account bound for every account, with transactions
+    nobody will complete (unsigned, or signed by throwaway keys), and every patient's
+    "awaiting your signature" list with them."""
+    if not isinstance(reason, PolicyNotSatisfied):
+        return
+    signers = {signature.public_key for signature in tx.signatures}
+    if signers & reason.policy.all_keys():
+        return
+    view = Overlay(state)
+    for key in sorted(signers):
+        found = view.load(Table.INSTITUTION, key, InstitutionState)
+        if found is not None and found.active:
+            return
+    raise TxRejected(
+        "no_standing",
+        f"none of its {len(signers)} signature(s) is by a key the policy it needs names or "
+        "by a registered institution: a partial must be signed first by the patient, a team "
+        "hospital, a validator (governance) or the institution asking",
+    )
 
 
 # Partials one account may have waiting at once: a bound on what each block that touches the

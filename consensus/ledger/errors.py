@@ -25,6 +25,7 @@ REASONS: Final[dict[str, str]] = {
     "unknown_account": "the acting account does not exist",
     "bad_nonce": "the nonce is not the account's next nonce (a replay or a gap)",
     "policy_not_satisfied": "the signatures do not satisfy the account's policy for this kind",
+    "no_standing": "a partial carries no signature by a key its policy names or an institution",
     "not_authorised": "the signer has no right to do this (no grant, wrong role)",
     # accounts and policies
     "account_exists": "an account with this id exists already",

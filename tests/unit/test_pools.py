@@ -10,7 +10,9 @@ from carechain.consensus.ledger.apply import SignatureCache, TxStatus, select_tx
 from carechain.consensus.ledger.errors import TxRejected
 from carechain.consensus.types import Tx
 from carechain.node.pools import Mempool, PoolFull, admit
-from carechain.tests.ledger_world import World
+from carechain.node.wallet import builders
+from carechain.tests.ledger_world import CHAIN_ID, World
+from carechain.tests.strategies import deterministic_key
 
 
 def _puts(world: World, vault: bytes, count: int) -> list[Tx]:
@@ -158,3 +160,31 @@ def test_a_proposal_stops_after_as_many_failures_as_it_may_include() -> None:
     whole = select_txs(world.store, candidates, context, max_txs=10, max_bytes=1 << 20)
     assert len(whole.rejected) == 3
     assert [tx.id for tx in whole.txs] == [tx.id for tx in later]
+
+
+def test_a_partial_is_kept_only_if_someone_with_standing_began_it() -> None:
+    """Unsigned, or signed by a key neither its policy nor the institutions know: refused
+    (anyone could fill every pool and every patient's list with those). Signed by a key the
+    policy names (the patient, the team hospital), or by a registered institution the policy
+    does not name (a hospital asking the trusted party for emergency access): kept."""
+    world = World()
+    vault = world.create_vault()
+    context = world.next_context()
+    draft = world.record_draft(vault)
+    for spam in (draft.unsigned(), draft.signed(deterministic_key(4242))):
+        with pytest.raises(TxRejected, match="no_standing"):
+            admit(world.store, spam, context)
+    assert admit(world.store, draft.signed(world.hospital["A"]), context) is TxStatus.PARTIAL
+    assert admit(world.store, draft.signed(world.p1), context) is TxStatus.PARTIAL
+    hospital_b = world.hospital["B"].public_key
+    emergency = builders.open_emergency(
+        CHAIN_ID, vault, world.nonce(vault), world.expiry(), hospital=hospital_b,
+        epoch_key=world.epoch_keys[(vault, 1)], reason="unconscious", duration_ms=3_600_000,
+    )  # fmt: skip
+    assert admit(world.store, emergency.signed(world.hospital["B"]), context) is TxStatus.PARTIAL
+    newcomer = (deterministic_key(4243), deterministic_key(4244))
+    keys = (newcomer[0].public_key, newcomer[1].public_key)
+    registration = builders.register_patient(CHAIN_ID, keys, world.expiry())
+    assert admit(world.store, registration.signed(newcomer[0]), context) is TxStatus.PARTIAL
+    with pytest.raises(TxRejected, match="no_standing"):
+        admit(world.store, registration.unsigned(), context)
