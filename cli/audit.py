@@ -11,9 +11,15 @@ from pathlib import Path
 
 import click
 from rich.progress import Progress
-from rich.table import Table
 
-from carechain.cli.output import EXIT_FAILED, console, emit_json, error_console, json_option
+from carechain.cli.output import (
+    EXIT_FAILED,
+    console,
+    emit_json,
+    error_console,
+    human_table,
+    json_option,
+)
 from carechain.cli.passphrase import passphrase_option, unlock_key
 from carechain.config.genesis import GENESIS_FILE, load_genesis, save_genesis
 from carechain.config.node import parse_multiaddr
@@ -28,6 +34,7 @@ from carechain.node.audit.observer import observe
 from carechain.node.audit.replay import AuditFailure, ChainSource, check_blobs, replay
 from carechain.node.collector import tuned_collector
 from carechain.node.wallet.client import ApiChain, Client, RemoteState
+from carechain.node.wallet.context import institution_names
 from carechain.storage.blobs.backends import FsObjects
 from carechain.storage.blobs.store import BlobStore
 from carechain.storage.chain import ChainStore
@@ -219,11 +226,12 @@ def audit_access(
     """The patient's access timeline: grants, reads, emergency accesses, erasures."""
     account = decode_address(patient)
     if api is not None:
-        events = timeline(RemoteState(Client(api)), account)
+        remote = RemoteState(Client(api))
+        events, names = timeline(remote, account), institution_names(remote)
     elif home is not None:
         store = ChainStore(LevelKV(home / "data" / "chain", create=False))
         try:
-            events = timeline(store, account)
+            events, names = timeline(store, account), institution_names(store)
         finally:
             store.close()
     else:
@@ -233,14 +241,12 @@ def audit_access(
     if as_json:
         emit_json([dataclasses.asdict(e) | {"actor": e.actor.hex()} for e in events])
         return
-    table = Table("height", "event", "who", "data", "details")
+    table = human_table("height", "event", "who", "data", "details")
     for event in events:
-        who = event.actor.hex()[:16] if event.actor else "patient"
+        who = names.get(event.actor, event.actor.hex()) if event.actor else "patient"
         style = "bold red" if event.detail.get("status") == "unreviewed" else ""
         details = ", ".join(f"{k}={v}" for k, v in event.detail.items() if v not in (None, ""))
-        table.add_row(
-            str(event.height), event.kind, who, event.data_type, details[:80], style=style
-        )
+        table.add_row(str(event.height), event.kind, who, event.data_type, details, style=style)
     console.print(table)
 
 
@@ -307,7 +313,7 @@ def audit_report(
 def _print_report(
     report: ChainReport, evidence: list[Evidence], emergencies: list[Emergency]
 ) -> None:
-    table = Table("validator", "proposed", "signed", "late", "missed")
+    table = human_table("validator", "proposed", "signed", "late", "missed")
     for row in report.participation.values():
         table.add_row(row.name, str(row.proposed), str(row.signed), str(row.late), str(row.missed))
     console.print(table)

@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from carechain.cli.context import flow_options, make_context, report_outcome, vault_arg
-from carechain.cli.output import console, emit_json, json_option
+from carechain.cli.output import console, emit_json, human_table, json_option
 from carechain.consensus.ledger.records import (
     Emergency,
     EmergencyStatus,
@@ -17,7 +16,7 @@ from carechain.consensus.ledger.records import (
 from carechain.consensus.ledger.state import Table as StateTable
 from carechain.node.wallet import builders
 from carechain.node.wallet.client import RemoteState
-from carechain.node.wallet.context import hex_bytes
+from carechain.node.wallet.context import institution_names, unique_id
 
 
 @click.group()
@@ -101,12 +100,18 @@ def emergency_review(
     context = make_context(home, api, passphrase_file)
     keys = [context.key(name) for name in key_names]
     vault_id = vault_arg(vault_hex)
+    on_vault = [
+        found.emergency_id
+        for _, value in RemoteState(context.client).table_entries(StateTable.EMERGENCY)
+        if (found := Emergency.decode(value)).vault == vault_id
+    ]
+    emergency_id = unique_id(emergency_hex, on_vault, 32, "--id")  # whole, or as listed
     draft = builders.review_emergency(
         context.chain_id,
         vault_id,
         context.nonce(vault_id),
         context.expiry(),
-        emergency_id=hex_bytes(emergency_hex, 32, "--id"),
+        emergency_id=emergency_id,
         verdict=EmergencyStatus[verdict.upper()],
         note=note,
     )
@@ -140,14 +145,18 @@ def emergency_list(
     if as_json:
         emit_json(rows)
         return
-    table = Table("id", "vault", "hospital", "reason", "height", "status")
+    names = institution_names(RemoteState(context.client))
+    table = human_table("id (a prefix names it)", "vault", "hospital", "reason", "height", "status")
     for row in rows:
         style = "bold red" if row["status"] == "unreviewed" else ""
+        hospital = str(row["hospital"])
         table.add_row(
-            *(
-                str(row[k])[:16]
-                for k in ("id", "vault", "hospital", "reason", "opened_height", "status")
-            ),
+            str(row["id"])[:16],
+            str(row["vault"]),
+            names.get(bytes.fromhex(hospital), hospital),
+            str(row["reason"]),
+            str(row["opened_height"]),
+            str(row["status"]),
             style=style,
         )
     console.print(table)

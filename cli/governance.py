@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.table import Column, Table
+from rich.table import Column
 
 from carechain.cli.context import flow_options, make_context, report_outcome
 from carechain.cli.nodes import node_client, node_options
-from carechain.cli.output import console, emit_json, json_option
+from carechain.cli.output import console, emit_json, human_table, json_option
 from carechain.cli.partials import summary, tx_cosign
 from carechain.consensus.genesis import Institution, InstitutionKind
 from carechain.consensus.ledger.governance import GOVERNANCE_ACCOUNT
@@ -148,7 +148,7 @@ def governance_list(home: Path | None, api: str | None, as_json: bool) -> None:
     if not pending:
         console.print("no governance proposal is waiting")
         return
-    table = Table(Column("id", no_wrap=True), "nonce", "what it changes", "signed", "needs")
+    table = human_table(Column("id", no_wrap=True), "nonce", "what it changes", "signed", "needs")
     for proposal in pending:
         table.add_row(
             proposal["id"][:16],

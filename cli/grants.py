@@ -7,16 +7,15 @@ import time
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from carechain.cli.context import flow_options, make_context, report_outcome, vault_arg
-from carechain.cli.output import console, emit_json, json_option
+from carechain.cli.output import console, emit_json, human_table, json_option
 from carechain.consensus.ledger.records import (
     Grant,
 )
 from carechain.consensus.ledger.state import Table as StateTable
 from carechain.node.wallet.client import RemoteState
-from carechain.node.wallet.context import hex_bytes, public_key_arg
+from carechain.node.wallet.context import institution_names, public_key_arg, unique_id
 from carechain.node.wallet.patient_actions import grant_access, revoke_grant
 
 
@@ -78,8 +77,13 @@ def grant_revoke(
     """Revoke a grant; the vault's epoch rotates to the remaining readers."""
     context = make_context(home, api, passphrase_file)
     keys = [context.key(name) for name in key_names]
-    grant_id = hex_bytes(grant_hex, 32, "--grant")
     vault_id = vault_arg(vault_hex)
+    on_vault = [
+        Grant.decode(value).grant_id
+        for _, value in RemoteState(context.client).table_entries(StateTable.GRANT)
+        if Grant.decode(value).vault == vault_id
+    ]
+    grant_id = unique_id(grant_hex, on_vault, 32, "--grant")  # whole, or as `grant list` shows
     answer = context.send_sealed(lambda: revoke_grant(context, keys, vault_id, grant_id))
     report_outcome(answer, "grant revoked, epoch rotated", as_json=as_json)
 
@@ -112,12 +116,15 @@ def grant_list(
     if as_json:
         emit_json(rows)
         return
-    table = Table("grant", "grantee", "access", "until", "purpose", "revoked")
+    names = institution_names(RemoteState(context.client))
+    table = human_table(
+        "grant (a prefix names it)", "grantee", "access", "until", "purpose", "revoked"
+    )
     for row in rows:
         until = time.strftime("%Y-%m-%d %H:%M", time.gmtime(int(row["until_ms"]) / 1000))  # type: ignore[call-overload]
         table.add_row(
             str(row["grant"])[:16],
-            str(row["grantee"])[:16],
+            names.get(bytes.fromhex(str(row["grantee"])), str(row["grantee"])),
             str(row["access"]),
             until,
             str(row["purpose"]),

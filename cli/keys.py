@@ -7,9 +7,8 @@ import typing
 from pathlib import Path
 
 import click
-from rich.table import Table
 
-from carechain.cli.output import console, emit_json, json_option
+from carechain.cli.output import console, emit_json, human_table, json_option
 from carechain.cli.passphrase import obtain_passphrase, passphrase_option
 from carechain.consensus.crypto import PrivateKey, peer_id
 from carechain.node.wallet.keystore import (
@@ -104,7 +103,7 @@ def keys_list(home: Path, as_json: bool) -> None:
     if as_json:
         emit_json([info_json(i) for i in infos])
         return
-    table = Table("name", "purpose", "address", "encrypted")
+    table = human_table("name", "purpose", "address", "encrypted")
     for info in infos:
         table.add_row(info.name, info.purpose, info.address, "yes" if info.encrypted else "NO")
     console.print(table)

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from carechain.cli.keys import HOME_ENVIRONMENT_VARIABLE, HOME_OPTION
-from carechain.cli.output import console, emit_json, json_option
+from carechain.cli.output import console, emit_json, human_table, json_option
 from carechain.cli.passphrase import ENVIRONMENT_VARIABLE, obtain_passphrase, passphrase_option
 from carechain.config.node import load_node_config
 from carechain.consensus.errors import InvalidInput
@@ -52,7 +51,7 @@ def testnet(
     if as_json:
         emit_json([{"home": str(n.home), "node_id": n.node_id, "api": n.api_url} for n in nodes])
         return
-    table = Table("home", "node id", "p2p port", "API")
+    table = human_table("home", "node id", "p2p port", "API")
     for node in nodes:
         table.add_row(str(node.home), node.node_id, str(node.p2p_port), node.api_url)
     console.print(table)
@@ -267,7 +266,7 @@ def validators(home: Path | None, api: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
-    table = Table("name", "power", "node id", "linked", "public key")
+    table = human_table("name", "power", "node id", "linked", "public key")
     for row in rows:
         mine = row["node_id"] == report["node_id"]
         linked_text = "this node" if mine else ("yes" if row["linked"] else "NO")
@@ -293,7 +292,7 @@ def peers(home: Path | None, api: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
-    table = Table("node id", "validator", "heartbeat height")
+    table = human_table("node id", "validator", "heartbeat height")
     for row in rows:
         beat = row["heartbeat"]
         table.add_row(row["node_id"], row["validator"] or "-", str(beat["height"]) if beat else "-")

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.table import Column, Table
 
 # The exit codes the README promises: 1 a check failed, 2 usage (click's), 3 invalid input,
 # 4 internal error.
@@ -19,6 +20,18 @@ console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def human_table(*columns: str | Column) -> Table:
+    """A human table whose cells wrap and are never cut short: an id, a key or a node id
+    printed with "..." in the middle could not be copied into the next command."""
+    made = Table()
+    for column in columns:
+        if isinstance(column, Column):
+            made.columns.append(column)
+        else:
+            made.add_column(column, overflow="fold")
+    return made
 
 
 def json_option(function: F) -> F:

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any, Final
 
 import click
-from rich.table import Column, Table
+from rich.table import Column
 
 from carechain.cli.context import flow_options, make_context
-from carechain.cli.output import console, emit_json, json_option
+from carechain.cli.output import console, emit_json, human_table, json_option
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.types import Tx
 from carechain.node.wallet.context import hex_bytes
@@ -55,7 +55,7 @@ def tx_pending(
     if as_json:
         emit_json(partials)
         return
-    table = Table(
+    table = human_table(
         Column("id", no_wrap=True),  # never folded: `tx cosign` takes this prefix
         "kind",
         "what it does",

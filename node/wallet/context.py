@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Final
 
 from carechain.config.genesis import parse_genesis
 from carechain.consensus.crypto import PrivateKey, account_id, is_public_key, unseal
@@ -22,6 +23,7 @@ from carechain.consensus.ledger.governance import apply_pending
 from carechain.consensus.ledger.records import Account, InstitutionState, Vault
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.types import Tx
+from carechain.node.audit.access_report import TableReader
 from carechain.node.wallet.client import ApiRequestError, Client, RemoteState
 from carechain.node.wallet.keystore import KeystoreError, key_path, load_key, read_key_info
 
@@ -169,6 +171,38 @@ def hex_bytes(value: str, size: int, what: str) -> bytes:
     if len(raw) != size:
         raise InvalidInput(f"{what} must be {2 * size} hex characters")
     return raw
+
+
+ID_PREFIX_MIN: Final = 8  # hex characters: what a table shows is enough to name an id
+
+
+def unique_id(text: str, candidates: Iterable[bytes], size: int, what: str) -> bytes:
+    """An id given whole (2 x `size` hex characters) or by a prefix of at least 8, as the
+    human tables print them: the one of `candidates` it names. Says which ids a prefix
+    matches when it names none or several."""
+    text = text.strip().lower()
+    if len(text) == 2 * size:
+        return hex_bytes(text, size, what)
+    if len(text) < ID_PREFIX_MIN or any(c not in "0123456789abcdef" for c in text):
+        raise InvalidInput(
+            f"{what} must be {2 * size} hex characters, or a prefix of at least "
+            f"{ID_PREFIX_MIN} that names one id"
+        )
+    matches = sorted({c for c in candidates if c.hex().startswith(text)})
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise InvalidInput(f"{what} {text}: no such id here", hint="list them to see the ids")
+    shown = ", ".join(m.hex()[:16] for m in matches[:5])
+    raise InvalidInput(f"{what} {text} names {len(matches)} ids ({shown}): give more of it")
+
+
+def institution_names(reader: TableReader) -> dict[bytes, str]:
+    """Every institution's name by key (genesis's and governance's), for human tables."""
+    return {
+        key: InstitutionState.decode(raw).institution.name
+        for key, raw in reader.table_entries(Table.INSTITUTION)
+    }
 
 
 def public_key_arg(value: str, what: str) -> bytes:

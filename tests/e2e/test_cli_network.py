@@ -227,6 +227,14 @@ def test_operator_status_and_a_patient_flow_through_the_cli(
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     listed = json.loads(ok("grant", "list", *home, "--vault", vault, "--json"))
     assert [g["grantee"] for g in listed] == [key["hospital-b"]]
+    table = ok("grant", "list", *home, "--vault", vault)
+    assert "hospital-b" in table, "the human table names the grantee"
+    shown = grant_id[:16]
+    assert shown in table
+    unknown = run("grant", "revoke", *home, "--vault", vault, "--grant", "00" * 8,
+                  "--key", "p1", "--key", "p2")  # fmt: skip
+    assert unknown.exit_code == EXIT_INVALID_INPUT, unknown.output
+    assert "no such id" in unknown.output
     ok(
         "grant",
         "revoke",
@@ -234,7 +242,7 @@ def test_operator_status_and_a_patient_flow_through_the_cli(
         "--vault",
         vault,
         "--grant",
-        grant_id,
+        shown,  # the id as the table shows it
         "--key",
         "p1",
         "--key",

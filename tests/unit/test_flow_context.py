@@ -12,7 +12,7 @@ import pytest
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.types import Tx
 from carechain.node.wallet.client import ApiRequestError, Client
-from carechain.node.wallet.context import FlowContext
+from carechain.node.wallet.context import FlowContext, unique_id
 
 
 @dataclasses.dataclass
@@ -81,3 +81,21 @@ def test_other_refusals_are_not_retried() -> None:
 
     with pytest.raises(ApiRequestError):
         _context(node).send_sealed(refused)
+
+
+def test_an_id_is_named_whole_or_by_a_unique_prefix_of_eight_or_more() -> None:
+    first, second = bytes.fromhex("ab" * 32), bytes.fromhex("abcd" + "00" * 30)
+    ids = [first, second]
+    assert unique_id("ab" * 32, ids, 32, "--grant") == first
+    assert unique_id("ABABABAB", ids, 32, "--grant") == first
+    assert unique_id("abcd0000", ids, 32, "--grant") == second
+    for text, problem in (
+        ("abab", "at least 8"),
+        ("zzzzzzzz", "at least 8"),
+        ("ffffffff", "no such id"),
+    ):
+        with pytest.raises(InvalidInput, match=problem):
+            unique_id(text, ids, 32, "--grant")
+    twins = [bytes.fromhex("12345678" + "00" * 28), bytes.fromhex("12345678" + "11" * 28)]
+    with pytest.raises(InvalidInput, match="names 2 ids"):
+        unique_id("12345678", twins, 32, "--grant")
