@@ -241,6 +241,14 @@ _TAG_MESSAGE: Final = int(sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSA
 _TAG_FINAL: Final = int(sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL)
 
 
+def stream_ciphertext_bytes(plaintext_bytes: int) -> int:
+    """The length `encrypt_stream` makes of `plaintext_bytes`: its header, then each 64 KiB
+    piece and the last (possibly empty) one with its tag. A record's blob on chain is checked
+    against it: the ledger records the plaintext's size."""
+    pieces = plaintext_bytes // STREAM_CHUNK_BYTES + 1
+    return STREAM_HEADER_BYTES + plaintext_bytes + pieces * STREAM_OVERHEAD_BYTES
+
+
 def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
     buffer = bytearray()
     for chunk in chunks:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
+from carechain.consensus.crypto import stream_ciphertext_bytes
 from carechain.consensus.errors import CarechainError
 from carechain.consensus.ledger.blob_access import BlobAccessDenied, BlobRequest, authorise
 from carechain.consensus.ledger.state import StateReader
@@ -35,19 +36,27 @@ class BlobService:
             self.refused += 1
             raise BlobAccessDenied(f"malformed blob request: {exc}") from None
         try:
-            authorise(self.state, self.chain_id, request, self.clock_ms())
+            entry = authorise(self.state, self.chain_id, request, self.clock_ms())
         except BlobAccessDenied:
             self.refused += 1
             raise
         self.served += 1
-        async for piece in self.blobs.get(request.content_id):
+        size = stream_ciphertext_bytes(entry.size_bytes)
+        async for piece in self.blobs.get(request.content_id, size=size):
             yield piece
 
 
-async def fetch_from_peer(network: Network, peer: str, request: BlobRequest) -> bytes:
-    """Fetch a record's ciphertext from another node; refuse it unless it matches the record's
-    content id (never trust the serving node's own check)."""
+async def fetch_from_peer(
+    network: Network, peer: str, request: BlobRequest, size_bytes: int
+) -> bytes:
+    """Fetch a record's ciphertext from another node; refuse it unless it is the one byte
+    string the record's content id names, of the length its size on chain gives
+    (`size_bytes`: the ciphertext's; never trust the serving node's own check)."""
     data = b"".join([piece async for piece in network.fetch_blob(peer, request.encode())])
+    if len(data) != size_bytes:
+        raise BlobCorruptError(
+            f"{peer} sent {len(data)} bytes for {request.content_id}; the record's are {size_bytes}"
+        )
     if content_id_of(data) != request.content_id:
         raise BlobCorruptError(f"{peer} sent bytes that do not match {request.content_id}")
     return data

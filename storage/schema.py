@@ -17,7 +17,9 @@ from typing import Final
 
 from carechain.consensus.ledger.state import Table
 
-SCHEMA_VERSION: Final = 1
+# 2: a record's content id is a canonical CIDv1 and a large blob is named by its UnixFS root
+# (ids equal to IPFS's); a chain written under 1 may hold ids this ledger refuses.
+SCHEMA_VERSION: Final = 2
 
 META_PREFIX: Final = b"m"
 STATE_PREFIX: Final = b"s"

@@ -36,6 +36,7 @@ REASONS: Final[dict[str, str]] = {
     "vault_exists": "the patient already has a vault with this id",
     "unknown_data_type": "the data type is not registered",
     "data_type_mismatch": "the record's data type differs from its vault's",
+    "bad_content_id": "the content id is not a lower-case base32 CIDv1 (raw or dag-pb, sha2-256)",
     "stale_epoch": "the record or rotation uses an epoch that is not the vault's current one",
     "bad_members": "sealed keys do not go to exactly the members who must read the vault",
     "duplicate_record": "a record with this id exists in the vault already",

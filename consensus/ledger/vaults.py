@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from carechain.consensus.cid import BadContentId, parse_cid
 from carechain.consensus.crypto import derived_account_id
 from carechain.consensus.genesis import InstitutionKind
 from carechain.consensus.ledger.bodies import (
@@ -119,6 +120,11 @@ def process_put_record(state: Overlay, body: PutRecord, ctx: TxContext) -> None:
         raise TxRejected(
             "bad_body", f"content_id is {INLINE!r} exactly when the ciphertext is inline"
         )
+    if body.content_id != INLINE:
+        try:  # one text per id: a record never names its blob in a second spelling
+            parse_cid(body.content_id)
+        except BadContentId as exc:
+            raise TxRejected("bad_content_id", exc.message) from None
     key = vault.vault_id + body.record_id
     if state.get(Table.RECORD, key) is not None:
         raise TxRejected("duplicate_record", f"record {body.record_id.hex()} exists already")

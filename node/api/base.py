@@ -56,6 +56,7 @@ class Route:
     answer: Schema | None = None  # the success answer's JSON Schema (`answers.py`)
     answer_type: str = "application/json"  # the success answer's media type
     raw_body: str | None = None  # a POST that takes raw bytes: their media type
+    refusals: dict[str, str] = dataclasses.field(default_factory=dict)  # more statuses: why
 
 
 class RouteFamily:

@@ -8,8 +8,11 @@ from typing import Final
 import pydantic
 from aiohttp import web
 
+from carechain.consensus.crypto import stream_ciphertext_bytes
 from carechain.consensus.errors import CarechainError
 from carechain.consensus.ledger.blob_access import BlobRequest
+from carechain.consensus.ledger.records import RecordEntry
+from carechain.consensus.ledger.state import Overlay, Table
 from carechain.node.api.answers import INT, obj
 from carechain.node.api.base import (
     HEX,
@@ -62,6 +65,10 @@ class Blobs(RouteFamily):
                 body=FetchBlob,
                 answer={"type": "string", "format": "binary"},
                 answer_type="application/octet-stream",
+                refusals={
+                    "403": "no peer serves it to this reader (each peer's refusal is listed)",
+                    "404": "no record on chain names that blob",
+                },
             ),
         ]
 
@@ -85,15 +92,20 @@ class Blobs(RouteFamily):
         except CarechainError as exc:
             raise ApiError(400, "bad_request", f"not a blob request: {exc}") from None
         node = self.node
+        key = blob_request.vault + blob_request.record_id
+        entry = Overlay(node.store).load(Table.RECORD, key, RecordEntry)
+        if entry is None or entry.content_id != blob_request.content_id:
+            raise ApiError(404, "not_found", "no record on chain names that blob")
+        size = stream_ciphertext_bytes(entry.size_bytes)
         if await node.blobs.has(blob_request.content_id):
             return web.Response(
-                body=await node.blobs.read(blob_request.content_id),
+                body=await node.blobs.read(blob_request.content_id, size=size),
                 content_type="application/octet-stream",
             )
         refusals = []
         for peer in node.network.peers():
             try:
-                data = await fetch_from_peer(node.network, peer, blob_request)
+                data = await fetch_from_peer(node.network, peer, blob_request, size)
             except CarechainError as exc:
                 refusals.append(f"{peer[-8:]}: {exc}")
                 continue

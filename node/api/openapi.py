@@ -32,6 +32,8 @@ def _operation(route: Route) -> dict[str, Any]:
         responses["404"] = _error("nothing of that name here")
     if route.method == "POST":
         responses["413"] = _error("the body exceeds `api.body_bytes_max`")
+    for status, why in route.refusals.items():
+        responses[status] = _error(why)
     if route.pool_full:
         responses["503"] = _error("the node's pool is full: retry after the Retry-After seconds")
     operation: dict[str, Any] = {"summary": route.summary, "responses": responses}

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Final, Protocol
 
+from carechain.consensus.crypto import stream_ciphertext_bytes
 from carechain.consensus.errors import CarechainError
 from carechain.consensus.genesis import Genesis
 from carechain.consensus.ledger.apply import apply_block, signers_of
@@ -306,7 +307,7 @@ async def check_blobs(state: StateStore, blobs: BlobStore) -> BlobCheck:
             result.missing.append(record.content_id)
             continue
         try:  # held: any failure to read it whole (a lost chunk too) is damage
-            await blobs.read(record.content_id)
+            await blobs.read(record.content_id, size=stream_ciphertext_bytes(record.size_bytes))
         except CarechainError as exc:
             result.broken.append(f"record {record.record_id.hex()}: {exc}")
         else:

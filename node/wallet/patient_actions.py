@@ -114,6 +114,11 @@ def read_record(
         context.now_ms(),
     )
     ciphertext = context.client.blob_fetch(request.signed_by(reader).encode())
+    if len(ciphertext) != crypto.stream_ciphertext_bytes(entry.size_bytes):
+        raise InvalidInput(
+            f"the fetched blob holds {len(ciphertext)} bytes; the record's ciphertext has "
+            f"{crypto.stream_ciphertext_bytes(entry.size_bytes)}"
+        )
     if content_id_of(ciphertext) != entry.content_id:
         raise InvalidInput("the fetched blob does not match the record's content id")
     _anchor_read(context, reader, vault_id, record_id, grant_id)

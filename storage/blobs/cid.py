@@ -1,39 +1,24 @@
-"""IPFS-compatible content ids: CIDv1, raw codec (0x55), sha2-256, base32 (`bafkrei...`)."""
+"""Content ids of the blob store's blocks: IPFS CIDv1, sha2-256, base32. A leaf (a piece of
+a blob, or a whole blob of at most one chunk) is a raw block (`bafkrei...`); a larger blob is
+named by its UnixFS root, a dag-pb block (`bafybei...`, see `unixfs.py`). The strict parser
+lives with the ledger (`consensus.cid`), which refuses any other text on chain."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
-from typing import Final
 
-from carechain.consensus.errors import InvalidInput
+from carechain.consensus.cid import DAG_PB, RAW, BadContentId, ContentId, parse_cid
 
-_PREFIX: Final = bytes([0x01, 0x55, 0x12, 0x20])  # version 1, raw, sha2-256, 32 bytes
-
-
-class BadContentId(InvalidInput):
-    code = "bad_content_id"
+__all__ = ["DAG_PB", "RAW", "BadContentId", "ContentId", "cid_of", "cid_of_digest", "parse_cid"]
 
 
 def cid_of_digest(digest: bytes) -> str:
+    """The content id of a raw block with this sha2-256 digest."""
     if len(digest) != 32:
         raise ValueError("a sha2-256 digest is 32 bytes")
-    return "b" + base64.b32encode(_PREFIX + digest).decode("ascii").lower().rstrip("=")
+    return ContentId(RAW, digest).text
 
 
 def cid_of(data: bytes) -> str:
+    """The content id of `data` as one raw block."""
     return cid_of_digest(hashlib.sha256(data).digest())
-
-
-def digest_of(cid: str) -> bytes:
-    """The sha2-256 digest a CIDv1 (raw) names; BadContentId for anything else."""
-    if not cid.startswith("b"):
-        raise BadContentId(f"{cid!r} is not a base32 CIDv1 (they start with 'b')")
-    body = cid[1:].upper()
-    try:
-        raw = base64.b32decode(body + "=" * (-len(body) % 8))
-    except ValueError:
-        raise BadContentId(f"{cid!r} is not valid base32") from None
-    if len(raw) != 36 or not raw.startswith(_PREFIX):
-        raise BadContentId(f"{cid!r} is not a raw sha2-256 CIDv1")
-    return raw[4:]

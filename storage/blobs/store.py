@@ -1,10 +1,14 @@
-"""Content-addressed blob storage over any object backend.
+"""Content-addressed blob storage over any object backend, laid out as IPFS lays out a file.
 
-`put(stream)` cuts the stream into 1 MiB chunks, stores each under its CIDv1 (raw, sha2-256,
-base32: an IPFS raw block) and returns the blob's content id: the chunk's own CID for a blob
-of at most one chunk, otherwise the CID of a manifest listing the chunks. `get(cid)` streams
-the blob back and checks every chunk against its CID before handing it out, so bytes that do
-not match are never returned; `offset` resumes a broken download at a chunk boundary.
+`put(stream)` cuts the stream into 1 MiB chunks, stores each as a raw block under its CIDv1 and
+returns the blob's content id, the one `ipfs add` gives the same bytes under profile
+`unixfs-v1-2025`: a blob of at most one chunk is its raw block; a larger one is named by the
+root of a balanced tree of dag-pb UnixFS nodes, stored too (`unixfs.py`). `get(cid)` streams
+the blob back and checks every block against its id, every node's sizes against its links and
+the leaves' lengths against the node that names them, before handing anything out; given the
+size the ledger records, it checks that too. So one content id names one byte string: a raw
+id is the bytes of one block, a dag-pb id the file its tree describes, never the node's own
+bytes. `offset` resumes a broken download at a chunk boundary.
 
 Only ciphertext is ever stored: clients encrypt before `put` (crypto.encrypt_stream).
 Backends implement the small `ObjectStore` protocol; they know nothing of CIDs.
@@ -14,19 +18,32 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from pathlib import Path
-from typing import Annotated, Final, Protocol
+from typing import Final, Protocol
 
-from carechain.consensus.codec import Record, Size
-from carechain.consensus.errors import CarechainError, InvalidInput
-from carechain.storage.blobs.cid import cid_of, cid_of_digest, digest_of
+from carechain.consensus.errors import InvalidInput
+from carechain.storage.blobs.cid import DAG_PB, RAW, ContentId, parse_cid
+from carechain.storage.blobs.unixfs import CHUNK_BYTES, BadNode, DagBuilder, decode_node
+from carechain.storage.blobs.unixfs import content_id as content_id_of
 
-CHUNK_BYTES: Final = 1024 * 1024
+__all__ = [
+    "CHUNK_BYTES",
+    "BlobCorruptError",
+    "BlobNotFoundError",
+    "BlobStat",
+    "BlobStore",
+    "ObjectStore",
+    "content_id_of",
+    "from_bytes",
+    "from_file",
+    "from_iterable",
+    "rechunk",
+]
+
 CHUNKS_MAX: Final = 1 << 20  # 1 TiB per blob
-CHUNK_NAMESPACE: Final = "chunks"
-MANIFEST_NAMESPACE: Final = "manifests"
+CHUNK_NAMESPACE: Final = "chunks"  # raw blocks: the leaves
+NODE_NAMESPACE: Final = "nodes"  # dag-pb blocks: a large blob's tree
 
 
 class BlobNotFoundError(InvalidInput):
@@ -51,18 +68,6 @@ class ObjectStore(Protocol):
     async def delete_object(self, key: str) -> None: ...
 
     async def close(self) -> None: ...
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Chunk(Record):
-    digest: Annotated[bytes, Size(32, 32)]
-    size: int
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Manifest(Record):
-    size: int
-    chunks: Annotated[tuple[Chunk, ...], Size(2, CHUNKS_MAX)]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -105,107 +110,119 @@ async def from_file(path: Path, size: int = CHUNK_BYTES) -> AsyncIterator[bytes]
             yield piece
 
 
-def content_id_of(data: bytes) -> str:
-    """The content id `BlobStore.put` gives these bytes."""
-    if len(data) <= CHUNK_BYTES:
-        return cid_of(data)
-    chunks = tuple(
-        Chunk(hashlib.sha256(data[i : i + CHUNK_BYTES]).digest(), len(data[i : i + CHUNK_BYTES]))
-        for i in range(0, len(data), CHUNK_BYTES)
-    )
-    return cid_of(Manifest(len(data), chunks).encode())
-
-
 class BlobStore:
     def __init__(self, objects: ObjectStore) -> None:
         self.objects = objects
 
     async def put(self, stream: AsyncIterable[bytes]) -> str:
-        chunks: list[Chunk] = []
-        first = b""
+        builder = DagBuilder()
+        leaves = 0
         async for piece in rechunk(stream):
-            digest = hashlib.sha256(piece).digest()
-            key = _key(CHUNK_NAMESPACE, cid_of_digest(digest))
+            leaves += 1
+            if leaves > CHUNKS_MAX:
+                raise InvalidInput(f"a blob holds at most {CHUNKS_MAX} chunks of 1 MiB")
+            key = _key(CHUNK_NAMESPACE, ContentId.of_block(RAW, piece).text)
             if not await self.objects.has_object(key):
                 await self.objects.put_object(key, piece)
-            if not chunks:
-                first = piece
-            chunks.append(Chunk(digest, len(piece)))
-            if len(chunks) > CHUNKS_MAX:
-                raise InvalidInput(f"a blob holds at most {CHUNKS_MAX} chunks of 1 MiB")
-        if len(chunks) == 1:
-            return cid_of(first)
-        manifest = Manifest(sum(c.size for c in chunks), tuple(chunks)).encode()
-        cid = cid_of(manifest)
-        await self.objects.put_object(_key(MANIFEST_NAMESPACE, cid), manifest)
-        return cid
+            for cid, block in builder.add_leaf(piece):
+                await self.objects.put_object(_key(NODE_NAMESPACE, cid.text), block)
+        for cid, block in builder.finish():
+            await self.objects.put_object(_key(NODE_NAMESPACE, cid.text), block)
+        return builder.root.text
 
-    async def _manifest(self, cid: str) -> Manifest | None:
-        raw = await self.objects.get_object(_key(MANIFEST_NAMESPACE, cid))
-        if raw is None:
-            return None
-        if hashlib.sha256(raw).digest() != digest_of(cid):
-            raise BlobCorruptError(f"manifest of {cid} does not match its content id")
-        try:
-            return Manifest.decode(raw, max_bytes=len(raw))
-        except CarechainError as exc:
-            raise BlobCorruptError(f"manifest of {cid} is unreadable: {exc}") from None
-
-    async def _chunk(self, digest: bytes) -> bytes:
-        cid = cid_of_digest(digest)
-        data = await self.objects.get_object(_key(CHUNK_NAMESPACE, cid))
+    async def _block(self, cid: ContentId) -> bytes:
+        namespace = NODE_NAMESPACE if cid.codec == DAG_PB else CHUNK_NAMESPACE
+        data = await self.objects.get_object(_key(namespace, cid.text))
         if data is None:
-            raise BlobNotFoundError(f"chunk {cid} is missing from the store")
-        if hashlib.sha256(data).digest() != digest:
-            raise BlobCorruptError(f"chunk {cid} does not match its content id; refused")
+            raise BlobNotFoundError(f"block {cid} is missing from the store")
+        if not cid.matches(data):
+            raise BlobCorruptError(f"block {cid} does not match its content id; refused")
         return data
 
-    async def get(self, cid: str, offset: int = 0) -> AsyncIterator[bytes]:
-        """Stream blob `cid` from byte `offset`, verifying every chunk before yielding it."""
-        manifest = await self._manifest(cid)
-        if manifest is not None:
-            chunks = manifest.chunks
-        elif await self.objects.has_object(_key(CHUNK_NAMESPACE, cid)):
-            chunks = (Chunk(digest_of(cid), -1),)  # a one-chunk blob; its size is its length
-        else:
+    async def _node(self, cid: ContentId) -> tuple[list[tuple[ContentId, int]], int, list[int]]:
+        block = await self._block(cid)
+        try:
+            return decode_node(block)
+        except BadNode as exc:
+            raise BlobCorruptError(f"node {cid} is not a file node: {exc.message}") from None
+
+    async def _leaves(
+        self, cid: ContentId, size: int | None
+    ) -> AsyncIterator[tuple[ContentId, int]]:
+        """The leaves under `cid` in order, each with its length, checked against the sizes
+        the nodes above give (`size`: what the parent or the ledger says it holds)."""
+        if cid.codec != DAG_PB:
+            yield cid, -1 if size is None else size
+            return
+        links, filesize, blocksizes = await self._node(cid)
+        if size is not None and filesize != size:
+            raise BlobCorruptError(f"node {cid} describes {filesize} bytes, not {size}")
+        for (child, _), child_size in zip(links, blocksizes, strict=True):
+            async for leaf in self._leaves(child, child_size):
+                yield leaf
+
+    async def get(
+        self, cid: str, offset: int = 0, *, size: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Stream blob `cid` from byte `offset`, verifying every block before yielding from
+        it; `size`: the length the ledger records for it, checked as well."""
+        root = parse_cid(cid)
+        if not await self._present(root):
             raise BlobNotFoundError(f"no blob {cid} in this store")
         position = 0
-        for chunk in chunks:
-            if chunk.size > 0 and position + chunk.size <= offset:
-                position += chunk.size  # resuming: skip chunks already delivered
+        async for leaf, length in self._leaves(root, size):
+            if length >= 0 and position + length <= offset:
+                position += length  # resuming: skip leaves already delivered
                 continue
-            data = await self._chunk(chunk.digest)
+            data = await self._block(leaf)
+            if length >= 0 and len(data) != length:
+                raise BlobCorruptError(
+                    f"leaf {leaf} holds {len(data)} bytes where its node says {length}"
+                )
             yield data[max(0, offset - position) :]
             position += len(data)
 
-    async def read(self, cid: str) -> bytes:
-        return b"".join([piece async for piece in self.get(cid)])
+    async def _present(self, root: ContentId) -> bool:
+        namespace = NODE_NAMESPACE if root.codec == DAG_PB else CHUNK_NAMESPACE
+        return await self.objects.has_object(_key(namespace, root.text))
+
+    async def read(self, cid: str, *, size: int | None = None) -> bytes:
+        return b"".join([piece async for piece in self.get(cid, size=size)])
 
     async def has(self, cid: str) -> bool:
-        digest_of(cid)
-        if await self.objects.has_object(_key(MANIFEST_NAMESPACE, cid)):
-            return True
-        return await self.objects.has_object(_key(CHUNK_NAMESPACE, cid))
+        """Whether the blob's root block is here (a held blob with a block missing below it
+        is damage: reading it says which block)."""
+        return await self._present(parse_cid(cid))
 
     async def stat(self, cid: str) -> BlobStat:
-        manifest = await self._manifest(cid)
-        if manifest is not None:
-            return BlobStat(cid, manifest.size, len(manifest.chunks))
-        data = await self.objects.get_object(_key(CHUNK_NAMESPACE, cid))
-        if data is None:
+        root = parse_cid(cid)
+        if not await self._present(root):
             raise BlobNotFoundError(f"no blob {cid} in this store")
-        return BlobStat(cid, len(data), 1)
+        if root.codec == DAG_PB:
+            _, filesize, _ = await self._node(root)
+            leaves = [leaf async for leaf in self._leaves(root, filesize)]
+            return BlobStat(cid, filesize, len(leaves))
+        return BlobStat(cid, len(await self._block(root)), 1)
 
     async def delete(self, cid: str) -> None:
-        """Remove a blob and its chunks (crypto-shredded records must not be served again).
-        Ciphertext under fresh keys shares no chunks with other blobs."""
-        manifest = await self._manifest(cid)
-        if manifest is not None:
-            for chunk in manifest.chunks:
-                await self.objects.delete_object(_key(CHUNK_NAMESPACE, cid_of_digest(chunk.digest)))
-            await self.objects.delete_object(_key(MANIFEST_NAMESPACE, cid))
+        """Remove a blob, its nodes and its leaves (crypto-shredded records must not be
+        served again). Ciphertext under fresh keys shares no block with other blobs."""
+        root = parse_cid(cid)
+        if not await self._present(root):
+            return
+        if root.codec == DAG_PB:
+            await self._delete_tree(root)
         else:
-            await self.objects.delete_object(_key(CHUNK_NAMESPACE, cid))
+            await self.objects.delete_object(_key(CHUNK_NAMESPACE, root.text))
+
+    async def _delete_tree(self, node: ContentId) -> None:
+        links, _, _ = await self._node(node)
+        for child, _ in links:
+            if child.codec == DAG_PB:
+                await self._delete_tree(child)
+            else:
+                await self.objects.delete_object(_key(CHUNK_NAMESPACE, child.text))
+        await self.objects.delete_object(_key(NODE_NAMESPACE, node.text))
 
     async def close(self) -> None:
         await self.objects.close()

@@ -18,15 +18,17 @@ from carechain.storage.blobs.backends import (
     S3Objects,
     open_blob_store,
 )
-from carechain.storage.blobs.cid import cid_of
+from carechain.storage.blobs.cid import DAG_PB, RAW, ContentId, cid_of, parse_cid
 from carechain.storage.blobs.store import (
     CHUNK_BYTES,
     BlobCorruptError,
     BlobNotFoundError,
     BlobStore,
+    content_id_of,
     from_bytes,
     from_iterable,
 )
+from carechain.storage.blobs.unixfs import Link, encode_node
 from carechain.tests.contract.s3_server import ACCESS_KEY, BUCKET, SECRET_KEY, s3_server
 
 MiB = CHUNK_BYTES
@@ -70,7 +72,8 @@ async def test_round_trip(store: BlobStore, size: int) -> None:
     data = _data(size)
     pieces = [data[i : i + 300_000] for i in range(0, size, 300_000)] or [b""]
     cid = await store.put(from_iterable(pieces))
-    assert cid.startswith("bafkrei")
+    assert cid == content_id_of(data)
+    assert cid.startswith("bafkrei" if size <= MiB else "bafybei"), "raw leaf, or UnixFS root"
     assert await store.has(cid)
     assert await store.read(cid) == data
     stat = await store.stat(cid)
@@ -112,6 +115,56 @@ async def test_a_tampered_single_chunk_blob_is_refused(store: BlobStore) -> None
     await store.objects.put_object(f"chunks/{cid}", b"ciphertexT")
     with pytest.raises(BlobCorruptError):
         await store.read(cid)
+
+
+@pytest.mark.asyncio
+@pytest.mark.security
+async def test_one_id_names_one_byte_string(store: BlobStore) -> None:
+    """A large blob's id names the file, never its root node's bytes: those stored as a
+    blob get a raw id of their own. Read with the size its record gives, a blob of another
+    length is refused."""
+    data = _data(2 * MiB + 5)
+    cid = await store.put(from_bytes(data))
+    root = parse_cid(cid)
+    node = await store.objects.get_object(f"nodes/{cid}")
+    assert node is not None
+    assert root.codec == DAG_PB
+    assert root.matches(node)
+    as_blob = await store.put(from_bytes(node))
+    assert as_blob != cid
+    assert parse_cid(as_blob).codec == RAW
+    assert await store.read(as_blob) == node
+    assert await store.read(cid, size=len(data)) == data
+    with pytest.raises(BlobCorruptError, match=f"describes {len(data)} bytes"):
+        await store.read(cid, size=len(data) + 1)
+    small = await store.put(from_bytes(b"ciphertext"))
+    with pytest.raises(BlobCorruptError, match="holds 10 bytes"):
+        await store.read(small, size=11)
+
+
+@pytest.mark.asyncio
+@pytest.mark.security
+async def test_a_tree_whose_sizes_do_not_add_up_is_refused(store: BlobStore) -> None:
+    """Nodes stored under their true ids but lying about what is under them: blocksizes
+    that do not match the leaves, or a filesize that is not their sum."""
+    first, second = _data(MiB), b"tail"
+    for piece in (first, second):
+        await store.put(from_bytes(piece))
+    leaves = [parse_cid(cid_of(first)), parse_cid(cid_of(second))]
+    lying = encode_node([Link(leaves[0], MiB, MiB), Link(leaves[1], 4, 5)])  # 4 bytes, says 5
+    await store.objects.put_object(f"nodes/{ContentId.of_block(DAG_PB, lying)}", lying)
+    stream = store.get(ContentId.of_block(DAG_PB, lying).text)
+    assert await anext(stream) == first, "what comes before the lie is verified and handed out"
+    with pytest.raises(BlobCorruptError, match="holds 4 bytes where its node says 5"):
+        await anext(stream)
+    honest = encode_node([Link(leaves[0], MiB, MiB), Link(leaves[1], 4, 4)])
+    broken = honest.replace(
+        b"\x18" + bytes([0x84, 0x80, 0x40]), b"\x18" + bytes([0x85, 0x80, 0x40])
+    )
+    assert broken != honest, "the filesize field was found and changed"
+    await store.objects.put_object(f"nodes/{ContentId.of_block(DAG_PB, broken)}", broken)
+    with pytest.raises(BlobCorruptError, match="add up to"):
+        await store.read(ContentId.of_block(DAG_PB, broken).text)
 
 
 @pytest.mark.asyncio

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from carechain.cli.main import cli
 from carechain.config.genesis import save_genesis
-from carechain.consensus.crypto import PrivateKey
+from carechain.consensus.crypto import PrivateKey, encrypt_stream
 from carechain.consensus.ledger.bodies import PutRecord
 from carechain.consensus.ledger.records import ValidatorAction
 from carechain.consensus.types import (
@@ -326,11 +326,14 @@ def test_a_replaced_blob_is_caught(tmp_path: Path) -> None:
     vault = world.create_vault()
     blobs_folder = tmp_path / "blobs"
     blobs = BlobStore(FsObjects(blobs_folder))
-    ciphertext = b"encrypted imaging study " * 100_000
+    plaintext = b"imaging study " * 200_000  # 2.8 MB: a UnixFS tree of three leaves
+    ciphertext = b"".join(encrypt_stream(bytes(32), [plaintext]))
     content_id = asyncio.run(blobs.put(from_bytes(ciphertext)))
     body = world.record_draft(vault).body
     assert isinstance(body, PutRecord)
-    body = dataclasses.replace(body, content_id=content_id, inline_ciphertext=b"")
+    body = dataclasses.replace(
+        body, content_id=content_id, inline_ciphertext=b"", size_bytes=len(plaintext)
+    )
     draft = builders.TxDraft(
         CHAIN_ID, "record.put", vault, world.nonce(vault), world.expiry(), body
     )
@@ -345,6 +348,29 @@ def test_a_replaced_blob_is_caught(tmp_path: Path) -> None:
     found = asyncio.run(check_blobs(world.store, blobs))
     assert (found.checked, found.missing, len(found.broken)) == (0, [], 1)
     assert "does not match its content id" in found.broken[0]
-    path.unlink()  # a chunk lost while the blob's manifest stays: damage, not "never held"
+    path.unlink()  # a leaf lost while the blob's root node stays: damage, not "never held"
     found = asyncio.run(check_blobs(world.store, blobs))
     assert (found.checked, found.missing, len(found.broken)) == (0, [], 1)
+
+
+def test_a_blob_of_another_length_than_its_record_says_is_caught(tmp_path: Path) -> None:
+    """The record's size is the plaintext's; its blob must be exactly the ciphertext of that
+    many bytes: a store holding a longer or shorter blob under the id is damage."""
+    world = World()
+    vault = world.create_vault()
+    blobs = BlobStore(FsObjects(tmp_path / "blobs"))
+    plaintext = b"ECG " * 300_000
+    ciphertext = b"".join(encrypt_stream(bytes(32), [plaintext]))
+    content_id = asyncio.run(blobs.put(from_bytes(ciphertext)))
+    body = world.record_draft(vault).body
+    assert isinstance(body, PutRecord)
+    body = dataclasses.replace(
+        body, content_id=content_id, inline_ciphertext=b"", size_bytes=len(plaintext) + 1
+    )
+    draft = builders.TxDraft(
+        CHAIN_ID, "record.put", vault, world.nonce(vault), world.expiry(), body
+    )
+    world.block(draft.signed(world.p1, world.hospital["A"]))
+    found = asyncio.run(check_blobs(world.store, blobs))
+    assert (found.checked, found.missing, len(found.broken)) == (0, [], 1)
+    assert f"describes {len(ciphertext)} bytes" in found.broken[0]

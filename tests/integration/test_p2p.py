@@ -28,7 +28,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 
-from carechain.consensus.crypto import PrivateKey, peer_id
+from carechain.consensus.crypto import PrivateKey, encrypt_stream, peer_id, stream_ciphertext_bytes
 from carechain.consensus.ledger.blob_access import BlobRequest
 from carechain.consensus.ledger.bodies import PutRecord
 from carechain.consensus.poa.application import LedgerApplication
@@ -51,7 +51,7 @@ from carechain.p2p.network import (
     encode_frame,
 )
 from carechain.storage.blobs.backends import MemoryObjects
-from carechain.storage.blobs.store import BlobStore, from_bytes
+from carechain.storage.blobs.store import BlobCorruptError, BlobStore, from_bytes
 from carechain.storage.chain import ChainStore
 from carechain.storage.kv import MemoryKV
 from carechain.tests.chain_fixture import certified_blocks, fixture_genesis
@@ -302,11 +302,14 @@ async def test_blob_fetch_needs_a_grant(cluster: Cluster) -> None:
     world = World()
     vault = world.create_vault(team=("A",))
     blobs = BlobStore(MemoryObjects())
-    ciphertext = b"encrypted ECG " * 50_000
+    plaintext = b"ECG " * 400_000  # 1.6 MB: a UnixFS tree of two leaves
+    ciphertext = b"".join(encrypt_stream(bytes(32), [plaintext]))
     content_id = await blobs.put(from_bytes(ciphertext))
     encrypted = world.record_draft(vault).body
     assert isinstance(encrypted, PutRecord)
-    body = dataclasses.replace(encrypted, content_id=content_id, inline_ciphertext=b"")
+    body = dataclasses.replace(
+        encrypted, content_id=content_id, inline_ciphertext=b"", size_bytes=len(plaintext)
+    )
     draft = builders.TxDraft(
         CHAIN_ID, "record.put", vault, world.nonce(vault), world.expiry(), body
     )
@@ -322,16 +325,19 @@ async def test_blob_fetch_needs_a_grant(cluster: Cluster) -> None:
         )
         return unsigned.signed_by(key)
 
-    fetched = await fetch_from_peer(reader, serving.local_id, request(world.hospital["B"]))
+    size = stream_ciphertext_bytes(len(plaintext))
+    fetched = await fetch_from_peer(reader, serving.local_id, request(world.hospital["B"]), size)
     assert fetched == ciphertext
+    with pytest.raises(BlobCorruptError, match="the record's are"):  # a length the record lacks
+        await fetch_from_peer(reader, serving.local_id, request(world.hospital["B"]), size + 1)
     with pytest.raises(PeerError, match="no active grant"):
-        await fetch_from_peer(reader, serving.local_id, request(world.hospital["C"]))
+        await fetch_from_peer(reader, serving.local_id, request(world.hospital["C"]), size)
     forged = dataclasses.replace(
         request(world.hospital["C"]), reader=world.hospital["B"].public_key
     )
     with pytest.raises(PeerError, match="signature does not verify"):
-        await fetch_from_peer(reader, serving.local_id, forged)
-    assert (service.served, service.refused) == (1, 2)
+        await fetch_from_peer(reader, serving.local_id, forged, size)
+    assert (service.served, service.refused) == (2, 2)
 
 
 # --- attacks on real sockets -------------------------------------------------------------------

@@ -290,6 +290,7 @@ def test_record_put_by_patient_and_team_hospital_is_readable_by_members() -> Non
     )
 
 
+HELLO = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"  # "hello world"
 RECORD_REJECTIONS: list[tuple[str, Callable[[World, bytes], Tx]]] = [
     ("policy_not_satisfied", lambda w, v: w.record_draft(v).signed(w.hospital["A"])),
     ("policy_not_satisfied", lambda w, v: w.record_draft(v).signed(w.p1)),
@@ -313,6 +314,26 @@ RECORD_REJECTIONS: list[tuple[str, Callable[[World, bytes], Tx]]] = [
             w.record_draft(v),
             body=dataclasses.replace(w.record_draft(v).body, content_id="bafkreixyz"),  # type: ignore[type-var]
         ).signed(w.p1, w.p2),
+    ),
+    *(
+        (
+            "bad_content_id",
+            lambda w, v, text=text: dataclasses.replace(
+                w.record_draft(v),
+                body=dataclasses.replace(
+                    w.record_draft(v).body,
+                    content_id=text,
+                    inline_ciphertext=b"",
+                ),
+            ).signed(w.p1, w.p2),
+        )
+        for text in (
+            "bafkreixyz",  # too short
+            HELLO.upper(),  # another multibase (B: upper-case base32)
+            "b" + HELLO[1:].upper(),  # not lower-case
+            HELLO[:-1] + "f",  # non-zero trailing bits: a second spelling of one id
+            HELLO.replace("bafkre", "bafyre"),  # dag-cbor: not a codec of content ids
+        )
     ),
     (
         "unknown_account",

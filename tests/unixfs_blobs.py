@@ -1,0 +1,37 @@
+"""The seeded blobs the UnixFS known-answer vectors are for (`tests/vectors/unixfs.json`),
+made exactly as `tests/interop/unixfs/vectors.mjs` makes them: 1 MiB of an LCG's bytes
+(x = x * 1103515245 + 12345 mod 2^31, byte = x >> 16 & 255, from x = 2026), chunk k of a
+blob that base rotated left by k * 7919 bytes, a blob the concatenation cut to its size."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+CHUNK = 1 << 20
+VECTORS = Path(__file__).resolve().parent / "vectors" / "unixfs.json"
+
+
+@functools.cache
+def _base() -> bytes:
+    out = bytearray(CHUNK)
+    x = 2026
+    for i in range(CHUNK):
+        x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+        out[i] = (x >> 16) & 0xFF
+    return bytes(out)
+
+
+def seeded_chunks(size: int) -> Iterator[bytes]:
+    """The blob of `size` bytes, 1 MiB at a time (the last shorter; none for 0 bytes)."""
+    base = _base()
+    for k, start in enumerate(range(0, size, CHUNK)):
+        rotation = (k * 7919) % CHUNK
+        yield (base[rotation:] + base[:rotation])[: min(CHUNK, size - start)]
+
+
+def reference_ids() -> dict[int, str]:
+    """The reference importer's ids, by size."""
+    return {int(size): cid for size, cid in json.loads(VECTORS.read_text())["ids"].items()}
