@@ -1,8 +1,9 @@
 """`carechain blob`: put an encrypted file in a node's blob store, get one, check a file
-against its content id."""
+against its content id, and move a blob in and out as a CAR file."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -12,8 +13,14 @@ from carechain.cli.context import (
     flow_options,
     make_context,
 )
+from carechain.cli.keys import HOME_ENVIRONMENT_VARIABLE
 from carechain.cli.output import EXIT_FAILED, console, emit_json, error_console, json_option
-from carechain.storage.blobs.store import content_id_of
+from carechain.config.node import load_node_config
+from carechain.consensus.cid import parse_cid
+from carechain.consensus.errors import InvalidInput
+from carechain.storage.blobs.backends import open_blob_store
+from carechain.storage.blobs.car import read_car, write_car
+from carechain.storage.blobs.store import BlobStore, content_id_of
 
 
 @click.group()
@@ -70,3 +77,75 @@ def blob_verify(path: Path, cid: str, as_json: bool) -> None:
         error_console.print(f"[red]mismatch:[/red] {path} is {actual}, not {cid}")
     if actual != cid:  # a check that failed, not a bad input: exit 1
         sys.exit(EXIT_FAILED)
+
+
+def _home_store(home: Path) -> BlobStore:
+    """The blob store of a node's home, opened directly (the node may run meanwhile: every
+    object is written whole, under a name that is its content id)."""
+    return open_blob_store(load_node_config(home).blobs, home)
+
+
+@blob.command("export")
+@click.option(
+    "--home", required=True, envvar=HOME_ENVIRONMENT_VARIABLE, show_envvar=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The node home whose blob store holds the blob.",
+)  # fmt: skip
+@click.option("--car", "car_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("cid")
+@json_option
+def blob_export(home: Path, car_path: Path, cid: str, as_json: bool) -> None:
+    """Write a blob and its whole tree as a CAR file (what `ipfs dag import` and CAR readers
+    take); every block is checked on the way out. Never overwrites a file."""
+    if car_path.exists():
+        raise InvalidInput(f"{car_path} exists already", hint="choose another --car path")
+
+    async def export() -> int:
+        store = _home_store(home)
+        written = 0
+        try:
+            partial = car_path.with_name(car_path.name + ".partial")
+            with partial.open("wb") as out:
+                async for piece in write_car(parse_cid(cid), store.blocks(cid)):
+                    out.write(piece)
+                    written += len(piece)
+            partial.replace(car_path)
+        finally:
+            await store.close()
+        return written
+
+    try:
+        written = asyncio.run(export())
+    finally:
+        car_path.with_name(car_path.name + ".partial").unlink(missing_ok=True)
+    if as_json:
+        emit_json({"content_id": cid, "car": str(car_path), "bytes": written})
+    else:
+        console.print(f"wrote {cid} to {car_path} ({written:,} bytes)")
+
+
+@blob.command("import")
+@click.option(
+    "--home", required=True, envvar=HOME_ENVIRONMENT_VARIABLE, show_envvar=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The node home whose blob store takes the blob.",
+)  # fmt: skip
+@click.argument("car_path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@json_option
+def blob_import(home: Path, car_path: Path, as_json: bool) -> None:
+    """Store the blob a CAR file holds (from carechain or any IPFS tool): only if its blocks
+    are exactly that blob, each matching its id; print its content id."""
+    root, blocks = read_car(car_path.read_bytes())
+
+    async def store_all() -> None:
+        store = _home_store(home)
+        try:
+            await store.put_blocks(root.text, blocks)
+        finally:
+            await store.close()
+
+    asyncio.run(store_all())
+    if as_json:
+        emit_json({"content_id": root.text, "blocks": len(blocks)})
+    else:
+        console.print(root.text)

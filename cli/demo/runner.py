@@ -23,6 +23,7 @@ from pathlib import Path
 import click
 
 from carechain.cli.demo.burst import clinic_burst
+from carechain.cli.demo.gateway import gateway
 from carechain.cli.demo.ledger import Ledger
 from carechain.cli.demo.steps import (
     Story,
@@ -272,6 +273,7 @@ def _story(scenario: Scenario, cast: Cast, network: Devnet) -> None:
         vaults,
         home_readings,
         cgm_report,
+        gateway,
         grant_and_read,
         revoke,
         emergency,

@@ -424,12 +424,12 @@ def audit(story: Story, names: dict[bytes, str]) -> None:
     print_timeline(events, names)
     kinds = [event.kind for event in events]
     story.check(
-        kinds.count("read") == 4 and kinds.count("grant") == 1 and kinds.count("emergency") == 1,
-        "the timeline shows 1 grant (revoked), 4 reads and 1 reviewed emergency",
+        kinds.count("read") == 5 and kinds.count("grant") == 1 and kinds.count("emergency") == 1,
+        "the timeline shows 1 grant (revoked), 5 reads and 1 reviewed emergency",
     )
     bundle = fhir_bundle(events, story.patient_account)
     story.check(
-        len(bundle["entry"]) == 6, "it exports as 6 FHIR resources: 1 Consent, 5 AuditEvents"
+        len(bundle["entry"]) == 7, "it exports as 7 FHIR resources: 1 Consent, 6 AuditEvents"
     )
     blocks, problems = replay(story.ledger)
     story.check(not problems, f"all {blocks} blocks: certificates verify, state roots reproduce")

@@ -3,14 +3,16 @@ record's blob from a peer with a signed request."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Final
 
 import pydantic
 from aiohttp import web
 
+from carechain.consensus.cid import ContentId, parse_cid
 from carechain.consensus.crypto import stream_ciphertext_bytes
 from carechain.consensus.errors import CarechainError
-from carechain.consensus.ledger.blob_access import BlobRequest
+from carechain.consensus.ledger.blob_access import BlobAccessDenied, BlobRequest, authorise
 from carechain.consensus.ledger.records import RecordEntry
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.node.api.answers import INT, obj
@@ -25,9 +27,25 @@ from carechain.node.api.base import (
     read_body,
 )
 from carechain.node.blob_service import fetch_from_peer
+from carechain.storage.blobs.car import write_car
 from carechain.storage.blobs.store import from_bytes
 
 CID: Final[Schema] = {"type": "string", "pattern": "^b[a-z2-7]{58}$"}
+CAR: Final = "application/vnd.ipld.car"
+RAW_BLOCK: Final = "application/vnd.ipld.raw"
+REQUEST_HEADER: Final = "X-Carechain-Blob-Request"
+
+
+# (blocks never change under their id; the caller verifies each)
+GATEWAY_HEADERS: Final = {"Cache-Control": "public, max-age=29030400, immutable"}
+
+
+async def _chain_first(
+    first: tuple[ContentId, bytes], rest: AsyncIterator[tuple[ContentId, bytes]]
+) -> AsyncIterator[tuple[ContentId, bytes]]:
+    yield first
+    async for block in rest:
+        yield block
 
 
 class FetchBlob(Body):
@@ -58,6 +76,23 @@ class Blobs(RouteFamily):
                 answer_type="application/octet-stream",
             ),
             Route(
+                "GET",
+                "/ipfs/{cid}",
+                self.gateway,
+                "IPFS trustless gateway: a record's blob as a CAR (Accept: "
+                "application/vnd.ipld.car) or one of its blocks (application/vnd.ipld.raw), "
+                f"for a reader whose signed blob request ({REQUEST_HEADER}, hex) the ledger "
+                "allows, as a peer's over libp2p",
+                parameters={"cid": CID},
+                answer={"type": "string", "format": "binary"},
+                answer_type=CAR,
+                refusals={
+                    "403": f"no {REQUEST_HEADER}, or the ledger does not let its reader read "
+                    "this record, or the block is not part of the record's blob",
+                    "406": f"neither {CAR} nor {RAW_BLOCK} is acceptable to the caller",
+                },
+            ),
+            Route(
                 "POST",
                 "/v1/blobs/fetch",
                 self.blob_fetch,
@@ -84,6 +119,66 @@ class Blobs(RouteFamily):
     async def blob_get(self, request: web.Request) -> web.Response:
         data = await self.node.blobs.read(request.match_info["cid"])
         return web.Response(body=data, content_type="application/octet-stream")
+
+    async def gateway(self, request: web.Request) -> web.StreamResponse:
+        """The Trustless Gateway's two formats, for what a blob request allows: the reader
+        signs a `BlobRequest` naming the record (as for a peer's node) and sends it in a
+        header; the ledger's rules decide (`blob_access.authorise`); the caller checks every
+        block against its id, as any IPFS client does. The reader files its read receipt on
+        chain as after any fetch (the payload is ciphertext)."""
+        wanted = self._format(request)
+        blob_request = self._blob_request(request)
+        node = self.node
+        try:
+            authorise(node.store, node.genesis.chain_id, blob_request, node.clock_ms())
+        except BlobAccessDenied as exc:
+            raise ApiError(403, "not_authorised", exc.message) from None
+        cid, root = request.match_info["cid"], blob_request.content_id
+        if wanted == RAW_BLOCK:
+            if cid != root and parse_cid(cid) not in await node.blobs.tree(root):
+                raise ApiError(403, "not_authorised", f"{cid} is not a block of {root}")
+            block = await node.blobs.block(cid)
+            return web.Response(body=block, content_type=RAW_BLOCK, headers=GATEWAY_HEADERS)
+        if cid != root:
+            raise ApiError(403, "not_authorised", f"the request names blob {root}, not {cid}")
+        response = web.StreamResponse(
+            headers={"Content-Type": f"{CAR}; version=1", **GATEWAY_HEADERS}
+        )
+        blocks = node.blobs.blocks(root)
+        first = await anext(blocks)  # a missing or broken root is refused before any byte
+        await response.prepare(request)
+        async for piece in write_car(parse_cid(root), _chain_first(first, blocks)):
+            await response.write(piece)
+        await response.write_eof()
+        return response
+
+    @staticmethod
+    def _format(request: web.Request) -> str:
+        asked = request.query.get("format")
+        if asked in ("car", "raw"):
+            return CAR if asked == "car" else RAW_BLOCK
+        accept = request.headers.get("Accept", "")
+        for media in (part.split(";")[0].strip() for part in accept.split(",")):
+            if media in (CAR, RAW_BLOCK):
+                return media
+        raise ApiError(
+            406, "not_acceptable", f"this gateway serves {CAR} (a blob) or {RAW_BLOCK} (a block)"
+        )
+
+    @staticmethod
+    def _blob_request(request: web.Request) -> BlobRequest:
+        text = request.headers.get(REQUEST_HEADER)
+        if text is None:
+            raise ApiError(
+                403,
+                "not_authorised",
+                f"a blob is served to a reader the ledger allows: send the {REQUEST_HEADER} "
+                "header, a BlobRequest signed by the reader (hex)",
+            )
+        try:
+            return BlobRequest.decode(parse_hex(text.strip(), REQUEST_HEADER), max_bytes=8192)
+        except CarechainError as exc:
+            raise ApiError(400, "bad_request", f"{REQUEST_HEADER}: {exc}") from None
 
     async def blob_fetch(self, request: web.Request) -> web.Response:
         body = await read_body(request, FetchBlob)

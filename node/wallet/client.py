@@ -54,18 +54,30 @@ class Client:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
 
-    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        raw: bytes | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """JSON in and out; raw bytes out for an octet-stream answer (or any answer, when
+        `headers` asks for another media type)."""
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         headers = {
-            "Content-Type": "application/octet-stream" if raw is not None else "application/json"
+            "Content-Type": "application/octet-stream" if raw is not None else "application/json",
+            **(headers or {}),
         }
+        binary = "Accept" in headers
         url = self.base_url + path  # http(s) only: checked in __init__
         request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
         try:
             # the URL is the operator's own node (http on loopback by default)
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
                 payload = response.read()
-                if response.headers.get_content_type() == "application/octet-stream":
+                if binary or response.headers.get_content_type() == "application/octet-stream":
                     return payload
                 return json.loads(payload) if payload else None
         except urllib.error.HTTPError as exc:
@@ -143,6 +155,15 @@ class Client:
 
     def blob_put(self, data: bytes) -> str:
         return str(self.request("POST", "/v1/blobs", raw=data)["cid"])
+
+    def gateway(self, cid: str, request: bytes | None, media: str) -> bytes:
+        """`GET /ipfs/{cid}` (the IPFS trustless gateway) as `media` (a CAR or a raw block),
+        for the reader who signed blob request `request` (None: unsigned, refused)."""
+        headers = {"Accept": media}
+        if request is not None:
+            headers["X-Carechain-Blob-Request"] = request.hex()
+        result: bytes = self.request("GET", f"/ipfs/{cid}", headers=headers)
+        return result
 
     def blob_fetch(self, request: bytes) -> bytes:
         result: bytes = self.request("POST", "/v1/blobs/fetch", {"request": request.hex()})

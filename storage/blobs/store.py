@@ -110,6 +110,31 @@ async def from_file(path: Path, size: int = CHUNK_BYTES) -> AsyncIterator[bytes]
             yield piece
 
 
+def _closure(root: ContentId, blocks: dict[ContentId, bytes]) -> set[ContentId]:
+    """The blocks the blob `root` needs, checked as a read checks them; BlobCorruptError
+    naming the first block missing, malformed or of the wrong size."""
+    needed: set[ContentId] = set()
+    pending: list[tuple[ContentId, int | None]] = [(root, None)]
+    while pending:
+        cid, size = pending.pop()
+        data = blocks.get(cid)
+        if data is None:
+            raise BlobCorruptError(f"block {cid} of {root} is missing")
+        needed.add(cid)
+        if cid.codec != DAG_PB:
+            if size is not None and len(data) != size:
+                raise BlobCorruptError(f"leaf {cid} holds {len(data)} bytes, not {size}")
+            continue
+        try:
+            links, filesize, blocksizes = decode_node(data)
+        except BadNode as exc:
+            raise BlobCorruptError(f"node {cid} is not a file node: {exc.message}") from None
+        if size is not None and filesize != size:
+            raise BlobCorruptError(f"node {cid} describes {filesize} bytes, not {size}")
+        pending += [(child, length) for (child, _), length in zip(links, blocksizes, strict=True)]
+    return needed
+
+
 class BlobStore:
     def __init__(self, objects: ObjectStore) -> None:
         self.objects = objects
@@ -185,6 +210,71 @@ class BlobStore:
     async def _present(self, root: ContentId) -> bool:
         namespace = NODE_NAMESPACE if root.codec == DAG_PB else CHUNK_NAMESPACE
         return await self.objects.has_object(_key(namespace, root.text))
+
+    async def blocks(self, cid: str) -> AsyncIterator[tuple[ContentId, bytes]]:
+        """Every block of blob `cid`, the root first then depth-first (a CAR's order, as
+        `ipfs dag export` writes it), each checked as `get` checks it."""
+        root = parse_cid(cid)
+        if not await self._present(root):
+            raise BlobNotFoundError(f"no blob {cid} in this store")
+        async for block in self._walk(root, None):
+            yield block
+
+    async def _walk(
+        self, cid: ContentId, size: int | None
+    ) -> AsyncIterator[tuple[ContentId, bytes]]:
+        block = await self._block(cid)
+        if cid.codec != DAG_PB:
+            if size is not None and len(block) != size:
+                raise BlobCorruptError(f"leaf {cid} holds {len(block)} bytes, not {size}")
+            yield cid, block
+            return
+        links, filesize, blocksizes = await self._node(cid)
+        if size is not None and filesize != size:
+            raise BlobCorruptError(f"node {cid} describes {filesize} bytes, not {size}")
+        yield cid, block
+        for (child, _), child_size in zip(links, blocksizes, strict=True):
+            async for found in self._walk(child, child_size):
+                yield found
+
+    async def tree(self, cid: str) -> set[ContentId]:
+        """The ids of every block of blob `cid` (its nodes are read and checked; its leaves
+        only named)."""
+        root = parse_cid(cid)
+        found, pending = {root}, [root]
+        while pending:
+            node = pending.pop()
+            if node.codec != DAG_PB:
+                continue
+            links, _, _ = await self._node(node)
+            found.update(child for child, _ in links)
+            pending += [child for child, _ in links]
+        return found
+
+    async def block(self, cid: str) -> bytes:
+        """One block by its id (a leaf, or a node of some blob's tree), checked."""
+        found = parse_cid(cid)
+        if not await self._present(found):
+            raise BlobNotFoundError(f"no block {cid} in this store")
+        return await self._block(found)
+
+    async def put_blocks(self, root: str, blocks: dict[ContentId, bytes]) -> None:
+        """Store a whole blob given as blocks (a CAR's): nothing is written unless they are
+        exactly the blob `root` names, every block matching its id, every node's sizes
+        adding up, none missing and none left over."""
+        root_id = parse_cid(root)
+        for cid, data in blocks.items():
+            if not cid.matches(data):
+                raise BlobCorruptError(f"block {cid} does not match its content id")
+        needed = _closure(root_id, blocks)
+        extra = set(blocks) - needed
+        if extra:
+            raise BlobCorruptError(
+                f"{len(extra)} block(s) are not part of {root}, such as {min(extra, key=str)}"
+            )
+        for cid in needed:
+            namespace = NODE_NAMESPACE if cid.codec == DAG_PB else CHUNK_NAMESPACE
+            await self.objects.put_object(_key(namespace, cid.text), blocks[cid])
 
     async def read(self, cid: str, *, size: int | None = None) -> bytes:
         return b"".join([piece async for piece in self.get(cid, size=size)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import random
 import re
 import shutil
 import signal
@@ -281,6 +282,41 @@ def test_operator_status_and_a_patient_flow_through_the_cli(
     )
     assert refused.exit_code == EXIT_INVALID_INPUT
     assert "no key for the record's epoch" in refused.output
+
+
+def test_a_blob_moves_between_homes_as_a_car_and_a_broken_one_is_refused(
+    network: tuple[Path, Devnet, str], tmp_path: Path
+) -> None:
+    """Exported from one node's store as a CAR, imported into another's, served there under
+    the same id; its root node's bytes are not the blob; a damaged CAR stores nothing."""
+    people, devnet, api = network
+    payload = tmp_path / "scan.bin"
+    payload.write_bytes(random.Random(7).randbytes(2_560_000))  # three leaves under a root
+    cid = ok("blob", "put", "--home", str(people), "--api", api, str(payload)).strip()
+    assert cid.startswith("bafybei")
+    first, second = devnet.nodes[0].home, devnet.nodes[1].home
+    car = tmp_path / "scan.car"
+    ok("blob", "export", "--home", str(first), "--car", str(car), cid)
+    again = run("blob", "export", "--home", str(first), "--car", str(car), cid)
+    assert again.exit_code == EXIT_INVALID_INPUT, "an existing file is never overwritten"
+    broken = tmp_path / "broken.car"
+    data = bytearray(car.read_bytes())
+    data[-100] ^= 1  # inside the last leaf
+    broken.write_bytes(bytes(data))
+    refused = run("blob", "import", "--home", str(second), str(broken))
+    assert refused.exit_code == EXIT_INVALID_INPUT, refused.output
+    assert "does not match its content id" in refused.output
+    stored = second / "blobs"
+    assert not any(stored.rglob(cid)), "nothing of the blob was stored"
+    imported = json.loads(ok("blob", "import", "--home", str(second), str(car), "--json"))
+    assert imported == {"content_id": cid, "blocks": 4}
+    back = tmp_path / "back.bin"
+    second_api = f"http://127.0.0.1:{devnet.nodes[1].api_port}"
+    ok("blob", "get", "--home", str(people), "--api", second_api, cid, "--out", str(back))
+    assert back.read_bytes() == payload.read_bytes()
+    root_node = next((first / "blobs" / "nodes").rglob(cid))
+    mismatch = run("blob", "verify", str(root_node), cid)
+    assert mismatch.exit_code == EXIT_FAILED, "a tree's node is not the file it describes"
 
 
 def test_blob_commands_and_clear_errors(network: tuple[Path, Devnet, str], tmp_path: Path) -> None:

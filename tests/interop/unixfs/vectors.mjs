@@ -9,7 +9,7 @@ const CHUNK = 1 << 20
 export const SIZES = [0, 1, 1000, 262144, 262145, CHUNK, CHUNK + 1, 5 * CHUNK, 1024 * CHUNK + 1]
 
 // 1 MiB of an LCG's bytes (x = x * 1103515245 + 12345 mod 2^31, byte = x >> 16 & 255, x0 = 2026)
-function base () {
+export function base () {
   const bytes = new Uint8Array(CHUNK)
   let x = 2026
   for (let i = 0; i < CHUNK; i++) {
@@ -20,7 +20,7 @@ function base () {
 }
 
 // chunk k of a blob: the base rotated left by k * 7919 mod 1 MiB; a blob is their concatenation
-async function * blob (size, seed) {
+export async function * blob (size, seed) {
   for (let k = 0, left = size; left > 0; k++) {
     const r = (k * 7919) % CHUNK
     const chunk = new Uint8Array(CHUNK)
@@ -44,8 +44,11 @@ async function idOf (size, seed) {
   return last.cid.toString()
 }
 
-const seed = base()
-const sizes = process.argv.length > 2 ? process.argv.slice(2).map(Number) : SIZES
-const ids = {}
-for (const size of sizes) ids[size] = await idOf(size, seed)
-console.log(JSON.stringify({ importer: 'ipfs-unixfs-importer@17.1.1', profile: 'unixfs-v1-2025', ids }, null, 2))
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const seed = base()
+  const sizes = process.argv.length > 2 ? process.argv.slice(2).map(Number) : SIZES
+  const ids = {}
+  for (const size of sizes) ids[size] = await idOf(size, seed)
+  console.log(JSON.stringify({ importer: 'ipfs-unixfs-importer@17.1.1', profile: 'unixfs-v1-2025', ids }, null, 2))
+}
+
