@@ -146,10 +146,11 @@ class BlobStore:
             leaves += 1
             if leaves > CHUNKS_MAX:
                 raise InvalidInput(f"a blob holds at most {CHUNKS_MAX} chunks of 1 MiB")
-            key = _key(CHUNK_NAMESPACE, ContentId.of_block(RAW, piece).text)
+            leaf = ContentId.of_block(RAW, piece)
+            key = _key(CHUNK_NAMESPACE, leaf.text)
             if not await self.objects.has_object(key):
                 await self.objects.put_object(key, piece)
-            for cid, block in builder.add_leaf(piece):
+            for cid, block in builder.add_leaf(piece, leaf):
                 await self.objects.put_object(_key(NODE_NAMESPACE, cid.text), block)
         for cid, block in builder.finish():
             await self.objects.put_object(_key(NODE_NAMESPACE, cid.text), block)

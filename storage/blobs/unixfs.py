@@ -172,10 +172,12 @@ class DagBuilder:
     def __init__(self) -> None:
         self.levels: list[list[Link]] = [[]]
 
-    def add_leaf(self, leaf: bytes) -> Iterator[tuple[ContentId, bytes]]:
-        """Add the next leaf (given whole; the caller stores it); yields the nodes it
-        completes, each with its bytes."""
-        cid = ContentId.of_block(RAW, leaf)
+    def add_leaf(
+        self, leaf: bytes, cid: ContentId | None = None
+    ) -> Iterator[tuple[ContentId, bytes]]:
+        """Add the next leaf (given whole, with its id if the caller has it; the caller
+        stores it); yields the nodes it completes, each with its bytes."""
+        cid = cid or ContentId.of_block(RAW, leaf)
         yield from self._push(0, Link(cid, len(leaf), len(leaf)))
 
     def _push(self, level: int, link: Link) -> Iterator[tuple[ContentId, bytes]]:
