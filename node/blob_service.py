@@ -52,10 +52,23 @@ async def fetch_from_peer(
     """Fetch a record's ciphertext from another node; refuse it unless it is the one byte
     string the record's content id names, of the length its size on chain gives
     (`size_bytes`: the ciphertext's; never trust the serving node's own check)."""
-    data = b"".join([piece async for piece in network.fetch_blob(peer, request.encode())])
-    if len(data) != size_bytes:
+    pieces, received = [], 0
+    stream = network.fetch_blob(peer, request.encode())
+    try:
+        async for piece in stream:
+            received += len(piece)
+            if received > size_bytes:
+                break  # more than the record's ciphertext: stop reading, refuse below
+            pieces.append(piece)
+    finally:
+        closing = getattr(stream, "aclose", None)
+        if closing is not None:
+            await closing()
+    data = b"".join(pieces)
+    if received != size_bytes:
         raise BlobCorruptError(
-            f"{peer} sent {len(data)} bytes for {request.content_id}; the record's are {size_bytes}"
+            f"{peer} sent {received:,}{'+' if received > size_bytes else ''} bytes for "
+            f"{request.content_id}; the record's are {size_bytes:,}"
         )
     if content_id_of(data) != request.content_id:
         raise BlobCorruptError(f"{peer} sent bytes that do not match {request.content_id}")

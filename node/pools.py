@@ -21,6 +21,7 @@ from carechain.consensus.errors import CarechainError, InvalidInput
 from carechain.consensus.ledger.apply import (
     SignerCheck,
     TxStatus,
+    begin_block,
     classify,
     decode_body,
     may_cosign,
@@ -82,7 +83,7 @@ def admit(
     if tx.kind in NONCE_FREE:
         free = classify(state, tx, block, check_signers)
         if free.status is TxStatus.PARTIAL:
-            _require_standing(state, tx, free.reason)
+            _require_standing(state, block, tx, free.reason)
         return free.status
     expected = _next_nonce(state, tx.account)
     if tx.nonce < expected:
@@ -99,18 +100,20 @@ def admit(
         guess = classify(ahead, tx, block, check_signers)
         if guess.status is not TxStatus.PARTIAL:
             return TxStatus.COMPLETE
-        _require_standing(ahead, tx, guess.reason)
+        _require_standing(ahead, block, tx, guess.reason)
         return TxStatus.PARTIAL
     result = classify(state, tx, block, check_signers)
     if result.status is TxStatus.INVALID:
         assert result.reason is not None
         raise result.reason
     if result.status is TxStatus.PARTIAL:
-        _require_standing(state, tx, result.reason)
+        _require_standing(state, block, tx, result.reason)
     return result.status
 
 
-def _require_standing(state: StateReader, tx: Tx, reason: TxRejected | None) -> None:
+def _require_standing(
+    state: StateReader, block: BlockContext, tx: Tx, reason: TxRejected | None
+) -> None:
     """A partial is kept (and spread) only if someone with standing began it: one of its
     signatures is by a key the policy it waits on names (the patient, a team hospital, a
     validator for governance) or by a registered, active institution (a hospital asking a
@@ -124,6 +127,7 @@ def _require_standing(state: StateReader, tx: Tx, reason: TxRejected | None) -> 
     if signers & reason.policy.all_keys():
         return
     view = Overlay(state)
+    begin_block(view, block)  # the institutions as the next block has them, as `classify`
     for key in sorted(signers):
         found = view.load(Table.INSTITUTION, key, InstitutionState)
         if found is not None and found.active:

@@ -3,6 +3,7 @@ record's blob from a peer with a signed request."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -31,13 +32,15 @@ from carechain.storage.blobs.car import write_car
 from carechain.storage.blobs.store import from_bytes
 
 CID: Final[Schema] = {"type": "string", "pattern": "^b[a-z2-7]{58}$"}
+log = logging.getLogger("carechain.node")
 CAR: Final = "application/vnd.ipld.car"
 RAW_BLOCK: Final = "application/vnd.ipld.raw"
 REQUEST_HEADER: Final = "X-Carechain-Blob-Request"
 
 
-# (blocks never change under their id; the caller verifies each)
-GATEWAY_HEADERS: Final = {"Cache-Control": "public, max-age=29030400, immutable"}
+# Served to one reader the ledger allows, now: no shared cache may keep it for another (or
+# after a revocation or an erasure), whatever the id says of the bytes.
+GATEWAY_HEADERS: Final = {"Cache-Control": "private, no-store"}
 
 
 async def _chain_first(
@@ -147,8 +150,17 @@ class Blobs(RouteFamily):
         blocks = node.blobs.blocks(root)
         first = await anext(blocks)  # a missing or broken root is refused before any byte
         await response.prepare(request)
-        async for piece in write_car(parse_cid(root), _chain_first(first, blocks)):
-            await response.write(piece)
+        try:
+            async for piece in write_car(parse_cid(root), _chain_first(first, blocks)):
+                await response.write(piece)
+        except CarechainError as exc:
+            # a block missing or damaged below the root: the status line is sent, so the only
+            # honest answer left is to break the transfer off (the client sees it cut short)
+            log.warning("the CAR of %s broke off: %s", root, exc)
+            response.force_close()
+            if request.transport is not None:
+                request.transport.close()
+            return response
         await response.write_eof()
         return response
 

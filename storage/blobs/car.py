@@ -80,12 +80,18 @@ def read_car(data: bytes) -> tuple[ContentId, dict[ContentId, bytes]]:
         raise BadCar(f"the CAR's header is not CBOR: {exc}") from None
     at += length
     roots = header.get("roots") if isinstance(header, dict) else None
-    if not isinstance(header, dict) or header.get("version") != 1 or not isinstance(roots, list):
+    version = header.get("version") if isinstance(header, dict) else None
+    if type(version) is not int or version != 1 or not isinstance(roots, list):
         raise BadCar("the CAR's header is not {roots, version: 1}: not a CAR v1")
     if len(roots) != 1:
         raise BadCar(f"the CAR has {len(roots)} roots; a blob's has one")
     tag = roots[0]
-    if not isinstance(tag, cbor2.CBORTag) or tag.tag != _CID_TAG or not tag.value[:1] == b"\x00":
+    if (
+        not isinstance(tag, cbor2.CBORTag)
+        or tag.tag != _CID_TAG
+        or not isinstance(tag.value, bytes)
+        or tag.value[:1] != b"\x00"
+    ):
         raise BadCar("the CAR's root is not a CID")
     try:
         root = parse_cid_bytes(tag.value[1:])

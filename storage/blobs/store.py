@@ -110,29 +110,56 @@ async def from_file(path: Path, size: int = CHUNK_BYTES) -> AsyncIterator[bytes]
             yield piece
 
 
-def _closure(root: ContentId, blocks: dict[ContentId, bytes]) -> set[ContentId]:
-    """The blocks the blob `root` needs, checked as a read checks them; BlobCorruptError
-    naming the first block missing, malformed or of the wrong size."""
-    needed: set[ContentId] = set()
+# The deepest tree a blob of CHUNKS_MAX leaves has (1,024 links a node): a root over a level
+# of nodes over the leaves. A deeper one was not made by `put` nor taken by `put_blocks`.
+DEPTH_MAX: Final = 3
+
+
+def _deep_enough(cid: ContentId, depth: int) -> None:
+    if depth > DEPTH_MAX:
+        raise BlobCorruptError(f"node {cid} lies deeper than any blob's tree goes")
+
+
+def _canonical(root: ContentId, blocks: dict[ContentId, bytes]) -> list[ContentId]:
+    """The blocks of blob `root`, leaves first and its root last (the order to store them
+    in, so a blob that is held is whole), if they are exactly the tree IPFS would make of
+    its leaves: the leaves are read off the tree (each node decoded once, at most
+    `CHUNKS_MAX` of them), then the tree is built again from them and must have the same
+    root. So no crafted tree (repeated or deep subtrees, sizes that lie, another layout)
+    is taken. BlobCorruptError names what is wrong."""
+    decoded: dict[ContentId, tuple[list[tuple[ContentId, int]], int, list[int]]] = {}
+    leaves: list[tuple[ContentId, int]] = []
     pending: list[tuple[ContentId, int | None]] = [(root, None)]
     while pending:
         cid, size = pending.pop()
         data = blocks.get(cid)
         if data is None:
             raise BlobCorruptError(f"block {cid} of {root} is missing")
-        needed.add(cid)
         if cid.codec != DAG_PB:
             if size is not None and len(data) != size:
                 raise BlobCorruptError(f"leaf {cid} holds {len(data)} bytes, not {size}")
+            leaves.append((cid, len(data)))
+            if len(leaves) > CHUNKS_MAX:
+                raise BlobCorruptError(f"{root} has more than {CHUNKS_MAX} leaves")
             continue
-        try:
-            links, filesize, blocksizes = decode_node(data)
-        except BadNode as exc:
-            raise BlobCorruptError(f"node {cid} is not a file node: {exc.message}") from None
+        if cid not in decoded:
+            try:
+                decoded[cid] = decode_node(data)
+            except BadNode as exc:
+                raise BlobCorruptError(f"node {cid} is not a file node: {exc.message}") from None
+        links, filesize, blocksizes = decoded[cid]
         if size is not None and filesize != size:
             raise BlobCorruptError(f"node {cid} describes {filesize} bytes, not {size}")
-        pending += [(child, length) for (child, _), length in zip(links, blocksizes, strict=True)]
-    return needed
+        children = [(child, length) for (child, _), length in zip(links, blocksizes, strict=True)]
+        pending += reversed(children)
+    builder = DagBuilder()
+    nodes = [cid for leaf, length in leaves for cid, _ in builder.add_leaf_id(leaf, length)]
+    nodes += [cid for cid, _ in builder.finish()]
+    if builder.root != root:
+        raise BlobCorruptError(
+            f"{root} is not laid out as IPFS lays out a file of its leaves (unixfs-v1-2025)"
+        )
+    return [*dict.fromkeys(leaf for leaf, _ in leaves), *nodes]
 
 
 class BlobStore:
@@ -173,18 +200,19 @@ class BlobStore:
             raise BlobCorruptError(f"node {cid} is not a file node: {exc.message}") from None
 
     async def _leaves(
-        self, cid: ContentId, size: int | None
+        self, cid: ContentId, size: int | None, depth: int = 0
     ) -> AsyncIterator[tuple[ContentId, int]]:
         """The leaves under `cid` in order, each with its length, checked against the sizes
         the nodes above give (`size`: what the parent or the ledger says it holds)."""
         if cid.codec != DAG_PB:
             yield cid, -1 if size is None else size
             return
+        _deep_enough(cid, depth)
         links, filesize, blocksizes = await self._node(cid)
         if size is not None and filesize != size:
             raise BlobCorruptError(f"node {cid} describes {filesize} bytes, not {size}")
         for (child, _), child_size in zip(links, blocksizes, strict=True):
-            async for leaf in self._leaves(child, child_size):
+            async for leaf in self._leaves(child, child_size, depth + 1):
                 yield leaf
 
     async def get(
@@ -222,8 +250,9 @@ class BlobStore:
             yield block
 
     async def _walk(
-        self, cid: ContentId, size: int | None
+        self, cid: ContentId, size: int | None, depth: int = 0
     ) -> AsyncIterator[tuple[ContentId, bytes]]:
+        _deep_enough(cid, depth)
         block = await self._block(cid)
         if cid.codec != DAG_PB:
             if size is not None and len(block) != size:
@@ -235,7 +264,7 @@ class BlobStore:
             raise BlobCorruptError(f"node {cid} describes {filesize} bytes, not {size}")
         yield cid, block
         for (child, _), child_size in zip(links, blocksizes, strict=True):
-            async for found in self._walk(child, child_size):
+            async for found in self._walk(child, child_size, depth + 1):
                 yield found
 
     async def tree(self, cid: str) -> set[ContentId]:
@@ -267,8 +296,8 @@ class BlobStore:
         for cid, data in blocks.items():
             if not cid.matches(data):
                 raise BlobCorruptError(f"block {cid} does not match its content id")
-        needed = _closure(root_id, blocks)
-        extra = set(blocks) - needed
+        needed = _canonical(root_id, blocks)
+        extra = set(blocks) - set(needed)
         if extra:
             raise BlobCorruptError(
                 f"{len(extra)} block(s) are not part of {root}, such as {min(extra, key=str)}"
@@ -306,11 +335,12 @@ class BlobStore:
         else:
             await self.objects.delete_object(_key(CHUNK_NAMESPACE, root.text))
 
-    async def _delete_tree(self, node: ContentId) -> None:
+    async def _delete_tree(self, node: ContentId, depth: int = 0) -> None:
+        _deep_enough(node, depth)
         links, _, _ = await self._node(node)
         for child, _ in links:
             if child.codec == DAG_PB:
-                await self._delete_tree(child)
+                await self._delete_tree(child, depth + 1)
             else:
                 await self.objects.delete_object(_key(CHUNK_NAMESPACE, child.text))
         await self.objects.delete_object(_key(NODE_NAMESPACE, node.text))

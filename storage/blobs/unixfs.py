@@ -180,6 +180,10 @@ class DagBuilder:
         cid = cid or ContentId.of_block(RAW, leaf)
         yield from self._push(0, Link(cid, len(leaf), len(leaf)))
 
+    def add_leaf_id(self, cid: ContentId, length: int) -> Iterator[tuple[ContentId, bytes]]:
+        """Add the next leaf by its id and length alone (a tree rebuilt to be checked)."""
+        yield from self._push(0, Link(cid, length, length))
+
     def _push(self, level: int, link: Link) -> Iterator[tuple[ContentId, bytes]]:
         while len(self.levels) <= level:
             self.levels.append([])

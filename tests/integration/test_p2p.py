@@ -328,8 +328,9 @@ async def test_blob_fetch_needs_a_grant(cluster: Cluster) -> None:
     size = stream_ciphertext_bytes(len(plaintext))
     fetched = await fetch_from_peer(reader, serving.local_id, request(world.hospital["B"]), size)
     assert fetched == ciphertext
-    with pytest.raises(BlobCorruptError, match="the record's are"):  # a length the record lacks
-        await fetch_from_peer(reader, serving.local_id, request(world.hospital["B"]), size + 1)
+    for wrong in (size + 1, size - 1):  # a length the record does not give: fewer, or more
+        with pytest.raises(BlobCorruptError, match="the record's are"):
+            await fetch_from_peer(reader, serving.local_id, request(world.hospital["B"]), wrong)
     with pytest.raises(PeerError, match="no active grant"):
         await fetch_from_peer(reader, serving.local_id, request(world.hospital["C"]), size)
     forged = dataclasses.replace(
@@ -337,7 +338,7 @@ async def test_blob_fetch_needs_a_grant(cluster: Cluster) -> None:
     )
     with pytest.raises(PeerError, match="signature does not verify"):
         await fetch_from_peer(reader, serving.local_id, forged, size)
-    assert (service.served, service.refused) == (2, 2)
+    assert (service.served, service.refused) == (3, 2)
 
 
 # --- attacks on real sockets -------------------------------------------------------------------

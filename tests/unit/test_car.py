@@ -8,11 +8,13 @@ import asyncio
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
+import cbor2
 import pytest
 
-from carechain.consensus.cid import RAW, ContentId, parse_cid
+from carechain.consensus.cid import DAG_PB, RAW, ContentId, parse_cid
 from carechain.storage.blobs.backends import MemoryObjects
 from carechain.storage.blobs.car import BadCar, car_header, car_section, read_car, write_car
 from carechain.storage.blobs.store import (
@@ -21,6 +23,7 @@ from carechain.storage.blobs.store import (
     content_id_of,
     from_bytes,
 )
+from carechain.storage.blobs.unixfs import Link, encode_node
 from carechain.tests.unixfs_blobs import seeded_chunks
 
 INTEROP = Path(__file__).resolve().parents[1] / "interop" / "unixfs"
@@ -140,3 +143,52 @@ def test_off_the_shelf_car_tools_read_and_write_what_carechain_does(tmp_path: Pa
     imported, store = _import((tmp_path / "theirs.car").read_bytes())
     assert imported == cid
     assert asyncio.run(store.read(cid)) == data
+
+
+def _node(links: list[tuple[ContentId, int]]) -> tuple[ContentId, bytes]:
+    block = encode_node([Link(cid, size, size) for cid, size in links])
+    return ContentId.of_block(DAG_PB, block), block
+
+
+@pytest.mark.parametrize("shape", ["a subtree twice", "a chain of single links", "a wide echo"])
+def test_a_crafted_tree_is_refused_quickly(shape: str) -> None:
+    """Trees whose blocks match their ids and whose sizes add up, but that are not the tree
+    IPFS makes of their leaves: repeated subtrees, needless depth, a node repeated 1,024
+    times at each of three levels (1,024^2 leaves to read). Each is refused, in seconds."""
+    leaf = b"x" * 10
+    leaf_id = ContentId.of_block(RAW, leaf)
+    blocks = {leaf_id: leaf}
+    if shape == "a subtree twice":
+        child, child_block = _node([(leaf_id, 10)])
+        blocks[child] = child_block
+        root, root_block = _node([(child, 10), (child, 10)])
+    elif shape == "a chain of single links":
+        root, size = leaf_id, 10
+        for _ in range(200):
+            root, block = _node([(root, size)])
+            blocks[root] = block
+        root_block = blocks[root]
+    else:
+        root, size = leaf_id, 10
+        for _ in range(3):
+            root, root_block = _node([(root, size)] * 1024)
+            size *= 1024
+            blocks[root] = root_block
+    blocks[root] = root_block
+    store = BlobStore(MemoryObjects())
+    started = time.monotonic()
+    with pytest.raises(BlobCorruptError, match=r"leaves|not laid out"):
+        asyncio.run(store.put_blocks(root.text, blocks))
+    assert time.monotonic() - started < 20
+    assert store.objects.objects == {}  # type: ignore[attr-defined]
+
+
+def test_a_car_whose_root_is_not_bytes_is_refused() -> None:
+    values: tuple[object, ...] = (5, None, {})
+    for value in values:
+        header = cbor2.dumps({"roots": [cbor2.CBORTag(42, value)], "version": 1}, canonical=True)
+        with pytest.raises(BadCar, match="root is not a CID"):
+            read_car(bytes([len(header)]) + header)
+    header = cbor2.dumps({"roots": [], "version": True}, canonical=True)
+    with pytest.raises(BadCar, match="not a CAR v1"):
+        read_car(bytes([len(header)]) + header)
