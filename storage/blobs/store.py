@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from pathlib import Path
 from typing import Final, Protocol
@@ -162,9 +163,15 @@ def _canonical(root: ContentId, blocks: dict[ContentId, bytes]) -> list[ContentI
     return [*dict.fromkeys(leaf for leaf, _ in leaves), *nodes]
 
 
+TREES_KEPT: Final = 64  # blobs whose block ids `tree` remembers (a gateway's raw-block requests)
+
+
 class BlobStore:
     def __init__(self, objects: ObjectStore) -> None:
         self.objects = objects
+        # root -> the ids of its blocks: a blob's tree never changes under its id, so it is
+        # read once, not for every block a trustless client asks for
+        self._trees: OrderedDict[ContentId, frozenset[ContentId]] = OrderedDict()
 
     async def put(self, stream: AsyncIterable[bytes]) -> str:
         builder = DagBuilder()
@@ -267,19 +274,28 @@ class BlobStore:
             async for found in self._walk(child, child_size, depth + 1):
                 yield found
 
-    async def tree(self, cid: str) -> set[ContentId]:
+    async def tree(self, cid: str) -> frozenset[ContentId]:
         """The ids of every block of blob `cid` (its nodes are read and checked; its leaves
-        only named)."""
+        only named), remembered for the last `TREES_KEPT` blobs asked about."""
         root = parse_cid(cid)
+        kept = self._trees.get(root)
+        if kept is not None:
+            self._trees.move_to_end(root)
+            return kept
         found, pending = {root}, [root]
         while pending:
             node = pending.pop()
             if node.codec != DAG_PB:
                 continue
             links, _, _ = await self._node(node)
-            found.update(child for child, _ in links)
-            pending += [child for child, _ in links]
-        return found
+            for child, _ in links:
+                if child not in found:  # a subtree named twice is read once
+                    found.add(child)
+                    pending.append(child)
+        if len(self._trees) >= TREES_KEPT:
+            self._trees.popitem(last=False)
+        self._trees[root] = frozenset(found)
+        return self._trees[root]
 
     async def block(self, cid: str) -> bytes:
         """One block by its id (a leaf, or a node of some blob's tree), checked."""
@@ -328,6 +344,7 @@ class BlobStore:
         """Remove a blob, its nodes and its leaves (crypto-shredded records must not be
         served again). Ciphertext under fresh keys shares no block with other blobs."""
         root = parse_cid(cid)
+        self._trees.pop(root, None)
         if not await self._present(root):
             return
         if root.codec == DAG_PB:

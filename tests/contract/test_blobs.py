@@ -168,6 +168,30 @@ async def test_a_tree_whose_sizes_do_not_add_up_is_refused(store: BlobStore) -> 
 
 
 @pytest.mark.asyncio
+async def test_a_blobs_tree_is_read_once_for_every_block_asked_of_it(store: BlobStore) -> None:
+    """A trustless client asks for a large blob block by block: which blocks are its is
+    read from its nodes once, not for every block."""
+    data = _data(3 * MiB + 1)
+    cid = await store.put(from_bytes(data))
+    reads: list[str] = []
+    original = store.objects.get_object
+
+    async def counting(key: str) -> bytes | None:
+        reads.append(key)
+        return await original(key)
+
+    store.objects.get_object = counting  # type: ignore[method-assign]
+    first = await store.tree(cid)
+    assert len(first) == 5, "the root and four leaves"
+    assert reads == [f"nodes/{cid}"]
+    assert await store.tree(cid) == first
+    assert reads == [f"nodes/{cid}"], "the second time it is remembered"
+    await store.delete(cid)
+    with pytest.raises(BlobNotFoundError):
+        await store.tree(cid)  # forgotten with the blob
+
+
+@pytest.mark.asyncio
 async def test_missing_and_deleted_blobs(store: BlobStore) -> None:
     absent = cid_of(b"never stored")
     assert not await store.has(absent)
