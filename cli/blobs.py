@@ -85,12 +85,16 @@ def _home_store(home: Path) -> BlobStore:
     return open_blob_store(load_node_config(home).blobs, home)
 
 
-@blob.command("export")
-@click.option(
+# a node home whose blob store is opened directly (export and import need no running node)
+store_home_option = click.option(
     "--home", required=True, envvar=HOME_ENVIRONMENT_VARIABLE, show_envvar=True,
     type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="The node home whose blob store holds the blob.",
+    help="The node home whose blob store the blob is read from or written to.",
 )  # fmt: skip
+
+
+@blob.command("export")
+@store_home_option
 @click.option("--car", "car_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("cid")
 @json_option
@@ -125,11 +129,7 @@ def blob_export(home: Path, car_path: Path, cid: str, as_json: bool) -> None:
 
 
 @blob.command("import")
-@click.option(
-    "--home", required=True, envvar=HOME_ENVIRONMENT_VARIABLE, show_envvar=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="The node home whose blob store takes the blob.",
-)  # fmt: skip
+@store_home_option
 @click.argument("car_path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @json_option
 def blob_import(home: Path, car_path: Path, as_json: bool) -> None:

@@ -154,7 +154,7 @@ class ChainStore:
         node's record, apart from the certified chain: an auditor of this store can tell a
         validator that voted late from one that did not vote. False if already kept."""
         held = self.late_precommits(certificate.height)
-        if certificate.block_hash != self.block(certificate.height).block_hash:
+        if self.height_of(certificate.block_hash) != certificate.height:
             raise ChainCorruptError(
                 f"a late precommit for height {certificate.height} names a block this chain "
                 "did not commit"

@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 CHUNK = 1 << 20
 VECTORS = Path(__file__).resolve().parent / "vectors" / "unixfs.json"
+INTEROP = Path(__file__).resolve().parent / "interop" / "unixfs"
 
 
 @functools.cache
@@ -30,6 +35,21 @@ def seeded_chunks(size: int) -> Iterator[bytes]:
     for k, start in enumerate(range(0, size, CHUNK)):
         rotation = (k * 7919) % CHUNK
         yield (base[rotation:] + base[:rotation])[: min(CHUNK, size - start)]
+
+
+def interop_tools(tmp_path: Path) -> Path:
+    """A copy of tests/interop/unixfs with its pinned npm packages installed (`npm ci`), where
+    the reference IPFS tools run; skips the test where node and npm are not installed."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are not installed")
+    work = tmp_path / "unixfs"
+    shutil.copytree(INTEROP, work, ignore=shutil.ignore_patterns("node_modules"))
+    installed = subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
+        cwd=work, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    return work
 
 
 def reference_ids() -> dict[int, str]:

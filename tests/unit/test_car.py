@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -24,9 +23,8 @@ from carechain.storage.blobs.store import (
     from_bytes,
 )
 from carechain.storage.blobs.unixfs import Link, encode_node
-from carechain.tests.unixfs_blobs import seeded_chunks
+from carechain.tests.unixfs_blobs import interop_tools, seeded_chunks
 
-INTEROP = Path(__file__).resolve().parents[1] / "interop" / "unixfs"
 SIZE = 3 * (1 << 20) + 3  # four leaves under one node
 
 
@@ -114,15 +112,7 @@ def test_what_is_not_a_car_is_refused(car: bytes, problem: str) -> None:
 def test_off_the_shelf_car_tools_read_and_write_what_carechain_does(tmp_path: Path) -> None:
     """@ipld/car reads carechain's CAR and ipfs-unixfs-exporter gives back the file; a CAR
     ipfs-unixfs-importer and @ipld/car wrote is imported by carechain under the same id."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are not installed")
-    work = tmp_path / "unixfs"
-    shutil.copytree(INTEROP, work, ignore=shutil.ignore_patterns("node_modules"))
-    installed = subprocess.run(
-        ["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
-        cwd=work, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert installed.returncode == 0, installed.stderr[-2000:]
+    work = interop_tools(tmp_path)
     data = _blob()
     cid, car = asyncio.run(_car_of(data))
     (tmp_path / "ours.car").write_bytes(car)

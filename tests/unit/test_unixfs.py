@@ -6,7 +6,6 @@ machine, the importer itself runs on the same bytes."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,9 +21,8 @@ from carechain.storage.blobs.unixfs import (
     decode_node,
     encode_node,
 )
-from carechain.tests.unixfs_blobs import reference_ids, seeded_chunks
+from carechain.tests.unixfs_blobs import interop_tools, reference_ids, seeded_chunks
 
-INTEROP = Path(__file__).resolve().parents[1] / "interop" / "unixfs"
 SMALL = [size for size in reference_ids() if size <= 8 * CHUNK_BYTES]
 
 
@@ -100,15 +98,7 @@ def test_the_builder_gives_every_node_before_the_root() -> None:
 def test_the_reference_importer_gives_the_same_ids_live(tmp_path: Path) -> None:
     """`ipfs-unixfs-importer`, pinned in tests/interop/unixfs/package.json, run on the same
     seeded bytes: its ids are carechain's (and the committed vectors')."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are not installed")
-    work = tmp_path / "unixfs"
-    shutil.copytree(INTEROP, work, ignore=shutil.ignore_patterns("node_modules"))
-    installed = subprocess.run(
-        ["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
-        cwd=work, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert installed.returncode == 0, installed.stderr[-2000:]
+    work = interop_tools(tmp_path)
     sizes = [0, 1000, CHUNK_BYTES, CHUNK_BYTES + 1, 5 * CHUNK_BYTES + 3, 1030 * CHUNK_BYTES]
     ran = subprocess.run(
         ["node", "vectors.mjs", *map(str, sizes)],
