@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test faults overload lint typecheck layers unit browser bench fuzz sim clean
+.PHONY: install demo test faults overload interop lint typecheck layers unit browser bench fuzz sim clean
 
 install:
 	@test -x $(BIN)/python || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet --upgrade pip; }
@@ -61,6 +61,12 @@ browser:
 # must keep committing. Minutes long, so not in `make test`; CI runs it after.
 overload: install
 	$(BIN)/python -m pytest -q -s -m overload tests/e2e/faults/test_overload.py
+
+# Other projects' implementations against running nodes (IPFS's verified-fetch through the
+# gateway route): each test installs its pinned npm packages (a minute or so), so they have
+# their own target, which CI runs after `make test`. Skipped, saying so, without node and npm.
+interop: install
+	$(BIN)/python -m pytest -q -m interop tests/e2e
 
 # The fuzzers with a long budget (CI runs them with a small one inside `make test`).
 fuzz: install

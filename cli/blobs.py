@@ -9,15 +9,16 @@ from pathlib import Path
 
 import click
 
-from carechain.cli.context import (
-    flow_options,
-    make_context,
-)
+from carechain.cli.context import flow_options, make_context, vault_arg
 from carechain.cli.keys import HOME_ENVIRONMENT_VARIABLE
 from carechain.cli.output import EXIT_FAILED, console, emit_json, error_console, json_option
 from carechain.config.node import load_node_config
 from carechain.consensus.cid import parse_cid
+from carechain.consensus.crypto import stream_ciphertext_bytes
 from carechain.consensus.errors import InvalidInput
+from carechain.consensus.ledger.blob_access import REQUEST_HEADER
+from carechain.node.wallet.context import hex_bytes, institution_kind
+from carechain.node.wallet.patient_actions import gateway_request
 from carechain.storage.blobs.backends import open_blob_store
 from carechain.storage.blobs.car import read_car, write_car
 from carechain.storage.blobs.store import BlobStore, content_id_of
@@ -77,6 +78,56 @@ def blob_verify(path: Path, cid: str, as_json: bool) -> None:
         error_console.print(f"[red]mismatch:[/red] {path} is {actual}, not {cid}")
     if actual != cid:  # a check that failed, not a bad input: exit 1
         sys.exit(EXIT_FAILED)
+
+
+@blob.command("request")
+@flow_options
+@click.option("--vault", "vault_hex", required=True)
+@click.option("--record", "record_hex", required=True)
+@click.option("--key", "key_name", required=True, help="The reader's key name.")
+@click.option("--grant", "grant_hex", default="", help="Grant id the reader reads under.")
+@json_option
+def blob_request(
+    home: Path,
+    api: str | None,
+    passphrase_file: Path | None,
+    vault_hex: str,
+    record_hex: str,
+    key_name: str,
+    grant_hex: str,
+    as_json: bool,
+) -> None:
+    """Sign a request for a record's blob, for IPFS tools: the header the node's gateway
+    route (GET /ipfs/CID) asks for. An institution's read receipt commits first."""
+    context = make_context(home, api, passphrase_file)
+    reader = context.key(key_name)
+    grant_id = hex_bytes(grant_hex, 32, "--grant") if grant_hex else b""
+    entry, request = gateway_request(
+        context, reader, vault_arg(vault_hex), bytes.fromhex(record_hex), grant_id=grant_id
+    )
+    header, url = REQUEST_HEADER, f"{context.client.base_url}/ipfs/{entry.content_id}"
+    receipt = institution_kind(context, reader.public_key) is not None
+    if as_json:
+        emit_json(
+            {
+                "content_id": entry.content_id,
+                "bytes": stream_ciphertext_bytes(entry.size_bytes),
+                "url": url,
+                "header": header,
+                "request": request.encode().hex(),
+                "receipt_committed": receipt,
+            }
+        )
+        return
+    if receipt:
+        console.print("read receipt: committed")
+    console.print(f"GET {url}", highlight=False, soft_wrap=True)
+    console.print(f"{header}: {request.encode().hex()}", highlight=False, soft_wrap=True)
+    console.print(
+        "Accept: application/vnd.ipld.car (the whole blob) or application/vnd.ipld.raw "
+        "(one block); the payload is ciphertext only this key decrypts",
+        highlight=False,
+    )
 
 
 def _home_store(home: Path) -> BlobStore:

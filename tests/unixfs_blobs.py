@@ -37,13 +37,14 @@ def seeded_chunks(size: int) -> Iterator[bytes]:
         yield (base[rotation:] + base[:rotation])[: min(CHUNK, size - start)]
 
 
-def interop_tools(tmp_path: Path) -> Path:
-    """A copy of tests/interop/unixfs with its pinned npm packages installed (`npm ci`), where
-    the reference IPFS tools run; skips the test where node and npm are not installed."""
+def interop_tools(tmp_path: Path, project: str = "unixfs") -> Path:
+    """A copy of tests/interop/<project> with its pinned npm packages installed (`npm ci`),
+    where the reference IPFS tools run; skips the test where node and npm are not
+    installed."""
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.skip("node and npm are not installed")
-    work = tmp_path / "unixfs"
-    shutil.copytree(INTEROP, work, ignore=shutil.ignore_patterns("node_modules"))
+    work = tmp_path / project
+    shutil.copytree(INTEROP.parent / project, work, ignore=shutil.ignore_patterns("node_modules"))
     installed = subprocess.run(
         ["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
         cwd=work, capture_output=True, text=True, timeout=300, check=False,

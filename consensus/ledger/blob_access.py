@@ -10,7 +10,7 @@ record window covers the record.
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+from typing import Annotated, Final
 
 from carechain.consensus.codec import Record, Size
 from carechain.consensus.crypto import PrivateKey, Purpose, verify
@@ -19,6 +19,9 @@ from carechain.consensus.ledger.context import grants_of, readers_by_right
 from carechain.consensus.ledger.records import RecordEntry, Vault
 from carechain.consensus.ledger.state import Overlay, StateReader, Table
 from carechain.consensus.types import AccountId, ChainId, PublicKey
+
+# The HTTP header that carries a signed BlobRequest (hex) to a node's IPFS gateway route.
+REQUEST_HEADER: Final = "X-Carechain-Blob-Request"
 
 
 class BlobAccessDenied(InvalidInput):

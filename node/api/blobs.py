@@ -13,7 +13,12 @@ from aiohttp import web
 from carechain.consensus.cid import ContentId, parse_cid
 from carechain.consensus.crypto import stream_ciphertext_bytes
 from carechain.consensus.errors import CarechainError
-from carechain.consensus.ledger.blob_access import BlobAccessDenied, BlobRequest, authorise
+from carechain.consensus.ledger.blob_access import (
+    REQUEST_HEADER,
+    BlobAccessDenied,
+    BlobRequest,
+    authorise,
+)
 from carechain.consensus.ledger.records import RecordEntry
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.node.api.answers import INT, obj
@@ -35,7 +40,6 @@ CID: Final[Schema] = {"type": "string", "pattern": "^b[a-z2-7]{58}$"}
 log = logging.getLogger("carechain.node")
 CAR: Final = "application/vnd.ipld.car"
 RAW_BLOCK: Final = "application/vnd.ipld.raw"
-REQUEST_HEADER: Final = "X-Carechain-Blob-Request"
 
 
 # Served to one reader the ledger allows, now: no shared cache may keep it for another (or

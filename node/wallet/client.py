@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from carechain.consensus.errors import DecodeError, InvalidInput
+from carechain.consensus.ledger.blob_access import REQUEST_HEADER
 from carechain.consensus.ledger.state import Table
 from carechain.consensus.poa.limits import LIMITS_AT_CAP
 from carechain.consensus.types import Block, CommitCertificate, CommitSignature, Tx, TxSignature
@@ -161,7 +162,7 @@ class Client:
         for the reader who signed blob request `request` (None: unsigned, refused)."""
         headers = {"Accept": media}
         if request is not None:
-            headers["X-Carechain-Blob-Request"] = request.hex()
+            headers[REQUEST_HEADER] = request.hex()
         result: bytes = self.request("GET", f"/ipfs/{cid}", headers=headers)
         return result
 

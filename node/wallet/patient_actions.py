@@ -93,15 +93,8 @@ def read_record(
     (under `grant_id`, or none for a team hospital, a trusted party or an emergency named
     by its request id) must commit first. If the ledger refuses it, the refusal is raised and
     no plaintext ever exists on this side. A patient reading their own record files none."""
-    entry = context.state().load(StateTable.RECORD, vault_id + record_id, RecordEntry)
-    if entry is None:
-        raise InvalidInput(f"no record {record_id.hex()} in vault {vault_id.hex()}")
-    sealed = context.state().get(
-        StateTable.EPOCH_KEY, epoch_key_key(vault_id, entry.epoch, reader.public_key)
-    )
-    if sealed is None:
-        raise InvalidInput("this key holds no key for the record's epoch: no access")
-    data_key = crypto.decrypt_small(crypto.unseal(sealed, reader), entry.sealed_data_key)
+    entry = _record(context, vault_id, record_id)
+    data_key = _data_key(context, reader, vault_id, entry)
     if entry.content_id == "inline":
         _anchor_read(context, reader, vault_id, record_id, grant_id)
         return crypto.decrypt_small(data_key, entry.inline_ciphertext)
@@ -114,6 +107,47 @@ def read_record(
         context.now_ms(),
     )
     ciphertext = context.client.blob_fetch(request.signed_by(reader).encode())
+    _check_blob(entry, ciphertext)
+    _anchor_read(context, reader, vault_id, record_id, grant_id)
+    return b"".join(crypto.decrypt_stream(data_key, [ciphertext]))
+
+
+def decrypt_blob(
+    context: FlowContext,
+    reader: crypto.PrivateKey,
+    vault_id: bytes,
+    record_id: bytes,
+    ciphertext: bytes,
+) -> bytes:
+    """A record's blob fetched by other means (IPFS tools through the gateway, after
+    `gateway_request` anchored the read), checked against the record and decrypted."""
+    entry = _record(context, vault_id, record_id)
+    data_key = _data_key(context, reader, vault_id, entry)
+    _check_blob(entry, ciphertext)
+    return b"".join(crypto.decrypt_stream(data_key, [ciphertext]))
+
+
+def _record(context: FlowContext, vault_id: bytes, record_id: bytes) -> RecordEntry:
+    entry = context.state().load(StateTable.RECORD, vault_id + record_id, RecordEntry)
+    if entry is None:
+        raise InvalidInput(f"no record {record_id.hex()} in vault {vault_id.hex()}")
+    return entry
+
+
+def _data_key(
+    context: FlowContext, reader: crypto.PrivateKey, vault_id: bytes, entry: RecordEntry
+) -> bytes:
+    """The record's data key, through the epoch key the ledger sealed to `reader`."""
+    sealed = context.state().get(
+        StateTable.EPOCH_KEY, epoch_key_key(vault_id, entry.epoch, reader.public_key)
+    )
+    if sealed is None:
+        raise InvalidInput("this key holds no key for the record's epoch: no access")
+    return crypto.decrypt_small(crypto.unseal(sealed, reader), entry.sealed_data_key)
+
+
+def _check_blob(entry: RecordEntry, ciphertext: bytes) -> None:
+    """The blob is exactly the record's: the ciphertext of its size, under its content id."""
     if len(ciphertext) != crypto.stream_ciphertext_bytes(entry.size_bytes):
         raise InvalidInput(
             f"the fetched blob holds {len(ciphertext)} bytes; the record's ciphertext has "
@@ -121,8 +155,32 @@ def read_record(
         )
     if content_id_of(ciphertext) != entry.content_id:
         raise InvalidInput("the fetched blob does not match the record's content id")
+
+
+def gateway_request(
+    context: FlowContext,
+    reader: crypto.PrivateKey,
+    vault_id: bytes,
+    record_id: bytes,
+    *,
+    grant_id: bytes = b"",
+) -> tuple[RecordEntry, BlobRequest]:
+    """The record and a request for its blob signed by `reader`, for IPFS tools: the header
+    `X-Carechain-Blob-Request` of the gateway route `GET /ipfs/{cid}`. What it fetches is
+    ciphertext, but `reader` holds the key to it, so an institution's read receipt commits
+    first, as for `read_record`: a read through IPFS tools is on chain like any other."""
+    entry = _record(context, vault_id, record_id)
+    if entry.content_id == "inline":
+        raise InvalidInput(
+            f"record {record_id.hex()} is stored inline on chain: it has no blob",
+            hint="read it with `carechain record get`",
+        )
     _anchor_read(context, reader, vault_id, record_id, grant_id)
-    return b"".join(crypto.decrypt_stream(data_key, [ciphertext]))
+    request = BlobRequest(
+        context.chain_id, reader.public_key, vault_id, record_id, entry.content_id,
+        context.now_ms(),
+    )  # fmt: skip
+    return entry, request.signed_by(reader)
 
 
 def _anchor_read(

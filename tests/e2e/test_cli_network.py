@@ -25,10 +25,12 @@ from carechain.consensus.crypto import PrivateKey
 from carechain.consensus.genesis import Institution, InstitutionKind
 from carechain.node.wallet.client import ApiRequestError, Client, api_address
 from carechain.node.wallet.keystore import read_key_info
+from carechain.storage.blobs.car import read_car
 from carechain.storage.chain import ChainStore
 from carechain.tests.leaks import LEAKED_SOCKET
 
 PORT = 27300
+CAR = "application/vnd.ipld.car"
 
 
 def run(*args: str) -> Result:
@@ -214,6 +216,22 @@ def test_operator_status_and_a_patient_flow_through_the_cli(
         str(blob_out),
     )
     assert blob_out.read_text() == report.read_text()
+    # IPFS tools read the same blob through the gateway route with a request the CLI signs
+    asked = json.loads(
+        ok("blob", "request", *home, "--vault", vault, "--record", partial["record"],
+           "--key", "hospital-b", "--grant", grant_id, "--json")
+    )  # fmt: skip
+    assert asked["content_id"] == partial["content_id"]
+    assert asked["receipt_committed"]
+    car = Client(api).gateway(asked["content_id"], bytes.fromhex(asked["request"]), CAR)
+    root, blocks = read_car(car)
+    assert root.text == partial["content_id"]
+    assert len(blocks) == 1
+    assert sum(len(b) for b in blocks.values()) == asked["bytes"]
+    inline = run("blob", "request", *home, "--vault", vault, "--record", put["record"],
+                 "--key", "hospital-b", "--grant", grant_id)  # fmt: skip
+    assert inline.exit_code == EXIT_INVALID_INPUT
+    assert "stored inline" in inline.output
     assert out.stat().st_mode & 0o777 == 0o600  # plaintext is the reader's alone
     # without --grant the receipt is refused, so nothing is decrypted and nothing written
     for record_id in (put["record"], partial["record"]):
