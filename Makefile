@@ -63,7 +63,7 @@ overload: install
 	$(BIN)/python -m pytest -q -s -m overload tests/e2e/faults/test_overload.py
 
 # Other projects' implementations against running nodes (IPFS's verified-fetch through the
-# gateway route): each test installs its pinned npm packages (a minute or so), so they have
+# gateway route, a js-libp2p observer following a testnet): each test installs its pinned npm packages (a minute or so), so they have
 # their own target, which CI runs after `make test`. Skipped, saying so, without node and npm.
 interop: install
 	$(BIN)/python -m pytest -q -m interop tests/e2e

@@ -11,8 +11,12 @@ any peer outside the registered set right after the handshake, in both direction
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import socket
+import time
+from collections import Counter
+from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
 from libp2p import new_host
@@ -29,13 +33,37 @@ STALL_TIMEOUT_S: Final = 5
 log = logging.getLogger("carechain.p2p")
 
 
+UNREGISTERED: Final = (
+    "is not registered on this chain: no validator, admitted node or observer here has this "
+    "peer id (a node of another chain looks the same)"
+)
+
+
 class Admission(Protocol):
-    """What the gate asks of the network: whether a peer is admitted, and a count of those
-    refused (`Libp2pNetwork` is one)."""
+    """What the gate asks of the network: why a peer is refused (None: it is admitted), and a
+    count of those refused by cause (`Libp2pNetwork` is one)."""
 
-    refused: int
+    refused_by: Counter[str]
 
-    def admits(self, remote: str) -> bool: ...
+    def refusal(self, remote: str) -> tuple[str, str] | None: ...
+
+
+def refusal(
+    allowed: frozenset[str],
+    banned_until: Mapping[str, float],
+    ban_reasons: Mapping[str, str],
+    remote: str,
+) -> tuple[str, str] | None:
+    """Why `remote` may not connect, as (cause, what to tell the operator), or None. Causes:
+    "unregistered", "banned" (for a while, for what it did; `banned_until` is monotonic)."""
+    if remote not in allowed:
+        return "unregistered", UNREGISTERED
+    left_s = banned_until.get(remote, 0.0) - time.monotonic()
+    if left_s > 0:
+        until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=left_s)
+        reason = ban_reasons.get(remote, "it misbehaved")
+        return "banned", f"is banned until {until:%H:%M:%S} UTC: {reason}"
+    return None
 
 
 class GatedNoise(NoiseTransport):
@@ -47,11 +75,13 @@ class GatedNoise(NoiseTransport):
 
     async def _gate(self, secured: Any) -> Any:
         remote = str(secured.get_remote_peer())
-        if not self.network.admits(remote):
-            self.network.refused += 1
-            log.warning("refused unregistered peer %s", remote)
+        refused = self.network.refusal(remote)
+        if refused is not None:
+            cause, why = refused
+            log.warning("refused peer %s: it %s", remote, why)
+            self.network.refused_by[cause] += 1  # after the log line: a reader of one sees both
             await secured.close()
-            raise PeerError(f"peer {remote} is not registered on this chain")
+            raise PeerError(f"peer {remote} {why}")
         return secured
 
     async def secure_inbound(self, conn: Any) -> Any:

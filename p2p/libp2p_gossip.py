@@ -7,11 +7,21 @@ and its eclipse protection (a mesh needs 3 distinct IPs, so hosts on one address
 are off, our own per-peer limits and permission gate stand in their place; the per-peer outbound
 queue grows from 32 to `OUTBOX_MAX` RPCs; the heartbeat runs every second, not every 120 s, so a
 mesh forms at once; the message id is the content hash, so duplicates are dropped by a set
-lookup before any validation; envelope signing is off (`strict_signing=False`) because every
-payload carries its own signatures (transaction signatures, a block's commit certificate) that
-the node's handler checks, and a second Ed25519 check per message per hop would only cost time.
-Validation runs in the topic validator: it hands the message to the node on the asyncio side,
-which checks and takes it in one step, and only what it accepts is forwarded.
+lookup before any validation. Validation runs in the topic validator: it hands the message to
+the node on the asyncio side, which checks and takes it in one step, and only what it accepts
+is forwarded.
+
+Messages follow the pubsub specification's StrictNoSign policy, which js-libp2p and go-libp2p
+implement: no `from`, no `seqno`, no `signature`, no `key`, and a message carrying any of them
+is refused. Every payload carries its own signatures (transaction signatures, a block's commit
+certificate) that the node's handler checks, so an envelope signature would add only an
+Ed25519 check per message per hop. py-libp2p 0.8.1 has no such mode (with
+`strict_signing=False` it still stamps `from` and `seqno`, which other implementations refuse as
+`seqno_present`), so the adapter publishes through `publish_unsigned`, and `_Gossip` keys two
+structures py-libp2p keys by `from + seqno` by the message id instead: the message cache (from
+which IHAVE gossip is announced and IWANT answered: under `from + seqno` it announced ids no
+other implementation, nor our own seen-cache, knows) and the equivocation check (which, every
+message having the same empty `from + seqno`, would drop all but the first).
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ from libp2p.peer.id import ID
 from libp2p.pubsub import pubsub as pubsub_module
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11 as MESHSUB
 from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.mcache import CacheEntry, MessageCache
+from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.rpc_queue import RpcQueue
 
@@ -82,8 +94,46 @@ class _NoValidationCache:
         pass
 
 
+class _ContentMessageCache(MessageCache):
+    """GossipSub's recent-message cache, keyed by message id (py-libp2p's by `from + seqno`)."""
+
+    def put(self, msg: rpc_pb2.Message) -> None:
+        key = _content_id(msg)
+        if key in self.msgs:
+            return
+        self.msgs[key] = msg
+        self.history[0].append(CacheEntry(key, msg.topicIDs))
+
+
+class _Gossip(GossipSub):
+    """py-libp2p's GossipSub under StrictNoSign (see the module's docs)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.mcache = _ContentMessageCache(self.mcache.window_size, self.mcache.history_size)
+
+    def _check_equivocation(self, msg: rpc_pb2.Message) -> bool:
+        # A `from + seqno` seen with other content: meaningless without them; a message is
+        # named by its content, and what it says is checked by the node.
+        return True
+
+
+def unsigned_violation(message: Any) -> str | None:
+    """What makes `message` break StrictNoSign (a field it must not carry), or None."""
+    for field in ("from_id", "seqno", "signature", "key"):
+        if message.HasField(field):
+            return f"carries {'from' if field == 'from_id' else field}"
+    return None
+
+
+async def publish_unsigned(pubsub: Pubsub, name: str, payload: bytes) -> None:
+    """Publish `payload` on topic `name` under StrictNoSign: the data and the topic only."""
+    message = rpc_pb2.Message(data=payload, topicIDs=[name])
+    await pubsub.push_msg(pubsub.my_id, message)
+
+
 def gossipsub() -> GossipSub:
-    return GossipSub(
+    return _Gossip(
         protocols=[MESHSUB],
         degree=6,
         degree_low=4,
@@ -109,7 +159,7 @@ def gossip_pubsub(
         host,
         router,
         msg_id_constructor=_content_id,
-        strict_signing=False,
+        strict_signing=False,  # StrictNoSign: see publish_unsigned and the validator
         max_inbound_rpc_size=frame_bytes_max + 64 * 1024,
         allowed_topics=set(TOPIC_NAMES.values()),
     )

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import struct
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
@@ -36,7 +36,13 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
 from carechain.consensus.crypto import PrivateKey, peer_id
-from carechain.p2p.libp2p_gate import STALL_TIMEOUT_S, GatedNoise, bound_stalls, gated_host
+from carechain.p2p.libp2p_gate import (
+    STALL_TIMEOUT_S,
+    GatedNoise,
+    bound_stalls,
+    gated_host,
+    refusal,
+)
 from carechain.p2p.libp2p_gossip import (
     OUTBOX_MAX,
     TOPIC_NAMES,
@@ -45,6 +51,8 @@ from carechain.p2p.libp2p_gossip import (
     drain,
     gossip_pubsub,
     gossipsub,
+    publish_unsigned,
+    unsigned_violation,
 )
 from carechain.p2p.libp2p_messages import MESSAGES, TXS, InboundStreams, write_frames
 from carechain.p2p.libp2p_requests import BLOBS, END, SYNC, client, serve, serve_sync
@@ -114,6 +122,7 @@ class Libp2pNetwork(TrioThread):
         self.allowed: frozenset[str] = frozenset(allowed or ())
         self.direct: frozenset[str] | None = None
         self.banned_until: dict[str, float] = {}
+        self.ban_reasons: dict[str, str] = {}
         self.frame_bytes_max = frame_bytes_max
         self.rate = RateLimit(messages_per_second_max)  # the message stream (consensus)
         self.tx_rate = RateLimit(messages_per_second_max)  # the transaction stream
@@ -136,7 +145,7 @@ class Libp2pNetwork(TrioThread):
         self.dropped_sends = {Lane.CONSENSUS: 0, Lane.TXS: 0}  # full send queues
         self._sent_bytes = {Lane.CONSENSUS: 0, Lane.TXS: 0}  # frames queued to peers
         self.dropped_gossip = 0  # gossip publications that failed
-        self.refused = 0
+        self.refused_by: Counter[str] = Counter()  # peers refused at the handshake, by cause
         self.disconnected_for: dict[str, str] = {}
         self._ranges: RangeProvider | None = None
         self._blobs: BlobProvider | None = None
@@ -210,8 +219,23 @@ class Libp2pNetwork(TrioThread):
     def peers(self) -> list[str]:
         return sorted(self._connected)
 
+    @property
+    def refused(self) -> int:
+        return sum(self.refused_by.values())
+
+    def refused_peers(self) -> dict[str, int]:
+        return dict(self.refused_by)
+
+    def refusal(self, remote: str) -> tuple[str, str] | None:
+        return refusal(self.allowed, self.banned_until, self.ban_reasons, remote)
+
     def admits(self, remote: str) -> bool:
-        return remote in self.allowed and self.banned_until.get(remote, 0.0) <= time.monotonic()
+        return self.refusal(remote) is None
+
+    def ban(self, remote: str, reason: str) -> None:
+        """Refuse `remote` for BAN_S, saying `reason` to whoever looks at the refusals."""
+        self.banned_until[remote] = time.monotonic() + BAN_S
+        self.ban_reasons[remote] = reason
 
     def allow(self, peer_ids: set[str], direct: set[str] | None = None) -> None:
         self.allowed = frozenset(peer_ids)
@@ -329,7 +353,10 @@ class Libp2pNetwork(TrioThread):
                         dials.start_soon(self._dial, info)
             await self._enforce_allowed_async()
             self._refresh_connected()
-            for remote in self._connected:
+            # message streams open ahead only to the peers that take part in consensus; an
+            # observer (perhaps another libp2p stack, without our message protocols) gets
+            # blocks and transactions by GossipSub and block sync
+            for remote in self._connected if self.direct is None else self._connected & self.direct:
                 self._ensure_outbox(remote, Lane.CONSENSUS)
             self._outsider_topics = self._topics_of_outsiders()
             await trio.sleep(DIAL_INTERVAL_S)
@@ -414,7 +441,7 @@ class Libp2pNetwork(TrioThread):
             return  # sent already
         self._in_flight.add(key)
         try:
-            await self._pubsub.publish(name, payload)
+            await publish_unsigned(self._pubsub, name, payload)
         except Exception as exc:  # reported, never fatal: re-broadcast and sync recover it
             self.dropped_gossip += 1
             log.debug("gossip publish on %s failed: %r", name, exc)
@@ -429,6 +456,11 @@ class Libp2pNetwork(TrioThread):
         handler = self._gossip
         if handler is None or topic not in self._gossip_topics or self._loop is None:
             return False
+        violation = unsigned_violation(message)
+        if violation is not None:  # not StrictNoSign: refused unread, as other stacks do
+            log.debug("gossip message from %s refused: it %s", remote, violation)
+            self._strike(remote)
+            return False
         payload = bytes(message.data)
         key = message_id(topic, payload)
         if key in self._checked:
@@ -441,16 +473,17 @@ class Libp2pNetwork(TrioThread):
         )
         if verdict is Verdict.REJECT:
             self._checked.pop(key, None)  # a genuine copy under the same id may follow
-        if verdict is Verdict.REJECT:
-            self._strikes[remote] = self._strikes.get(remote, 0) + 1
-            if self._strikes[remote] >= GOSSIP_STRIKES_MAX:
-                self._strikes.pop(remote)
-                self.banned_until[remote] = time.monotonic() + BAN_S
-                log.warning("dropping peer %s: it forwarded invalid gossip messages", remote)
-                self._nursery.start_soon(
-                    self._disconnect, remote, "forwarded invalid gossip messages"
-                )
+            self._strike(remote)
         return verdict is Verdict.ACCEPT
+
+    def _strike(self, remote: str) -> None:
+        """`remote` forwarded an invalid gossip message; GOSSIP_STRIKES_MAX of them ban it."""
+        self._strikes[remote] = self._strikes.get(remote, 0) + 1
+        if self._strikes[remote] >= GOSSIP_STRIKES_MAX:
+            self._strikes.pop(remote)
+            self.ban(remote, "it forwarded invalid gossip messages")
+            log.warning("dropping peer %s: it forwarded invalid gossip messages", remote)
+            self._nursery.start_soon(self._disconnect, remote, "forwarded invalid gossip messages")
 
     # -- request streams ------------------------------------------------------------------------
     async def _on_sync(self, stream: Any) -> None:

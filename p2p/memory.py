@@ -93,6 +93,11 @@ class MemoryNetwork:
             "txs_received": self.inbox.dropped_txs,
         }
 
+    def refused_peers(self) -> dict[str, int]:
+        """In-memory links have no handshake: a peer not admitted is never linked, and nothing
+        is refused at a door."""
+        return {}
+
     def admits(self, peer: str) -> bool:
         return peer in self.allowed and self.banned_until.get(peer, 0.0) <= time.monotonic()
 

@@ -51,6 +51,8 @@ class NodeCounters(Collector):
                         network.inbox.received_bytes)  # fmt: skip
         yield _counters("p2p_dropped", "messages the p2p layer dropped", "where",
                         network.drops())  # fmt: skip
+        yield _counters("p2p_refused_peers", "peers refused at the handshake", "cause",
+                        network.refused_peers())  # fmt: skip
         yield _counters(
             "validator_late_votes",
             "heights whose precommit from this validator came after the certificate was made",

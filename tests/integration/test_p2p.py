@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import functools
 import gc
+import re
 import socket
 import struct
 import threading
@@ -38,6 +39,7 @@ from carechain.node.audit.replay import replay
 from carechain.node.blob_service import BlobService, fetch_from_peer
 from carechain.node.sync import RANGE_MAX, BlockSync, range_provider
 from carechain.node.wallet import builders
+from carechain.p2p.libp2p_gossip import TOPIC_NAMES
 from carechain.p2p.libp2p_net import MESSAGES, STALL_TIMEOUT_S, Libp2pNetwork, bound_stalls
 from carechain.p2p.memory import MemoryHub, MemoryNetwork
 from carechain.p2p.network import (
@@ -230,6 +232,36 @@ async def test_a_peer_forwarding_invalid_gossip_is_disconnected(cluster: Cluster
     assert second.local_id not in third.peers()
     await first.publish(Topic.TX, b"still fine")
     await _eventually(lambda: b"still fine" in logs[1].payloads())
+
+
+@pytest.mark.asyncio
+async def test_gossip_outside_strict_no_sign_is_refused_and_a_ban_says_why(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Messages stamped with `from` and `seqno` (py-libp2p's own `publish`, as other stacks'
+    signing modes do) are refused unread, count against their forwarder and end in a ban, and
+    the refusal of its redial names the ban, not registration."""
+    if cluster.kind != "libp2p":
+        pytest.skip("a libp2p message policy")
+    (first, second, _), logs = await _gossip_line(cluster)
+    name = TOPIC_NAMES[Topic.TX]
+    for number in range(GOSSIP_STRIKES_MAX):
+        payload = b"stamped %d" % number
+        first._to_trio(lambda p=payload: first._nursery.start_soon(first._pubsub.publish, name, p))
+    await _eventually(lambda: first.local_id in second.disconnected_for)
+    assert not any(p.startswith(b"stamped") for p in logs[1].payloads())
+    assert second.disconnected_for[first.local_id] == "forwarded invalid gossip messages"
+    await _eventually(lambda: second.refused_peers().get("banned", 0) >= 1)  # its redials
+    assert first.local_id not in second.peers()
+    refusals = [r.getMessage() for r in caplog.records if "refused peer" in r.getMessage()]
+    assert any(
+        re.fullmatch(
+            f"refused peer {first.local_id}: it is banned until \\d\\d:\\d\\d:\\d\\d UTC: "
+            "it forwarded invalid gossip messages",
+            message,
+        )
+        for message in refusals
+    ), refusals
 
 
 DIAL_WAIT_S = 1.5
