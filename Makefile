@@ -64,8 +64,15 @@ overload: install
 
 # Other projects' implementations against running nodes (IPFS's verified-fetch through the
 # gateway route, a js-libp2p observer following a testnet): each test installs its pinned npm packages (a minute or so), so they have
-# their own target, which CI runs after `make test`. Skipped, saying so, without node and npm.
+# their own target, which CI runs after `make test`. Debian's nodejs and npm are installed when
+# missing and this is a Debian machine we may administer (as in CI); elsewhere, without node
+# and npm, the tests say they are skipped.
 interop: install
+	@if { ! command -v node >/dev/null || ! command -v npm >/dev/null; } && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's nodejs and npm for the interop tests"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; } \
+			|| echo "could not install nodejs and npm: the interop tests will say they are skipped"; \
+	fi
 	$(BIN)/python -m pytest -q -m interop tests/e2e
 
 # The fuzzers with a long budget (CI runs them with a small one inside `make test`).
