@@ -4,7 +4,9 @@ round, and where it listens. A node that hears a peer ahead of it starts block s
 One unconnected socket sends with `send(data, addr)` (connected sockets fail under uvloop).
 Sending is paced (1 Hz by default); receiving is bounded: oversize datagrams, datagrams from a
 source over its rate, and anything that does not verify as a registered node's heartbeat are
-counted and dropped, never raised.
+counted by cause and dropped, never raised. A heartbeat its sender signed for another chain
+is also said in the log (once a minute per sender): a node of another network, or one started
+with another genesis, is sending here, and an operator should hear of it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import dataclasses
 import logging
 import time
 import typing
+from collections import Counter
 from collections.abc import Callable
 from typing import Annotated, Final
 
@@ -26,6 +29,7 @@ from carechain.consensus.types import ChainId, PublicKey
 from carechain.p2p.network import RateLimit
 
 DATAGRAM_BYTES_MAX: Final = 2048
+WRONG_CHAIN_WARNING_S: Final = 60.0  # how often one sender's other-chain heartbeats are said
 log = logging.getLogger("carechain.heartbeat")
 
 
@@ -90,9 +94,16 @@ class HeartbeatService:
         self.interval_s = interval_ms / 1000
         self.rate = RateLimit(per_source_per_second)
         self.views: dict[str, PeerView] = {}
-        self.dropped = 0
+        # dropped datagrams, by cause: "oversize", "rate", "unreadable", "wrong_chain",
+        # "unregistered", "bad_signature"
+        self.dropped_by: Counter[str] = Counter()
+        self._wrong_chain_said: dict[str, float] = {}
         self.send_errors = 0
         self.bound: tuple[str, int] | None = None
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.dropped_by.values())
 
     def _heartbeat(self) -> bytes:
         height, round, listen = self.status()
@@ -136,24 +147,47 @@ class HeartbeatService:
             self.receive(data, f"{host}:{port}")
 
     def receive(self, data: bytes, source: str) -> None:
-        """Handle one datagram; anything wrong is counted and dropped."""
-        if len(data) > DATAGRAM_BYTES_MAX or not self.rate.allow(source):
-            self.dropped += 1
+        """Handle one datagram; anything wrong is counted by cause and dropped."""
+        if len(data) > DATAGRAM_BYTES_MAX:
+            self.dropped_by["oversize"] += 1
+            return
+        if not self.rate.allow(source):
+            self.dropped_by["rate"] += 1
             return
         try:
             beat = Heartbeat.decode(data, max_bytes=DATAGRAM_BYTES_MAX)
         except CarechainError:
-            self.dropped += 1
+            self.dropped_by["unreadable"] += 1
             return
         sender = peer_id(beat.node_key)
-        if (
-            beat.chain_id != self.chain_id
-            or sender not in self.registered()
-            or not beat.signature_valid()
-        ):
-            self.dropped += 1
+        if beat.chain_id != self.chain_id:
+            self.dropped_by["wrong_chain"] += 1
+            self._say_wrong_chain(beat, sender, source)
+            return
+        if sender not in self.registered():
+            self.dropped_by["unregistered"] += 1
+            return
+        if not beat.signature_valid():
+            self.dropped_by["bad_signature"] += 1
             return
         self.views[sender] = PeerView(beat.height, beat.round, time.monotonic(), beat.listen)
         own_height = self.status()[0]
         if beat.height > own_height:
             self.on_ahead(sender, beat.height)
+
+    def _say_wrong_chain(self, beat: Heartbeat, sender: str, source: str) -> None:
+        """Warn of a heartbeat its sender signed for another chain (a forged one is only
+        counted), at most once a minute per sender."""
+        now = time.monotonic()
+        if now - self._wrong_chain_said.get(sender, -WRONG_CHAIN_WARNING_S) < WRONG_CHAIN_WARNING_S:
+            return
+        if not beat.signature_valid():
+            return
+        if len(self._wrong_chain_said) >= 1024:  # bounded: a flood of keys cannot grow it
+            self._wrong_chain_said.clear()
+        self._wrong_chain_said[sender] = now
+        log.warning(
+            "heartbeat from peer %s at %s is for chain %r, not %r: a node of another network, "
+            "or one started with another genesis, lists this node among its peers",
+            sender, source, beat.chain_id, self.chain_id,
+        )  # fmt: skip

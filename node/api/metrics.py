@@ -53,6 +53,9 @@ class NodeCounters(Collector):
                         network.drops())  # fmt: skip
         yield _counters("p2p_refused_peers", "peers refused at the handshake", "cause",
                         network.refused_peers())  # fmt: skip
+        if node.heartbeats is not None:
+            yield _counters("heartbeats_dropped", "UDP heartbeats dropped", "cause",
+                            node.heartbeats.dropped_by)  # fmt: skip
         yield _counters(
             "validator_late_votes",
             "heights whose precommit from this validator came after the certificate was made",

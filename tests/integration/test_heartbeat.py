@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import logging
 import socket
 import time
 
@@ -60,7 +62,7 @@ async def test_a_node_behind_hears_the_peer_ahead() -> None:
                 await task
 
 
-def test_bad_datagrams_are_dropped() -> None:
+def test_bad_datagrams_are_dropped(caplog: pytest.LogCaptureFixture) -> None:
     key, stranger = PrivateKey(b"\x43" * 32), PrivateKey(b"\x44" * 32)
     registered = {peer_id(key.public_key)}
     ahead: list[tuple[str, int]] = []
@@ -76,11 +78,26 @@ def test_bad_datagrams_are_dropped() -> None:
         (),
         Heartbeat(CHAIN, key.public_key, 9, 0, 1, ()).signed_by(key).signature,
     ).encode()
-    other_chain = Heartbeat("carechain-other", key.public_key, 9, 0, 1, ()).signed_by(key).encode()
-    for data in (b"garbage", b"\x00" * (DATAGRAM_BYTES_MAX + 1), forged, tampered, other_chain):
-        service.receive(data, "127.0.0.1:1")
-    assert service.dropped == 5
+    other = Heartbeat("carechain-other", key.public_key, 9, 0, 1, ())
+    other_chain = other.signed_by(key).encode()
+    forged_other = dataclasses.replace(  # in a stranger's name, signed by nobody
+        other, node_key=stranger.public_key, signature=b"\x00" * 64
+    ).encode()
+    datagrams = (b"garbage", b"\x00" * (DATAGRAM_BYTES_MAX + 1), forged, tampered, other_chain,
+                 other_chain, forged_other)  # fmt: skip
+    with caplog.at_level(logging.WARNING, "carechain.heartbeat"):
+        for data in datagrams:
+            service.receive(data, "127.0.0.1:1")
+    assert service.dropped_by == {
+        "unreadable": 1, "oversize": 1, "unregistered": 1, "bad_signature": 1, "wrong_chain": 3,
+    }  # fmt: skip
     assert ahead == []
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        f"heartbeat from peer {peer_id(key.public_key)} at 127.0.0.1:1 is for chain "
+        "'carechain-other', not 'carechain-test': a node of another network, or one started "
+        "with another genesis, lists this node among its peers"
+    ], "said once a minute for a sender; a forged one only counted"
     service.receive(good, "127.0.0.1:2")
     assert ahead == [(peer_id(key.public_key), 9)]
     for _ in range(200):  # a flood from one source exceeds its rate and is dropped
