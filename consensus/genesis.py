@@ -54,6 +54,8 @@ class ConsensusParams(Record):
     heartbeat_interval_ms: Annotated[int, IntRange(1_000, DAY_MS)] = 60_000
     clock_drift_ms_max: Annotated[int, IntRange(10, 600_000)] = 2_000
     tx_expiry_ms_max: Annotated[int, IntRange(60_000, 365 * DAY_MS)] = 30 * DAY_MS
+    # a slow key-loss recovery's window, in which the patient's keys may cancel it
+    recovery_delay_ms: Annotated[int, IntRange(60_000, 30 * DAY_MS)] = 72 * HOUR_MS
 
 
 @dataclasses.dataclass(frozen=True)

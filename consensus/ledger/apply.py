@@ -19,7 +19,7 @@ from typing import Any, Final
 from carechain.consensus.codec import Record
 from carechain.consensus.crypto import Purpose, verify
 from carechain.consensus.errors import DecodeError
-from carechain.consensus.ledger import access, accounts, governance, vaults
+from carechain.consensus.ledger import access, accounts, governance, recovery, vaults
 from carechain.consensus.ledger.bodies import BODY_TYPES
 from carechain.consensus.ledger.context import BlockContext, ChainContext, TxContext, load_account
 from carechain.consensus.ledger.errors import BlockRejected, TxRejected
@@ -44,6 +44,9 @@ PROCESSES: Final[dict[str, Process]] = {
     "governance.validator": governance.process_change_validator,
     "governance.institution": governance.process_change_institution,
     "evidence.equivocation": governance.process_equivocation,
+    "recovery.start": recovery.process_start_recovery,
+    "recovery.cancel": recovery.process_cancel_recovery,
+    "recovery.finish": recovery.process_finish_recovery,
 }
 CREATES_ACCOUNT: Final = frozenset({"account.register"})
 # Self-authenticating kinds: no acting account, nonce 0, no signatures needed.

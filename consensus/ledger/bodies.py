@@ -126,6 +126,33 @@ class AttestErasure(Record):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class StartRecovery(Record):
+    lost: PublicKey
+    replacement: PublicKey
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CancelRecovery(Record):
+    replacement: PublicKey  # names the pending recovery it cancels
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VaultHandover(Record):
+    """One vault's part of a recovery: every past epoch's key sealed to the replacement (in
+    epoch order, from 1), and the new epoch's key sealed to who reads the vault now."""
+
+    vault: AccountId
+    old_epochs: Annotated[tuple[SealedBytes, ...], Size(1, 1024)]
+    new_epoch: Annotated[int, IntRange(2, 2**63)]
+    sealed_epoch_keys: SealedKeys
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FinishRecovery(Record):
+    vaults: Annotated[tuple[VaultHandover, ...], Size(0, 264)]  # every vault, by vault id
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ReportEquivocation(Record):
     first: Vote
     second: Vote
@@ -148,4 +175,7 @@ BODY_TYPES: Final[dict[str, type[Record]]] = {
     "governance.validator": ValidatorChange,
     "governance.institution": InstitutionChange,
     "evidence.equivocation": ReportEquivocation,
+    "recovery.start": StartRecovery,
+    "recovery.cancel": CancelRecovery,
+    "recovery.finish": FinishRecovery,
 }

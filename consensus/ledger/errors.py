@@ -55,6 +55,12 @@ REASONS: Final[dict[str, str]] = {
     "emergency_too_long": "the emergency duration exceeds the chain's cap",
     "unknown_emergency": "no emergency access with this id",
     "already_reviewed": "the emergency access was reviewed already",
+    # key-loss recovery
+    "bad_recovery": "the lost key is not the account's, or the replacement is a key in use",
+    "recovery_pending": "a recovery of the account is pending already",
+    "no_recovery": "no such recovery of the account is pending",
+    "recovery_too_early": "the recovery's waiting window has not ended",
+    "recovery_incomplete": "a finish leaves out one of the patient's vaults or epochs",
     # governance
     "unknown_institution": "the key is not a registered, active institution",
     "institution_exists": "the institution is registered already",

@@ -42,6 +42,18 @@ class Account(Record):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Recovery(Record):
+    """A pending key-loss recovery of a patient account (see `ledger.recovery`)."""
+
+    lost: PublicKey
+    replacement: PublicKey
+    started_height: int
+    started_ms: int
+    ready_ms: int  # the block time from which it may finish
+    fast: bool  # started with a remaining patient key: no waiting window
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class InstitutionState(Record):
     institution: Institution
     active: bool

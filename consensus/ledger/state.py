@@ -47,6 +47,7 @@ class Table(enum.IntEnum):
     ERASURE = 11  # vault id (20) + record id (16) + attesting key (32) -> Attestation
     PATIENT_VAULT = 12  # patient account (20) + data type name -> vault id
     EVIDENCE = 13  # sha256(validator, height, round, vote type) -> Evidence
+    RECOVERY = 14  # patient account (20) -> Recovery (one pending at most)
 
 
 class StateReader(Protocol):

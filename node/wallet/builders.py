@@ -8,14 +8,16 @@ and the tests all build transactions here.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 from carechain.consensus import crypto
 from carechain.consensus.codec import Record
 from carechain.consensus.genesis import Institution
 from carechain.consensus.ledger.bodies import (
+    CancelRecovery,
     CreateVault,
+    FinishRecovery,
     GrantAccess,
     OpenEmergency,
     PutRecord,
@@ -26,6 +28,8 @@ from carechain.consensus.ledger.bodies import (
     RevokeAccess,
     RotateEpoch,
     SealedKey,
+    StartRecovery,
+    VaultHandover,
 )
 from carechain.consensus.ledger.governance import GOVERNANCE_ACCOUNT
 from carechain.consensus.ledger.policy import Template
@@ -280,3 +284,36 @@ def change_institution(
 ) -> TxDraft:
     body = InstitutionChange(action, institution)
     return TxDraft(chain_id, "governance.institution", GOVERNANCE_ACCOUNT, nonce, expiry_ms, body)
+
+
+def start_recovery(
+    chain_id: str, patient: bytes, nonce: int, expiry_ms: int, *, lost: bytes, replacement: bytes
+) -> TxDraft:
+    body = StartRecovery(lost, replacement)
+    return TxDraft(chain_id, "recovery.start", patient, nonce, expiry_ms, body)
+
+
+def cancel_recovery(
+    chain_id: str, patient: bytes, nonce: int, expiry_ms: int, *, replacement: bytes
+) -> TxDraft:
+    body = CancelRecovery(replacement)
+    return TxDraft(chain_id, "recovery.cancel", patient, nonce, expiry_ms, body)
+
+
+def vault_handover(
+    vault: bytes, epoch_keys: Sequence[bytes], replacement: bytes, members: Iterable[bytes]
+) -> tuple[VaultHandover, bytes]:
+    """One vault's part of a recovery's finish: its epoch keys 1..E (in order, as the signer
+    unsealed them) sealed to `replacement`, and a new epoch E + 1 sealed to `members` (who
+    read the vault once the replacement holds the lost key's place); returns the new key."""
+    epoch_key = crypto.new_data_key()
+    old = tuple(crypto.seal(key, replacement) for key in epoch_keys)
+    handover = VaultHandover(vault, old, len(epoch_keys) + 1, seal_epoch_key(epoch_key, members))
+    return handover, epoch_key
+
+
+def finish_recovery(
+    chain_id: str, patient: bytes, nonce: int, expiry_ms: int, handovers: Iterable[VaultHandover]
+) -> TxDraft:
+    body = FinishRecovery(tuple(sorted(handovers, key=lambda h: h.vault)))
+    return TxDraft(chain_id, "recovery.finish", patient, nonce, expiry_ms, body)

@@ -24,6 +24,7 @@ from carechain.cli.main import cli
 from carechain.cli.nodes import spawn, wait_for_api
 from carechain.config.genesis import save_genesis
 from carechain.config.node import load_node_config, save_node_config
+from carechain.consensus.crypto import PrivateKey
 from carechain.consensus.ledger.apply import apply_block
 from carechain.consensus.ledger.records import EmergencyStatus
 from carechain.consensus.types import (
@@ -40,6 +41,7 @@ from carechain.node.wallet.client import ApiRequestError
 from carechain.storage.chain import ChainStore
 from carechain.storage.kv import MemoryKV
 from carechain.tests.ledger_world import CHAIN_ID, GENESIS_TIME_MS, World
+from carechain.tests.strategies import deterministic_key
 from carechain.tests.unit.test_ledger_kinds import _emergency
 
 pytestmark = pytest.mark.security
@@ -138,3 +140,30 @@ def test_a_node_with_the_default_api_config_listens_on_loopback_only_without_con
     finally:
         process.terminate()
         process.wait(30)
+
+
+def _recovery_start(world: World, *signers: PrivateKey) -> Tx:
+    draft = builders.start_recovery(
+        CHAIN_ID, world.patient, world.nonce(world.patient), world.expiry(),
+        lost=world.p2.public_key, replacement=deterministic_key(900).public_key,
+    )  # fmt: skip
+    return draft.signed(*signers)
+
+
+def test_hospitals_together_cannot_recover_a_patients_account() -> None:
+    world = World()
+    world.create_vault(team=("A", "B", "C"))
+    every_hospital = [world.hospital[name] for name in "ABC"]
+    assert world.reject(_recovery_start(world, *every_hospital)).code == "policy_not_satisfied"
+    with_the_lost_key = _recovery_start(world, *every_hospital, world.p2)
+    assert world.reject(with_the_lost_key).code == "policy_not_satisfied"
+
+
+def test_a_trusted_party_alone_cannot_recover_a_patients_account() -> None:
+    world = World()
+    world.create_vault(team=("A",))
+    assert world.reject(_recovery_start(world, world.trusted)).code == "policy_not_satisfied"
+    not_on_the_team = _recovery_start(world, world.trusted, world.hospital["B"])
+    assert world.reject(not_on_the_team).code == "policy_not_satisfied"
+    with_the_lost_key = _recovery_start(world, world.trusted, world.p2)
+    assert world.reject(with_the_lost_key).code == "policy_not_satisfied"
