@@ -26,6 +26,7 @@ from carechain.cli import (
     partials,
     patients,
     records,
+    recovery,
     setup,
     vaults,
 )
@@ -81,6 +82,7 @@ for command in (
     governance.governance,
     blobs.blob,
     agent.agent,
+    recovery.recovery,
 ):
     cli.add_command(command)
 

@@ -302,6 +302,67 @@ def test_operator_status_and_a_patient_flow_through_the_cli(
     assert "no key for the record's epoch" in refused.output
 
 
+def test_a_patient_who_lost_a_key_recovers_it_and_a_cancelled_recovery_changes_nothing(
+    network: tuple[Path, Devnet, str], tmp_path: Path
+) -> None:
+    people, _, api = network
+    home = ["--home", str(people), "--api", api]
+    for name in ("q1", "q2", "q3"):
+        ok("keys", "new", "--home", str(people), "--name", name, "--insecure-plaintext")
+    key = {p.stem: read_key_info(p).public_key.hex() for p in (people / "keys").glob("*.json")}
+    registered = json.loads(ok("patient", "register", *home, "--key1", "q1", "--key2", "q2",
+                               "--json"))  # fmt: skip
+    patient = ["--patient", registered["address"]]
+    vault = json.loads(
+        ok("vault", "create", *home, "--key1", "q1", "--key2", "q2", "--type", "glucose",
+           "--team", key["hospital-a"], "--json")
+    )["vault"]  # fmt: skip
+    old = tmp_path / "old.txt"
+    old.write_text("glucose 7.2 mmol/L before the loss")
+    put = json.loads(ok("record", "put", *home, "--vault", vault, "--file", str(old),
+                        "--key", "q1", "--key", "q2", "--json"))  # fmt: skip
+    read = ["record", "get", *home, "--vault", vault, "--record", put["record"]]
+    start = ["recovery", "start", *home, *patient, "--lost", key["q2"],
+             "--replacement", key["q3"], "--key", "q1", "--key", "trusted"]  # fmt: skip
+
+    # started, then cancelled by the very key said to be lost: everything stays as it was
+    assert json.loads(ok(*start, "--json"))["status"] == "committed"
+    (pending,) = json.loads(ok("recovery", "list", *home, *patient, "--json"))
+    assert (pending["lost"], pending["replacement"], pending["path"]) == (
+        key["q2"],
+        key["q3"],
+        "fast",
+    )
+    ok("recovery", "cancel", *home, *patient, "--key", "q2")
+    assert json.loads(ok("recovery", "list", *home, *patient, "--json")) == []
+    ok(*read, "--key", "q2", "--out", str(tmp_path / "still.txt"))
+    assert (tmp_path / "still.txt").read_text() == old.read_text()
+    refused = run(*read, "--key", "q3", "--out", str(tmp_path / "not-yet.txt"))
+    assert refused.exit_code == EXIT_INVALID_INPUT, refused.output
+
+    # recovered: q3 reads the old record; a record written after is q2's no more
+    ok(*start)
+    finished = json.loads(ok("recovery", "finish", *home, *patient, "--key", "q1",
+                             "--key", "trusted", "--json"))  # fmt: skip
+    assert finished["status"] == "committed", finished
+    ok(*read, "--key", "q3", "--out", str(tmp_path / "recovered.txt"))
+    assert (tmp_path / "recovered.txt").read_text() == old.read_text()
+    new = tmp_path / "new.txt"
+    new.write_text("glucose 5.9 mmol/L after the recovery")
+    added = json.loads(ok("record", "put", *home, "--vault", vault, "--file", str(new),
+                          "--key", "q1", "--key", "q3", "--json"))  # fmt: skip
+    assert added["status"] == "committed", added
+    lost_read = run("record", "get", *home, "--vault", vault, "--record", added["record"],
+                    "--key", "q2", "--out", str(tmp_path / "lost.txt"))  # fmt: skip
+    assert lost_read.exit_code == EXIT_INVALID_INPUT, lost_read.output
+    assert "no key for the record's epoch" in lost_read.output
+    with_the_lost_key = json.loads(
+        ok("record", "put", *home, "--vault", vault, "--file", str(new),
+           "--key", "q1", "--key", "q2", "--json")
+    )  # fmt: skip
+    assert with_the_lost_key["status"] == "partial", "the lost key no longer counts"
+
+
 def test_a_blob_moves_between_homes_as_a_car_and_a_broken_one_is_refused(
     network: tuple[Path, Devnet, str], tmp_path: Path
 ) -> None:

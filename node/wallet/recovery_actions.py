@@ -1,0 +1,99 @@
+"""A lost patient key's recovery from the signers' side (`carechain recovery ...`): start it,
+cancel it, see it pending, and finish it, which unseals every epoch key of every vault of the
+patient with a signer's own copy (the remaining patient key holds them all; a trusted party
+holds those of every epoch made while it was registered) and seals them to the replacement.
+The ledger's rules are in `consensus/ledger/recovery.py`."""
+
+from __future__ import annotations
+
+from carechain.consensus import crypto
+from carechain.consensus.errors import InvalidInput
+from carechain.consensus.ledger.context import epoch_key_key, required_members
+from carechain.consensus.ledger.records import Recovery, Vault
+from carechain.consensus.ledger.state import Overlay, Table
+from carechain.consensus.types import Tx
+from carechain.node.wallet import builders
+from carechain.node.wallet.client import RemoteState
+from carechain.node.wallet.context import FlowContext
+
+
+def pending_recovery(context: FlowContext, patient: bytes) -> Recovery | None:
+    return context.state().load(Table.RECOVERY, patient, Recovery)
+
+
+def start_recovery(
+    context: FlowContext,
+    keys: list[crypto.PrivateKey],
+    patient: bytes,
+    lost: bytes,
+    replacement: bytes,
+) -> Tx:
+    draft = builders.start_recovery(
+        context.chain_id, patient, context.nonce(patient), context.expiry(),
+        lost=lost, replacement=replacement,
+    )  # fmt: skip
+    return draft.signed(*keys)
+
+
+def cancel_recovery(context: FlowContext, keys: list[crypto.PrivateKey], patient: bytes) -> Tx:
+    recovery = _require_pending(context, patient)
+    draft = builders.cancel_recovery(
+        context.chain_id, patient, context.nonce(patient), context.expiry(),
+        replacement=recovery.replacement,
+    )  # fmt: skip
+    return draft.signed(*keys)
+
+
+def finish_recovery(context: FlowContext, keys: list[crypto.PrivateKey], patient: bytes) -> Tx:
+    """The finish of `patient`'s pending recovery, signed by `keys`: every vault handed over
+    (each epoch's key sealed to the replacement, a new epoch sealed to who reads now)."""
+    recovery = _require_pending(context, patient)
+    state = context.next_state()
+    now = context.now_ms()
+    handovers = []
+    for vault in patient_vaults(context, state, patient):
+        epoch_keys = [_epoch_key(state, vault, epoch, keys) for epoch in range(1, vault.epoch + 1)]
+        members = {
+            recovery.replacement if key == recovery.lost else key
+            for key in required_members(state, vault, now)
+        }
+        handover, _ = builders.vault_handover(
+            vault.vault_id, epoch_keys, recovery.replacement, members
+        )
+        handovers.append(handover)
+    draft = builders.finish_recovery(
+        context.chain_id, patient, context.nonce(patient), context.expiry(), handovers
+    )
+    return draft.signed(*keys)
+
+
+def patient_vaults(context: FlowContext, state: Overlay, patient: bytes) -> list[Vault]:
+    vaults = []
+    for _, vault_id in RemoteState(context.client).table_entries(Table.PATIENT_VAULT, patient):
+        vault = state.load(Table.VAULT, vault_id, Vault)
+        assert vault is not None, "the patient's vault index points at a missing vault"
+        vaults.append(vault)
+    return vaults
+
+
+def _require_pending(context: FlowContext, patient: bytes) -> Recovery:
+    recovery = pending_recovery(context, patient)
+    if recovery is None:
+        raise InvalidInput(
+            f"no recovery of account {crypto.encode_address(patient)} is pending",
+            code="no_recovery",
+            hint="`carechain recovery start` starts one",
+        )
+    return recovery
+
+
+def _epoch_key(state: Overlay, vault: Vault, epoch: int, keys: list[crypto.PrivateKey]) -> bytes:
+    for key in keys:
+        sealed = state.get(Table.EPOCH_KEY, epoch_key_key(vault.vault_id, epoch, key.public_key))
+        if sealed is not None:
+            return crypto.unseal(sealed, key)
+    raise InvalidInput(
+        f"no signing key holds epoch {epoch} of vault {vault.vault_id.hex()}",
+        hint="the patient's remaining key, or a trusted party registered when that epoch "
+        "began, signs the finish",
+    )
