@@ -25,6 +25,7 @@ import click
 from carechain.cli.demo.burst import clinic_burst
 from carechain.cli.demo.gateway import gateway
 from carechain.cli.demo.ledger import Ledger
+from carechain.cli.demo.recovery import recovery
 from carechain.cli.demo.steps import (
     Story,
     audit,
@@ -279,6 +280,7 @@ def _story(scenario: Scenario, cast: Cast, network: Devnet) -> None:
         emergency,
         lambda _: _burst(scenario, cast, network),
         validator_down,
+        recovery,
     ):
         step(story)
     names = {k.public_key: f"hospital {n}" for n, k in cast.hospitals.items()}

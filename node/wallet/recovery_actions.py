@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from carechain.consensus import crypto
 from carechain.consensus.errors import InvalidInput
+from carechain.consensus.ledger.bodies import VaultHandover
 from carechain.consensus.ledger.context import epoch_key_key, required_members
 from carechain.consensus.ledger.records import Recovery, Vault
 from carechain.consensus.ledger.state import Overlay, Table
@@ -49,22 +50,36 @@ def finish_recovery(context: FlowContext, keys: list[crypto.PrivateKey], patient
     (each epoch's key sealed to the replacement, a new epoch sealed to who reads now)."""
     recovery = _require_pending(context, patient)
     state = context.next_state()
-    now = context.now_ms()
-    handovers = []
-    for vault in patient_vaults(context, state, patient):
+    vaults = patient_vaults(context, state, patient)
+    handovers = recovery_handovers(state, vaults, recovery, keys, context.now_ms())
+    draft = builders.finish_recovery(
+        context.chain_id, patient, context.nonce(patient), context.expiry(),
+        [handover for handover, _ in handovers.values()],
+    )  # fmt: skip
+    return draft.signed(*keys)
+
+
+def recovery_handovers(
+    state: Overlay,
+    vaults: list[Vault],
+    recovery: Recovery,
+    keys: list[crypto.PrivateKey],
+    now_ms: int,
+) -> dict[bytes, tuple[VaultHandover, bytes]]:
+    """Each vault's handover and its new epoch key, by vault id: its epoch keys unsealed with
+    the first of `keys` that holds a copy, sealed to the replacement; a new epoch for the
+    members who read it now, the replacement in the lost key's place."""
+    handovers = {}
+    for vault in vaults:
         epoch_keys = [_epoch_key(state, vault, epoch, keys) for epoch in range(1, vault.epoch + 1)]
         members = {
             recovery.replacement if key == recovery.lost else key
-            for key in required_members(state, vault, now)
+            for key in required_members(state, vault, now_ms)
         }
-        handover, _ = builders.vault_handover(
+        handovers[vault.vault_id] = builders.vault_handover(
             vault.vault_id, epoch_keys, recovery.replacement, members
         )
-        handovers.append(handover)
-    draft = builders.finish_recovery(
-        context.chain_id, patient, context.nonce(patient), context.expiry(), handovers
-    )
-    return draft.signed(*keys)
+    return handovers
 
 
 def patient_vaults(context: FlowContext, state: Overlay, patient: bytes) -> list[Vault]:
