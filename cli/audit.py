@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.progress import Progress
@@ -23,10 +24,10 @@ from carechain.cli.output import (
 from carechain.cli.passphrase import passphrase_option, unlock_key
 from carechain.config.genesis import GENESIS_FILE, load_genesis, save_genesis
 from carechain.config.node import parse_multiaddr
-from carechain.consensus.crypto import decode_address
+from carechain.consensus.crypto import decode_address, encode_address
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.genesis import Genesis
-from carechain.consensus.ledger.records import Emergency, EmergencyStatus, Evidence
+from carechain.consensus.ledger.records import Emergency, EmergencyStatus, Evidence, Recovery
 from carechain.consensus.ledger.state import Table as StateTable
 from carechain.node.audit.access_report import fhir_bundle, timeline
 from carechain.node.audit.archive import ArchiveSource, ChainReport, export_archive, import_archive
@@ -244,7 +245,7 @@ def audit_access(
     table = human_table("height", "event", "who", "data", "details")
     for event in events:
         who = names.get(event.actor, event.actor.hex()) if event.actor else "patient"
-        style = "bold red" if event.detail.get("status") == "unreviewed" else ""
+        style = "bold red" if event.detail.get("status") in ("unreviewed", "pending") else ""
         details = ", ".join(f"{k}={v}" for k, v in event.detail.items() if v not in (None, ""))
         table.add_row(str(event.height), event.kind, who, event.data_type, details, style=style)
     console.print(table)
@@ -280,6 +281,19 @@ def audit_report(
     finally:
         close()
     evidence = [Evidence.decode(v) for _, v in rebuilt.table_entries(StateTable.EVIDENCE)]
+    pending = [
+        {
+            "patient": encode_address(account),
+            "lost": found.lost.hex(),
+            "replacement": found.replacement.hex(),
+            "started_height": found.started_height,
+            "ready_ms": found.ready_ms,
+            "path": "fast" if found.fast else "slow",
+        }
+        for account, found in (
+            (k, Recovery.decode(v)) for k, v in rebuilt.table_entries(StateTable.RECOVERY)
+        )
+    ]
     emergencies = sorted(
         (Emergency.decode(v) for _, v in rebuilt.table_entries(StateTable.EMERGENCY)),
         key=lambda e: (e.status is not EmergencyStatus.UNREVIEWED, e.opened_height),
@@ -293,6 +307,8 @@ def audit_report(
             {"validator": e.validator.hex(), "height": e.height, "round": e.round} for e in evidence
         ],
         "governance": report.governance,
+        "recoveries": report.recoveries,
+        "pending_recoveries": pending,
         "emergencies": [
             {
                 "id": e.emergency_id.hex(),
@@ -308,6 +324,24 @@ def audit_report(
         emit_json(document)
     else:
         _print_report(report, evidence, emergencies)
+        _print_recoveries(report, pending)
+
+
+def _print_recoveries(report: ChainReport, pending: list[dict[str, Any]]) -> None:
+    """Recoveries of lost patient keys: each step, and any still pending in red (a patient
+    who did not start it should cancel it with a key it still holds)."""
+    console.print(f"key-loss recoveries: {len(report.recoveries)} step(s), {len(pending)} pending")
+    for step in report.recoveries:
+        console.print(
+            f"  height {step['height']}: {step['kind']} of {step['patient']} "
+            f"({len(step['signers'])} signers)"
+        )
+    for entry in pending:
+        console.print(
+            f"  PENDING ({entry['path']} path) for {entry['patient']}: key {entry['lost'][:16]}... "
+            f"to {entry['replacement'][:16]}..., may finish from {entry['ready_ms']} ms",
+            style="bold red",
+        )
 
 
 def _print_report(

@@ -63,7 +63,7 @@ INSTITUTION: Final[Schema] = obj(
 ACCESS_EVENT: Final[Schema] = obj(
     height=INT,
     time_ms=nullable(INT),
-    kind={"type": "string", "enum": ["grant", "read", "emergency", "erasure"]},
+    kind={"type": "string", "enum": ["grant", "read", "emergency", "erasure", "recovery"]},
     actor=HEX_TEXT,
     data_type=STR,
     detail={"type": "object"},
@@ -130,7 +130,8 @@ class State(RouteFamily):
                 "GET",
                 "/v1/accounts/{address}/timeline",
                 self.account_timeline,
-                "A patient's access timeline: grants, reads, emergencies, erasures",
+                "A patient's access timeline: grants, reads, emergencies, erasures, a pending "
+                "key recovery",
                 parameters=address,
                 answer=obj(events=array(ACCESS_EVENT)),
             ),

@@ -19,6 +19,7 @@ from carechain.consensus.ledger.records import (
     Grant,
     Receipt,
     RecordEntry,
+    Recovery,
     Vault,
 )
 from carechain.consensus.ledger.state import Table
@@ -35,7 +36,7 @@ class TableReader(Protocol):
 class AccessEvent:
     height: int
     time_ms: int | None
-    kind: str  # grant, read, emergency, erasure
+    kind: str  # grant, read, emergency, erasure, recovery (a pending one)
     actor: bytes  # the institution's key (empty for the patient)
     data_type: str
     detail: dict[str, Any]
@@ -93,6 +94,23 @@ def timeline(reader: TableReader, patient: bytes) -> list[AccessEvent]:
         emergency = Emergency.decode(raw)
         if emergency.vault in vaults:
             events.append(_emergency_event(emergency, vaults[emergency.vault]))
+    for _, raw in reader.table_entries(Table.RECOVERY, patient):
+        pending = Recovery.decode(raw)  # the patient's keys can still cancel it
+        events.append(
+            AccessEvent(
+                pending.started_height,
+                pending.started_ms,
+                "recovery",
+                b"",
+                "",
+                {
+                    "status": "pending",
+                    "lost": pending.lost.hex(),
+                    "replacement": pending.replacement.hex(),
+                    "ready_ms": pending.ready_ms,
+                },
+            )
+        )
     return sorted(events, key=lambda e: (e.height, e.kind))
 
 

@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
+from carechain.consensus.crypto import encode_address
 from carechain.consensus.errors import CarechainError, InvalidInput
 from carechain.consensus.genesis import Genesis
 from carechain.consensus.ledger.apply import apply_block, decode_body
+from carechain.consensus.ledger.bodies import CancelRecovery, StartRecovery
 from carechain.consensus.ledger.context import ChainContext
 from carechain.consensus.ledger.governance import GOVERNANCE_ACCOUNT
 from carechain.consensus.ledger.records import (
@@ -169,6 +171,8 @@ class ChainReport:
     heights_with_round_changes: int = 0
     max_round: int = 0
     governance: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # every key-loss recovery step (start, cancel, finish), in chain order
+    recoveries: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     late_votes_kept: bool = True
 
     def observe(
@@ -203,6 +207,26 @@ class ChainReport:
                         "tx": tx.id.hex(),
                     }
                 )
+            elif tx.kind.startswith("recovery."):
+                self.recoveries.append(recovery_step(block.header.height, tx))
+
+
+def recovery_step(height: int, tx: Tx) -> dict[str, Any]:
+    """A committed recovery transaction, for the report: whose account, which keys, who
+    signed (a start shows whether the patient took part or a team hospital did)."""
+    body = decode_body(tx)
+    step: dict[str, Any] = {
+        "height": height,
+        "kind": tx.kind,
+        "patient": encode_address(tx.account),
+        "signers": [signature.public_key.hex() for signature in tx.signatures],
+        "tx": tx.id.hex(),
+    }
+    if isinstance(body, StartRecovery):
+        step |= {"lost": body.lost.hex(), "replacement": body.replacement.hex()}
+    elif isinstance(body, CancelRecovery):
+        step |= {"replacement": body.replacement.hex()}
+    return step
 
 
 def governance_change(tx: Tx) -> str:

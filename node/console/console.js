@@ -29,6 +29,9 @@ const TEXT = {
     action_record_put: "add a {type} record to your vault", action_grant: "grant access",
     action_other: "carry out a {kind} transaction",
     kind_grant: "grant", kind_read: "read", kind_emergency: "emergency", kind_erasure: "erasure",
+    kind_recovery: "key recovery (pending: if you did not ask for it, cancel it with a key you hold)",
+    detail_lost: "lost key", detail_replacement: "replacement key", detail_ready: "may finish from",
+    status_pending: "pending",
     height_label: "Height", round_label: "Round", peers: "Peers", syncing: "Syncing",
     mempool: "Mempool", partials: "Partial pool", signers: "{n} signatures", you: "you",
     no_reads: "No reads yet.",
@@ -73,6 +76,9 @@ const TEXT = {
     action_record_put: "向您的数据库添加一条 {type} 记录", action_grant: "授予访问权限",
     action_other: "执行一笔 {kind} 交易",
     kind_grant: "授权", kind_read: "读取", kind_emergency: "紧急访问", kind_erasure: "删除",
+    kind_recovery: "密钥恢复（待完成：如非您本人申请，请用您持有的密钥取消）",
+    detail_lost: "丢失的密钥", detail_replacement: "替换密钥", detail_ready: "最早完成于",
+    status_pending: "待完成",
     height_label: "高度", round_label: "轮次", peers: "对等节点", syncing: "同步中",
     mempool: "交易池", partials: "待签交易池", signers: "{n} 个签名", you: "您本人",
     no_reads: "尚无读取记录。",
@@ -180,7 +186,7 @@ function detailValue(key, value) {
   if (key === "status") return words("status", value);
   if (key === "access") return words("access", value);
   if (key === "reason") return words("reason", value);
-  if (key === "trusted_party") return who(value);
+  if (key === "trusted_party" || key === "lost" || key === "replacement") return who(value);
   return String(value);
 }
 
@@ -357,6 +363,7 @@ async function saveRules(rules) {
 async function showTimeline() {
   const { events } = await api(`/v1/accounts/${state.identity.account}/timeline`);
   fill(document.querySelector("#timeline tbody"), events.map((event) => (row) => {
+    if (event.kind === "recovery") row.classList.add("alarm"); // someone may be taking over
     cell(row, String(event.height));
     cell(row, when(event.time_ms));
     cell(row, t(`kind_${event.kind}`));

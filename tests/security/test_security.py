@@ -24,7 +24,7 @@ from carechain.cli.main import cli
 from carechain.cli.nodes import spawn, wait_for_api
 from carechain.config.genesis import save_genesis
 from carechain.config.node import load_node_config, save_node_config
-from carechain.consensus.crypto import PrivateKey
+from carechain.consensus.crypto import PrivateKey, encode_address
 from carechain.consensus.ledger.apply import apply_block
 from carechain.consensus.ledger.records import EmergencyStatus
 from carechain.consensus.types import (
@@ -167,3 +167,40 @@ def test_a_trusted_party_alone_cannot_recover_a_patients_account() -> None:
     assert world.reject(not_on_the_team).code == "policy_not_satisfied"
     with_the_lost_key = _recovery_start(world, world.trusted, world.p2)
     assert world.reject(with_the_lost_key).code == "policy_not_satisfied"
+
+
+def test_the_audit_report_lists_every_recovery_step_and_each_pending_one(tmp_path: Path) -> None:
+    """A recovery an auditor should see: the steps on chain, and a slow one still pending (in
+    the human report in red) that the patient can still cancel."""
+    home = tmp_path / "auditor"
+    world = CertifiedWorld()
+    save_genesis(home / "genesis.json", world.genesis)
+    store = ChainStore.open(home / "data" / "chain", world.genesis)
+    try:
+        world.attach(store)
+        world.create_vault(team=("A",))
+        world.block(_recovery_start(world, world.trusted, world.hospital["A"]))
+    finally:
+        store.close()
+    result = CliRunner().invoke(cli, ["audit", "report", "--home", str(home), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    (step,) = report["recoveries"]
+    assert step["kind"] == "recovery.start"
+    assert step["lost"] == world.p2.public_key.hex()
+    assert sorted(step["signers"]) == sorted(
+        k.public_key.hex() for k in (world.trusted, world.hospital["A"])
+    )
+    (pending,) = report["pending_recoveries"]
+    assert (pending["path"], pending["lost"]) == ("slow", world.p2.public_key.hex())
+    human = CliRunner().invoke(cli, ["audit", "report", "--home", str(home)])
+    assert "1 pending" in human.output
+    assert "PENDING (slow path)" in human.output
+    address = encode_address(world.patient)
+    access = CliRunner().invoke(
+        cli, ["audit", "access", "--home", str(home), "--patient", address, "--json"]
+    )
+    assert access.exit_code == 0, access.output
+    (event,) = [e for e in json.loads(access.output) if e["kind"] == "recovery"]
+    assert event["detail"]["status"] == "pending", "the patient's timeline shows it"
+    assert event["detail"]["replacement"] == deterministic_key(900).public_key.hex()
