@@ -4,7 +4,9 @@ institution can take it (the seed paper's section 4.2 gives the trusted party it
 Two phases on the patient's account:
 - `recovery.start` names the lost key and its replacement. It needs the recovery policy:
   (a remaining patient key AND a trusted party), the fast path, or (a trusted party AND a
-  hospital on the team of one of the patient's vaults), the slow path. A slow recovery may
+  hospital on the team of one of the patient's vaults), the slow path. Both patient keys
+  together are a fast path too: a planned rotation (`carechain patient rotate-key`), where the
+  patient replaces a key it still holds. A slow recovery may
   finish only `recovery_delay_ms` (genesis) after it started; meanwhile ANY current patient key,
   the lost one included, may cancel it (`recovery.cancel`): a patient who still holds a key
   always hears of it and can stop it. The fast path needs no wait (the patient is there).
@@ -59,18 +61,17 @@ def patient_vaults(state: Overlay, patient: bytes, ctx: TxContext) -> Iterator[V
 
 
 def recovery_policy(state: Overlay, account: Account, lost: bytes, ctx: TxContext) -> Policy:
-    """Who may recover `lost`: (a remaining key AND a trusted party) OR (a trusted party AND
-    a hospital on one of the patient's vaults' teams). Never stored: see the module's docs."""
+    """Who may replace `lost`: both of the patient's keys (a planned rotation: the patient
+    holds them both) OR (a remaining key AND a trusted party) OR (a trusted party AND a hospital
+    on one of the patient's vaults' teams). The first two are the fast paths. Never stored:
+    see the module's docs."""
+    both = k_of(2, list(account.keys))
     trusted = sorted(trusted_parties(state))
     if not trusted:
-        raise TxRejected(
-            "not_authorised",
-            "a recovery needs a trusted party, and this chain has none registered: governance "
-            "registers one",
-        )
+        return k_of(1, [both])  # without a trusted party, only the patient itself
     remaining = [key for key in account.keys if key != lost]
     teams = sorted({k for v in patient_vaults(state, ctx.tx.account, ctx) for k in v.team})
-    paths = [k_of(2, [k_of(1, remaining), k_of(1, trusted)])]
+    paths = [both, k_of(2, [k_of(1, remaining), k_of(1, trusted)])]
     if teams:
         # a policy node lists at most POLICY_KEYS_MAX keys: many hospitals go in groups
         groups = [teams[i : i + POLICY_KEYS_MAX] for i in range(0, len(teams), POLICY_KEYS_MAX)]
@@ -86,11 +87,11 @@ def _require_recovery_policy(
     policy = recovery_policy(state, account, lost, ctx)
     if not policy.satisfied_by(ctx.signers):
         raise PolicyNotSatisfied(
-            f"{what} needs a trusted party with the patient's remaining key, or with a "
-            "hospital of the patient's vaults' teams",
+            f"{what} needs both patient keys, or a trusted party with the patient's remaining "
+            "key, or a trusted party with a hospital of the patient's vaults' teams",
             policy,
         )
-    return policy.policies[0].satisfied_by(ctx.signers)
+    return any(path.satisfied_by(ctx.signers) for path in policy.policies[:2])
 
 
 def _patient(state: Overlay, ctx: TxContext) -> Account:

@@ -307,7 +307,7 @@ def test_a_patient_who_lost_a_key_recovers_it_and_a_cancelled_recovery_changes_n
 ) -> None:
     people, _, api = network
     home = ["--home", str(people), "--api", api]
-    for name in ("q1", "q2", "q3"):
+    for name in ("q1", "q2", "q3", "q4"):
         ok("keys", "new", "--home", str(people), "--name", name, "--insecure-plaintext")
     key = {p.stem: read_key_info(p).public_key.hex() for p in (people / "keys").glob("*.json")}
     registered = json.loads(ok("patient", "register", *home, "--key1", "q1", "--key2", "q2",
@@ -361,6 +361,13 @@ def test_a_patient_who_lost_a_key_recovers_it_and_a_cancelled_recovery_changes_n
            "--key", "q1", "--key", "q2", "--json")
     )  # fmt: skip
     assert with_the_lost_key["status"] == "partial", "the lost key no longer counts"
+
+    # a planned rotation: the patient holds both keys and replaces key 1 with nobody else
+    rotated = json.loads(ok("patient", "rotate-key", *home, *patient, "--key1", "q1",
+                            "--key2", "q3", "--old", "q1", "--new", "q4", "--json"))  # fmt: skip
+    assert rotated["status"] == "committed", rotated
+    ok(*read, "--key", "q4", "--out", str(tmp_path / "rotated.txt"))
+    assert (tmp_path / "rotated.txt").read_text() == old.read_text()
 
 
 def test_a_blob_moves_between_homes_as_a_car_and_a_broken_one_is_refused(

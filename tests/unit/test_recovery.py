@@ -163,6 +163,19 @@ def test_the_slow_path_waits_and_any_patient_key_can_cancel_it() -> None:
     assert _account(world).keys == (world.p1.public_key, REPLACEMENT.public_key)
 
 
+def test_a_patient_holding_both_keys_rotates_one_without_anybody_else() -> None:
+    world = World()
+    vault = world.create_vault(team=("A",))
+    record = world.put_record(vault, plaintext=b"glucose 5.0")
+    world.block(_start(world, world.p1, world.p2))
+    pending = _pending(world)
+    assert pending is not None
+    assert pending.fast, "the patient holds both keys: nothing to wait for"
+    world.block(_finish(world, world.p1, world.p2, vaults=[vault]))
+    assert _account(world).keys == (world.p1.public_key, REPLACEMENT.public_key)
+    assert _read_with_replacement(world, vault, record) == b"glucose 5.0"
+
+
 def test_refusals() -> None:
     world = World()
     vault = world.create_vault(team=("A",))
@@ -207,11 +220,12 @@ def test_only_a_trusted_party_with_a_patient_key_or_a_team_hospital_starts_one(
     names: tuple[str, ...],
 ) -> None:
     """Every subset of the signers: hospitals together never, a trusted party alone never,
-    the lost key never counts as the remaining one."""
+    the lost key never counts as the remaining one (only both keys together: a rotation)."""
     world = World()
     world.create_vault(team=("A",))
     tx = _start(world, *_signers(world, names))
-    allowed = "trusted" in names and ("remaining" in names or "A" in names)
+    rotation = "remaining" in names and "lost" in names
+    allowed = rotation or ("trusted" in names and ("remaining" in names or "A" in names))
     if allowed:
         world.block(tx)
         assert _pending(world) is not None
