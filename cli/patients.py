@@ -72,7 +72,7 @@ def patient_rotate_key(
     context = make_context(home, api, passphrase_file)
     keys = [context.key(key1), context.key(key2)]
     old, new = context.key(old_name), context.key(new_name)
-    patient = decode_address(patient_text) if patient_text else patient_account(keys[0])
+    patient = decode_address(patient_text) if patient_text else context.account_of(keys[0])
     started = context.send(start_recovery(context, keys, patient, old.public_key, new.public_key))
     if started["status"] != "committed":
         raise InvalidInput(f"the rotation's first step is {started['status']}, not committed")

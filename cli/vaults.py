@@ -12,7 +12,7 @@ from carechain.consensus.ledger.policy import Template
 from carechain.consensus.ledger.vaults import vault_id_of
 from carechain.consensus.types import Tx
 from carechain.node.wallet import builders
-from carechain.node.wallet.context import patient_account, public_key_arg
+from carechain.node.wallet.context import public_key_arg
 
 TEMPLATES = {"patient-controlled": Template.PATIENT_CONTROLLED, "nem-2-of-n": Template.NEM_2_OF_N}
 
@@ -50,7 +50,7 @@ def vault_create(
     team_keys = [public_key_arg(t, "--team") for t in team]  # before any key is opened
     context = make_context(home, api, passphrase_file)
     first, second = context.key(key1), context.key(key2)
-    patient_id = patient_account(first)
+    patient_id = context.account_of(first)
 
     def build() -> Tx:  # the members as the next block will require them (`send_sealed`)
         members = {first.public_key, second.public_key, *team_keys, *context.trusted()}

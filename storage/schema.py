@@ -19,7 +19,10 @@ from carechain.consensus.ledger.state import Table
 
 # 2: a record's content id is a canonical CIDv1 and a large blob is named by its UnixFS root
 # (ids equal to IPFS's); a chain written under 1 may hold ids this ledger refuses.
-SCHEMA_VERSION: Final = 2
+# 3: key-loss recovery (the recovery kinds, the RECOVERY and PATIENT_KEY tables, genesis's
+# recovery_delay_ms): a registration now also indexes its keys, so a chain written under 2
+# replays to other state roots.
+SCHEMA_VERSION: Final = 3
 
 META_PREFIX: Final = b"m"
 STATE_PREFIX: Final = b"s"

@@ -42,8 +42,12 @@ def process_register_patient(state: Overlay, body: RegisterPatient, ctx: TxConte
             "both patient keys must sign the registration", k_of(2, [first, second])
         )
     policies = patient_policies((first, second), sorted(trusted_parties(state)))
+    if state.get(Table.PATIENT_KEY, first) or state.get(Table.PATIENT_KEY, second):
+        raise TxRejected("bad_account", "one of the keys controls another patient's account")
     account = Account(AccountKind.PATIENT, 1, policies, (first, second), ctx.height)
     state.save(Table.ACCOUNT, ctx.tx.account, account)
+    for key in (first, second):  # which account a key controls, once key 1 is replaced too
+        state.put(Table.PATIENT_KEY, key, ctx.tx.account)
 
 
 def process_set_policy(state: Overlay, body: SetPolicy, ctx: TxContext) -> None:

@@ -111,6 +111,7 @@ def process_start_recovery(state: Overlay, body: StartRecovery, ctx: TxContext) 
         state.get(Table.INSTITUTION, body.replacement) is not None
         or body.replacement in trusted_parties(state)
         or state.get(Table.ACCOUNT, account_id(body.replacement)) is not None
+        or state.get(Table.PATIENT_KEY, body.replacement) is not None
     ):
         raise TxRejected(
             "bad_recovery", "the replacement is an institution's key or another account's"
@@ -165,8 +166,12 @@ def process_finish_recovery(state: Overlay, body: FinishRecovery, ctx: TxContext
             f"a finish hands over exactly the patient's {len(vaults)} vault(s), by vault id: "
             f"{sorted(v.hex() for v in (v.vault_id for v in vaults))}",
         )
+    if state.get(Table.PATIENT_KEY, recovery.replacement) is not None:  # taken since the start
+        raise TxRejected("bad_recovery", "the replacement controls another account now")
     swap = _Swap(recovery.lost, recovery.replacement)
     keys = tuple(swap.key(key) for key in account.keys)
+    state.delete(Table.PATIENT_KEY, recovery.lost)
+    state.put(Table.PATIENT_KEY, recovery.replacement, ctx.tx.account)
     state.save(
         Table.ACCOUNT,
         ctx.tx.account,

@@ -48,6 +48,7 @@ class Table(enum.IntEnum):
     PATIENT_VAULT = 12  # patient account (20) + data type name -> vault id
     EVIDENCE = 13  # sha256(validator, height, round, vote type) -> Evidence
     RECOVERY = 14  # patient account (20) -> Recovery (one pending at most)
+    PATIENT_KEY = 15  # patient public key (32) -> the account it controls (20)
 
 
 class StateReader(Protocol):

@@ -149,7 +149,7 @@ class PatientAgent:
 
     # -- routes ---------------------------------------------------------------------------------
     async def identity(self, request: web.Request) -> web.Response:
-        account = crypto.account_id(self.keys[0].public_key)
+        account = await self._run(lambda: self.context.account_of(self.keys[0]))
         return web.json_response(
             {
                 "account": account.hex(),

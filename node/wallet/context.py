@@ -94,6 +94,13 @@ class FlowContext:
             and Tx.decode(bytes.fromhex(partial["tx"])).nonce == tx.nonce
         ]
 
+    def account_of(self, key: PrivateKey) -> bytes:
+        """The patient account `key` controls: the chain's index, which follows a replaced key
+        1 (the account keeps its first key's address), or the key's own address before the
+        registration commits."""
+        found = self.state().get(Table.PATIENT_KEY, key.public_key)
+        return found if found is not None else account_id(key.public_key)
+
     def vault(self, vault_id: bytes) -> Vault:
         found = self.state().load(Table.VAULT, vault_id, Vault)
         if found is None:

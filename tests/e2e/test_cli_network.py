@@ -368,6 +368,10 @@ def test_a_patient_who_lost_a_key_recovers_it_and_a_cancelled_recovery_changes_n
     assert rotated["status"] == "committed", rotated
     ok(*read, "--key", "q4", "--out", str(tmp_path / "rotated.txt"))
     assert (tmp_path / "rotated.txt").read_text() == old.read_text()
+    # the account keeps key 1's old address; the wallet finds it from the new key 1
+    cgm = json.loads(ok("vault", "create", *home, "--key1", "q4", "--key2", "q3",
+                        "--type", "cgm", "--json"))  # fmt: skip
+    assert cgm["status"] == "committed", cgm
 
 
 def test_a_blob_moves_between_homes_as_a_car_and_a_broken_one_is_refused(

@@ -42,7 +42,9 @@ def _cancel(world: World, *signers: crypto.PrivateKey, replacement: bytes | None
 def _members_after(world: World, vault_id: bytes) -> set[bytes]:
     """Who reads the vault once the replacement holds the lost key's place."""
     now = world.vault(vault_id).members
-    return ({*now} - {world.p2.public_key}) | {REPLACEMENT.public_key}
+    pending = _pending(world)
+    lost = world.p2.public_key if pending is None else pending.lost
+    return ({*now} - {lost}) | {REPLACEMENT.public_key}
 
 
 def _finish(
@@ -231,3 +233,23 @@ def test_only_a_trusted_party_with_a_patient_key_or_a_team_hospital_starts_one(
         assert _pending(world) is not None
     else:
         assert world.reject(tx).code == "policy_not_satisfied", names
+
+
+def test_the_key_index_follows_a_replaced_key_1_and_a_key_controls_one_account() -> None:
+    world = World()
+    vault = world.create_vault(team=("A",))
+    state = Overlay(world.store)
+    assert state.get(Table.PATIENT_KEY, world.p2.public_key) == world.patient
+    lost = world.p1.public_key  # key 1: the account keeps its address
+    world.block(_start(world, world.p2, world.trusted, lost=lost))
+    world.block(_finish(world, world.p2, world.trusted, vaults=[vault]))
+    state = Overlay(world.store)
+    assert state.get(Table.PATIENT_KEY, lost) is None
+    assert state.get(Table.PATIENT_KEY, REPLACEMENT.public_key) == world.patient
+    assert _account(world).keys == (REPLACEMENT.public_key, world.p2.public_key)
+    # the replacement cannot register a patient of its own, nor be another recovery's
+    other = deterministic_key(780)
+    draft = builders.register_patient(
+        CHAIN_ID, (REPLACEMENT.public_key, other.public_key), world.expiry()
+    )
+    assert world.reject(draft.signed(REPLACEMENT, other)).code == "bad_account"
