@@ -18,6 +18,7 @@ from carechain.consensus.ledger.records import (
     InstitutionState,
     Receipt,
     RecordEntry,
+    Recovery,
     Vault,
 )
 from carechain.consensus.ledger.state import Overlay, Table
@@ -135,6 +136,15 @@ class State(RouteFamily):
                 parameters=address,
                 answer=obj(events=array(ACCESS_EVENT)),
             ),
+            Route(
+                "GET",
+                "/v1/accounts/{address}/recovery",
+                self.account_recovery,
+                "A patient's pending key-loss recovery (null when none): the lost key, its "
+                "replacement, and the block time from which it may finish",
+                parameters=address,
+                answer=obj(recovery=nullable(record(Recovery))),
+            ),
         ]
 
     def _vault_routes(self) -> list[Route]:
@@ -216,6 +226,11 @@ class State(RouteFamily):
         return web.json_response(
             {"events": [{**dataclasses.asdict(e), "actor": e.actor.hex()} for e in events]}
         )
+
+    async def account_recovery(self, request: web.Request) -> web.Response:
+        patient = parse_account(request.match_info["address"])
+        found = Overlay(self.node.store).load(Table.RECOVERY, patient, Recovery)
+        return web.json_response({"recovery": None if found is None else to_json(found)})
 
     async def account(self, request: web.Request) -> web.Response:
         account_id = parse_account(request.match_info["address"])

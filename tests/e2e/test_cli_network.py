@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import jsonschema_rs
 import pytest
 from click.testing import CliRunner, Result
 
@@ -333,8 +334,15 @@ def test_a_patient_who_lost_a_key_recovers_it_and_a_cancelled_recovery_changes_n
         key["q3"],
         "fast",
     )
+    route = f"/v1/accounts/{registered['address']}/recovery"
+    answer = Client(api).get(route)
+    assert answer["recovery"]["replacement"] == key["q3"]
+    document = Client(api).get("/openapi.json")["paths"]["/v1/accounts/{address}/recovery"]
+    schema = document["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert list(jsonschema_rs.Draft202012Validator(schema).iter_errors(answer)) == []
     ok("recovery", "cancel", *home, *patient, "--key", "q2")
     assert json.loads(ok("recovery", "list", *home, *patient, "--json")) == []
+    assert Client(api).get(route) == {"recovery": None}
     ok(*read, "--key", "q2", "--out", str(tmp_path / "still.txt"))
     assert (tmp_path / "still.txt").read_text() == old.read_text()
     refused = run(*read, "--key", "q3", "--out", str(tmp_path / "not-yet.txt"))

@@ -379,6 +379,7 @@ def test_the_nodes_answers_match_their_openapi_schemas(world: World) -> None:
         "/v1/accounts/{address}": f"/v1/accounts/{account}",
         "/v1/accounts/{address}/vaults": f"/v1/accounts/{account}/vaults",
         "/v1/accounts/{address}/timeline": f"/v1/accounts/{account}/timeline",
+        "/v1/accounts/{address}/recovery": f"/v1/accounts/{account}/recovery",
         "/v1/vaults/{id}": f"/v1/vaults/{glucose}",
         "/v1/vaults/{id}/records": f"/v1/vaults/{glucose}/records",
         "/v1/vaults/{id}/grants": f"/v1/vaults/{glucose}/grants",
