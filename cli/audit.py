@@ -36,6 +36,7 @@ from carechain.node.audit.replay import AuditFailure, ChainSource, check_blobs, 
 from carechain.node.collector import tuned_collector
 from carechain.node.wallet.client import ApiChain, Client, RemoteState
 from carechain.node.wallet.context import institution_names
+from carechain.node.wallet.recovery_actions import recovery_summary
 from carechain.storage.blobs.backends import FsObjects
 from carechain.storage.blobs.store import BlobStore
 from carechain.storage.chain import ChainStore
@@ -282,17 +283,8 @@ def audit_report(
         close()
     evidence = [Evidence.decode(v) for _, v in rebuilt.table_entries(StateTable.EVIDENCE)]
     pending = [
-        {
-            "patient": encode_address(account),
-            "lost": found.lost.hex(),
-            "replacement": found.replacement.hex(),
-            "started_height": found.started_height,
-            "ready_ms": found.ready_ms,
-            "path": "fast" if found.fast else "slow",
-        }
-        for account, found in (
-            (k, Recovery.decode(v)) for k, v in rebuilt.table_entries(StateTable.RECOVERY)
-        )
+        {"patient": encode_address(account), **recovery_summary(Recovery.decode(raw))}
+        for account, raw in rebuilt.table_entries(StateTable.RECOVERY)
     ]
     emergencies = sorted(
         (Emergency.decode(v) for _, v in rebuilt.table_entries(StateTable.EMERGENCY)),

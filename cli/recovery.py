@@ -17,6 +17,7 @@ from carechain.node.wallet.recovery_actions import (
     cancel_recovery,
     finish_recovery,
     pending_recovery,
+    recovery_summary,
     start_recovery,
 )
 
@@ -126,25 +127,11 @@ def recovery_list(
     """The patient's pending recovery, if any."""
     context = make_context(home, api, passphrase_file)
     found = pending_recovery(context, _patient(patient_text))
-    shown = (
-        []
-        if found is None
-        else [
-            {
-                "lost": found.lost.hex(),
-                "replacement": found.replacement.hex(),
-                "started_height": found.started_height,
-                "ready_ms": found.ready_ms,
-                "path": "fast" if found.fast else "slow",
-            }
-        ]
-    )
     if as_json:
-        emit_json(shown)
-    elif not shown:
+        emit_json([] if found is None else [recovery_summary(found)])
+    elif found is None:
         console.print("no recovery pending")
     else:
-        assert found is not None
         console.print(
             f"[red]recovery pending[/red] ({'fast' if found.fast else 'slow'} path): key "
             f"{found.lost.hex()[:16]}... to be replaced by {found.replacement.hex()[:16]}..., "

@@ -13,6 +13,7 @@ from carechain.consensus.ledger.context import epoch_key_key, required_members
 from carechain.consensus.ledger.records import Recovery, Vault
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.types import Tx
+from carechain.node.audit.access_report import patient_vaults
 from carechain.node.wallet import builders
 from carechain.node.wallet.client import RemoteState
 from carechain.node.wallet.context import FlowContext
@@ -20,6 +21,17 @@ from carechain.node.wallet.context import FlowContext
 
 def pending_recovery(context: FlowContext, patient: bytes) -> Recovery | None:
     return context.state().load(Table.RECOVERY, patient, Recovery)
+
+
+def recovery_summary(recovery: Recovery) -> dict[str, object]:
+    """A pending recovery as `recovery list` and `audit report` show it (JSON)."""
+    return {
+        "lost": recovery.lost.hex(),
+        "replacement": recovery.replacement.hex(),
+        "started_height": recovery.started_height,
+        "ready_ms": recovery.ready_ms,
+        "path": "fast" if recovery.fast else "slow",
+    }
 
 
 def start_recovery(
@@ -50,7 +62,7 @@ def finish_recovery(context: FlowContext, keys: list[crypto.PrivateKey], patient
     (each epoch's key sealed to the replacement, a new epoch sealed to who reads now)."""
     recovery = _require_pending(context, patient)
     state = context.next_state()
-    vaults = patient_vaults(context, state, patient)
+    vaults = list(patient_vaults(RemoteState(context.client), patient).values())
     handovers = recovery_handovers(state, vaults, recovery, keys, context.now_ms())
     draft = builders.finish_recovery(
         context.chain_id, patient, context.nonce(patient), context.expiry(),
@@ -80,15 +92,6 @@ def recovery_handovers(
             vault.vault_id, epoch_keys, recovery.replacement, members
         )
     return handovers
-
-
-def patient_vaults(context: FlowContext, state: Overlay, patient: bytes) -> list[Vault]:
-    vaults = []
-    for _, vault_id in RemoteState(context.client).table_entries(Table.PATIENT_VAULT, patient):
-        vault = state.load(Table.VAULT, vault_id, Vault)
-        assert vault is not None, "the patient's vault index points at a missing vault"
-        vaults.append(vault)
-    return vaults
 
 
 def _require_pending(context: FlowContext, patient: bytes) -> Recovery:

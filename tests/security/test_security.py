@@ -11,8 +11,10 @@ node started with the default configuration listens on loopback only."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,15 +76,25 @@ class CertifiedWorld(World):
         return CommitCertificate(block.header.height, 0, block.block_hash, tuple(entries))
 
 
-def test_an_emergency_needs_the_trusted_party_and_every_one_shows_in_the_audit_report(
-    tmp_path: Path,
-) -> None:
-    home = tmp_path / "auditor"
+@contextlib.contextmanager
+def _audited_world(home: Path) -> Iterator[CertifiedWorld]:
+    """A world whose blocks go into the chain store of an auditor's `home` (its genesis
+    beside it); the store is closed when the block ends, for `audit` to open."""
     world = CertifiedWorld()
     save_genesis(home / "genesis.json", world.genesis)
     store = ChainStore.open(home / "data" / "chain", world.genesis)
     try:
         world.attach(store)
+        yield world
+    finally:
+        store.close()
+
+
+def test_an_emergency_needs_the_trusted_party_and_every_one_shows_in_the_audit_report(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "auditor"
+    with _audited_world(home) as world:
         vault = world.create_vault()
         world.put_record(vault)
         alone = _emergency(world, vault, world.hospital["C"])
@@ -97,8 +109,6 @@ def test_an_emergency_needs_the_trusted_party_and_every_one_shows_in_the_audit_r
             verdict=EmergencyStatus.APPROPRIATE, note="confirmed by the patient",
         )  # fmt: skip
         world.block(review.signed(world.p1, world.p2))
-    finally:
-        store.close()
     result = CliRunner().invoke(cli, ["audit", "report", "--home", str(home), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -173,15 +183,9 @@ def test_the_audit_report_lists_every_recovery_step_and_each_pending_one(tmp_pat
     """A recovery an auditor should see: the steps on chain, and a slow one still pending (in
     the human report in red) that the patient can still cancel."""
     home = tmp_path / "auditor"
-    world = CertifiedWorld()
-    save_genesis(home / "genesis.json", world.genesis)
-    store = ChainStore.open(home / "data" / "chain", world.genesis)
-    try:
-        world.attach(store)
+    with _audited_world(home) as world:
         world.create_vault(team=("A",))
         world.block(_recovery_start(world, world.trusted, world.hospital["A"]))
-    finally:
-        store.close()
     result = CliRunner().invoke(cli, ["audit", "report", "--home", str(home), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
