@@ -83,7 +83,8 @@ def recovery_policy(state: Overlay, account: Account, lost: bytes, ctx: TxContex
 def _require_recovery_policy(
     state: Overlay, account: Account, lost: bytes, ctx: TxContext, what: str
 ) -> bool:
-    """Check the recovery policy; whether the fast path (a remaining key signed) holds."""
+    """Check the recovery policy; whether a fast path holds (both patient keys, or a
+    remaining key with a trusted party): then there is no window to wait."""
     policy = recovery_policy(state, account, lost, ctx)
     if not policy.satisfied_by(ctx.signers):
         raise PolicyNotSatisfied(
