@@ -22,7 +22,10 @@ from carechain.consensus.ledger.state import Table
 # 3: key-loss recovery (the recovery kinds, the RECOVERY and PATIENT_KEY tables, genesis's
 # recovery_delay_ms): a registration now also indexes its keys, so a chain written under 2
 # replays to other state roots.
-SCHEMA_VERSION: Final = 3
+# 4: a revoked institution loses its powers (its signatures count for no policy but
+# governance's, it reads by no right or grant, epochs are sealed without it) and governance
+# keeps the list of revoked keys: a chain written under 3 may hold transactions this refuses.
+SCHEMA_VERSION: Final = 4
 
 META_PREFIX: Final = b"m"
 STATE_PREFIX: Final = b"s"

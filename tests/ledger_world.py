@@ -17,8 +17,9 @@ from carechain.consensus.genesis import (
 from carechain.consensus.ledger.apply import apply_block, apply_tx
 from carechain.consensus.ledger.context import BlockContext, ChainContext, readers_by_right
 from carechain.consensus.ledger.errors import TxRejected
+from carechain.consensus.ledger.governance import GOVERNANCE_ACCOUNT
 from carechain.consensus.ledger.policy import Template
-from carechain.consensus.ledger.records import Account, Vault
+from carechain.consensus.ledger.records import Account, InstitutionAction, Vault
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.ledger.vaults import vault_id_of
 from carechain.consensus.types import ZERO_HASH, Block, BlockHeader, Tx, Validator, ValidatorSet
@@ -203,6 +204,28 @@ class World:
         tx = self.grant_draft(vault_id, grantee, **kwargs).signed(self.p1, self.p2)
         self.block(tx)
         return tx.id
+
+    def govern_institution(self, action: InstitutionAction, name: str) -> None:
+        """Governance revokes (or registers again) hospital `name`: in force two blocks on."""
+        key = self.hospital[name].public_key
+        institution = Institution(f"hospital-{name}", InstitutionKind.HOSPITAL, key)
+        draft = builders.change_institution(
+            CHAIN_ID, self.nonce(GOVERNANCE_ACCOUNT), self.expiry(), action, institution
+        )
+        self.block(draft.signed(*self.validator_keys[:3]))
+        self.block()
+        self.block()
+
+    def rotate(self, vault_id: bytes, members: set[bytes]) -> Tx:
+        """The vault's next epoch sealed to `members`, signed by both patient keys (its key
+        is remembered for the records that follow, if it commits)."""
+        vault = self.vault(vault_id)
+        draft, epoch_key = builders.rotate_epoch(
+            CHAIN_ID, vault_id, self.nonce(vault_id), self.expiry(),
+            new_epoch=vault.epoch + 1, members=members,
+        )  # fmt: skip
+        self.epoch_keys[(vault_id, vault.epoch + 1)] = epoch_key
+        return draft.signed(self.p1, self.p2)
 
     def receipt(self, reader: str, vault_id: bytes, record_id: bytes, grant_id: bytes = b"") -> Tx:
         """Hospital `reader`'s signed read receipt for a record (not yet in a block)."""

@@ -221,8 +221,9 @@ def process_receipt(state: Overlay, body: RecordReceipt, ctx: TxContext) -> None
     reader_account = load_account(state, ctx.tx.account)
     if reader_account.kind is not AccountKind.INSTITUTION:
         raise TxRejected("bad_account", "receipts are signed by the reading institution")
-    require_policy(reader_account, OperationClass.ADMIN, ctx.signers, "a read receipt")
     reader = reader_account.keys[0]
+    active_institution(state, reader)  # a revoked institution reads nothing more
+    require_policy(reader_account, OperationClass.ADMIN, ctx.signers, "a read receipt")
     vault = load_vault(state, body.vault)
     entry = state.load(Table.RECORD, body.vault + body.record_id, RecordEntry)
     if entry is None:

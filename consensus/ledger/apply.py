@@ -21,7 +21,13 @@ from carechain.consensus.crypto import Purpose, verify
 from carechain.consensus.errors import DecodeError
 from carechain.consensus.ledger import access, accounts, governance, recovery, vaults
 from carechain.consensus.ledger.bodies import BODY_TYPES
-from carechain.consensus.ledger.context import BlockContext, ChainContext, TxContext, load_account
+from carechain.consensus.ledger.context import (
+    BlockContext,
+    ChainContext,
+    TxContext,
+    load_account,
+    revoked_institutions,
+)
 from carechain.consensus.ledger.errors import BlockRejected, TxRejected
 from carechain.consensus.ledger.state import Overlay, StateDiff, StateReader, Table
 from carechain.consensus.types import Block, Tx, TxSignature
@@ -52,6 +58,8 @@ CREATES_ACCOUNT: Final = frozenset({"account.register"})
 # Self-authenticating kinds: no acting account, nonce 0, no signatures needed.
 NO_ACCOUNT: Final = frozenset({"evidence.equivocation"})
 NO_ACCOUNT_ID: Final = bytes(20)
+# Governance's own kinds: the validators' signatures count whatever institutions they also are.
+GOVERNANCE_KINDS: Final = frozenset({"governance.validator", "governance.institution"})
 assert PROCESSES.keys() == BODY_TYPES.keys()
 
 # Verifies a transaction's signatures and returns the signing keys. The default checks each
@@ -166,6 +174,8 @@ def apply_tx(
             raise TxRejected(
                 "bad_nonce", f"nonce {tx.nonce}; the account's next nonce is {account.nonce + 1}"
             )
+    if tx.kind not in GOVERNANCE_KINDS:  # a revoked institution's signature counts no more
+        signers = signers - revoked_institutions(scratch)
     PROCESSES[tx.kind](scratch, body, TxContext(block, tx, signers))
     if tx.kind not in CREATES_ACCOUNT:
         account = load_account(scratch, tx.account)  # re-read: the kind may have changed it

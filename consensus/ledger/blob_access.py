@@ -15,7 +15,7 @@ from typing import Annotated, Final
 from carechain.consensus.codec import Record, Size
 from carechain.consensus.crypto import PrivateKey, Purpose, verify
 from carechain.consensus.errors import InvalidInput
-from carechain.consensus.ledger.context import grants_of, readers_by_right
+from carechain.consensus.ledger.context import grants_of, readers_by_right, revoked_institutions
 from carechain.consensus.ledger.records import RecordEntry, Vault
 from carechain.consensus.ledger.state import Overlay, StateReader, Table
 from carechain.consensus.types import AccountId, ChainId, PublicKey
@@ -59,6 +59,8 @@ def authorise(state: StateReader, chain_id: str, request: BlobRequest, now_ms: i
         raise BlobAccessDenied("no such record with that content id on chain")
     if entry.erased_height is not None:
         raise BlobAccessDenied("the record was erased; it is not served")
+    if request.reader in revoked_institutions(view):
+        raise BlobAccessDenied("the reader is an institution governance revoked")
     if request.reader in readers_by_right(view, vault):
         return entry
     for grant in grants_of(view, request.vault, request.reader):

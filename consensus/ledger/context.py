@@ -24,6 +24,7 @@ from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.types import Tx
 
 TRUSTED_PARTIES_KEY = b"trusted_parties"
+REVOKED_INSTITUTIONS_KEY = b"revoked_institutions"
 VALIDATORS_KEY = b"validators"
 GOVERNANCE_KEY = b"governance"
 
@@ -130,17 +131,33 @@ def has_active_grant(state: Overlay, vault_id: bytes, grantee: bytes, time_ms: i
     return any(g.active_at(time_ms) for g in grants_of(state, vault_id, grantee))
 
 
+def revoked_institutions(state: Overlay) -> frozenset[bytes]:
+    """The keys of institutions governance revoked (and did not register again): their
+    signatures count for no policy but governance's, they read by no right and hold no grant
+    that counts, so the next epoch of each vault they could read is sealed without them."""
+    listed = state.load(Table.META, REVOKED_INSTITUTIONS_KEY, KeyList)
+    return frozenset(listed.keys) if listed else frozenset()
+
+
 def readers_by_right(state: Overlay, vault: Vault) -> frozenset[bytes]:
-    """Keys that read a vault without a grant: the patient, its team and trusted parties."""
+    """Keys that read a vault without a grant: the patient, its team (but a revoked member)
+    and trusted parties."""
     owner = load_account(state, vault.owner)
-    return frozenset(owner.keys) | frozenset(vault.team) | trusted_parties(state)
+    team = frozenset(vault.team) - revoked_institutions(state)
+    return frozenset(owner.keys) | team | trusted_parties(state)
 
 
 def required_members(state: Overlay, vault: Vault, time_ms: int) -> frozenset[bytes]:
-    """Who must hold the vault's epoch key now: readers by right and active grantees."""
+    """Who must hold the vault's epoch key now: readers by right and active grantees (a
+    revoked institution's grants count no more)."""
     members = set(readers_by_right(state, vault))
+    revoked = revoked_institutions(state)
     for key in vault.members:
-        if key not in members and has_active_grant(state, vault.vault_id, key, time_ms):
+        if (
+            key not in members
+            and key not in revoked
+            and has_active_grant(state, vault.vault_id, key, time_ms)
+        ):
             members.add(key)
     return frozenset(members)
 

@@ -21,6 +21,7 @@ from carechain.consensus.genesis import (
 from carechain.consensus.ledger.bodies import ReportEquivocation
 from carechain.consensus.ledger.context import (
     GOVERNANCE_KEY,
+    REVOKED_INSTITUTIONS_KEY,
     TRUSTED_PARTIES_KEY,
     VALIDATORS_KEY,
     TxContext,
@@ -119,6 +120,12 @@ def process_change_institution(state: Overlay, body: InstitutionChange, ctx: TxC
     _require_governance(state, ctx)
     existing = state.load(Table.INSTITUTION, body.institution.public_key, InstitutionState)
     if body.action is InstitutionAction.REGISTER and existing is not None:
+        if not existing.active:
+            raise TxRejected(
+                "institution_exists",
+                f"{body.institution.name}'s key was revoked at height {existing.revoked_height}: "
+                "a revoked key is never registered again; register the institution's new key",
+            )
         raise TxRejected("institution_exists", f"{body.institution.name} is registered already")
     if body.action is InstitutionAction.REVOKE and (existing is None or not existing.active):
         raise TxRejected("unknown_institution", f"{body.institution.name} is not active")
@@ -186,7 +193,7 @@ def register_institution(state: Overlay, institution: Institution, height: int) 
         account = Account(AccountKind.INSTITUTION, 0, single_key_policies(key), (key,), height)
         state.save(Table.ACCOUNT, account_id(key), account)
     if institution.kind is InstitutionKind.TRUSTED_PARTY:
-        _set_trusted(state, key, present=True)
+        _set_listed(state, TRUSTED_PARTIES_KEY, key, present=True)
 
 
 def revoke_institution(state: Overlay, key: bytes, height: int) -> None:
@@ -195,13 +202,14 @@ def revoke_institution(state: Overlay, key: bytes, height: int) -> None:
     revoked = dataclasses.replace(existing, active=False, revoked_height=height)
     state.save(Table.INSTITUTION, key, revoked)
     if existing.kind is InstitutionKind.TRUSTED_PARTY:
-        _set_trusted(state, key, present=False)
+        _set_listed(state, TRUSTED_PARTIES_KEY, key, present=False)
+    _set_listed(state, REVOKED_INSTITUTIONS_KEY, key, present=True)
 
 
-def _set_trusted(state: Overlay, key: bytes, *, present: bool) -> None:
-    listed = state.load(Table.META, TRUSTED_PARTIES_KEY, KeyList) or KeyList(())
+def _set_listed(state: Overlay, list_key: bytes, key: bytes, *, present: bool) -> None:
+    listed = state.load(Table.META, list_key, KeyList) or KeyList(())
     keys = set(listed.keys) | {key} if present else set(listed.keys) - {key}
-    state.save(Table.META, TRUSTED_PARTIES_KEY, KeyList(tuple(sorted(keys))))
+    state.save(Table.META, list_key, KeyList(tuple(sorted(keys))))
 
 
 def genesis_state(genesis: Genesis) -> Overlay:
