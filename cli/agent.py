@@ -16,8 +16,8 @@ from carechain.cli.context import (
 )
 from carechain.cli.output import console
 from carechain.config.node import parse_host_port
+from carechain.node.wallet.agent_duties import agent_pass, decision_id
 from carechain.node.wallet.agent_service import PatientAgent, serve_agent
-from carechain.node.wallet.patient_actions import agent_pass
 
 
 @click.command()
@@ -66,7 +66,6 @@ def agent(
     context = make_context(home, api, passphrase_file)
     key = context.key(key_name)
     others = [context.key(n) for n in other_names]
-    patient_keys = frozenset({key.public_key, *(k.public_key for k in others)})
     if serve is not None:
         host, port = parse_host_port(serve)
         origin = console_origin or context.client.base_url
@@ -76,9 +75,9 @@ def agent(
         return
     seen: set[str] = set()
     while True:
-        for decision in agent_pass(context, key, rules_path, patient_keys):
-            if decision["tx"] not in seen:
-                seen.add(str(decision["tx"]))
+        for decision in agent_pass(context, [key, *others], rules_path):
+            if decision_id(decision) not in seen:
+                seen.add(decision_id(decision))
                 click.echo(json.dumps(decision))
         if once:
             return

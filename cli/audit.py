@@ -29,7 +29,7 @@ from carechain.consensus.errors import InvalidInput
 from carechain.consensus.genesis import Genesis
 from carechain.consensus.ledger.records import Emergency, EmergencyStatus, Evidence, Recovery
 from carechain.consensus.ledger.state import Table as StateTable
-from carechain.node.audit.access_report import fhir_bundle, timeline
+from carechain.node.audit.access_report import fhir_bundle, readable_by_revoked, timeline
 from carechain.node.audit.archive import ArchiveSource, ChainReport, export_archive, import_archive
 from carechain.node.audit.observer import observe
 from carechain.node.audit.replay import AuditFailure, ChainSource, check_blobs, replay
@@ -286,6 +286,7 @@ def audit_report(
         {"patient": encode_address(account), **recovery_summary(Recovery.decode(raw))}
         for account, raw in rebuilt.table_entries(StateTable.RECOVERY)
     ]
+    stale = readable_by_revoked(rebuilt)
     emergencies = sorted(
         (Emergency.decode(v) for _, v in rebuilt.table_entries(StateTable.EMERGENCY)),
         key=lambda e: (e.status is not EmergencyStatus.UNREVIEWED, e.opened_height),
@@ -301,6 +302,7 @@ def audit_report(
         "governance": report.governance,
         "recoveries": report.recoveries,
         "pending_recoveries": pending,
+        "readable_by_revoked": stale,
         "emergencies": [
             {
                 "id": e.emergency_id.hex(),
@@ -317,6 +319,7 @@ def audit_report(
     else:
         _print_report(report, evidence, emergencies)
         _print_recoveries(report, pending)
+        _print_readable_by_revoked(stale)
 
 
 def _print_recoveries(report: ChainReport, pending: list[dict[str, Any]]) -> None:
@@ -332,6 +335,19 @@ def _print_recoveries(report: ChainReport, pending: list[dict[str, Any]]) -> Non
         console.print(
             f"  PENDING ({entry['path']} path) for {entry['patient']}: key {entry['lost'][:16]}... "
             f"to {entry['replacement'][:16]}..., may finish from {entry['ready_ms']} ms",
+            style="bold red",
+        )
+
+
+def _print_readable_by_revoked(stale: list[dict[str, Any]]) -> None:
+    """Vaults a revoked institution could still decrypt new records of, in red: the patient
+    (or its agent) should rotate their epochs."""
+    console.print(f"vaults still readable by a revoked institution's key: {len(stale)}")
+    for entry in stale:
+        keys = ", ".join(f"{key[:16]}..." for key in entry["revoked_keys"])
+        console.print(
+            f"  {entry['data_type']} vault {entry['vault']} of {entry['patient']} "
+            f"(epoch {entry['epoch']}): held by {keys}",
             style="bold red",
         )
 

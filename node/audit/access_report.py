@@ -14,9 +14,11 @@ import datetime as dt
 from typing import Any, Protocol
 
 from carechain.consensus.crypto import encode_address
+from carechain.consensus.ledger.context import REVOKED_INSTITUTIONS_KEY
 from carechain.consensus.ledger.records import (
     Emergency,
     Grant,
+    KeyList,
     Receipt,
     RecordEntry,
     Recovery,
@@ -54,6 +56,30 @@ def patient_vaults(reader: TableReader, patient: bytes) -> dict[bytes, Vault]:
         for _, raw in reader.table_entries(Table.VAULT, vault_id):
             vaults[vault_id] = Vault.decode(raw)
     return vaults
+
+
+def readable_by_revoked(reader: TableReader) -> list[dict[str, Any]]:
+    """Vaults whose current epoch key an institution governance revoked still holds: it could
+    decrypt what is written there now, until the patient rotates the epoch (the patient's
+    agent does on seeing the revocation)."""
+    listed = reader.table_entries(Table.META, REVOKED_INSTITUTIONS_KEY)
+    revoked = {key for k, raw in listed if k == REVOKED_INSTITUTIONS_KEY
+               for key in KeyList.decode(raw).keys}  # fmt: skip
+    found = []
+    for _, raw in reader.table_entries(Table.VAULT) if revoked else ():
+        vault = Vault.decode(raw)
+        holders = sorted(set(vault.members) & revoked)
+        if holders:
+            found.append(
+                {
+                    "vault": vault.vault_id.hex(),
+                    "patient": encode_address(vault.owner),
+                    "data_type": vault.data_type,
+                    "epoch": vault.epoch,
+                    "revoked_keys": [key.hex() for key in holders],
+                }
+            )
+    return found
 
 
 def timeline(reader: TableReader, patient: bytes) -> list[AccessEvent]:

@@ -1,8 +1,23 @@
 """The patient agent's co-signing rules: which partial transactions a patient's key signs
 automatically. The first matching rule decides; with no match the partial waits for the
-patient. Every decision comes with the reason, for the agent's log.
+patient. A partial an institution governance revoked initiated is never signed. Every
+decision comes with the reason, for the agent's log.
+
+The same file says what the agent does of its own accord (top-level settings, before the
+first `[[rule]]`):
+- `on_recovery`: a recovery of the patient's account pending on chain is always reported
+  (an alert in the agent's log); with "cancel", the agent also cancels one that no patient key
+  started (the slow path: a trusted party and a hospital), which is what a recovery the
+  patient does not know of looks like. Default "alert": a patient whose key is lost may be
+  recovering by that path on purpose, so the agent does not stop it unless told to.
+- `rotate_after_revocation`: when governance revokes an institution that holds the current
+  epoch key of one of the patient's vaults, the agent rotates that vault's epoch so the
+  revoked key reads nothing written afterwards (default true).
 
 Rules file (TOML):
+
+    on_recovery = "alert"                  # or "cancel"
+    rotate_after_revocation = true
 
     [[rule]]
     name = "hospital A may file CGM and glucose reports"
@@ -41,6 +56,8 @@ class Rule(StrictModel):
 
 
 class RuleFile(StrictModel):
+    on_recovery: Literal["alert", "cancel"] = "alert"
+    rotate_after_revocation: bool = True
     rule: list[Rule] = pydantic.Field(default_factory=list)
 
 
@@ -50,8 +67,12 @@ class Decision:
     reason: str
 
 
+def load_rule_file(path: Path) -> RuleFile:
+    return validate(RuleFile, read_toml(path), path)
+
+
 def load_rules(path: Path) -> list[Rule]:
-    return validate(RuleFile, read_toml(path), path).rule
+    return load_rule_file(path).rule
 
 
 def _facts(tx: Tx) -> Mapping[str, object]:
@@ -66,9 +87,19 @@ def _facts(tx: Tx) -> Mapping[str, object]:
     return {}
 
 
-def decide(rules: list[Rule], tx: Tx, patient_keys: frozenset[bytes]) -> Decision:
-    """Should the patient's agent co-sign this partial transaction?"""
-    initiators = {s.public_key.hex() for s in tx.signatures if s.public_key not in patient_keys}
+def decide(
+    rules: list[Rule],
+    tx: Tx,
+    patient_keys: frozenset[bytes],
+    revoked: frozenset[bytes] = frozenset(),
+) -> Decision:
+    """Should the patient's agent co-sign this partial transaction? `revoked`: the keys of
+    institutions governance revoked."""
+    signers = {s.public_key for s in tx.signatures if s.public_key not in patient_keys}
+    if signers & revoked:
+        names = sorted(key.hex()[:16] for key in signers & revoked)
+        return Decision(False, f"initiated by a revoked institution ({', '.join(names)})")
+    initiators = {key.hex() for key in signers}
     if not initiators:
         return Decision(False, "no institution signed it; the patient decides in person")
     facts = _facts(tx)

@@ -28,11 +28,11 @@ from carechain.config.loading import write_atomic
 from carechain.consensus import crypto
 from carechain.consensus.errors import CarechainError
 from carechain.consensus.types import Tx
-from carechain.node.wallet.agent_rules import Rule, RuleFile, load_rules
+from carechain.node.wallet.agent_duties import agent_pass, decision_id
+from carechain.node.wallet.agent_rules import Rule, RuleFile, load_rule_file, load_rules
 from carechain.node.wallet.client import ApiRequestError, NodeUnreachable
 from carechain.node.wallet.context import FlowContext, hex_bytes
 from carechain.node.wallet.patient_actions import (
-    agent_pass,
     cosignature,
     grant_access,
     read_record,
@@ -81,6 +81,7 @@ class PatientAgent:
         self.console_origin = console_origin.rstrip("/")
         self.refused: set[str] = set()
         self.decisions: list[dict[str, object]] = []
+        self._reported: set[str] = set()  # what the automatic passes reported already
 
     @property
     def patient_keys(self) -> frozenset[bytes]:
@@ -229,8 +230,11 @@ class PatientAgent:
         return web.json_response({"rules": [r.model_dump() for r in rules]})
 
     async def put_rules(self, request: web.Request) -> web.Response:
+        """Replace the co-signing rules; the file's other settings stay as they are."""
         body = await self._body(request, RulesBody)
-        document = RuleFile(rule=body.rules).model_dump(exclude_none=True)
+        settings = load_rule_file(self.rules_path) if self.rules_path.exists() else None
+        updated = settings.model_copy(update={"rule": body.rules}) if settings else None
+        document = (updated or RuleFile(rule=body.rules)).model_dump(exclude_none=True)
         write_atomic(self.rules_path, tomli_w.dumps(document))
         return web.json_response({"rules": [r.model_dump() for r in load_rules(self.rules_path)]})
 
@@ -246,21 +250,25 @@ class PatientAgent:
             headers={"Content-Disposition": f'attachment; filename="{record_id.hex()}.bin"'},
         )
 
-    # -- the automatic co-signing ---------------------------------------------------------------
+    # -- the automatic passes -------------------------------------------------------------------
     async def cosign_loop(self, interval_s: float) -> None:
+        """Every `interval_s`: the agent's duties (`agent_duties.agent_pass`). What it signed
+        and what it alerts of go to the decisions list once; a partial it left alone is not
+        logged again at every pass."""
         while True:
             if self.rules_path.exists():
                 with contextlib.suppress(ApiRequestError, NodeUnreachable, CarechainError):
                     passed = await self._run(
                         lambda: agent_pass(
-                            self.context,
-                            self.keys[0],
-                            self.rules_path,
-                            self.patient_keys,
-                            frozenset(self.refused),
+                            self.context, self.keys, self.rules_path, frozenset(self.refused)
                         )
                     )
-                    self.decisions.extend(d for d in passed if d["signed"])
+                    for decision in passed:
+                        key = decision_id(decision)
+                        worth = decision["signed"] or "alert" in decision
+                        if worth and key not in self._reported:
+                            self._reported.add(key)
+                            self.decisions.append(decision)
             await asyncio.sleep(interval_s)
 
 

@@ -17,7 +17,6 @@ from carechain.consensus.ledger.records import Access, Grant, RecordEntry
 from carechain.consensus.ledger.state import Table as StateTable
 from carechain.consensus.types import Tx, TxSignature
 from carechain.node.wallet import builders
-from carechain.node.wallet.agent_rules import decide, load_rules
 from carechain.node.wallet.context import DAY_MS, FlowContext, institution_kind
 from carechain.storage.blobs.store import content_id_of
 
@@ -75,6 +74,19 @@ def revoke_grant(
         new_epoch=vault_state.epoch + 1,
         remaining_members=remaining,
     )
+    return draft.signed(*keys)
+
+
+def rotate_vault_epoch(context: FlowContext, keys: list[crypto.PrivateKey], vault_id: bytes) -> Tx:
+    """The vault's next epoch, its key sealed to exactly who must read it now (a revoked
+    institution and a grantee whose grant ended left out), signed by `keys`: with one patient
+    key it waits as a partial for the other (the admin policy)."""
+    vault_state = context.vault(vault_id)
+    members = required_members(context.next_state(), vault_state, context.now_ms())
+    draft, _ = builders.rotate_epoch(
+        context.chain_id, vault_id, context.nonce(vault_id), context.expiry(),
+        new_epoch=vault_state.epoch + 1, members=members,
+    )  # fmt: skip
     return draft.signed(*keys)
 
 
@@ -237,32 +249,3 @@ def save_private(path: Path, data: bytes) -> None:
 
 def cosignature(key: crypto.PrivateKey, tx: Tx) -> TxSignature:
     return TxSignature(key.public_key, key.sign(crypto.Purpose.TX, tx.chain_id, tx.id))
-
-
-def agent_pass(
-    context: FlowContext,
-    key: crypto.PrivateKey,
-    rules_path: Path,
-    patient_keys: frozenset[bytes],
-    refused: frozenset[str] = frozenset(),
-) -> list[dict[str, object]]:
-    """One pass of the automatic co-signer over the partials awaiting `key`; a partial the
-    patient refused in person (`refused`, ids in hex) is never signed by a rule."""
-    rules = load_rules(rules_path)
-    decisions = []
-    for partial in context.client.partials(awaiting=key.public_key):
-        if partial["id"] in refused:
-            continue
-        transaction = Tx.decode(bytes.fromhex(partial["tx"]))
-        decision = decide(rules, transaction, patient_keys)
-        if decision.sign:
-            context.client.cosign(transaction.id, cosignature(key, transaction))
-        decisions.append(
-            {
-                "tx": transaction.id.hex(),
-                "kind": transaction.kind,
-                "signed": decision.sign,
-                "reason": decision.reason,
-            }
-        )
-    return decisions

@@ -627,6 +627,93 @@ def test_two_governance_proposals_at_one_nonce_end_with_one_committed_and_one_dr
     assert "hospital-c" not in listed  # its proposal was dropped
 
 
+def _govern(homes: list[Path], action: str, name: str, public_key: str) -> None:
+    """Validator 1 proposes an institution change, 2 and 3 approve it once it reached them;
+    returns when every node's chain holds it in force."""
+    proposed = json.loads(ok(
+        "governance", "propose", "--home", str(homes[0]), "--key", "validator",
+        "--action", action, "--name", name, "--kind", "hospital", "--public-key", public_key,
+        "--json",
+    ))  # fmt: skip
+    clients = [Client(api_address(home)) for home in homes]
+    deadline = time.monotonic() + 30
+    while any(_status(c, proposed["id"]) != "partial" for c in clients[1:3]):
+        assert time.monotonic() < deadline, "the proposal did not reach the validators"
+        time.sleep(0.1)
+    for home in homes[1:3]:
+        ok("governance", "approve", proposed["id"], "--home", str(home), "--key", "validator")
+    active = action == "institution-register"
+    while True:
+        states = [
+            {i["name"]: i["active"] for i in c.get("/v1/institutions")["institutions"]}.get(name)
+            for c in clients
+        ]
+        if states == [active] * len(clients):
+            return
+        assert time.monotonic() < deadline, f"{action} {name} not in force: {states}"
+        time.sleep(0.2)
+
+
+def test_a_revoked_hospital_reads_nothing_new_and_the_agent_guards_the_patient(
+    network: tuple[Path, Devnet, str], tmp_path: Path
+) -> None:
+    """Governance registers hospital E, the patient grants it a vault, E reads; governance
+    revokes E (a stolen key): the patient's agent rotates the vault without E, and E's read of
+    the next record is refused. A recovery the patient did not start (the trusted party and a
+    team hospital) is cancelled by the agent told to."""
+    people, devnet, api = network
+    homes = [node.home for node in devnet.nodes]
+    home = ["--home", str(people), "--api", api]
+    for name in ("r1", "r2", "r3", "hospital-e"):
+        ok("keys", "new", "--home", str(people), "--name", name, "--insecure-plaintext")
+    key = {p.stem: read_key_info(p).public_key.hex() for p in (people / "keys").glob("*.json")}
+    _govern(homes, "institution-register", "hospital-e", key["hospital-e"])
+    registered = json.loads(ok("patient", "register", *home, "--key1", "r1", "--key2", "r2",
+                               "--json"))  # fmt: skip
+    vault = json.loads(
+        ok("vault", "create", *home, "--key1", "r1", "--key2", "r2", "--type", "glucose",
+           "--team", key["hospital-a"], "--json")
+    )["vault"]  # fmt: skip
+    granted = ok("grant", "add", *home, "--vault", vault, "--grantee", key["hospital-e"],
+                 "--key", "r1", "--key", "r2", "--json")  # fmt: skip
+    grant = json.loads(granted)["grant_id"]
+    reading = tmp_path / "reading.txt"
+    reading.write_text("glucose 6.1 mmol/L")
+    put = ["record", "put", *home, "--vault", vault, "--file", str(reading),
+           "--key", "r1", "--key", "r2", "--json"]  # fmt: skip
+    first = json.loads(ok(*put))["record"]
+    get = ["record", "get", *home, "--vault", vault, "--key", "hospital-e", "--grant", grant]
+    ok(*get, "--record", first, "--out", str(tmp_path / "e-read.txt"))
+
+    _govern(homes, "institution-revoke", "hospital-e", key["hospital-e"])
+    rules = tmp_path / "rules.toml"
+    rules.write_text('on_recovery = "cancel"\n')
+    agent = ["agent", *home, "--rules", str(rules), "--key", "r1", "--other-key", "r2", "--once"]
+    (rotation,) = [json.loads(line) for line in ok(*agent).splitlines()]
+    assert (rotation["kind"], rotation["signed"], rotation["vault"]) == (
+        "epoch.rotate",
+        True,
+        vault,
+    )
+    assert "rotated to epoch 2" in rotation["reason"], rotation
+    second = json.loads(ok(*put))["record"]
+    refused = run(*get, "--record", second, "--out", str(tmp_path / "e-again.txt"))
+    assert refused.exit_code == EXIT_INVALID_INPUT, refused.output
+    assert not (tmp_path / "e-again.txt").exists()
+
+    start = json.loads(ok(
+        "recovery", "start", *home, "--patient", registered["address"], "--lost", key["r2"],
+        "--replacement", key["r3"], "--key", "trusted", "--key", "hospital-a", "--json",
+    ))  # fmt: skip
+    assert start["status"] == "committed", start
+    (cancel,) = [json.loads(line) for line in ok(*agent).splitlines()]
+    assert (cancel["alert"], cancel["kind"], cancel["signed"]) == (
+        "recovery_pending", "recovery.cancel", True,
+    )  # fmt: skip
+    listed = ok("recovery", "list", *home, "--patient", registered["address"], "--json")
+    assert json.loads(listed) == []
+
+
 def _status(client: Client, tx_id: str) -> str:
     """A transaction's status at one node ("unknown" before it arrives there)."""
     try:

@@ -6,18 +6,17 @@ against a real network in tests/e2e/test_console.py."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from carechain.consensus import crypto
-from carechain.consensus.types import Tx, TxSignature
-from carechain.node.wallet import builders
+from carechain.node.wallet.agent_duties import agent_pass
 from carechain.node.wallet.agent_service import PatientAgent
 from carechain.node.wallet.client import Client
 from carechain.node.wallet.context import FlowContext
-from carechain.node.wallet.patient_actions import agent_pass
+from carechain.tests.ledger_world import World
+from carechain.tests.world_node import WorldNode
 
 CONSOLE = "http://127.0.0.1:26601"
 
@@ -65,38 +64,20 @@ async def test_the_agent_answers_only_the_console_and_refuses_bad_requests(
         assert (await unreachable.json())["error"]
 
 
-class _PartialsOnly(Client):
-    """A node that holds two partials from hospital A awaiting the patient."""
-
-    def __init__(self, partials: list[Tx]) -> None:
-        super().__init__("http://127.0.0.1:9")
-        self.held = partials
-        self.cosigned: list[bytes] = []
-
-    def partials(self, awaiting: bytes | None = None) -> list[dict[str, Any]]:
-        return [{"id": tx.id.hex(), "tx": tx.encode().hex()} for tx in self.held]
-
-    def cosign(self, tx_id: bytes, signature: TxSignature) -> dict[str, Any]:
-        self.cosigned.append(tx_id)
-        return {"id": tx_id.hex(), "status": "pending"}
-
-
 def test_a_partial_the_patient_refused_is_never_signed_by_a_rule(tmp_path: Path) -> None:
-    hospital = crypto.PrivateKey(b"\x83" * 32)
-    patient = crypto.PrivateKey(b"\x81" * 32)
-    drafts = [
-        builders.register_patient("carechain-test", (patient.public_key, bytes([i]) * 32), 10**13)
-        for i in (1, 2)
-    ]
-    held = [draft.signed(hospital) for draft in drafts]
-    node = _PartialsOnly(held)
+    world = World()
+    vault = world.create_vault()
+    node = WorldNode(world)
+    hospital = world.hospital["A"]
+    held = [world.record_draft(vault, f"reading {i}".encode()).signed(hospital) for i in (1, 2)]
+    for tx in held:
+        assert node.submit(tx)["status"] == "partial"
     rules = tmp_path / "rules.toml"
     rules.write_text(
         f'[[rule]]\nname = "all"\ninstitutions = ["{hospital.public_key.hex()}"]\n'
-        'kinds = ["account.register"]\n'
+        'kinds = ["record.put"]\n'
     )
     context = FlowContext(tmp_path, node, None)
-    keys = frozenset({patient.public_key})
-    decisions = agent_pass(context, patient, rules, keys, refused=frozenset({held[0].id.hex()}))
-    assert node.cosigned == [held[1].id]
+    decisions = agent_pass(context, [world.p1], rules, refused=frozenset({held[0].id.hex()}))
+    assert node.committed == {held[1].id}, "the refused one is left alone"
     assert [d["tx"] for d in decisions] == [held[1].id.hex()]

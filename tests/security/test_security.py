@@ -28,7 +28,7 @@ from carechain.config.genesis import save_genesis
 from carechain.config.node import load_node_config, save_node_config
 from carechain.consensus.crypto import PrivateKey, encode_address
 from carechain.consensus.ledger.apply import apply_block
-from carechain.consensus.ledger.records import EmergencyStatus
+from carechain.consensus.ledger.records import EmergencyStatus, InstitutionAction
 from carechain.consensus.types import (
     Block,
     CommitCertificate,
@@ -77,14 +77,19 @@ class CertifiedWorld(World):
 
 
 @contextlib.contextmanager
-def _audited_world(home: Path) -> Iterator[CertifiedWorld]:
+def _audited_world(home: Path, world: CertifiedWorld | None = None) -> Iterator[CertifiedWorld]:
     """A world whose blocks go into the chain store of an auditor's `home` (its genesis
-    beside it); the store is closed when the block ends, for `audit` to open."""
-    world = CertifiedWorld()
-    save_genesis(home / "genesis.json", world.genesis)
+    beside it); the store is closed when the block ends, for `audit` to open. `world`: one
+    used before, to add blocks after an audit."""
+    fresh = world is None
+    world = CertifiedWorld() if world is None else world
+    if fresh:
+        save_genesis(home / "genesis.json", world.genesis)
     store = ChainStore.open(home / "data" / "chain", world.genesis)
     try:
-        world.attach(store)
+        if fresh:
+            world.attach(store)
+        world.chain_store = store
         yield world
     finally:
         store.close()
@@ -208,3 +213,27 @@ def test_the_audit_report_lists_every_recovery_step_and_each_pending_one(tmp_pat
     (event,) = [e for e in json.loads(access.output) if e["kind"] == "recovery"]
     assert event["detail"]["status"] == "pending", "the patient's timeline shows it"
     assert event["detail"]["replacement"] == deterministic_key(900).public_key.hex()
+
+
+def test_the_audit_report_lists_vaults_a_revoked_hospital_still_reads_until_rotated(
+    tmp_path: Path,
+) -> None:
+    """Governance revokes hospital A (a stolen key): A holds the current key of its team's
+    vault, and the report says so (in red for a person) until the patient rotates the epoch."""
+    home = tmp_path / "auditor"
+    with _audited_world(home) as world:
+        vault = world.create_vault(team=("A",))
+        world.create_vault("cgm", team=("B",))
+        world.govern_institution(InstitutionAction.REVOKE, "A")
+    result = CliRunner().invoke(cli, ["audit", "report", "--home", str(home), "--json"])
+    assert result.exit_code == 0, result.output
+    (stale,) = json.loads(result.output)["readable_by_revoked"]
+    assert (stale["vault"], stale["epoch"]) == (vault.hex(), 1)
+    assert stale["revoked_keys"] == [world.hospital["A"].public_key.hex()]
+    human = CliRunner().invoke(cli, ["audit", "report", "--home", str(home)])
+    assert "vaults still readable by a revoked institution's key: 1" in human.output
+    with _audited_world(home, world) as same:
+        members = set(same.vault(vault).members) - {same.hospital["A"].public_key}
+        same.block(same.rotate(vault, members))
+    result = CliRunner().invoke(cli, ["audit", "report", "--home", str(home), "--json"])
+    assert json.loads(result.output)["readable_by_revoked"] == []
