@@ -65,11 +65,12 @@ def emergency_open(
         vault_state.vault_id,
         context.nonce(vault_state.vault_id),
         context.expiry(),
-        hospital=hospital.public_key,
+        hospital=context.institution_of(hospital.public_key),  # as the chain names it
         epoch_key=epoch_key,
         reason=reason,
         duration_ms=hours * 3_600_000,
         note=note,
+        sealing_key=hospital.public_key,  # the key it reads with now
     )
     signers = [hospital] + ([context.key(trusted_key)] if trusted_key else [])
     request = draft.signed(*signers)

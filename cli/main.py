@@ -21,6 +21,7 @@ from carechain.cli import (
     emergency,
     governance,
     grants,
+    institutions,
     keys,
     nodes,
     partials,
@@ -83,6 +84,7 @@ for command in (
     blobs.blob,
     agent.agent,
     recovery.recovery,
+    institutions.institution,
 ):
     cli.add_command(command)
 

@@ -62,7 +62,7 @@ def vault_create(
             data_type=data_type,
             template=TEMPLATES[template],
             team=team_keys,
-            members=members,
+            members=context.sealing_keys(members),
         )
         return draft.signed(first, second)
 

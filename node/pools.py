@@ -28,7 +28,7 @@ from carechain.consensus.ledger.apply import (
     partial_expired,
     verified_signers,
 )
-from carechain.consensus.ledger.context import BlockContext, ChainContext
+from carechain.consensus.ledger.context import BlockContext, ChainContext, acting_keys
 from carechain.consensus.ledger.errors import PolicyNotSatisfied, TxRejected
 from carechain.consensus.ledger.records import Account, InstitutionState
 from carechain.consensus.ledger.state import Overlay, StateReader, Table
@@ -123,11 +123,11 @@ def _require_standing(
     "awaiting your signature" list with them."""
     if not isinstance(reason, PolicyNotSatisfied):
         return
-    signers = {signature.public_key for signature in tx.signatures}
-    if signers & reason.policy.all_keys():
-        return
     view = Overlay(state)
     begin_block(view, block)  # the institutions as the next block has them, as `classify`
+    signers = acting_keys(view, frozenset(s.public_key for s in tx.signatures))
+    if signers & reason.policy.all_keys():
+        return
     for key in sorted(signers):
         found = view.load(Table.INSTITUTION, key, InstitutionState)
         if found is not None and found.active:

@@ -8,6 +8,7 @@ from carechain.consensus.crypto import account_id
 from carechain.consensus.ledger.bodies import RegisterPatient, SetPolicy
 from carechain.consensus.ledger.context import (
     TxContext,
+    institution_key_in_use,
     load_account,
     require_policy,
     trusted_parties,
@@ -33,7 +34,7 @@ def process_register_patient(state: Overlay, body: RegisterPatient, ctx: TxConte
         raise TxRejected("bad_account", "a patient account's id is the address of its first key")
     if state.get(Table.ACCOUNT, ctx.tx.account) is not None:
         raise TxRejected("account_exists", f"account {ctx.tx.account.hex()} is registered already")
-    if state.get(Table.INSTITUTION, first) or state.get(Table.INSTITUTION, second):
+    if institution_key_in_use(state, first) or institution_key_in_use(state, second):
         raise TxRejected("bad_account", "an institution's key cannot be a patient key")
     if ctx.tx.nonce != 1:
         raise TxRejected("bad_nonce", f"a new account starts at nonce 1, not {ctx.tx.nonce}")

@@ -19,14 +19,21 @@ from typing import Any, Final
 from carechain.consensus.codec import Record
 from carechain.consensus.crypto import Purpose, verify
 from carechain.consensus.errors import DecodeError
-from carechain.consensus.ledger import access, accounts, governance, recovery, vaults
+from carechain.consensus.ledger import (
+    access,
+    accounts,
+    governance,
+    institutions,
+    recovery,
+    vaults,
+)
 from carechain.consensus.ledger.bodies import BODY_TYPES
 from carechain.consensus.ledger.context import (
     BlockContext,
     ChainContext,
     TxContext,
+    acting_keys,
     load_account,
-    revoked_institutions,
 )
 from carechain.consensus.ledger.errors import BlockRejected, TxRejected
 from carechain.consensus.ledger.state import Overlay, StateDiff, StateReader, Table
@@ -53,6 +60,8 @@ PROCESSES: Final[dict[str, Process]] = {
     "recovery.start": recovery.process_start_recovery,
     "recovery.cancel": recovery.process_cancel_recovery,
     "recovery.finish": recovery.process_finish_recovery,
+    "institution.rotate_key": institutions.process_rotate_key,
+    "institution.reseal": institutions.process_reseal,
 }
 CREATES_ACCOUNT: Final = frozenset({"account.register"})
 # Self-authenticating kinds: no acting account, nonce 0, no signatures needed.
@@ -174,8 +183,8 @@ def apply_tx(
             raise TxRejected(
                 "bad_nonce", f"nonce {tx.nonce}; the account's next nonce is {account.nonce + 1}"
             )
-    if tx.kind not in GOVERNANCE_KINDS:  # a revoked institution's signature counts no more
-        signers = signers - revoked_institutions(scratch)
+    if tx.kind not in GOVERNANCE_KINDS:  # rotated and revoked institution keys
+        signers = acting_keys(scratch, signers)
     PROCESSES[tx.kind](scratch, body, TxContext(block, tx, signers))
     if tx.kind not in CREATES_ACCOUNT:
         account = load_account(scratch, tx.account)  # re-read: the kind may have changed it

@@ -15,7 +15,7 @@ from typing import Annotated, Final
 from carechain.consensus.codec import Record, Size
 from carechain.consensus.crypto import PrivateKey, Purpose, verify
 from carechain.consensus.errors import InvalidInput
-from carechain.consensus.ledger.context import grants_of, readers_by_right, revoked_institutions
+from carechain.consensus.ledger.context import acting_keys, grants_of, readers_by_right
 from carechain.consensus.ledger.records import RecordEntry, Vault
 from carechain.consensus.ledger.state import Overlay, StateReader, Table
 from carechain.consensus.types import AccountId, ChainId, PublicKey
@@ -59,11 +59,15 @@ def authorise(state: StateReader, chain_id: str, request: BlobRequest, now_ms: i
         raise BlobAccessDenied("no such record with that content id on chain")
     if entry.erased_height is not None:
         raise BlobAccessDenied("the record was erased; it is not served")
-    if request.reader in revoked_institutions(view):
-        raise BlobAccessDenied("the reader is an institution governance revoked")
-    if request.reader in readers_by_right(view, vault):
+    acting = acting_keys(view, frozenset({request.reader}))
+    if not acting:
+        raise BlobAccessDenied(
+            "the reader's key is an institution's governance revoked, or one it rotated away from"
+        )
+    (reader,) = acting  # an institution's key now reads as the institution
+    if reader in readers_by_right(view, vault):
         return entry
-    for grant in grants_of(view, request.vault, request.reader):
+    for grant in grants_of(view, request.vault, reader):
         if grant.active_at(now_ms) and grant.covers_record_time(entry.record_time_ms):
             return entry
     raise BlobAccessDenied("the reader holds no active grant covering this record")

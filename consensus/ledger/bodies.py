@@ -153,6 +153,25 @@ class FinishRecovery(Record):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class RotateInstitutionKey(Record):
+    new_key: PublicKey
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResealedKey(Record):
+    """An institution's own copy of one epoch's key, sealed again to its key now."""
+
+    vault: AccountId
+    epoch: Annotated[int, IntRange(1, 2**63)]
+    sealed: SealedBytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResealEpochKeys(Record):
+    keys: Annotated[tuple[ResealedKey, ...], Size(1, 4096)]  # by vault, then epoch
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ReportEquivocation(Record):
     first: Vote
     second: Vote
@@ -178,4 +197,6 @@ BODY_TYPES: Final[dict[str, type[Record]]] = {
     "recovery.start": StartRecovery,
     "recovery.cancel": CancelRecovery,
     "recovery.finish": FinishRecovery,
+    "institution.rotate_key": RotateInstitutionKey,
+    "institution.reseal": ResealEpochKeys,
 }

@@ -17,6 +17,7 @@ from carechain.consensus.ledger.records import (
     Grant,
     GrantIds,
     InstitutionState,
+    KeyChanges,
     KeyList,
     Vault,
 )
@@ -24,7 +25,7 @@ from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.types import Tx
 
 TRUSTED_PARTIES_KEY = b"trusted_parties"
-REVOKED_INSTITUTIONS_KEY = b"revoked_institutions"
+KEY_CHANGES_KEY = b"key_changes"
 VALIDATORS_KEY = b"validators"
 GOVERNANCE_KEY = b"governance"
 
@@ -131,12 +132,43 @@ def has_active_grant(state: Overlay, vault_id: bytes, grantee: bytes, time_ms: i
     return any(g.active_at(time_ms) for g in grants_of(state, vault_id, grantee))
 
 
+def key_changes(state: Overlay) -> KeyChanges:
+    return state.load(Table.META, KEY_CHANGES_KEY, KeyChanges) or KeyChanges()
+
+
 def revoked_institutions(state: Overlay) -> frozenset[bytes]:
-    """The keys of institutions governance revoked (and did not register again): their
-    signatures count for no policy but governance's, they read by no right and hold no grant
-    that counts, so the next epoch of each vault they could read is sealed without them."""
-    listed = state.load(Table.META, REVOKED_INSTITUTIONS_KEY, KeyList)
-    return frozenset(listed.keys) if listed else frozenset()
+    """The institutions governance revoked (by their first keys): their signatures count for
+    no policy but governance's, they read by no right and hold no grant that counts, so the
+    next epoch of each vault they could read is sealed without them."""
+    return frozenset(key_changes(state).revoked)
+
+
+def acting_keys(state: Overlay, signers: frozenset[bytes]) -> frozenset[bytes]:
+    """Whom a transaction's signatures act for: an institution's key now stands for its first
+    key (which names it in teams, grants and policies); a key it rotated away from and a
+    revoked institution's keys stand for nobody; any other key for itself."""
+    changes = key_changes(state)
+    if not changes.revoked and not changes.retired:
+        return signers
+    acting = set()
+    for signer in signers:
+        if signer in changes.retired:
+            continue
+        first = state.get(Table.INSTITUTION_KEY, signer) if changes.rotations else None
+        stands_for = signer if first is None else first
+        if stands_for not in changes.revoked:
+            acting.add(stands_for)
+    return frozenset(acting)
+
+
+def institution_key_in_use(state: Overlay, key: bytes) -> bool:
+    """Whether `key` names or names no more an institution: its first key, its key now, or
+    one it rotated away from (a key serves one party, once)."""
+    return (
+        state.get(Table.INSTITUTION, key) is not None
+        or state.get(Table.INSTITUTION_KEY, key) is not None
+        or key in key_changes(state).retired
+    )
 
 
 def readers_by_right(state: Overlay, vault: Vault) -> frozenset[bytes]:

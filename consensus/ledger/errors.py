@@ -61,6 +61,9 @@ REASONS: Final[dict[str, str]] = {
     "no_recovery": "no such recovery of the account is pending",
     "recovery_too_early": "the recovery's waiting window has not ended",
     "recovery_incomplete": "a finish leaves out one of the patient's vaults or epochs",
+    # an institution's key rotation
+    "key_in_use": "the key is, or was, an institution's or a patient's key",
+    "unknown_epoch_key": "the institution holds no copy of that epoch key to reseal",
     # governance
     "unknown_institution": "the key is not a registered, active institution",
     "institution_exists": "the institution is registered already",

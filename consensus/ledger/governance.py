@@ -21,10 +21,12 @@ from carechain.consensus.genesis import (
 from carechain.consensus.ledger.bodies import ReportEquivocation
 from carechain.consensus.ledger.context import (
     GOVERNANCE_KEY,
-    REVOKED_INSTITUTIONS_KEY,
+    KEY_CHANGES_KEY,
     TRUSTED_PARTIES_KEY,
     VALIDATORS_KEY,
     TxContext,
+    institution_key_in_use,
+    key_changes,
     load_account,
     pending_key,
     require_policy,
@@ -39,6 +41,7 @@ from carechain.consensus.ledger.records import (
     InstitutionAction,
     InstitutionChange,
     InstitutionState,
+    KeyChanges,
     KeyList,
     PendingChanges,
     ValidatorAction,
@@ -131,6 +134,10 @@ def process_change_institution(state: Overlay, body: InstitutionChange, ctx: TxC
         raise TxRejected("unknown_institution", f"{body.institution.name} is not active")
     if state.get(Table.ACCOUNT, account_id(body.institution.public_key)) and existing is None:
         raise TxRejected("bad_account", "that key already controls a patient account")
+    if body.action is InstitutionAction.REGISTER and institution_key_in_use(
+        state, body.institution.public_key
+    ):
+        raise TxRejected("key_in_use", "that key is, or was, another institution's signing key")
     _schedule(state, ctx, body)
 
 
@@ -203,7 +210,9 @@ def revoke_institution(state: Overlay, key: bytes, height: int) -> None:
     state.save(Table.INSTITUTION, key, revoked)
     if existing.kind is InstitutionKind.TRUSTED_PARTY:
         _set_listed(state, TRUSTED_PARTIES_KEY, key, present=False)
-    _set_listed(state, REVOKED_INSTITUTIONS_KEY, key, present=True)
+    changes = key_changes(state)
+    listed = tuple(sorted({*changes.revoked, key}))
+    state.save(Table.META, KEY_CHANGES_KEY, dataclasses.replace(changes, revoked=listed))
 
 
 def _set_listed(state: Overlay, list_key: bytes, key: bytes, *, present: bool) -> None:
@@ -218,6 +227,7 @@ def genesis_state(genesis: Genesis) -> Overlay:
     state.save(Table.META, VALIDATORS_KEY, genesis.validators)
     state.save(Table.META, GOVERNANCE_KEY, GovernanceState(genesis.governance_threshold))
     state.save(Table.META, TRUSTED_PARTIES_KEY, KeyList(()))
+    state.save(Table.META, KEY_CHANGES_KEY, KeyChanges())  # present: read by every transaction
     policies = governance_policies(genesis.validators, genesis.governance_threshold)
     state.save(
         Table.ACCOUNT, GOVERNANCE_ACCOUNT, Account(AccountKind.GOVERNANCE, 0, policies, (), 0)

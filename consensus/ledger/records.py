@@ -42,6 +42,17 @@ class Account(Record):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class KeyChanges(Record):
+    """Institution keys whose signatures count for nothing: revoked institutions' (by their
+    first key, which names them everywhere) and keys an institution rotated away from; and how
+    many rotations there were (none: no signing key needs mapping to its institution)."""
+
+    revoked: Annotated[tuple[PublicKey, ...], Size(0, 65536)] = ()
+    retired: Annotated[tuple[PublicKey, ...], Size(0, 65536)] = ()
+    rotations: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Recovery(Record):
     """A pending key-loss recovery of a patient account (see `ledger.recovery`)."""
 
@@ -55,14 +66,23 @@ class Recovery(Record):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class InstitutionState(Record):
+    """An institution, named everywhere (teams, grants, policies, sealed keys) by its first
+    key, `institution.public_key`; `key` is the key it signs and reads with now, when it
+    rotated away from that one (`institution.rotate_key`)."""
+
     institution: Institution
     active: bool
     registered_height: int
     revoked_height: int | None = None
+    key: PublicKey | None = None
 
     @property
     def kind(self) -> InstitutionKind:
         return self.institution.kind
+
+    @property
+    def current_key(self) -> bytes:
+        return self.key if self.key is not None else self.institution.public_key
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from carechain.consensus.ledger.bodies import CancelRecovery, FinishRecovery, St
 from carechain.consensus.ledger.context import (
     TxContext,
     epoch_key_key,
+    institution_key_in_use,
     load_account,
     trusted_parties,
 )
@@ -109,7 +110,7 @@ def process_start_recovery(state: Overlay, body: StartRecovery, ctx: TxContext) 
     if body.replacement in account.keys:
         raise TxRejected("bad_recovery", "the replacement is one of the account's keys already")
     if (
-        state.get(Table.INSTITUTION, body.replacement) is not None
+        institution_key_in_use(state, body.replacement)
         or body.replacement in trusted_parties(state)
         or state.get(Table.ACCOUNT, account_id(body.replacement)) is not None
         or state.get(Table.PATIENT_KEY, body.replacement) is not None

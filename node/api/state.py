@@ -57,6 +57,7 @@ INSTITUTION: Final[Schema] = obj(
     name=STR,
     kind=STR,
     public_key=HEX_TEXT,
+    key=HEX_TEXT,
     active=BOOL,
     registered_height=INT,
     revoked_height=nullable(INT),
@@ -278,6 +279,7 @@ class State(RouteFamily):
                         "name": i.institution.name,
                         "kind": i.kind.name.lower(),
                         "public_key": i.institution.public_key.hex(),
+                        "key": i.current_key.hex(),  # the key it signs with now
                         "active": i.active,
                         "registered_height": i.registered_height,
                         "revoked_height": i.revoked_height,

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from carechain.consensus.errors import CarechainError
 from carechain.consensus.ledger.apply import classify, decode_body
+from carechain.consensus.ledger.state import Table
 from carechain.consensus.types import Tx, TxSignature
 from carechain.node.api.answers import HEX_TEXT, INT, STR, array, nullable, obj
 from carechain.node.api.base import (
@@ -244,6 +245,8 @@ class Transactions(RouteFamily):
         awaiting = request.query.get("awaiting")
         key = parse_hex(awaiting, "awaiting") if awaiting else None
         node = self.node
+        if key is not None:  # an institution's key now awaits what its first key is named in
+            key = node.store.get(Table.INSTITUTION_KEY, key) or key
         pool = node.partials
         listed = []
         for partial in list(pool.partials.values()):

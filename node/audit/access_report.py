@@ -14,11 +14,11 @@ import datetime as dt
 from typing import Any, Protocol
 
 from carechain.consensus.crypto import encode_address
-from carechain.consensus.ledger.context import REVOKED_INSTITUTIONS_KEY
+from carechain.consensus.ledger.context import KEY_CHANGES_KEY
 from carechain.consensus.ledger.records import (
     Emergency,
     Grant,
-    KeyList,
+    KeyChanges,
     Receipt,
     RecordEntry,
     Recovery,
@@ -62,9 +62,9 @@ def readable_by_revoked(reader: TableReader) -> list[dict[str, Any]]:
     """Vaults whose current epoch key an institution governance revoked still holds: it could
     decrypt what is written there now, until the patient rotates the epoch (the patient's
     agent does on seeing the revocation)."""
-    listed = reader.table_entries(Table.META, REVOKED_INSTITUTIONS_KEY)
-    revoked = {key for k, raw in listed if k == REVOKED_INSTITUTIONS_KEY
-               for key in KeyList.decode(raw).keys}  # fmt: skip
+    listed = reader.table_entries(Table.META, KEY_CHANGES_KEY)
+    revoked = {key for k, raw in listed if k == KEY_CHANGES_KEY
+               for key in KeyChanges.decode(raw).revoked}  # fmt: skip
     found = []
     for _, raw in reader.table_entries(Table.VAULT) if revoked else ():
         vault = Vault.decode(raw)

@@ -8,7 +8,7 @@ and the tests all build transactions here.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 from carechain.consensus import crypto
@@ -24,9 +24,12 @@ from carechain.consensus.ledger.bodies import (
     RecordReceipt,
     RegisterPatient,
     ReportEquivocation,
+    ResealedKey,
+    ResealEpochKeys,
     ReviewEmergency,
     RevokeAccess,
     RotateEpoch,
+    RotateInstitutionKey,
     SealedKey,
     StartRecovery,
     VaultHandover,
@@ -69,11 +72,15 @@ class TxDraft:
         return tx
 
 
-def seal_epoch_key(epoch_key: bytes, members: Iterable[bytes]) -> tuple[SealedKey, ...]:
-    return tuple(
-        SealedKey(member, sealed)
-        for member, sealed in crypto.seal_to_many(epoch_key, sorted(members))
-    )
+Members = Iterable[bytes] | Mapping[bytes, bytes]
+
+
+def seal_epoch_key(epoch_key: bytes, members: Members) -> tuple[SealedKey, ...]:
+    """The epoch key sealed to each member: a member's key names it in the vault; a mapping
+    (from `FlowContext.sealing_keys`) says to which key each member reads with now (an
+    institution that rotated its key reads with its new one)."""
+    to = dict(members) if isinstance(members, Mapping) else {m: m for m in members}
+    return tuple(SealedKey(member, crypto.seal(epoch_key, to[member])) for member in sorted(to))
 
 
 def register_patient(chain_id: str, keys: tuple[bytes, bytes], expiry_ms: int) -> TxDraft:
@@ -96,7 +103,7 @@ def create_vault(
     data_type: str,
     template: Template,
     team: Iterable[bytes],
-    members: Iterable[bytes],
+    members: Members,
 ) -> tuple[TxDraft, bytes]:
     """A vault.create draft and the vault's first epoch key (kept by the patient)."""
     epoch_key = crypto.new_data_key()
@@ -178,7 +185,9 @@ def grant(
     purpose: str = "TREAT",
     record_from_ms: int | None = None,
     record_until_ms: int | None = None,
+    sealing_key: bytes | None = None,
 ) -> TxDraft:
+    """`sealing_key`: the key the grantee reads with now, when it rotated away from `grantee`."""
     body = GrantAccess(
         grantee,
         access,
@@ -187,7 +196,7 @@ def grant(
         record_from_ms,
         record_until_ms,
         purpose,
-        crypto.seal(epoch_key, grantee),
+        crypto.seal(epoch_key, sealing_key or grantee),
     )
     return TxDraft(chain_id, "access.grant", vault, nonce, expiry_ms, body)
 
@@ -200,7 +209,7 @@ def revoke(
     *,
     grant_id: bytes,
     new_epoch: int,
-    remaining_members: Iterable[bytes],
+    remaining_members: Members,
 ) -> tuple[TxDraft, bytes]:
     """Revocation with the epoch rotation it requires; returns the new epoch key."""
     epoch_key = crypto.new_data_key()
@@ -215,7 +224,7 @@ def rotate_epoch(
     expiry_ms: int,
     *,
     new_epoch: int,
-    members: Iterable[bytes],
+    members: Members,
 ) -> tuple[TxDraft, bytes]:
     epoch_key = crypto.new_data_key()
     body = RotateEpoch(new_epoch, seal_epoch_key(epoch_key, members))
@@ -233,8 +242,10 @@ def open_emergency(
     reason: str,
     duration_ms: int,
     note: str = "",
+    sealing_key: bytes | None = None,
 ) -> TxDraft:
-    body = OpenEmergency(hospital, reason, duration_ms, crypto.seal(epoch_key, hospital), note)
+    sealed = crypto.seal(epoch_key, sealing_key or hospital)
+    body = OpenEmergency(hospital, reason, duration_ms, sealed, note)
     return TxDraft(chain_id, "emergency.open", vault, nonce, expiry_ms, body)
 
 
@@ -301,7 +312,7 @@ def cancel_recovery(
 
 
 def vault_handover(
-    vault: bytes, epoch_keys: Sequence[bytes], replacement: bytes, members: Iterable[bytes]
+    vault: bytes, epoch_keys: Sequence[bytes], replacement: bytes, members: Members
 ) -> tuple[VaultHandover, bytes]:
     """One vault's part of a recovery's finish: its epoch keys 1..E (in order, as the signer
     unsealed them) sealed to `replacement`, and a new epoch E + 1 sealed to `members` (who
@@ -317,3 +328,19 @@ def finish_recovery(
 ) -> TxDraft:
     body = FinishRecovery(tuple(sorted(handovers, key=lambda h: h.vault)))
     return TxDraft(chain_id, "recovery.finish", patient, nonce, expiry_ms, body)
+
+
+def rotate_institution_key(
+    chain_id: str, institution: bytes, nonce: int, expiry_ms: int, new_key: bytes
+) -> TxDraft:
+    """`institution`: its account (the address of its first key); signed by its key now and
+    `new_key`."""
+    body = RotateInstitutionKey(new_key)
+    return TxDraft(chain_id, "institution.rotate_key", institution, nonce, expiry_ms, body)
+
+
+def reseal(
+    chain_id: str, institution: bytes, nonce: int, expiry_ms: int, keys: Iterable[ResealedKey]
+) -> TxDraft:
+    body = ResealEpochKeys(tuple(sorted(keys, key=lambda k: (k.vault, k.epoch))))
+    return TxDraft(chain_id, "institution.reseal", institution, nonce, expiry_ms, body)

@@ -18,7 +18,7 @@ from carechain.config.genesis import parse_genesis
 from carechain.consensus.crypto import PrivateKey, account_id, is_public_key, unseal
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.genesis import Genesis, InstitutionKind
-from carechain.consensus.ledger.context import epoch_key_key, trusted_parties
+from carechain.consensus.ledger.context import epoch_key_key, key_changes, trusted_parties
 from carechain.consensus.ledger.governance import apply_pending
 from carechain.consensus.ledger.records import Account, InstitutionState, Vault
 from carechain.consensus.ledger.state import Overlay, Table
@@ -101,6 +101,23 @@ class FlowContext:
         found = self.state().get(Table.PATIENT_KEY, key.public_key)
         return found if found is not None else account_id(key.public_key)
 
+    def sealing_keys(self, members: Iterable[bytes]) -> dict[bytes, bytes]:
+        return sealing_keys(self.state(), members)
+
+    def institution_of(self, key: bytes) -> bytes:
+        """The institution (its first key, which names it on chain) that `key` signs and reads
+        for now: `key` itself unless the institution rotated to it. A key an institution
+        rotated away from acts for nobody: refused."""
+        state = self.state()
+        if key in key_changes(state).retired:
+            raise InvalidInput(
+                f"key {key.hex()[:16]} was rotated away from: it signs and reads for nobody now",
+                code="key_retired",
+                hint="use the institution's key now (`carechain institution list`)",
+            )
+        found = state.get(Table.INSTITUTION_KEY, key)
+        return key if found is None else found
+
     def vault(self, vault_id: bytes) -> Vault:
         found = self.state().load(Table.VAULT, vault_id, Vault)
         if found is None:
@@ -111,9 +128,11 @@ class FlowContext:
         return trusted_parties(self.next_state())
 
     def epoch_key(self, vault: Vault, key: PrivateKey) -> bytes:
-        """The vault's current epoch key, from the copy sealed to `key` on chain."""
+        """The vault's current epoch key, from the copy sealed to `key` on chain (for an
+        institution's key, the institution's copy)."""
+        member = self.institution_of(key.public_key)
         sealed = self.state().get(
-            Table.EPOCH_KEY, epoch_key_key(vault.vault_id, vault.epoch, key.public_key)
+            Table.EPOCH_KEY, epoch_key_key(vault.vault_id, vault.epoch, member)
         )
         if sealed is None:
             raise InvalidInput(
@@ -164,8 +183,19 @@ class FlowContext:
             time.sleep(0.2)
 
 
+def sealing_keys(state: Overlay, members: Iterable[bytes]) -> dict[bytes, bytes]:
+    """Each member (as a vault names it) with the key it reads with now: an institution that
+    rotated its key reads with its new one; anyone else with the key named."""
+    keys = {}
+    for member in members:
+        found = state.load(Table.INSTITUTION, member, InstitutionState)
+        keys[member] = member if found is None else found.current_key
+    return keys
+
+
 def institution_kind(context: FlowContext, key: bytes) -> InstitutionKind | None:
-    found = context.state().load(Table.INSTITUTION, key, InstitutionState)
+    """What kind of institution `key` signs for now (None: not an institution's key)."""
+    found = context.state().load(Table.INSTITUTION, context.institution_of(key), InstitutionState)
     return None if found is None else found.kind
 
 

@@ -45,6 +45,7 @@ def grant_access(
         valid_until_ms=now + days * DAY_MS,
         purpose=purpose,
         access=Access.READ_WRITE if write else Access.READ,
+        sealing_key=context.sealing_keys([grantee])[grantee],
     )
     return draft.signed(*keys)
 
@@ -72,7 +73,7 @@ def revoke_grant(
         context.expiry(),
         grant_id=grant_id,
         new_epoch=vault_state.epoch + 1,
-        remaining_members=remaining,
+        remaining_members=context.sealing_keys(remaining),
     )
     return draft.signed(*keys)
 
@@ -85,7 +86,7 @@ def rotate_vault_epoch(context: FlowContext, keys: list[crypto.PrivateKey], vaul
     members = required_members(context.next_state(), vault_state, context.now_ms())
     draft, _ = builders.rotate_epoch(
         context.chain_id, vault_id, context.nonce(vault_id), context.expiry(),
-        new_epoch=vault_state.epoch + 1, members=members,
+        new_epoch=vault_state.epoch + 1, members=context.sealing_keys(members),
     )  # fmt: skip
     return draft.signed(*keys)
 
@@ -149,10 +150,10 @@ def _record(context: FlowContext, vault_id: bytes, record_id: bytes) -> RecordEn
 def _data_key(
     context: FlowContext, reader: crypto.PrivateKey, vault_id: bytes, entry: RecordEntry
 ) -> bytes:
-    """The record's data key, through the epoch key the ledger sealed to `reader`."""
-    sealed = context.state().get(
-        StateTable.EPOCH_KEY, epoch_key_key(vault_id, entry.epoch, reader.public_key)
-    )
+    """The record's data key, through the epoch key the ledger sealed to `reader` (for an
+    institution's key, to the institution)."""
+    member = context.institution_of(reader.public_key)
+    sealed = context.state().get(StateTable.EPOCH_KEY, epoch_key_key(vault_id, entry.epoch, member))
     if sealed is None:
         raise InvalidInput("this key holds no key for the record's epoch: no access")
     return crypto.decrypt_small(crypto.unseal(sealed, reader), entry.sealed_data_key)
@@ -205,10 +206,11 @@ def _anchor_read(
     """An institution's read receipt, committed (the answer), or None for a patient's read."""
     if institution_kind(context, reader.public_key) is None:
         return None
+    institution = context.institution_of(reader.public_key)
     receipt = builders.receipt(
         context.chain_id,
-        reader.public_key,
-        context.nonce(crypto.account_id(reader.public_key)),
+        institution,
+        context.nonce(crypto.account_id(institution)),
         context.expiry(),
         vault=vault_id,
         record_id=record_id,

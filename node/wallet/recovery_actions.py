@@ -16,7 +16,7 @@ from carechain.consensus.types import Tx
 from carechain.node.audit.access_report import patient_vaults
 from carechain.node.wallet import builders
 from carechain.node.wallet.client import RemoteState
-from carechain.node.wallet.context import FlowContext
+from carechain.node.wallet.context import FlowContext, sealing_keys
 
 
 def pending_recovery(context: FlowContext, patient: bytes) -> Recovery | None:
@@ -89,7 +89,7 @@ def recovery_handovers(
             for key in required_members(state, vault, now_ms)
         }
         handovers[vault.vault_id] = builders.vault_handover(
-            vault.vault_id, epoch_keys, recovery.replacement, members
+            vault.vault_id, epoch_keys, recovery.replacement, sealing_keys(state, members)
         )
     return handovers
 
