@@ -724,6 +724,51 @@ def _status(client: Client, tx_id: str) -> str:
         return "unknown"
 
 
+def test_a_hospital_rotates_its_key_and_reads_with_the_new_one(
+    network: tuple[Path, Devnet, str], tmp_path: Path
+) -> None:
+    """Hospital B rotates to a new key: every copy it holds is resealed, it reads a record
+    written before with the new key (its receipt commits), writes with it as a team hospital,
+    and the old key reads for nobody. Runs after every other test that uses hospital B."""
+    people, _, api = network
+    home = ["--home", str(people), "--api", api]
+    for name in ("s1", "s2", "hospital-b-2027"):
+        ok("keys", "new", "--home", str(people), "--name", name, "--insecure-plaintext")
+    key = {p.stem: read_key_info(p).public_key.hex() for p in (people / "keys").glob("*.json")}
+    ok("patient", "register", *home, "--key1", "s1", "--key2", "s2")
+    vault = json.loads(
+        ok("vault", "create", *home, "--key1", "s1", "--key2", "s2", "--type", "glucose",
+           "--team", key["hospital-b"], "--json")
+    )["vault"]  # fmt: skip
+    reading = tmp_path / "reading.txt"
+    reading.write_text("glucose 5.2 mmol/L before the rotation")
+    put = ["record", "put", *home, "--vault", vault, "--file", str(reading), "--json"]
+    record = json.loads(ok(*put, "--key", "s1", "--key", "s2"))["record"]
+
+    rotated = json.loads(ok("institution", "rotate-key", *home, "--key", "hospital-b",
+                            "--new", "hospital-b-2027", "--json"))  # fmt: skip
+    assert rotated["rotation"]["status"] == "committed", rotated
+    assert rotated["reseal"]["resealed"] >= 1, rotated
+    assert rotated["reseal"]["unopened"] == 0, rotated
+    again = json.loads(ok("institution", "reseal", *home, "--old", "hospital-b",
+                          "--key", "hospital-b-2027", "--json"))  # fmt: skip
+    assert again == {"resealed": 0, "transactions": [], "unopened": 0}
+    (listed,) = [i for i in json.loads(ok("institution", "list", "--api", api, "--json"))
+                 if i["name"] == "hospital-b"]  # fmt: skip
+    assert (listed["public_key"], listed["key"]) == (key["hospital-b"], key["hospital-b-2027"])
+
+    get = ["record", "get", *home, "--vault", vault, "--record", record]
+    ok(*get, "--key", "hospital-b-2027", "--out", str(tmp_path / "read.txt"))
+    assert (tmp_path / "read.txt").read_text() == reading.read_text()
+    receipts = Client(api).get(f"/v1/vaults/{vault}/receipts")["receipts"]
+    assert [r["reader"] for r in receipts] == [key["hospital-b"]], "named as the hospital"
+    old = run(*get, "--key", "hospital-b", "--out", str(tmp_path / "old-key.txt"))
+    assert old.exit_code == EXIT_INVALID_INPUT, old.output
+    assert "rotated away from" in old.output
+    written = json.loads(ok(*put, "--key", "s1", "--key", "hospital-b-2027"))
+    assert written["status"] == "committed", "a team write with the hospital's key now"
+
+
 def test_sigterm_stops_a_node_cleanly(network: tuple[Path, Devnet, str]) -> None:
     _, devnet, _ = network
     last = devnet.nodes[-1]
