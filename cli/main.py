@@ -21,6 +21,7 @@ from carechain.cli import (
     emergency,
     governance,
     grants,
+    guardians,
     institutions,
     keys,
     nodes,
@@ -85,6 +86,7 @@ for command in (
     agent.agent,
     recovery.recovery,
     institutions.institution,
+    guardians.guardian,
 ):
     cli.add_command(command)
 

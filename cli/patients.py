@@ -25,18 +25,36 @@ def patient() -> None:
 @flow_options
 @click.option("--key1", required=True, help="Name of the patient's first key in --home.")
 @click.option("--key2", required=True, help="Name of the patient's second key.")
+@click.option(
+    "--guardian", "guardian_name", default=None,
+    help="A minor's account: the name of its guardian's key, which controls the account (and "
+    "signs the registration) until `carechain guardian handover`.",
+)  # fmt: skip
 @json_option
 def patient_register(
-    home: Path, api: str | None, passphrase_file: Path | None, key1: str, key2: str, as_json: bool
+    home: Path,
+    api: str | None,
+    passphrase_file: Path | None,
+    key1: str,
+    key2: str,
+    guardian_name: str | None,
+    as_json: bool,
 ) -> None:
-    """Register a patient account controlled by two keys."""
+    """Register a patient account controlled by two keys (a minor's: by its guardian until the
+    handover)."""
     context = make_context(home, api, passphrase_file)
     first, second = context.key(key1), context.key(key2)
-    draft = builders.register_patient(
-        context.chain_id, (first.public_key, second.public_key), context.expiry()
-    )
+    keys = (first.public_key, second.public_key)
+    signers = [first, second]
+    if guardian_name is None:
+        draft = builders.register_patient(context.chain_id, keys, context.expiry())
+    else:
+        guardian = context.key(guardian_name)
+        draft = builders.register_minor(context.chain_id, keys, guardian.public_key,
+                                        context.expiry())  # fmt: skip
+        signers.append(guardian)
     address = crypto.encode_address(patient_account(first))
-    answer = context.send(draft.signed(first, second))
+    answer = context.send(draft.signed(*signers))
     report_outcome(answer, "patient registered", as_json=as_json, address=address)
     if not as_json:
         console.print(f"patient address {address}")

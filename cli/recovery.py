@@ -30,7 +30,7 @@ keys_option = click.option(
 )
 
 
-def _patient(text: str) -> bytes:
+def parse_patient(text: str) -> bytes:
     if text.strip().lower().startswith(crypto.ADDRESS_HRP + "1"):
         return crypto.decode_address(text)
     try:
@@ -69,7 +69,7 @@ def recovery_start(
     context = make_context(home, api, passphrase_file)
     keys = [context.key(name) for name in key_names]
     tx = start_recovery(
-        context, keys, _patient(patient_text),
+        context, keys, parse_patient(patient_text),
         public_key_arg(lost, "--lost"), public_key_arg(replacement, "--replacement"),
     )  # fmt: skip
     report_outcome(context.send(tx), "recovery started", as_json=as_json)
@@ -91,7 +91,7 @@ def recovery_cancel(
     """Cancel the pending recovery (any one of the patient's keys)."""
     context = make_context(home, api, passphrase_file)
     keys = [context.key(name) for name in key_names]
-    tx = cancel_recovery(context, keys, _patient(patient_text))
+    tx = cancel_recovery(context, keys, parse_patient(patient_text))
     report_outcome(context.send(tx), "recovery cancelled", as_json=as_json)
 
 
@@ -112,7 +112,7 @@ def recovery_finish(
     reads every past record and the lost key reads nothing new."""
     context = make_context(home, api, passphrase_file)
     keys = [context.key(name) for name in key_names]
-    patient = _patient(patient_text)
+    patient = parse_patient(patient_text)
     answer = context.send_sealed(lambda: finish_recovery(context, keys, patient))
     report_outcome(answer, "recovery finished", as_json=as_json)
 
@@ -126,7 +126,7 @@ def recovery_list(
 ) -> None:
     """The patient's pending recovery, if any."""
     context = make_context(home, api, passphrase_file)
-    found = pending_recovery(context, _patient(patient_text))
+    found = pending_recovery(context, parse_patient(patient_text))
     if as_json:
         emit_json([] if found is None else [recovery_summary(found)])
     elif found is None:

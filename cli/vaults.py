@@ -9,6 +9,8 @@ import click
 from carechain.cli.context import flow_options, make_context, report_outcome
 from carechain.cli.output import console, emit_json, json_option
 from carechain.consensus.ledger.policy import Template
+from carechain.consensus.ledger.records import Account
+from carechain.consensus.ledger.state import Table
 from carechain.consensus.ledger.vaults import vault_id_of
 from carechain.consensus.types import Tx
 from carechain.node.wallet import builders
@@ -34,6 +36,10 @@ def vault() -> None:
     show_default=True,
 )
 @click.option("--team", multiple=True, help="Public key (hex) of a team hospital; repeatable.")
+@click.option(
+    "--signer", "signer_names", multiple=True,
+    help="Sign with these keys instead of --key1 and --key2 (a full guardian's, for a minor).",
+)  # fmt: skip
 @json_option
 def vault_create(
     home: Path,
@@ -44,16 +50,21 @@ def vault_create(
     data_type: str,
     template: str,
     team: tuple[str, ...],
+    signer_names: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Create a vault; its first epoch key is sealed to the patient, team and trusted parties."""
     team_keys = [public_key_arg(t, "--team") for t in team]  # before any key is opened
     context = make_context(home, api, passphrase_file)
     first, second = context.key(key1), context.key(key2)
+    signers = [context.key(name) for name in signer_names] or [first, second]
     patient_id = context.account_of(first)
 
     def build() -> Tx:  # the members as the next block will require them (`send_sealed`)
-        members = {first.public_key, second.public_key, *team_keys, *context.trusted()}
+        found = context.state().load(Table.ACCOUNT, patient_id, Account)
+        guardians = [g.key for g in found.guardians] if found is not None else []
+        members = {first.public_key, second.public_key, *guardians, *team_keys,
+                   *context.trusted()}  # fmt: skip
         draft, _ = builders.create_vault(
             context.chain_id,
             patient_id,
@@ -64,7 +75,7 @@ def vault_create(
             team=team_keys,
             members=context.sealing_keys(members),
         )
-        return draft.signed(first, second)
+        return draft.signed(*signers)
 
     answer = context.send_sealed(build)
     vault_id = vault_id_of(patient_id, data_type).hex()

@@ -30,6 +30,7 @@ from carechain.consensus.ledger.apply import (
 )
 from carechain.consensus.ledger.context import BlockContext, ChainContext, acting_keys
 from carechain.consensus.ledger.errors import PolicyNotSatisfied, TxRejected
+from carechain.consensus.ledger.guardians import acting_for
 from carechain.consensus.ledger.records import Account, InstitutionState
 from carechain.consensus.ledger.state import Overlay, StateReader, Table
 from carechain.consensus.types import Block, Tx, TxSignature
@@ -125,7 +126,9 @@ def _require_standing(
         return
     view = Overlay(state)
     begin_block(view, block)  # the institutions as the next block has them, as `classify`
-    signers = acting_keys(view, frozenset(s.public_key for s in tx.signatures))
+    keys = acting_keys(view, frozenset(s.public_key for s in tx.signatures))
+    # a minor's own key begins a partial its guardian completes: standing, though it counts not
+    signers = keys | acting_for(view, tx, keys)
     if signers & reason.policy.all_keys():
         return
     for key in sorted(signers):

@@ -216,16 +216,16 @@ class World:
         self.block()
         self.block()
 
-    def rotate(self, vault_id: bytes, members: set[bytes]) -> Tx:
-        """The vault's next epoch sealed to `members`, signed by both patient keys (its key
-        is remembered for the records that follow, if it commits)."""
+    def rotate(self, vault_id: bytes, members: set[bytes], *signers: crypto.PrivateKey) -> Tx:
+        """The vault's next epoch sealed to `members`, signed by `signers` (both patient keys
+        if none are given); its key is remembered for the records that follow."""
         vault = self.vault(vault_id)
         draft, epoch_key = builders.rotate_epoch(
             CHAIN_ID, vault_id, self.nonce(vault_id), self.expiry(),
             new_epoch=vault.epoch + 1, members=members,
         )  # fmt: skip
         self.epoch_keys[(vault_id, vault.epoch + 1)] = epoch_key
-        return draft.signed(self.p1, self.p2)
+        return draft.signed(*(signers or (self.p1, self.p2)))
 
     def receipt(self, reader: str, vault_id: bytes, record_id: bytes, grant_id: bytes = b"") -> Tx:
         """Hospital `reader`'s signed read receipt for a record (not yet in a block)."""

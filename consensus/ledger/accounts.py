@@ -20,7 +20,7 @@ from carechain.consensus.ledger.policy import (
     k_of,
     patient_policies,
 )
-from carechain.consensus.ledger.records import Account, AccountKind
+from carechain.consensus.ledger.records import Account, AccountKind, Guardian, GuardianScope
 from carechain.consensus.ledger.state import Overlay, Table
 
 
@@ -46,6 +46,17 @@ def process_register_patient(state: Overlay, body: RegisterPatient, ctx: TxConte
     if state.get(Table.PATIENT_KEY, first) or state.get(Table.PATIENT_KEY, second):
         raise TxRejected("bad_account", "one of the keys controls another patient's account")
     account = Account(AccountKind.PATIENT, 1, policies, (first, second), ctx.height)
+    if body.guardian is not None:  # a minor's account: its guardian controls it until handover
+        if body.guardian in (first, second) or institution_key_in_use(state, body.guardian):
+            raise TxRejected("bad_guardian", "a guardian is a person: not the minor's own key, "
+                             "not an institution's")  # fmt: skip
+        if body.guardian not in ctx.signers:
+            raise PolicyNotSatisfied(
+                "a minor's registration is signed by its guardian too", k_of(1, [body.guardian])
+            )
+        guardian = Guardian(body.guardian, GuardianScope.FULL, ctx.height)
+        account = dataclasses.replace(account, guardians=(guardian,), minor=True)
+        state.put(Table.GUARDIAN_OF, body.guardian + ctx.tx.account, bytes([GuardianScope.FULL]))
     state.save(Table.ACCOUNT, ctx.tx.account, account)
     for key in (first, second):  # which account a key controls, once key 1 is replaced too
         state.put(Table.PATIENT_KEY, key, ctx.tx.account)

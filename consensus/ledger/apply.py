@@ -23,6 +23,7 @@ from carechain.consensus.ledger import (
     access,
     accounts,
     governance,
+    guardians,
     institutions,
     recovery,
     vaults,
@@ -36,6 +37,7 @@ from carechain.consensus.ledger.context import (
     load_account,
 )
 from carechain.consensus.ledger.errors import BlockRejected, TxRejected
+from carechain.consensus.ledger.guardians import acting_for
 from carechain.consensus.ledger.state import Overlay, StateDiff, StateReader, Table
 from carechain.consensus.types import Block, Tx, TxSignature
 
@@ -60,6 +62,9 @@ PROCESSES: Final[dict[str, Process]] = {
     "recovery.start": recovery.process_start_recovery,
     "recovery.cancel": recovery.process_cancel_recovery,
     "recovery.finish": recovery.process_finish_recovery,
+    "guardian.add": guardians.process_add_guardian,
+    "guardian.remove": guardians.process_remove_guardian,
+    "guardian.handover": guardians.process_handover,
     "institution.rotate_key": institutions.process_rotate_key,
     "institution.reseal": institutions.process_reseal,
 }
@@ -183,8 +188,8 @@ def apply_tx(
             raise TxRejected(
                 "bad_nonce", f"nonce {tx.nonce}; the account's next nonce is {account.nonce + 1}"
             )
-    if tx.kind not in GOVERNANCE_KINDS:  # rotated and revoked institution keys
-        signers = acting_keys(scratch, signers)
+    if tx.kind not in GOVERNANCE_KINDS:  # rotated and revoked institution keys, guardians
+        signers = acting_for(scratch, tx, acting_keys(scratch, signers))
     PROCESSES[tx.kind](scratch, body, TxContext(block, tx, signers))
     if tx.kind not in CREATES_ACCOUNT:
         account = load_account(scratch, tx.account)  # re-read: the kind may have changed it

@@ -16,6 +16,7 @@ from carechain.consensus.ledger.records import (
     ContentId,
     DataTypeName,
     EmergencyStatus,
+    GuardianScope,
     InstitutionChange,
     Note,
     Purpose,
@@ -38,6 +39,7 @@ SealedKeys = Annotated[tuple[SealedKey, ...], Size(0, 256)]
 @dataclasses.dataclass(frozen=True, slots=True)
 class RegisterPatient(Record):
     patient_keys: Annotated[tuple[PublicKey, ...], Size(2, 2)]
+    guardian: PublicKey | None = None  # a minor's: controls the account until its handover
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -153,6 +155,39 @@ class FinishRecovery(Record):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class EpochKeys(Record):
+    """Every epoch key of one vault (epochs 1..E, in order) sealed to one new reader."""
+
+    vault: AccountId
+    epochs: Annotated[tuple[SealedBytes, ...], Size(1, 1024)]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AddGuardian(Record):
+    key: PublicKey
+    scope: GuardianScope
+    vaults: Annotated[tuple[EpochKeys, ...], Size(0, 264)]  # every vault of the patient, by id
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewEpoch(Record):
+    """One vault's next epoch, its key sealed to who reads it once the change applies."""
+
+    vault: AccountId
+    new_epoch: Annotated[int, IntRange(2, 2**63)]
+    sealed_epoch_keys: SealedKeys
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RemoveGuardians(Record):
+    """`guardian.remove` names one guardian; `guardian.handover` none (all of them go). Each
+    vault of the patient moves to a new epoch the removed guardians do not hold."""
+
+    key: PublicKey | None
+    vaults: Annotated[tuple[NewEpoch, ...], Size(0, 264)]  # every vault of the patient, by id
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class RotateInstitutionKey(Record):
     new_key: PublicKey
 
@@ -197,6 +232,9 @@ BODY_TYPES: Final[dict[str, type[Record]]] = {
     "recovery.start": StartRecovery,
     "recovery.cancel": CancelRecovery,
     "recovery.finish": FinishRecovery,
+    "guardian.add": AddGuardian,
+    "guardian.remove": RemoveGuardians,
+    "guardian.handover": RemoveGuardians,
     "institution.rotate_key": RotateInstitutionKey,
     "institution.reseal": ResealEpochKeys,
 }

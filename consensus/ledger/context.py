@@ -172,11 +172,12 @@ def institution_key_in_use(state: Overlay, key: bytes) -> bool:
 
 
 def readers_by_right(state: Overlay, vault: Vault) -> frozenset[bytes]:
-    """Keys that read a vault without a grant: the patient, its team (but a revoked member)
-    and trusted parties."""
+    """Keys that read a vault without a grant: the patient and its guardians, its team (but a
+    revoked member) and trusted parties."""
     owner = load_account(state, vault.owner)
     team = frozenset(vault.team) - revoked_institutions(state)
-    return frozenset(owner.keys) | team | trusted_parties(state)
+    guardians = frozenset(guardian.key for guardian in owner.guardians)
+    return frozenset(owner.keys) | guardians | team | trusted_parties(state)
 
 
 def required_members(state: Overlay, vault: Vault, time_ms: int) -> frozenset[bytes]:

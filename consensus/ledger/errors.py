@@ -61,6 +61,8 @@ REASONS: Final[dict[str, str]] = {
     "no_recovery": "no such recovery of the account is pending",
     "recovery_too_early": "the recovery's waiting window has not ended",
     "recovery_incomplete": "a finish leaves out one of the patient's vaults or epochs",
+    # guardians
+    "bad_guardian": "a guardian change names a key in use, no guardian, or not every vault",
     # an institution's key rotation
     "key_in_use": "the key is, or was, an institution's or a patient's key",
     "unknown_epoch_key": "the institution holds no copy of that epoch key to reseal",

@@ -32,6 +32,23 @@ class AccountKind(enum.IntEnum):
     GOVERNANCE = 4
 
 
+class GuardianScope(enum.IntEnum):
+    """What a guardian does for a patient (see `ledger.guardians`)."""
+
+    COSIGN = 1  # stands for one patient key (co-signs a hospital's partial), and reads
+    FULL = 2  # stands for the patient, and reads; never changes who controls the account
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Guardian(Record):
+    key: PublicKey
+    scope: GuardianScope
+    added_height: int
+
+
+GUARDIANS_MAX: Final = 4
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Account(Record):
     kind: AccountKind
@@ -39,6 +56,9 @@ class Account(Record):
     policies: PolicySet
     keys: Annotated[tuple[PublicKey, ...], Size(0, 2)]  # patient: 2 keys; institution: 1
     created_height: int
+    # a patient's guardians, by key; a minor's own keys act only once a handover made it adult
+    guardians: Annotated[tuple[Guardian, ...], Size(0, GUARDIANS_MAX)] = ()
+    minor: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from carechain.consensus.ledger.context import (
     grants_of,
     load_account,
     load_vault,
+    readers_by_right,
     require_policy,
     required_members,
     save_epoch_keys,
@@ -75,7 +76,7 @@ def process_create_vault(state: Overlay, body: CreateVault, ctx: TxContext) -> N
         receipt_count=0,
         created_height=ctx.height,
     )
-    members = frozenset(patient_keys) | frozenset(body.team) | frozenset(trusted)
+    members = readers_by_right(state, vault)  # the patient, its guardians, team, trusted parties
     check_sealed_members(body.sealed_epoch_keys, members, "vault.create")
     policies = vault_policies(body.template, patient_keys, body.team, trusted)
     state.save(Table.ACCOUNT, vault_id, Account(AccountKind.VAULT, 0, policies, (), ctx.height))

@@ -10,11 +10,13 @@ from typing import Any, Final
 from aiohttp import web
 
 from carechain.consensus.codec import Record
+from carechain.consensus.crypto import encode_address
 from carechain.consensus.ledger.records import (
     Account,
     Emergency,
     EmergencyStatus,
     Grant,
+    GuardianScope,
     InstitutionState,
     Receipt,
     RecordEntry,
@@ -36,6 +38,7 @@ from carechain.node.api.answers import (
 from carechain.node.api.base import (
     ADDRESS,
     HEX_40,
+    HEX_64,
     ApiError,
     Route,
     RouteFamily,
@@ -146,6 +149,15 @@ class State(RouteFamily):
                 parameters=address,
                 answer=obj(recovery=nullable(record(Recovery))),
             ),
+            Route(
+                "GET",
+                "/v1/guardians/{key}",
+                self.wards,
+                "Whom a guardian's key acts for: each patient's address and the scope "
+                "(a patient's own guardians are in its account, `guardians` and `minor`)",
+                parameters={"key": HEX_64},
+                answer=obj(wards=array(obj(patient=STR, account=HEX_TEXT, scope=STR))),
+            ),
         ]
 
     def _vault_routes(self) -> list[Route]:
@@ -232,6 +244,18 @@ class State(RouteFamily):
         patient = parse_account(request.match_info["address"])
         found = Overlay(self.node.store).load(Table.RECOVERY, patient, Recovery)
         return web.json_response({"recovery": None if found is None else to_json(found)})
+
+    async def wards(self, request: web.Request) -> web.Response:
+        key = parse_hex(request.match_info["key"], "key")
+        wards = [
+            {
+                "patient": encode_address(entry[32:]),
+                "account": entry[32:].hex(),
+                "scope": GuardianScope(value[0]).name.lower(),
+            }
+            for entry, value in self.node.store.table_entries(Table.GUARDIAN_OF, key)
+        ]
+        return web.json_response({"wards": wards})
 
     async def account(self, request: web.Request) -> web.Response:
         account_id = parse_account(request.match_info["address"])

@@ -10,7 +10,8 @@ from aiohttp import web
 
 from carechain.consensus.errors import CarechainError
 from carechain.consensus.ledger.apply import classify, decode_body
-from carechain.consensus.ledger.state import Table
+from carechain.consensus.ledger.records import Account, Vault
+from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.types import Tx, TxSignature
 from carechain.node.api.answers import HEX_TEXT, INT, STR, array, nullable, obj
 from carechain.node.api.base import (
@@ -247,6 +248,12 @@ class Transactions(RouteFamily):
         node = self.node
         if key is not None:  # an institution's key now awaits what its first key is named in
             key = node.store.get(Table.INSTITUTION_KEY, key) or key
+        # a guardian awaits what its wards' keys could sign (it stands for them)
+        wards = (
+            {entry[32:] for entry, _ in node.store.table_entries(Table.GUARDIAN_OF, key)}
+            if key is not None
+            else set()
+        )
         pool = node.partials
         listed = []
         for partial in list(pool.partials.values()):
@@ -254,7 +261,7 @@ class Transactions(RouteFamily):
             if partial.needs is None:  # not judged since this node started: judged once now
                 pool.judge(tx, node.store, node.next_block_context(), node.signatures)
             needs = partial.needs or frozenset()
-            if key is not None and key not in needs:
+            if key is not None and key not in needs and not _ward_needs(node, tx, wards, needs):
                 continue
             try:
                 body = to_json(decode_body(tx))
@@ -283,3 +290,15 @@ class Transactions(RouteFamily):
         merged = self.node.partials.with_cosignature(tx_id, signature)
         outcome = await self.node.submit(merged)
         return web.json_response({"id": tx_id.hex(), "status": outcome.status})
+
+
+def _ward_needs(node: Node, tx: Tx, wards: set[bytes], needs: frozenset[bytes]) -> bool:
+    """Whether `tx` is on the account (or a vault) of one of `wards` and waits on that
+    patient's keys: a guardian of the patient may sign it for them."""
+    if not wards:
+        return False
+    state = Overlay(node.store)
+    vault = state.load(Table.VAULT, tx.account, Vault)
+    patient = tx.account if vault is None else vault.owner
+    account = state.load(Table.ACCOUNT, patient, Account) if patient in wards else None
+    return account is not None and bool(needs & set(account.keys))

@@ -15,14 +15,18 @@ from carechain.consensus import crypto
 from carechain.consensus.codec import Record
 from carechain.consensus.genesis import Institution
 from carechain.consensus.ledger.bodies import (
+    AddGuardian,
     CancelRecovery,
     CreateVault,
+    EpochKeys,
     FinishRecovery,
     GrantAccess,
+    NewEpoch,
     OpenEmergency,
     PutRecord,
     RecordReceipt,
     RegisterPatient,
+    RemoveGuardians,
     ReportEquivocation,
     ResealedKey,
     ResealEpochKeys,
@@ -39,6 +43,7 @@ from carechain.consensus.ledger.policy import Template
 from carechain.consensus.ledger.records import (
     Access,
     EmergencyStatus,
+    GuardianScope,
     InstitutionAction,
     InstitutionChange,
     ValidatorAction,
@@ -344,3 +349,52 @@ def reseal(
 ) -> TxDraft:
     body = ResealEpochKeys(tuple(sorted(keys, key=lambda k: (k.vault, k.epoch))))
     return TxDraft(chain_id, "institution.reseal", institution, nonce, expiry_ms, body)
+
+
+def register_minor(
+    chain_id: str, keys: tuple[bytes, bytes], guardian: bytes, expiry_ms: int
+) -> TxDraft:
+    """A minor's registration: signed by its two keys and its guardian."""
+    body = RegisterPatient(keys, guardian)
+    return TxDraft(chain_id, "account.register", crypto.account_id(keys[0]), 1, expiry_ms, body)
+
+
+def add_guardian(
+    chain_id: str,
+    patient: bytes,
+    nonce: int,
+    expiry_ms: int,
+    *,
+    guardian: bytes,
+    scope: GuardianScope,
+    epoch_keys: Mapping[bytes, Sequence[bytes]],
+) -> TxDraft:
+    """`epoch_keys`: each vault's epoch keys 1..E (as the signer unsealed them), by vault id;
+    they are sealed to the guardian here."""
+    vaults = tuple(
+        EpochKeys(vault, tuple(crypto.seal(key, guardian) for key in keys))
+        for vault, keys in sorted(epoch_keys.items())
+    )
+    body = AddGuardian(guardian, scope, vaults)
+    return TxDraft(chain_id, "guardian.add", patient, nonce, expiry_ms, body)
+
+
+def remove_guardians(
+    chain_id: str,
+    patient: bytes,
+    nonce: int,
+    expiry_ms: int,
+    *,
+    guardian: bytes | None,
+    new_epochs: Mapping[bytes, tuple[int, Members]],
+) -> tuple[TxDraft, dict[bytes, bytes]]:
+    """`guardian.remove` of `guardian`, or `guardian.handover` (None: all of them go), with each
+    vault's next epoch (by vault id: its number and who reads it then); returns the draft and
+    the new epoch keys by vault."""
+    changes, new_keys = [], {}
+    for vault, (epoch, members) in sorted(new_epochs.items()):
+        new_keys[vault] = crypto.new_data_key()
+        changes.append(NewEpoch(vault, epoch, seal_epoch_key(new_keys[vault], members)))
+    kind = "guardian.handover" if guardian is None else "guardian.remove"
+    body = RemoveGuardians(guardian, tuple(changes))
+    return TxDraft(chain_id, kind, patient, nonce, expiry_ms, body), new_keys

@@ -83,7 +83,9 @@ def recovery_handovers(
     members who read it now, the replacement in the lost key's place."""
     handovers = {}
     for vault in vaults:
-        epoch_keys = [_epoch_key(state, vault, epoch, keys) for epoch in range(1, vault.epoch + 1)]
+        epoch_keys = [
+            epoch_key_of(state, vault, epoch, keys) for epoch in range(1, vault.epoch + 1)
+        ]
         members = {
             recovery.replacement if key == recovery.lost else key
             for key in required_members(state, vault, now_ms)
@@ -105,13 +107,14 @@ def _require_pending(context: FlowContext, patient: bytes) -> Recovery:
     return recovery
 
 
-def _epoch_key(state: Overlay, vault: Vault, epoch: int, keys: list[crypto.PrivateKey]) -> bytes:
+def epoch_key_of(state: Overlay, vault: Vault, epoch: int, keys: list[crypto.PrivateKey]) -> bytes:
+    """The vault's key of `epoch`, unsealed with the first of `keys` that holds a copy."""
     for key in keys:
         sealed = state.get(Table.EPOCH_KEY, epoch_key_key(vault.vault_id, epoch, key.public_key))
         if sealed is not None:
             return crypto.unseal(sealed, key)
     raise InvalidInput(
         f"no signing key holds epoch {epoch} of vault {vault.vault_id.hex()}",
-        hint="the patient's remaining key, or a trusted party registered when that epoch "
-        "began, signs the finish",
+        hint="sign with a key that read the vault then: the patient's (or its remaining one), "
+        "a full guardian's, or a trusted party registered when that epoch began",
     )

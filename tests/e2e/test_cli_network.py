@@ -724,6 +724,64 @@ def _status(client: Client, tx_id: str) -> str:
         return "unknown"
 
 
+def test_a_minors_guardian_acts_for_it_until_the_handover(
+    network: tuple[Path, Devnet, str], tmp_path: Path
+) -> None:
+    """A parent registers a child's account and acts for it; a carer named as a cosign
+    guardian co-signs a hospital's reading the node lists as awaiting it; at the handover the
+    child's own keys take over and the guardians read nothing written afterwards."""
+    people, _, api = network
+    home = ["--home", str(people), "--api", api]
+    for name in ("m1", "m2", "parent", "carer"):
+        ok("keys", "new", "--home", str(people), "--name", name, "--insecure-plaintext")
+    key = {p.stem: read_key_info(p).public_key.hex() for p in (people / "keys").glob("*.json")}
+    child = json.loads(ok("patient", "register", *home, "--key1", "m1", "--key2", "m2",
+                          "--guardian", "parent", "--json"))["address"]  # fmt: skip
+    patient = ["--patient", child]
+    vault = json.loads(
+        ok("vault", "create", *home, "--key1", "m1", "--key2", "m2", "--type", "glucose",
+           "--team", key["hospital-a"], "--signer", "parent", "--json")
+    )["vault"]  # fmt: skip
+    reading = tmp_path / "reading.txt"
+    reading.write_text("glucose 6.8 mmol/L, age 9")
+    put = ["record", "put", *home, "--vault", vault, "--file", str(reading), "--json"]
+    assert json.loads(ok(*put, "--key", "m1", "--key", "m2"))["status"] == "partial", (
+        "a minor's own keys wait for its guardian"
+    )
+    first = json.loads(ok(*put, "--key", "parent"))
+    assert first["status"] == "committed", first
+    get = ["record", "get", *home, "--vault", vault]
+    ok(*get, "--record", first["record"], "--key", "parent", "--out", str(tmp_path / "p.txt"))
+    assert (tmp_path / "p.txt").read_text() == reading.read_text()
+
+    ok("guardian", "add", *home, *patient, "--guardian", key["carer"], "--scope", "cosign",
+       "--key", "parent")  # fmt: skip
+    listed = json.loads(ok("guardian", "list", *home, *patient, "--json"))
+    assert listed["minor"] is True
+    assert {(g["key"], g["scope"]) for g in listed["guardians"]} == {
+        (key["parent"], "full"), (key["carer"], "cosign")
+    }  # fmt: skip
+    wards = json.loads(ok("guardian", "list", *home, "--of", key["carer"], "--json"))
+    assert wards == [{"patient": child, "scope": "cosign"}]
+    filed = json.loads(ok(*put, "--key", "hospital-a"))
+    assert filed["status"] == "partial"
+    awaiting = Client(api).partials(awaiting=bytes.fromhex(key["carer"]))
+    assert filed["id"] in {p["id"] for p in awaiting}, "the node lists it for the carer"
+    ok("tx", "cosign", *home, filed["id"], "--key", "carer")
+    Client(api).wait_committed(bytes.fromhex(filed["id"]))
+
+    handed = json.loads(ok("guardian", "handover", *home, *patient, "--key", "m1", "--key", "m2",
+                           "--key", "parent", "--json"))  # fmt: skip
+    assert handed["status"] == "committed", handed
+    assert json.loads(ok("guardian", "list", *home, *patient, "--json"))["guardians"] == []
+    after = json.loads(ok(*put, "--key", "m1", "--key", "m2"))
+    assert after["status"] == "committed", "its own keys act now"
+    for guardian in ("parent", "carer"):
+        refused = run(*get, "--record", after["record"], "--key", guardian,
+                      "--out", str(tmp_path / f"{guardian}.txt"))  # fmt: skip
+        assert refused.exit_code == EXIT_INVALID_INPUT, refused.output
+
+
 def test_a_hospital_rotates_its_key_and_reads_with_the_new_one(
     network: tuple[Path, Devnet, str], tmp_path: Path
 ) -> None:

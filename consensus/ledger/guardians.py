@@ -1,0 +1,214 @@
+"""Guardians: a person who acts for a patient (a parent, a carer, a legal proxy).
+
+A patient names a guardian with a scope (`guardian.add`, both patient keys):
+- `cosign`: the guardian's signature stands for one patient key (it co-signs what a team
+  hospital began: a reading, a report), and it reads every vault;
+- `full`: its signature stands for the patient in everything but changing who controls the
+  account: never for `guardian.*`, `policy.set` or `recovery.*`; and it reads every vault.
+The guardian reads as a member: `guardian.add` carries every epoch key of every vault sealed
+to it, and new epochs are sealed to it (`context.readers_by_right`). `guardian.remove` (both
+patient keys, or the guardian itself stepping down) moves every vault to a new epoch it does
+not hold.
+
+A minor's account is registered with a guardian (`account.register` with `guardian`, signed by
+the child's two keys and the guardian): until `guardian.handover` its own keys act for nothing
+and its full guardians may name or remove guardians; the handover (the child's two keys with a
+full guardian, or with a trusted party when no guardian agrees) makes it an adult's account,
+with no guardian and a new epoch in every vault.
+
+The signatures a kind sees are `acting_for`'s: what they stand for once guardians count."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Final
+
+from carechain.consensus.ledger.bodies import AddGuardian, NewEpoch, RemoveGuardians
+from carechain.consensus.ledger.context import (
+    TxContext,
+    epoch_key_key,
+    institution_key_in_use,
+    load_account,
+    require_policy,
+    trusted_parties,
+)
+from carechain.consensus.ledger.errors import PolicyNotSatisfied, TxRejected
+from carechain.consensus.ledger.policy import OperationClass, k_of
+from carechain.consensus.ledger.records import (
+    GUARDIANS_MAX,
+    Account,
+    AccountKind,
+    Guardian,
+    GuardianScope,
+    Vault,
+)
+from carechain.consensus.ledger.state import Overlay, Table
+from carechain.consensus.ledger.vaults import rotate
+from carechain.consensus.types import Tx
+
+# Kinds a guardian's signature never stands for the patient in: who controls the account.
+UNDELEGATED: Final = frozenset(
+    {
+        "guardian.add",
+        "guardian.remove",
+        "guardian.handover",
+        "policy.set",
+        "recovery.start",
+        "recovery.cancel",
+        "recovery.finish",
+    }
+)
+
+
+def _owner(state: Overlay, account_id: bytes, account: Account) -> Account | None:
+    if account.kind is AccountKind.PATIENT:
+        return account
+    if account.kind is AccountKind.VAULT:
+        vault = state.load(Table.VAULT, account_id, Vault)
+        return None if vault is None else state.load(Table.ACCOUNT, vault.owner, Account)
+    return None
+
+
+def acting_for(state: Overlay, tx: Tx, signers: frozenset[bytes]) -> frozenset[bytes]:
+    """The keys `signers` act as on `tx`'s account once its patient's guardians count: a full
+    guardian's signature as both patient keys, a cosign guardian's as one more; a minor's own
+    keys as nobody (but in its handover)."""
+    account = state.load(Table.ACCOUNT, tx.account, Account)
+    owner = None if account is None else _owner(state, tx.account, account)
+    if owner is None or not (owner.guardians or owner.minor):
+        return signers
+    acting = set(signers)
+    if owner.minor and tx.kind != "guardian.handover":
+        acting -= set(owner.keys)
+    if tx.kind in UNDELEGATED:
+        return frozenset(acting)
+    for guardian in owner.guardians:
+        if guardian.key not in signers:
+            continue
+        if guardian.scope is GuardianScope.FULL:
+            acting |= set(owner.keys)
+        else:
+            acting.update([key for key in owner.keys if key not in acting][:1])
+    return frozenset(acting)
+
+
+def guardian_keys(account: Account) -> frozenset[bytes]:
+    return frozenset(guardian.key for guardian in account.guardians)
+
+
+def _patient(state: Overlay, ctx: TxContext) -> Account:
+    account = load_account(state, ctx.tx.account)
+    if account.kind is not AccountKind.PATIENT:
+        raise TxRejected("bad_account", "only a patient account has guardians")
+    return account
+
+
+def _require_control(account: Account, ctx: TxContext, what: str) -> None:
+    """Who changes a patient's guardians: both patient keys; for a minor, a full guardian."""
+    if not account.minor:
+        require_policy(account, OperationClass.ADMIN, ctx.signers, what)
+        return
+    full = [g.key for g in account.guardians if g.scope is GuardianScope.FULL]
+    if not ctx.signers & set(full):
+        raise PolicyNotSatisfied(f"{what} for a minor needs a full guardian", k_of(1, full))
+
+
+def _vaults(state: Overlay, patient: bytes, given: list[bytes], ctx: TxContext) -> list[Vault]:
+    """The patient's vaults, which `given` (vault ids, in order) must name exactly."""
+    vaults = []
+    for name in sorted(ctx.block.chain.data_types):
+        vault_id = state.get(Table.PATIENT_VAULT, patient + name.encode())
+        if vault_id is not None:
+            vault = state.load(Table.VAULT, vault_id, Vault)
+            assert vault is not None, "the patient's vault index points at a missing vault"
+            vaults.append(vault)
+    vaults.sort(key=lambda v: v.vault_id)
+    if given != [v.vault_id for v in vaults]:
+        raise TxRejected(
+            "bad_guardian",
+            f"the change names exactly the patient's {len(vaults)} vault(s), by vault id: "
+            f"{[v.vault_id.hex() for v in vaults]}",
+        )
+    return vaults
+
+
+def process_add_guardian(state: Overlay, body: AddGuardian, ctx: TxContext) -> None:
+    account = _patient(state, ctx)
+    _require_control(account, ctx, "naming a guardian")
+    if body.key in account.keys or institution_key_in_use(state, body.key):
+        raise TxRejected("bad_guardian", "a guardian is a person: not the patient's own key, "
+                         "not an institution's")  # fmt: skip
+    if body.key in guardian_keys(account):
+        raise TxRejected("bad_guardian", "that key is a guardian of this patient already")
+    if len(account.guardians) >= GUARDIANS_MAX:
+        raise TxRejected("bad_guardian", f"a patient has at most {GUARDIANS_MAX} guardians")
+    vaults = _vaults(state, ctx.tx.account, [e.vault for e in body.vaults], ctx)
+    guardian = Guardian(body.key, body.scope, ctx.height)
+    state.save(
+        Table.ACCOUNT,
+        ctx.tx.account,
+        dataclasses.replace(account, guardians=(*account.guardians, guardian)),
+    )
+    state.put(Table.GUARDIAN_OF, body.key + ctx.tx.account, bytes([body.scope]))
+    for vault, given in zip(vaults, body.vaults, strict=True):
+        if len(given.epochs) != vault.epoch:
+            raise TxRejected(
+                "bad_guardian",
+                f"vault {vault.vault_id.hex()} has {vault.epoch} epoch(s): each one's key "
+                f"sealed to the guardian, not {len(given.epochs)}",
+            )
+        for epoch, sealed in enumerate(given.epochs, start=1):
+            state.put(Table.EPOCH_KEY, epoch_key_key(vault.vault_id, epoch, body.key), sealed)
+        members = tuple(sorted({*vault.members, body.key}))
+        state.save(Table.VAULT, vault.vault_id, dataclasses.replace(vault, members=members))
+
+
+def _remove(
+    state: Overlay,
+    account: Account,
+    keys: frozenset[bytes],
+    vaults: tuple[NewEpoch, ...],
+    ctx: TxContext,
+    *,
+    minor: bool,
+) -> None:
+    """Drop the guardians `keys` (all of them on a handover) and rotate every vault."""
+    kept = tuple(g for g in account.guardians if g.key not in keys)
+    given = _vaults(state, ctx.tx.account, [v.vault for v in vaults], ctx)
+    updated = dataclasses.replace(account, guardians=kept, minor=minor)
+    state.save(Table.ACCOUNT, ctx.tx.account, updated)
+    for key in keys:
+        state.delete(Table.GUARDIAN_OF, key + ctx.tx.account)
+    for vault, change in zip(given, vaults, strict=True):
+        rotate(state, vault, change.new_epoch, change.sealed_epoch_keys, ctx)
+
+
+def process_remove_guardian(state: Overlay, body: RemoveGuardians, ctx: TxContext) -> None:
+    account = _patient(state, ctx)
+    if body.key is None or body.key not in guardian_keys(account):
+        raise TxRejected("bad_guardian", "name one of the patient's guardians")
+    if body.key not in ctx.signers:  # a guardian may step down by itself
+        _require_control(account, ctx, "removing a guardian")
+    if account.minor and not any(
+        g.scope is GuardianScope.FULL for g in account.guardians if g.key != body.key
+    ):
+        raise TxRejected("bad_guardian", "a minor keeps a full guardian until its handover")
+    _remove(state, account, frozenset({body.key}), body.vaults, ctx, minor=account.minor)
+
+
+def process_handover(state: Overlay, body: RemoveGuardians, ctx: TxContext) -> None:
+    """A minor comes of age: its two keys and a full guardian (or a trusted party, when no
+    guardian agrees) sign; every guardian goes, every vault gets a new epoch."""
+    account = _patient(state, ctx)
+    if not account.minor:
+        raise TxRejected("bad_guardian", "only a minor's account is handed over")
+    if body.key is not None:
+        raise TxRejected("bad_guardian", "a handover names no guardian: all of them go")
+    full = {g.key for g in account.guardians if g.scope is GuardianScope.FULL}
+    witnesses = sorted(full | trusted_parties(state))
+    if not set(account.keys) <= ctx.signers or not ctx.signers & set(witnesses):
+        raise PolicyNotSatisfied(
+            "a handover needs the patient's two keys and a full guardian or a trusted party",
+            k_of(2, [k_of(2, list(account.keys)), k_of(1, witnesses)]),
+        )
+    _remove(state, account, guardian_keys(account), body.vaults, ctx, minor=False)
