@@ -32,6 +32,9 @@ const TEXT = {
     kind_recovery: "key recovery (pending: if you did not ask for it, cancel it with a key you hold)",
     detail_lost: "lost key", detail_replacement: "replacement key", detail_ready: "may finish from",
     status_pending: "pending",
+    guardians_of_you: "Your guardians: {list}", minor: "a minor's account until the handover",
+    you_act_for: "You act for {patient} ({scope})",
+    scope_cosign: "co-signs and reads", scope_full: "acts for the patient",
     height_label: "Height", round_label: "Round", peers: "Peers", syncing: "Syncing",
     mempool: "Mempool", partials: "Partial pool", signers: "{n} signatures", you: "you",
     no_reads: "No reads yet.",
@@ -79,6 +82,9 @@ const TEXT = {
     kind_recovery: "密钥恢复（待完成：如非您本人申请，请用您持有的密钥取消）",
     detail_lost: "丢失的密钥", detail_replacement: "替换密钥", detail_ready: "最早完成于",
     status_pending: "待完成",
+    guardians_of_you: "您的监护人：{list}", minor: "未成年人账户（移交前）",
+    you_act_for: "您代表 {patient} 行事（{scope}）",
+    scope_cosign: "联署并可读取", scope_full: "全权代理",
     height_label: "高度", round_label: "轮次", peers: "对等节点", syncing: "同步中",
     mempool: "交易池", partials: "待签交易池", signers: "{n} 个签名", you: "您本人",
     no_reads: "尚无读取记录。",
@@ -234,9 +240,25 @@ async function loadPatient() {
   if (!state.agent) { say(t("no_agent")); return; }
   state.identity = await (await agent("/agent/v1/identity")).json();
   document.getElementById("identity").textContent = state.identity.address;
+  await showGuardians();
   const { vaults } = await api(`/v1/accounts/${state.identity.account}/vaults`);
   state.vaults = vaults;
   await Promise.all([showVaults(), showGrants(), showPending(), showRules(), showTimeline()]);
+}
+
+// Who acts for whom: this patient's guardians, and the patients these keys are a guardian of.
+async function showGuardians() {
+  const account = await api(`/v1/accounts/${state.identity.account}`).catch(() => null);
+  const wards = (await Promise.all(
+    state.identity.keys.map((key) => api(`/v1/guardians/${key}`)),
+  )).flatMap((answer) => answer.wards);
+  const lines = [];
+  if (account && account.guardians.length) {
+    const list = account.guardians.map((g) => `${g.key.slice(0, 12)}… (${t(`scope_${g.scope}`)})`);
+    lines.push(t("guardians_of_you", { list: list.join(", ") }) + (account.minor ? ` · ${t("minor")}` : ""));
+  }
+  for (const ward of wards) lines.push(t("you_act_for", { patient: ward.patient, scope: t(`scope_${ward.scope}`) }));
+  document.getElementById("acts-for").textContent = lines.join(" — ");
 }
 
 async function showVaults() {

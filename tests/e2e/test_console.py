@@ -30,7 +30,7 @@ from carechain.consensus import crypto
 from carechain.consensus.genesis import Institution, InstitutionKind
 from carechain.consensus.ledger.governance import GOVERNANCE_ACCOUNT
 from carechain.consensus.ledger.policy import Template
-from carechain.consensus.ledger.records import InstitutionAction
+from carechain.consensus.ledger.records import GuardianScope, InstitutionAction
 from carechain.consensus.ledger.vaults import vault_id_of
 from carechain.node.wallet import builders
 from carechain.node.wallet.client import Client
@@ -46,6 +46,7 @@ P1, P2 = crypto.PrivateKey(b"\x71" * 32), crypto.PrivateKey(b"\x72" * 32)
 HOSPITAL_A, HOSPITAL_B = crypto.PrivateKey(b"\x73" * 32), crypto.PrivateKey(b"\x74" * 32)
 TRUSTED = crypto.PrivateKey(b"\x75" * 32)
 HOSPITAL_C = crypto.PrivateKey(b"\x76" * 32)  # registered by governance, not in genesis
+CARER = crypto.PrivateKey(b"\x77" * 32)  # the patient's cosign guardian
 PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
@@ -94,6 +95,12 @@ def _patient_chain(ledger: Ledger) -> bytes:
         epoch_key=ledger.epoch_keys[(cgm, 1)], reason="unconscious", duration_ms=3_600_000,
     )  # fmt: skip
     ledger.commit(emergency.signed(HOSPITAL_A, TRUSTED))
+    epoch_keys = {vault: [ledger.epoch_keys[(vault, 1)]] for vault in (glucose, cgm)}
+    guardian = builders.add_guardian(
+        ledger.chain_id, account, ledger.nonce(account), ledger.expiry(),
+        guardian=CARER.public_key, scope=GuardianScope.COSIGN, epoch_keys=epoch_keys,
+    )  # fmt: skip
+    ledger.commit(guardian.signed(P1, P2))
     refused, _ = put_reading(ledger, glucose, reading("glucose", 9))  # one the patient refuses
     assert ledger.client.submit(refused.signed_by(HOSPITAL_A))["status"] == "partial"
     # (on the cgm vault: the glucose vault's epoch rotates when the test revokes its grant, and
@@ -213,6 +220,9 @@ def test_a_patient_grants_sees_revokes_and_approves_a_co_signature(
     p.wait_for_selector("#vaults summary")
     assert "glucose (2" in p.inner_text("#vaults")
     assert "hospital-a" in p.inner_text("#pending")
+    expect(p.locator("#acts-for")).to_contain_text(
+        f"Your guardians: {CARER.public_key.hex()[:12]}… (co-signs and reads)"
+    )
     _shot(p, "patient")
     # refuse hospital A's glucose reading
     assert p.locator("#pending li[data-partial]").count() == 2
@@ -380,6 +390,7 @@ def test_the_nodes_answers_match_their_openapi_schemas(world: World) -> None:
         "/v1/accounts/{address}/vaults": f"/v1/accounts/{account}/vaults",
         "/v1/accounts/{address}/timeline": f"/v1/accounts/{account}/timeline",
         "/v1/accounts/{address}/recovery": f"/v1/accounts/{account}/recovery",
+        "/v1/guardians/{key}": f"/v1/guardians/{CARER.public_key.hex()}",
         "/v1/vaults/{id}": f"/v1/vaults/{glucose}",
         "/v1/vaults/{id}/records": f"/v1/vaults/{glucose}/records",
         "/v1/vaults/{id}/grants": f"/v1/vaults/{glucose}/grants",
