@@ -24,6 +24,7 @@ import click
 
 from carechain.cli.demo.burst import clinic_burst
 from carechain.cli.demo.gateway import gateway
+from carechain.cli.demo.guardians import guardian_and_renewed_key
 from carechain.cli.demo.ledger import Ledger
 from carechain.cli.demo.recovery import recovery
 from carechain.cli.demo.steps import (
@@ -281,6 +282,7 @@ def _story(scenario: Scenario, cast: Cast, network: Devnet) -> None:
         lambda _: _burst(scenario, cast, network),
         validator_down,
         recovery,
+        guardian_and_renewed_key,
     ):
         step(story)
     names = {k.public_key: f"hospital {n}" for n, k in cast.hospitals.items()}
