@@ -16,8 +16,11 @@ from carechain.node.wallet.context import hex_bytes, public_key_arg
 from carechain.node.wallet.recovery_actions import (
     cancel_recovery,
     finish_recovery,
+    fits,
+    pending_or_refuse,
     pending_recovery,
     recovery_summary,
+    share_missing_epochs,
     start_recovery,
 )
 
@@ -109,12 +112,21 @@ def recovery_finish(
     as_json: bool,
 ) -> None:
     """Finish the pending recovery: the replacement takes the lost key's place in every vault,
-    reads every past record and the lost key reads nothing new."""
+    reads every past record and the lost key reads nothing new. A finish too large for one
+    transaction (very many epochs) hands the past epochs' keys over right after it, in
+    `epoch.share` transactions signed by the same keys."""
     context = make_context(home, api, passphrase_file)
     keys = [context.key(name) for name in key_names]
     patient = parse_patient(patient_text)
-    answer = context.send_sealed(lambda: finish_recovery(context, keys, patient))
-    report_outcome(answer, "recovery finished", as_json=as_json)
+    replacement = pending_or_refuse(context, patient).replacement
+    defer = not fits(context, finish_recovery(context, keys, patient))
+    answer = context.send_sealed(
+        lambda: finish_recovery(context, keys, patient, defer_old_epochs=defer)
+    )
+    shared = share_missing_epochs(context, keys, patient, replacement) if defer else 0
+    report_outcome(answer, "recovery finished", as_json=as_json, shared_after=shared)
+    if shared and not as_json:
+        console.print(f"{shared} past epoch keys handed to the new key after the finish")
 
 
 @recovery.command("list")

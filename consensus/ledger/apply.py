@@ -62,6 +62,7 @@ PROCESSES: Final[dict[str, Process]] = {
     "recovery.start": recovery.process_start_recovery,
     "recovery.cancel": recovery.process_cancel_recovery,
     "recovery.finish": recovery.process_finish_recovery,
+    "epoch.share": recovery.process_share_epochs,
     "guardian.add": guardians.process_add_guardian,
     "guardian.remove": guardians.process_remove_guardian,
     "guardian.handover": guardians.process_handover,

@@ -144,7 +144,8 @@ class VaultHandover(Record):
     epoch order, from 1), and the new epoch's key sealed to who reads the vault now."""
 
     vault: AccountId
-    old_epochs: Annotated[tuple[SealedBytes, ...], Size(1, 1024)]
+    # empty: deferred to `epoch.share` transactions after the finish (a finish too large)
+    old_epochs: Annotated[tuple[SealedBytes, ...], Size(0, 1024)]
     new_epoch: Annotated[int, IntRange(2, 2**63)]
     sealed_epoch_keys: SealedKeys
 
@@ -152,6 +153,16 @@ class VaultHandover(Record):
 @dataclasses.dataclass(frozen=True, slots=True)
 class FinishRecovery(Record):
     vaults: Annotated[tuple[VaultHandover, ...], Size(0, 264)]  # every vault, by vault id
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShareEpochKeys(Record):
+    """Past epoch keys of a vault (epochs first_epoch, first_epoch + 1, ...) sealed to one of
+    its patient's own keys: what a recovery's finish too large for one transaction defers."""
+
+    member: PublicKey
+    first_epoch: Annotated[int, IntRange(1, 2**63)]
+    sealed: Annotated[tuple[SealedBytes, ...], Size(1, 4096)]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -232,6 +243,7 @@ BODY_TYPES: Final[dict[str, type[Record]]] = {
     "recovery.start": StartRecovery,
     "recovery.cancel": CancelRecovery,
     "recovery.finish": FinishRecovery,
+    "epoch.share": ShareEpochKeys,
     "guardian.add": AddGuardian,
     "guardian.remove": RemoveGuardians,
     "guardian.handover": RemoveGuardians,

@@ -30,7 +30,12 @@ import dataclasses
 from collections.abc import Iterator
 
 from carechain.consensus.crypto import account_id
-from carechain.consensus.ledger.bodies import CancelRecovery, FinishRecovery, StartRecovery
+from carechain.consensus.ledger.bodies import (
+    CancelRecovery,
+    FinishRecovery,
+    ShareEpochKeys,
+    StartRecovery,
+)
 from carechain.consensus.ledger.context import (
     TxContext,
     epoch_key_key,
@@ -61,17 +66,20 @@ def patient_vaults(state: Overlay, patient: bytes, ctx: TxContext) -> Iterator[V
             yield vault
 
 
-def recovery_policy(state: Overlay, account: Account, lost: bytes, ctx: TxContext) -> Policy:
-    """Who may replace `lost`: both of the patient's keys (a planned rotation: the patient
-    holds them both) OR (a remaining key AND a trusted party) OR (a trusted party AND a hospital
-    on one of the patient's vaults' teams). The first two are the fast paths. Never stored:
-    see the module's docs."""
+def recovery_policy(
+    state: Overlay, account: Account, lost: bytes, ctx: TxContext, patient: bytes | None = None
+) -> Policy:
+    """Who may replace `lost` in `patient`'s account (by default the transaction's): both of
+    the patient's keys (a planned rotation: the patient holds them both) OR (a remaining key
+    AND a trusted party) OR (a trusted party AND a hospital on one of the patient's vaults'
+    teams). The first two are the fast paths. Never stored: see the module's docs."""
     both = k_of(2, list(account.keys))
     trusted = sorted(trusted_parties(state))
     if not trusted:
         return k_of(1, [both])  # without a trusted party, only the patient itself
     remaining = [key for key in account.keys if key != lost]
-    teams = sorted({k for v in patient_vaults(state, ctx.tx.account, ctx) for k in v.team})
+    owner = ctx.tx.account if patient is None else patient
+    teams = sorted({k for v in patient_vaults(state, owner, ctx) for k in v.team})
     paths = [both, k_of(2, [k_of(1, remaining), k_of(1, trusted)])]
     if teams:
         # a policy node lists at most POLICY_KEYS_MAX keys: many hospitals go in groups
@@ -182,11 +190,12 @@ def process_finish_recovery(state: Overlay, body: FinishRecovery, ctx: TxContext
     handovers = {handover.vault: handover for handover in body.vaults}
     for vault in vaults:
         handover = handovers[vault.vault_id]
-        if len(handover.old_epochs) != vault.epoch:
+        if len(handover.old_epochs) not in (0, vault.epoch):  # none: deferred to epoch.share
             raise TxRejected(
                 "recovery_incomplete",
                 f"vault {vault.vault_id.hex()} has {vault.epoch} epoch(s): each one's key, "
-                f"sealed to the replacement, not {len(handover.old_epochs)}",
+                f"sealed to the replacement (or none, shared after with `epoch.share`), not "
+                f"{len(handover.old_epochs)}",
             )
         for epoch, sealed in enumerate(handover.old_epochs, start=1):
             state.put(Table.EPOCH_KEY, epoch_key_key(vault.vault_id, epoch, swap.new), sealed)
@@ -222,3 +231,28 @@ class _Swap:
         for name in ("admin", "write", "emergency"):
             check_policy(getattr(swapped, name), f"the {name} policy with the replacement key")
         return swapped
+
+
+def process_share_epochs(state: Overlay, body: ShareEpochKeys, ctx: TxContext) -> None:
+    """Past epoch keys of a vault for one of its patient's own keys (after a recovery whose
+    finish deferred them). Signed as a recovery may be, with no key to lose: both patient
+    keys, a patient key with a trusted party, or a trusted party with a team hospital. It
+    only ever gives the patient's own key what the vault held: no one else gains a reader."""
+    vault = state.load(Table.VAULT, ctx.tx.account, Vault)
+    if vault is None:
+        raise TxRejected("unknown_vault", f"no vault {ctx.tx.account.hex()}")
+    owner = load_account(state, vault.owner)
+    if body.member not in owner.keys:
+        raise TxRejected("bad_members", "past epoch keys are shared only with the patient's keys")
+    policy = recovery_policy(state, owner, b"", ctx, vault.owner)
+    if not policy.satisfied_by(ctx.signers):
+        raise PolicyNotSatisfied(
+            "sharing past epoch keys needs both patient keys, a patient key with a trusted "
+            "party, or a trusted party with a team hospital",
+            policy,
+        )
+    last = body.first_epoch + len(body.sealed) - 1
+    if last > vault.epoch:
+        raise TxRejected("stale_epoch", f"the vault is at epoch {vault.epoch}, not {last}")
+    for epoch, sealed in enumerate(body.sealed, start=body.first_epoch):
+        state.put(Table.EPOCH_KEY, epoch_key_key(vault.vault_id, epoch, body.member), sealed)

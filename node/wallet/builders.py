@@ -35,6 +35,7 @@ from carechain.consensus.ledger.bodies import (
     RotateEpoch,
     RotateInstitutionKey,
     SealedKey,
+    ShareEpochKeys,
     StartRecovery,
     VaultHandover,
 )
@@ -317,13 +318,19 @@ def cancel_recovery(
 
 
 def vault_handover(
-    vault: bytes, epoch_keys: Sequence[bytes], replacement: bytes, members: Members
+    vault: bytes,
+    epoch_keys: Sequence[bytes],
+    replacement: bytes,
+    members: Members,
+    *,
+    defer_old: bool = False,
 ) -> tuple[VaultHandover, bytes]:
     """One vault's part of a recovery's finish: its epoch keys 1..E (in order, as the signer
-    unsealed them) sealed to `replacement`, and a new epoch E + 1 sealed to `members` (who
-    read the vault once the replacement holds the lost key's place); returns the new key."""
+    unsealed them) sealed to `replacement` (none with `defer_old`: `epoch.share` sends them
+    after), and a new epoch E + 1 sealed to `members` (who read the vault once the
+    replacement holds the lost key's place); returns the new key."""
     epoch_key = crypto.new_data_key()
-    old = tuple(crypto.seal(key, replacement) for key in epoch_keys)
+    old = () if defer_old else tuple(crypto.seal(key, replacement) for key in epoch_keys)
     handover = VaultHandover(vault, old, len(epoch_keys) + 1, seal_epoch_key(epoch_key, members))
     return handover, epoch_key
 
@@ -398,3 +405,20 @@ def remove_guardians(
     kind = "guardian.handover" if guardian is None else "guardian.remove"
     body = RemoveGuardians(guardian, tuple(changes))
     return TxDraft(chain_id, kind, patient, nonce, expiry_ms, body), new_keys
+
+
+def share_epochs(
+    chain_id: str,
+    vault: bytes,
+    nonce: int,
+    expiry_ms: int,
+    *,
+    member: bytes,
+    first_epoch: int,
+    epoch_keys: Sequence[bytes],
+) -> TxDraft:
+    """Past epoch keys `first_epoch`, `first_epoch + 1`, ... sealed to `member`, one of the
+    vault's patient's keys."""
+    sealed = tuple(crypto.seal(key, member) for key in epoch_keys)
+    body = ShareEpochKeys(member, first_epoch, sealed)
+    return TxDraft(chain_id, "epoch.share", vault, nonce, expiry_ms, body)

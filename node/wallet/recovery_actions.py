@@ -6,6 +6,8 @@ The ledger's rules are in `consensus/ledger/recovery.py`."""
 
 from __future__ import annotations
 
+from typing import Final
+
 from carechain.consensus import crypto
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.ledger.bodies import VaultHandover
@@ -17,6 +19,9 @@ from carechain.node.audit.access_report import patient_vaults
 from carechain.node.wallet import builders
 from carechain.node.wallet.client import RemoteState
 from carechain.node.wallet.context import FlowContext, sealing_keys
+
+# Past epoch keys per `epoch.share`: about 90 bytes each, well inside the default 300 KiB.
+SHARE_BATCH: Final = 2000
 
 
 def pending_recovery(context: FlowContext, patient: bytes) -> Recovery | None:
@@ -49,7 +54,7 @@ def start_recovery(
 
 
 def cancel_recovery(context: FlowContext, keys: list[crypto.PrivateKey], patient: bytes) -> Tx:
-    recovery = _require_pending(context, patient)
+    recovery = pending_or_refuse(context, patient)
     draft = builders.cancel_recovery(
         context.chain_id, patient, context.nonce(patient), context.expiry(),
         replacement=recovery.replacement,
@@ -57,18 +62,73 @@ def cancel_recovery(context: FlowContext, keys: list[crypto.PrivateKey], patient
     return draft.signed(*keys)
 
 
-def finish_recovery(context: FlowContext, keys: list[crypto.PrivateKey], patient: bytes) -> Tx:
+def finish_recovery(
+    context: FlowContext,
+    keys: list[crypto.PrivateKey],
+    patient: bytes,
+    *,
+    defer_old_epochs: bool = False,
+) -> Tx:
     """The finish of `patient`'s pending recovery, signed by `keys`: every vault handed over
-    (each epoch's key sealed to the replacement, a new epoch sealed to who reads now)."""
-    recovery = _require_pending(context, patient)
+    (each epoch's key sealed to the replacement, a new epoch sealed to who reads now). With
+    `defer_old_epochs`, the past epochs' keys are left out (a patient with so many epochs that
+    the finish would exceed the chain's max_tx_bytes): `share_missing_epochs` sends them
+    after the finish commits."""
+    recovery = pending_or_refuse(context, patient)
     state = context.next_state()
     vaults = list(patient_vaults(RemoteState(context.client), patient).values())
-    handovers = recovery_handovers(state, vaults, recovery, keys, context.now_ms())
+    handovers = recovery_handovers(
+        state, vaults, recovery, keys, context.now_ms(), defer_old=defer_old_epochs
+    )
+    parts = [handover for handover, _ in handovers.values()]
     draft = builders.finish_recovery(
-        context.chain_id, patient, context.nonce(patient), context.expiry(),
-        [handover for handover, _ in handovers.values()],
-    )  # fmt: skip
+        context.chain_id, patient, context.nonce(patient), context.expiry(), parts
+    )
     return draft.signed(*keys)
+
+
+def fits(context: FlowContext, tx: Tx) -> bool:
+    return len(tx.encode()) <= context.genesis.params.max_tx_bytes
+
+
+def share_missing_epochs(
+    context: FlowContext,
+    keys: list[crypto.PrivateKey],
+    patient: bytes,
+    member: bytes,
+    batch: int = SHARE_BATCH,
+) -> int:
+    """Send `member` (one of the patient's keys) every past epoch key of every vault it holds
+    no copy of, `batch` per `epoch.share` transaction, each committed before the next; how
+    many were shared. Run again, it sends what is still missing (nothing, once done)."""
+    shared = 0
+    for vault in patient_vaults(RemoteState(context.client), patient).values():
+        state = context.state()
+        missing = [
+            epoch
+            for epoch in range(1, vault.epoch + 1)
+            if state.get(Table.EPOCH_KEY, epoch_key_key(vault.vault_id, epoch, member)) is None
+        ]
+        for run in _runs(missing, batch):
+            draft = builders.share_epochs(
+                context.chain_id, vault.vault_id, context.nonce(vault.vault_id),
+                context.expiry(), member=member, first_epoch=run[0],
+                epoch_keys=[epoch_key_of(state, vault, epoch, keys) for epoch in run],
+            )  # fmt: skip
+            context.send(draft.signed(*keys))
+            shared += len(run)
+    return shared
+
+
+def _runs(epochs: list[int], batch: int) -> list[list[int]]:
+    """Consecutive epochs in runs of at most `batch` (an `epoch.share` names its first)."""
+    runs: list[list[int]] = []
+    for epoch in epochs:
+        if runs and runs[-1][-1] == epoch - 1 and len(runs[-1]) < batch:
+            runs[-1].append(epoch)
+        else:
+            runs.append([epoch])
+    return runs
 
 
 def recovery_handovers(
@@ -77,6 +137,8 @@ def recovery_handovers(
     recovery: Recovery,
     keys: list[crypto.PrivateKey],
     now_ms: int,
+    *,
+    defer_old: bool = False,
 ) -> dict[bytes, tuple[VaultHandover, bytes]]:
     """Each vault's handover and its new epoch key, by vault id: its epoch keys unsealed with
     the first of `keys` that holds a copy, sealed to the replacement; a new epoch for the
@@ -91,12 +153,16 @@ def recovery_handovers(
             for key in required_members(state, vault, now_ms)
         }
         handovers[vault.vault_id] = builders.vault_handover(
-            vault.vault_id, epoch_keys, recovery.replacement, sealing_keys(state, members)
+            vault.vault_id,
+            epoch_keys,
+            recovery.replacement,
+            sealing_keys(state, members),
+            defer_old=defer_old,
         )
     return handovers
 
 
-def _require_pending(context: FlowContext, patient: bytes) -> Recovery:
+def pending_or_refuse(context: FlowContext, patient: bytes) -> Recovery:
     recovery = pending_recovery(context, patient)
     if recovery is None:
         raise InvalidInput(

@@ -253,3 +253,54 @@ def test_the_key_index_follows_a_replaced_key_1_and_a_key_controls_one_account()
         CHAIN_ID, (REPLACEMENT.public_key, other.public_key), world.expiry()
     )
     assert world.reject(draft.signed(REPLACEMENT, other)).code == "bad_account"
+
+
+def _share(world: World, vault_id: bytes, member: bytes, first: int, last: int,
+           *signers: crypto.PrivateKey) -> Tx:  # fmt: skip
+    keys = [world.epoch_keys[(vault_id, e)] for e in range(first, last + 1)]
+    draft = builders.share_epochs(
+        CHAIN_ID, vault_id, world.nonce(vault_id), world.expiry(), member=member,
+        first_epoch=first, epoch_keys=keys,
+    )  # fmt: skip
+    return draft.signed(*signers)
+
+
+def test_a_finish_may_defer_the_past_epochs_to_epoch_share_and_only_the_patient_gets_them() -> None:
+    """A patient with too many epochs for one transaction: the finish swaps the key and starts
+    the new epochs at once; the past epochs' keys follow in `epoch.share` transactions, signed
+    as a recovery, and only ever to the patient's own keys."""
+    world = World()
+    glucose = world.create_vault("glucose", team=("A",))
+    first = world.put_record(glucose, plaintext=b"glucose 5.4")
+    _rotate(world, glucose)
+    world.block(_start(world, world.p1, world.trusted))
+    partly = _finish(world, world.p1, world.trusted, vaults=[glucose], drop_epoch=True)
+    assert world.reject(partly).code == "recovery_incomplete", "all of them or none"
+    handovers = []
+    for vault_id in [glucose]:
+        epoch_keys = [world.epoch_keys[(vault_id, e)] for e in (1, 2)]
+        handover, key = builders.vault_handover(
+            vault_id, epoch_keys, REPLACEMENT.public_key, _members_after(world, vault_id),
+            defer_old=True,
+        )  # fmt: skip
+        handovers.append(handover)
+        world.epoch_keys[(vault_id, world.vault(vault_id).epoch + 1)] = key
+    deferred = builders.finish_recovery(
+        CHAIN_ID, world.patient, world.nonce(world.patient), world.expiry(), handovers
+    )
+    world.block(deferred.signed(world.p1, world.trusted))
+    assert world.vault(glucose).epoch == 3
+    replacement = REPLACEMENT.public_key
+    hospitals = _share(world, glucose, replacement, 1, 2, world.hospital["A"], world.hospital["B"])
+    assert world.reject(hospitals).code == "policy_not_satisfied"
+    to_b = _share(world, glucose, world.hospital["B"].public_key, 1, 2, world.p1, world.trusted)
+    assert world.reject(to_b).code == "bad_members", "never to anyone but the patient"
+    too_far = _share(world, glucose, replacement, 3, 3, world.p1, REPLACEMENT)
+    beyond = builders.share_epochs(
+        CHAIN_ID, glucose, world.nonce(glucose), world.expiry(), member=replacement,
+        first_epoch=3, epoch_keys=[world.epoch_keys[(glucose, 3)], b"\0" * 32],
+    ).signed(world.p1, REPLACEMENT)  # fmt: skip
+    assert world.reject(beyond).code == "stale_epoch"
+    world.block(too_far)  # epoch 3 it holds already: sharing it again is harmless
+    world.block(_share(world, glucose, replacement, 1, 2, world.p1, world.trusted))
+    assert _read_with_replacement(world, glucose, first) == b"glucose 5.4"
