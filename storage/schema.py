@@ -23,8 +23,10 @@ from carechain.consensus.ledger.state import Table
 # recovery_delay_ms): a registration now also indexes its keys, so a chain written under 2
 # replays to other state roots.
 # 4: a revoked institution loses its powers (its signatures count for no policy but
-# governance's, it reads by no right or grant, epochs are sealed without it) and governance
-# keeps the list of revoked keys: a chain written under 3 may hold transactions this refuses.
+# governance's, it reads by no right or grant, epochs are sealed without it); institutions
+# rotate their keys (INSTITUTION_KEY); patients have guardians (GUARDIAN_OF, the account's
+# guardians and minor); a recovery's finish may defer past epochs to epoch.share: a chain
+# written under 3 may hold transactions this refuses, and replays to other state.
 SCHEMA_VERSION: Final = 4
 
 META_PREFIX: Final = b"m"

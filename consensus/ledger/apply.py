@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from carechain.consensus.codec import Record
+from carechain.consensus.codec import EncodeError, Record
 from carechain.consensus.crypto import Purpose, verify
 from carechain.consensus.errors import DecodeError
 from carechain.consensus.ledger import (
@@ -191,7 +191,10 @@ def apply_tx(
             )
     if tx.kind not in GOVERNANCE_KINDS:  # rotated and revoked institution keys, guardians
         signers = acting_for(scratch, tx, acting_keys(scratch, signers))
-    PROCESSES[tx.kind](scratch, body, TxContext(block, tx, signers))
+    try:
+        PROCESSES[tx.kind](scratch, body, TxContext(block, tx, signers))
+    except EncodeError as exc:  # a state entry would outgrow its bound: refused, never a crash
+        raise TxRejected("state_limit", f"{tx.kind} would store {exc}") from None
     if tx.kind not in CREATES_ACCOUNT:
         account = load_account(scratch, tx.account)  # re-read: the kind may have changed it
         scratch.save(Table.ACCOUNT, tx.account, dataclasses.replace(account, nonce=tx.nonce))

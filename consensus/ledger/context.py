@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from typing import Final
 
 from carechain.consensus.genesis import ConsensusParams, DataType, Genesis, InstitutionKind
 from carechain.consensus.ledger.bodies import SealedKey
@@ -65,6 +66,12 @@ class TxContext:
     @property
     def time_ms(self) -> int:
         return self.block.time_ms
+
+
+def signed_and_counted(ctx: TxContext) -> frozenset[bytes]:
+    """The keys that both signed the transaction and count: not a key a guardian's signature
+    only stood for, nor a retired or revoked one."""
+    return ctx.signers & frozenset(s.public_key for s in ctx.tx.signatures)
 
 
 def load_account(state: Overlay, account_id: bytes) -> Account:
@@ -136,11 +143,16 @@ def key_changes(state: Overlay) -> KeyChanges:
     return state.load(Table.META, KEY_CHANGES_KEY, KeyChanges) or KeyChanges()
 
 
-def revoked_institutions(state: Overlay) -> frozenset[bytes]:
-    """The institutions governance revoked (by their first keys): their signatures count for
-    no policy but governance's, they read by no right and hold no grant that counts, so the
-    next epoch of each vault they could read is sealed without them."""
-    return frozenset(key_changes(state).revoked)
+# The INSTITUTION_KEY value of a key an institution rotated away from.
+RETIRED: Final = b""
+
+
+def is_revoked(state: Overlay, key: bytes) -> bool:
+    """Whether `key` names an institution governance revoked: its signatures count for no
+    policy but governance's, it reads by no right and holds no grant that counts, so the next
+    epoch of each vault it could read is sealed without it."""
+    found = state.load(Table.INSTITUTION, key, InstitutionState)
+    return found is not None and not found.active
 
 
 def acting_keys(state: Overlay, signers: frozenset[bytes]) -> frozenset[bytes]:
@@ -148,15 +160,15 @@ def acting_keys(state: Overlay, signers: frozenset[bytes]) -> frozenset[bytes]:
     key (which names it in teams, grants and policies); a key it rotated away from and a
     revoked institution's keys stand for nobody; any other key for itself."""
     changes = key_changes(state)
-    if not changes.revoked and not changes.retired:
+    if not changes.revocations and not changes.rotations:
         return signers
     acting = set()
     for signer in signers:
-        if signer in changes.retired:
-            continue
         first = state.get(Table.INSTITUTION_KEY, signer) if changes.rotations else None
+        if first == RETIRED:
+            continue
         stands_for = signer if first is None else first
-        if stands_for not in changes.revoked:
+        if not (changes.revocations and is_revoked(state, stands_for)):
             acting.add(stands_for)
     return frozenset(acting)
 
@@ -167,15 +179,20 @@ def institution_key_in_use(state: Overlay, key: bytes) -> bool:
     return (
         state.get(Table.INSTITUTION, key) is not None
         or state.get(Table.INSTITUTION_KEY, key) is not None
-        or key in key_changes(state).retired
     )
+
+
+def _not_revoked(state: Overlay, keys: Iterable[bytes]) -> frozenset[bytes]:
+    if not key_changes(state).revocations:
+        return frozenset(keys)
+    return frozenset(key for key in keys if not is_revoked(state, key))
 
 
 def readers_by_right(state: Overlay, vault: Vault) -> frozenset[bytes]:
     """Keys that read a vault without a grant: the patient and its guardians, its team (but a
     revoked member) and trusted parties."""
     owner = load_account(state, vault.owner)
-    team = frozenset(vault.team) - revoked_institutions(state)
+    team = _not_revoked(state, vault.team)
     guardians = frozenset(guardian.key for guardian in owner.guardians)
     return frozenset(owner.keys) | guardians | team | trusted_parties(state)
 
@@ -184,13 +201,9 @@ def required_members(state: Overlay, vault: Vault, time_ms: int) -> frozenset[by
     """Who must hold the vault's epoch key now: readers by right and active grantees (a
     revoked institution's grants count no more)."""
     members = set(readers_by_right(state, vault))
-    revoked = revoked_institutions(state)
-    for key in vault.members:
-        if (
-            key not in members
-            and key not in revoked
-            and has_active_grant(state, vault.vault_id, key, time_ms)
-        ):
+    grantees = _not_revoked(state, [key for key in vault.members if key not in members])
+    for key in grantees:
+        if has_active_grant(state, vault.vault_id, key, time_ms):
             members.add(key)
     return frozenset(members)
 

@@ -61,6 +61,7 @@ REASONS: Final[dict[str, str]] = {
     "no_recovery": "no such recovery of the account is pending",
     "recovery_too_early": "the recovery's waiting window has not ended",
     "recovery_incomplete": "a finish leaves out one of the patient's vaults or epochs",
+    "state_limit": "the change would make a state entry outgrow its bound",
     # guardians
     "bad_guardian": "a guardian change names a key in use, no guardian, or not every vault",
     # an institution's key rotation

@@ -98,6 +98,17 @@ def _schedule(state: Overlay, ctx: TxContext, change: ValidatorChange | Institut
     state.save(Table.META, key, pending)
 
 
+def registration_scheduled(state: Overlay, key: bytes, height: int) -> bool:
+    """Whether governance decided to register an institution with `key`, taking effect after
+    `height`: that key is spoken for."""
+    for at in range(height + 1, height + GOVERNANCE_DELAY + 1):
+        pending = state.load(Table.META, pending_key(at), PendingChanges)
+        for change in pending.institutions if pending else ():
+            if change.action is InstitutionAction.REGISTER and change.institution.public_key == key:
+                return True
+    return False
+
+
 def _require_governance(state: Overlay, ctx: TxContext) -> None:
     if ctx.tx.account != GOVERNANCE_ACCOUNT:
         raise TxRejected("bad_account", "governance acts through the governance account")
@@ -132,7 +143,10 @@ def process_change_institution(state: Overlay, body: InstitutionChange, ctx: TxC
         raise TxRejected("institution_exists", f"{body.institution.name} is registered already")
     if body.action is InstitutionAction.REVOKE and (existing is None or not existing.active):
         raise TxRejected("unknown_institution", f"{body.institution.name} is not active")
-    if state.get(Table.ACCOUNT, account_id(body.institution.public_key)) and existing is None:
+    key = body.institution.public_key
+    if existing is None and (
+        state.get(Table.ACCOUNT, account_id(key)) or state.get(Table.PATIENT_KEY, key)
+    ):
         raise TxRejected("bad_account", "that key already controls a patient account")
     if body.action is InstitutionAction.REGISTER and institution_key_in_use(
         state, body.institution.public_key
@@ -211,8 +225,8 @@ def revoke_institution(state: Overlay, key: bytes, height: int) -> None:
     if existing.kind is InstitutionKind.TRUSTED_PARTY:
         _set_listed(state, TRUSTED_PARTIES_KEY, key, present=False)
     changes = key_changes(state)
-    listed = tuple(sorted({*changes.revoked, key}))
-    state.save(Table.META, KEY_CHANGES_KEY, dataclasses.replace(changes, revoked=listed))
+    counted = dataclasses.replace(changes, revocations=changes.revocations + 1)
+    state.save(Table.META, KEY_CHANGES_KEY, counted)
 
 
 def _set_listed(state: Overlay, list_key: bytes, key: bytes, *, present: bool) -> None:

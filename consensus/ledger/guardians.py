@@ -40,6 +40,7 @@ from carechain.consensus.ledger.records import (
     AccountKind,
     Guardian,
     GuardianScope,
+    Recovery,
     Vault,
 )
 from carechain.consensus.ledger.state import Overlay, Table
@@ -71,8 +72,8 @@ def _owner(state: Overlay, account_id: bytes, account: Account) -> Account | Non
 
 def acting_for(state: Overlay, tx: Tx, signers: frozenset[bytes]) -> frozenset[bytes]:
     """The keys `signers` act as on `tx`'s account once its patient's guardians count: a full
-    guardian's signature as both patient keys, a cosign guardian's as one more; a minor's own
-    keys as nobody (but in its handover)."""
+    guardian's signature as both patient keys, cosign guardians' (however many sign) as one
+    more; a minor's own keys as nobody (but in its handover)."""
     account = state.load(Table.ACCOUNT, tx.account, Account)
     owner = None if account is None else _owner(state, tx.account, account)
     if owner is None or not (owner.guardians or owner.minor):
@@ -82,13 +83,11 @@ def acting_for(state: Overlay, tx: Tx, signers: frozenset[bytes]) -> frozenset[b
         acting -= set(owner.keys)
     if tx.kind in UNDELEGATED:
         return frozenset(acting)
-    for guardian in owner.guardians:
-        if guardian.key not in signers:
-            continue
-        if guardian.scope is GuardianScope.FULL:
-            acting |= set(owner.keys)
-        else:
-            acting.update([key for key in owner.keys if key not in acting][:1])
+    scopes = {guardian.scope for guardian in owner.guardians if guardian.key in signers}
+    if GuardianScope.FULL in scopes:
+        acting |= set(owner.keys)
+    elif GuardianScope.COSIGN in scopes:  # all cosign guardians together: one key, not two
+        acting.update([key for key in owner.keys if key not in acting][:1])
     return frozenset(acting)
 
 
@@ -140,6 +139,9 @@ def process_add_guardian(state: Overlay, body: AddGuardian, ctx: TxContext) -> N
                          "not an institution's")  # fmt: skip
     if body.key in guardian_keys(account):
         raise TxRejected("bad_guardian", "that key is a guardian of this patient already")
+    pending = state.load(Table.RECOVERY, ctx.tx.account, Recovery)
+    if pending is not None and pending.replacement == body.key:
+        raise TxRejected("bad_guardian", "that key is the replacement of a pending recovery")
     if len(account.guardians) >= GUARDIANS_MAX:
         raise TxRejected("bad_guardian", f"a patient has at most {GUARDIANS_MAX} guardians")
     vaults = _vaults(state, ctx.tx.account, [e.vault for e in body.vaults], ctx)

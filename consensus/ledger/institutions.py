@@ -21,6 +21,7 @@ from carechain.consensus.crypto import account_id
 from carechain.consensus.ledger.bodies import ResealEpochKeys, RotateInstitutionKey
 from carechain.consensus.ledger.context import (
     KEY_CHANGES_KEY,
+    RETIRED,
     TxContext,
     active_institution,
     epoch_key_key,
@@ -30,6 +31,7 @@ from carechain.consensus.ledger.context import (
     require_policy,
 )
 from carechain.consensus.ledger.errors import PolicyNotSatisfied, TxRejected
+from carechain.consensus.ledger.governance import registration_scheduled
 from carechain.consensus.ledger.policy import OperationClass, k_of
 from carechain.consensus.ledger.records import AccountKind, InstitutionState
 from carechain.consensus.ledger.state import Overlay, Table
@@ -51,6 +53,7 @@ def process_rotate_key(state: Overlay, body: RotateInstitutionKey, ctx: TxContex
         )
     if (
         institution_key_in_use(state, new)
+        or registration_scheduled(state, new, ctx.height)
         or state.get(Table.PATIENT_KEY, new) is not None
         or state.get(Table.ACCOUNT, account_id(new)) is not None
     ):
@@ -58,13 +61,10 @@ def process_rotate_key(state: Overlay, body: RotateInstitutionKey, ctx: TxContex
             "key_in_use", "the new key is, or was, an institution's or a patient's key"
         )
     state.save(Table.INSTITUTION, first, dataclasses.replace(found, key=new))
-    if old != first:
-        state.delete(Table.INSTITUTION_KEY, old)
+    state.put(Table.INSTITUTION_KEY, old, RETIRED)  # it stands for nobody from now on
     state.put(Table.INSTITUTION_KEY, new, first)
     changes = key_changes(state)
-    rotated = dataclasses.replace(
-        changes, retired=tuple(sorted({*changes.retired, old})), rotations=changes.rotations + 1
-    )
+    rotated = dataclasses.replace(changes, rotations=changes.rotations + 1)
     state.save(Table.META, KEY_CHANGES_KEY, rotated)
 
 

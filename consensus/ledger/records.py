@@ -63,12 +63,11 @@ class Account(Record):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class KeyChanges(Record):
-    """Institution keys whose signatures count for nothing: revoked institutions' (by their
-    first key, which names them everywhere) and keys an institution rotated away from; and how
-    many rotations there were (none: no signing key needs mapping to its institution)."""
+    """How many institutions governance revoked and how many institution keys were rotated:
+    while both are 0, every signature stands for its own key and no lookup is made. The keys
+    themselves are one state entry each (INSTITUTION, INSTITUTION_KEY), never a list."""
 
-    revoked: Annotated[tuple[PublicKey, ...], Size(0, 65536)] = ()
-    retired: Annotated[tuple[PublicKey, ...], Size(0, 65536)] = ()
+    revocations: int = 0
     rotations: int = 0
 
 

@@ -111,8 +111,20 @@ def _patient(state: Overlay, ctx: TxContext) -> Account:
     return account
 
 
+def _not_a_guardian(state: Overlay, key: bytes, ctx: TxContext) -> None:
+    """A guardian's key never becomes one of the patient's own: it would count twice."""
+    if state.get(Table.GUARDIAN_OF, key + ctx.tx.account) is not None:
+        raise TxRejected("bad_recovery", "the replacement is a guardian of this patient")
+
+
 def process_start_recovery(state: Overlay, body: StartRecovery, ctx: TxContext) -> None:
     account = _patient(state, ctx)
+    if account.minor:
+        raise TxRejected(
+            "bad_recovery",
+            "a minor's account is not recovered: its guardian keeps its keys until the handover",
+        )
+    _not_a_guardian(state, body.replacement, ctx)
     if body.lost not in account.keys:
         raise TxRejected("bad_recovery", f"the account holds no key {body.lost.hex()[:16]}")
     if body.replacement in account.keys:
@@ -176,8 +188,13 @@ def process_finish_recovery(state: Overlay, body: FinishRecovery, ctx: TxContext
             f"a finish hands over exactly the patient's {len(vaults)} vault(s), by vault id: "
             f"{sorted(v.hex() for v in (v.vault_id for v in vaults))}",
         )
-    if state.get(Table.PATIENT_KEY, recovery.replacement) is not None:  # taken since the start
-        raise TxRejected("bad_recovery", "the replacement controls another account now")
+    if (  # taken since the start
+        state.get(Table.PATIENT_KEY, recovery.replacement) is not None
+        or institution_key_in_use(state, recovery.replacement)
+    ):
+        raise TxRejected("bad_recovery", "the replacement is another account's or an "
+                         "institution's key now")  # fmt: skip
+    _not_a_guardian(state, recovery.replacement, ctx)
     swap = _Swap(recovery.lost, recovery.replacement)
     keys = tuple(swap.key(key) for key in account.keys)
     state.delete(Table.PATIENT_KEY, recovery.lost)

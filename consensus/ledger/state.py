@@ -49,7 +49,7 @@ class Table(enum.IntEnum):
     EVIDENCE = 13  # sha256(validator, height, round, vote type) -> Evidence
     RECOVERY = 14  # patient account (20) -> Recovery (one pending at most)
     PATIENT_KEY = 15  # patient public key (32) -> the account it controls (20)
-    INSTITUTION_KEY = 16  # an institution's key now (32), rotated to -> its first key (32)
+    INSTITUTION_KEY = 16  # an institution key (32) -> its first key (32), or b"" once retired
     GUARDIAN_OF = 17  # guardian key (32) + patient account (20) -> scope (1 byte)
 
 

@@ -26,6 +26,7 @@ from carechain.consensus.ledger.context import (
     require_policy,
     required_members,
     save_epoch_keys,
+    signed_and_counted,
     trusted_parties,
 )
 from carechain.consensus.ledger.errors import TxRejected
@@ -95,11 +96,13 @@ def _write_grantee(state: Overlay, vault: Vault, ctx: TxContext) -> bool:
 
 
 def _author(patient: Account, ctx: TxContext) -> bytes:
-    """The institution that signed (first by key), else the patient."""
-    others = sorted(ctx.signers - set(patient.keys))
+    """The institution that signed (first by key), else who signed for the patient: one of its
+    keys or a guardian, never a key a guardian's signature only stood for."""
+    guardians = {guardian.key for guardian in patient.guardians}
+    others = sorted(ctx.signers - set(patient.keys) - guardians)
     if others:
         return others[0]
-    return sorted(ctx.signers & set(patient.keys))[0]
+    return sorted(signed_and_counted(ctx) or ctx.signers)[0]
 
 
 def process_put_record(state: Overlay, body: PutRecord, ctx: TxContext) -> None:

@@ -14,11 +14,10 @@ import datetime as dt
 from typing import Any, Protocol
 
 from carechain.consensus.crypto import encode_address
-from carechain.consensus.ledger.context import KEY_CHANGES_KEY
 from carechain.consensus.ledger.records import (
     Emergency,
     Grant,
-    KeyChanges,
+    InstitutionState,
     Receipt,
     RecordEntry,
     Recovery,
@@ -58,13 +57,20 @@ def patient_vaults(reader: TableReader, patient: bytes) -> dict[bytes, Vault]:
     return vaults
 
 
+def revoked_keys(reader: TableReader) -> frozenset[bytes]:
+    """The institutions governance revoked, by the first key that names each."""
+    return frozenset(
+        key
+        for key, raw in reader.table_entries(Table.INSTITUTION)
+        if not InstitutionState.decode(raw).active
+    )
+
+
 def readable_by_revoked(reader: TableReader) -> list[dict[str, Any]]:
     """Vaults whose current epoch key an institution governance revoked still holds: it could
     decrypt what is written there now, until the patient rotates the epoch (the patient's
     agent does on seeing the revocation)."""
-    listed = reader.table_entries(Table.META, KEY_CHANGES_KEY)
-    revoked = {key for k, raw in listed if k == KEY_CHANGES_KEY
-               for key in KeyChanges.decode(raw).revoked}  # fmt: skip
+    revoked = revoked_keys(reader)
     found = []
     for _, raw in reader.table_entries(Table.VAULT) if revoked else ():
         vault = Vault.decode(raw)

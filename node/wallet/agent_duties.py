@@ -17,11 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from carechain.consensus import crypto
-from carechain.consensus.ledger.context import revoked_institutions
 from carechain.consensus.ledger.records import Account, Recovery, Vault
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.types import Tx
-from carechain.node.audit.access_report import patient_vaults
+from carechain.node.audit.access_report import patient_vaults, revoked_keys
 from carechain.node.wallet.agent_rules import Rule, decide, load_rule_file
 from carechain.node.wallet.client import ApiRequestError, RemoteState
 from carechain.node.wallet.context import FlowContext
@@ -48,7 +47,7 @@ def agent_pass(
     partial the patient refused in person (`refused`, ids in hex) is never signed by a rule."""
     settings = load_rule_file(rules_path)
     state = context.next_state()
-    revoked = revoked_institutions(state)
+    revoked = revoked_keys(RemoteState(context.client))
     decisions = cosign_partials(context, keys, settings.rule, revoked, refused)
     patient = context.account_of(keys[0])
     account = state.load(Table.ACCOUNT, patient, Account)
@@ -76,7 +75,8 @@ def cosign_partials(
         if partial["id"] in refused:
             continue
         transaction = Tx.decode(bytes.fromhex(partial["tx"]))
-        decision = decide(rules, transaction, patient_keys, revoked)
+        stands_for = _institutions_of(context, transaction, patient_keys)
+        decision = decide(rules, transaction, patient_keys, revoked, stands_for)
         if decision.sign:
             context.client.cosign(transaction.id, cosignature(key, transaction))
         decisions.append(
@@ -88,6 +88,22 @@ def cosign_partials(
             }
         )
     return decisions
+
+
+def _institutions_of(
+    context: FlowContext, tx: Tx, patient_keys: frozenset[bytes]
+) -> dict[bytes, bytes]:
+    """Whom each non-patient signature acts for, where it is an institution's rotated key
+    (b"" for one rotated away from): rules name institutions by their first keys."""
+    state = context.state()
+    found = {}
+    for signature in tx.signatures:
+        if signature.public_key in patient_keys:
+            continue
+        first = state.get(Table.INSTITUTION_KEY, signature.public_key)
+        if first is not None:
+            found[signature.public_key] = first
+    return found
 
 
 def _on_recovery(

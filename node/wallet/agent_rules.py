@@ -92,10 +92,16 @@ def decide(
     tx: Tx,
     patient_keys: frozenset[bytes],
     revoked: frozenset[bytes] = frozenset(),
+    stands_for: Mapping[bytes, bytes] | None = None,
 ) -> Decision:
     """Should the patient's agent co-sign this partial transaction? `revoked`: the keys of
-    institutions governance revoked."""
-    signers = {s.public_key for s in tx.signatures if s.public_key not in patient_keys}
+    institutions governance revoked; `stands_for`: the institution (its first key, which the
+    rules name) each signing key acts for, b"" for a key an institution rotated away from."""
+    mapped = stands_for or {}
+    raw = {s.public_key for s in tx.signatures if s.public_key not in patient_keys}
+    if any(mapped.get(key) == b"" for key in raw):
+        return Decision(False, "signed with a key its institution rotated away from")
+    signers = {mapped.get(key, key) for key in raw}
     if signers & revoked:
         names = sorted(key.hex()[:16] for key in signers & revoked)
         return Decision(False, f"initiated by a revoked institution ({', '.join(names)})")

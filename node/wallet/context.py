@@ -18,7 +18,7 @@ from carechain.config.genesis import parse_genesis
 from carechain.consensus.crypto import PrivateKey, account_id, is_public_key, unseal
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.genesis import Genesis, InstitutionKind
-from carechain.consensus.ledger.context import epoch_key_key, key_changes, trusted_parties
+from carechain.consensus.ledger.context import RETIRED, epoch_key_key, trusted_parties
 from carechain.consensus.ledger.governance import apply_pending
 from carechain.consensus.ledger.records import Account, InstitutionState, Vault
 from carechain.consensus.ledger.state import Overlay, Table
@@ -108,14 +108,13 @@ class FlowContext:
         """The institution (its first key, which names it on chain) that `key` signs and reads
         for now: `key` itself unless the institution rotated to it. A key an institution
         rotated away from acts for nobody: refused."""
-        state = self.state()
-        if key in key_changes(state).retired:
+        found = self.state().get(Table.INSTITUTION_KEY, key)
+        if found == RETIRED:
             raise InvalidInput(
                 f"key {key.hex()[:16]} was rotated away from: it signs and reads for nobody now",
                 code="key_retired",
                 hint="use the institution's key now (`carechain institution list`)",
             )
-        found = state.get(Table.INSTITUTION_KEY, key)
         return key if found is None else found
 
     def vault(self, vault_id: bytes) -> Vault:

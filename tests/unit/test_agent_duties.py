@@ -139,3 +139,24 @@ def _vaults(world: World) -> list[Vault]:
         assert vault is not None
         found.append(vault)
     return found
+
+
+def test_a_rule_naming_a_hospital_follows_it_to_its_new_key(tmp_path: Path) -> None:
+    hospital = World().hospital["A"].public_key.hex()
+    world, node, context, rules = _setup(
+        tmp_path,
+        f'[[rule]]\nname = "A files"\ninstitutions = ["{hospital}"]\nkinds = ["record.put"]\n',
+    )
+    new_key = deterministic_key(790)
+    a = world.hospital["A"]
+    account = crypto.account_id(a.public_key)
+    rotation = builders.rotate_institution_key(
+        CHAIN_ID, account, world.nonce(account), world.expiry(), new_key.public_key
+    )
+    world.block(rotation.signed(a, new_key))
+    glucose = {v.data_type: v for v in _vaults(world)}["glucose"]
+    by_new_key = world.record_draft(glucose.vault_id).signed(new_key)
+    assert node.submit(by_new_key)["status"] == "partial"
+    decisions = {d["tx"]: d for d in agent_pass(context, [world.p1], rules)}
+    assert decisions[by_new_key.id.hex()]["signed"] is True
+    assert by_new_key.id in node.committed

@@ -82,3 +82,20 @@ def test_bad_rules_file_names_the_field(tmp_path: Path) -> None:
     path.write_text('[[rule]]\nname = "x"\ninstitutions = ["nothex"]\nkinds = ["record.put"]\n')
     with pytest.raises(ConfigError, match=r"rule\[0\]\.institutions\[0\]"):
         load_rules(path)
+
+
+def test_a_rotated_hospital_is_matched_by_its_first_key_and_a_retired_key_never(
+    world: World, tmp_path: Path
+) -> None:
+    """Rules name hospitals by the key that names them on chain: a partial signed with A's
+    key now matches A's rule; one signed with a key A rotated away from, or by a revoked
+    hospital, is never signed."""
+    rules, vault = _rules(world, tmp_path), world.create_vault()
+    now, first = world.hospital["B"], world.hospital["A"].public_key  # B's key plays A's new one
+    tx = world.record_draft(vault, b"small").signed(now)
+    patients = frozenset(world.patient_keys)
+    assert decide(rules, tx, patients, stands_for={now.public_key: first}).sign
+    retired = decide(rules, tx, patients, stands_for={now.public_key: b""})
+    assert (retired.sign, "rotated away" in retired.reason) == (False, True)
+    revoked = decide(rules, tx, patients, frozenset({first}), {now.public_key: first})
+    assert (revoked.sign, "revoked" in revoked.reason) == (False, True)

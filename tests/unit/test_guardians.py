@@ -10,7 +10,7 @@ from carechain.consensus import crypto
 from carechain.consensus.ledger.bodies import SetPolicy
 from carechain.consensus.ledger.context import epoch_key_key
 from carechain.consensus.ledger.policy import OperationClass, Template, k_of
-from carechain.consensus.ledger.records import Account, GuardianScope
+from carechain.consensus.ledger.records import Account, GuardianScope, RecordEntry
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.ledger.vaults import vault_id_of
 from carechain.consensus.types import Tx
@@ -211,3 +211,50 @@ def test_a_minor_is_controlled_by_its_guardian_until_the_handover() -> None:
     world.block(world.rotate(vault, holders, *CHILD))  # its own keys act now
     again = world.rotate(vault, holders, GUARDIAN)
     assert world.reject(again).code == "policy_not_satisfied", "the guardian no more"
+
+
+def test_two_cosign_guardians_together_still_stand_for_one_key() -> None:
+    world = World()
+    vault = world.create_vault(team=("A",))
+    world.block(_add(world, GUARDIAN, GuardianScope.COSIGN, world.p1, world.p2))
+    world.block(_add(world, SECOND, GuardianScope.COSIGN, world.p1, world.p2))
+    both = world.grant_draft(vault, "B").signed(GUARDIAN, SECOND)
+    assert world.reject(both).code == "policy_not_satisfied"
+    rotation = world.rotate(vault, set(world.vault(vault).members), GUARDIAN, SECOND)
+    assert world.reject(rotation).code == "policy_not_satisfied"
+
+
+def test_a_minors_account_is_never_recovered_and_no_guardian_becomes_a_patient_key() -> None:
+    world = World()
+    child = crypto.account_id(CHILD[0].public_key)
+    world.block(_register_minor(world, *CHILD, GUARDIAN))
+    start = builders.start_recovery(
+        CHAIN_ID, child, world.nonce(child), world.expiry(),
+        lost=CHILD[1].public_key, replacement=SECOND.public_key,
+    )  # fmt: skip
+    refused = world.reject(start.signed(world.trusted, GUARDIAN))
+    assert refused.code == "bad_recovery"
+    assert "minor" in refused.detail
+    # an adult with a cosign guardian: the guardian's key never replaces key 2
+    world.create_vault(team=("A",))
+    world.block(_add(world, SECOND, GuardianScope.COSIGN, world.p1, world.p2))
+    rotation = builders.start_recovery(
+        CHAIN_ID, world.patient, world.nonce(world.patient), world.expiry(),
+        lost=world.p2.public_key, replacement=SECOND.public_key,
+    )  # fmt: skip
+    turned = world.reject(rotation.signed(world.p1, world.p2))
+    assert (turned.code, "guardian" in turned.detail) == ("bad_recovery", True)
+
+
+def test_a_hospital_write_a_guardian_cosigned_names_the_hospital() -> None:
+    world = World()
+    vault = world.create_vault(team=("A",))
+    world.block(_add(world, GUARDIAN, GuardianScope.COSIGN, world.p1, world.p2))
+    record = world.put_record(vault, GUARDIAN, world.hospital["A"])
+    entry = Overlay(world.store).load(Table.RECORD, vault + record, RecordEntry)
+    assert entry is not None
+    assert entry.author == world.hospital["A"].public_key
+    by_guardian = world.put_record(vault, GUARDIAN, world.p1)
+    entry = Overlay(world.store).load(Table.RECORD, vault + by_guardian, RecordEntry)
+    assert entry is not None
+    assert entry.author in {GUARDIAN.public_key, world.p1.public_key}, "who signed, not stood"

@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 
 from carechain.consensus import crypto
+from carechain.consensus.codec import EncodeError
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.genesis import Institution, InstitutionKind
+from carechain.consensus.ledger import apply
 from carechain.consensus.ledger.blob_access import BlobAccessDenied, BlobRequest, authorise
 from carechain.consensus.ledger.bodies import ResealedKey
-from carechain.consensus.ledger.context import epoch_key_key, key_changes
+from carechain.consensus.ledger.context import RETIRED, epoch_key_key, key_changes
 from carechain.consensus.ledger.governance import GOVERNANCE_ACCOUNT
 from carechain.consensus.ledger.records import InstitutionAction, InstitutionState, RecordEntry
 from carechain.consensus.ledger.state import Overlay, Table
@@ -63,7 +65,8 @@ def test_after_a_rotation_the_new_key_acts_for_the_hospital_and_the_old_one_for_
     world.block(_rotation(world, "A", NEW.public_key, a, NEW))
     assert _state(world, "A").current_key == NEW.public_key
     assert Overlay(world.store).get(Table.INSTITUTION_KEY, NEW.public_key) == a.public_key
-    assert a.public_key in key_changes(Overlay(world.store)).retired
+    assert Overlay(world.store).get(Table.INSTITUTION_KEY, a.public_key) == RETIRED
+    assert key_changes(Overlay(world.store)).rotations == 1
     record = world.put_record(vault, world.p1, NEW)  # a team hospital's write, by its new key
     entry = Overlay(world.store).load(Table.RECORD, vault + record, RecordEntry)
     assert entry is not None
@@ -124,7 +127,7 @@ def test_rotation_refusals_and_a_second_rotation() -> None:
     assert again.code == "policy_not_satisfied", "the retired key cannot rotate again"
     world.block(_rotation(world, "A", NEWER.public_key, NEW, NEWER))
     state = Overlay(world.store)
-    assert state.get(Table.INSTITUTION_KEY, NEW.public_key) is None
+    assert state.get(Table.INSTITUTION_KEY, NEW.public_key) == RETIRED
     assert state.get(Table.INSTITUTION_KEY, NEWER.public_key) == a.public_key
     vault = world.create_vault("cgm", team=("A",))
     world.put_record(vault, world.p1, NEWER)
@@ -182,3 +185,35 @@ def test_a_rotated_hospital_reads_old_and_new_records_through_its_wallet(tmp_pat
     assert read_record(context, NEWER, vault, new_record, grant_id=grant_id) == b"after the grant"
     receipts = world.vault(vault).receipt_count
     assert receipts == 2, "each institution's read committed its receipt first"
+
+
+def test_a_key_governance_is_about_to_register_is_not_taken_by_a_rotation() -> None:
+    world = World()
+    lab = deterministic_key(604)
+    register = builders.change_institution(
+        CHAIN_ID, world.nonce(GOVERNANCE_ACCOUNT), world.expiry(), InstitutionAction.REGISTER,
+        Institution("lab", InstitutionKind.LAB, lab.public_key),
+    )  # fmt: skip
+    world.block(register.signed(*world.validator_keys[:3]))
+    a = world.hospital["A"]
+    assert world.reject(_rotation(world, "A", lab.public_key, a, lab)).code == "key_in_use"
+    second_key = world.p2.public_key  # key 2 of a patient: never an institution's
+    world.register()
+    patient_key = builders.change_institution(
+        CHAIN_ID, world.nonce(GOVERNANCE_ACCOUNT), world.expiry(), InstitutionAction.REGISTER,
+        Institution("clinic", InstitutionKind.CLINIC, second_key),
+    )  # fmt: skip
+    assert world.reject(patient_key.signed(*world.validator_keys[:3])).code == "bad_account"
+
+
+def test_a_state_bound_a_change_would_break_is_a_refusal_never_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def outgrown(*_: object) -> None:
+        raise EncodeError("KeyList.keys: at most 4096 items")
+
+    world = World()
+    vault = world.create_vault(team=("A",))
+    monkeypatch.setitem(apply.PROCESSES, "record.put", outgrown)
+    refused = world.reject(world.record_draft(vault).signed(world.p1, world.p2))
+    assert refused.code == "state_limit"

@@ -9,7 +9,7 @@ import pytest
 
 from carechain.consensus.genesis import Institution, InstitutionKind
 from carechain.consensus.ledger.blob_access import BlobAccessDenied, BlobRequest, authorise
-from carechain.consensus.ledger.context import required_members, revoked_institutions
+from carechain.consensus.ledger.context import is_revoked, key_changes, required_members
 from carechain.consensus.ledger.governance import GOVERNANCE_ACCOUNT
 from carechain.consensus.ledger.records import InstitutionAction
 from carechain.consensus.ledger.state import Overlay
@@ -43,7 +43,8 @@ def test_a_revoked_team_hospital_neither_writes_nor_reads_and_the_next_epoch_lea
     a = world.hospital["A"].public_key
     assert a in _members(world, vault)
     world.govern_institution(InstitutionAction.REVOKE, "A")
-    assert revoked_institutions(Overlay(world.store)) == {a}
+    assert is_revoked(Overlay(world.store), a)
+    assert key_changes(Overlay(world.store)).revocations == 1
     assert a not in world.readers(vault)
     assert a not in _members(world, vault)
     assert a in world.vault(vault).members, "it still holds the current epoch's key"
@@ -85,5 +86,9 @@ def test_governance_signatures_count_whatever_institution_is_revoked() -> None:
     world = World()
     world.govern_institution(InstitutionAction.REVOKE, "A")
     world.govern_institution(InstitutionAction.REVOKE, "C")
-    revoked = revoked_institutions(Overlay(world.store))
-    assert revoked == {world.hospital["A"].public_key, world.hospital["C"].public_key}
+    state = Overlay(world.store)
+    assert {name for name, key in world.hospital.items() if is_revoked(state, key.public_key)} == {
+        "A",
+        "C",
+    }
+    assert key_changes(state).revocations == 2
