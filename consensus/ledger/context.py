@@ -15,6 +15,7 @@ from carechain.consensus.ledger.errors import PolicyNotSatisfied, TxRejected
 from carechain.consensus.ledger.policy import OperationClass, Policy
 from carechain.consensus.ledger.records import (
     Account,
+    AccountKind,
     Grant,
     GrantIds,
     InstitutionState,
@@ -78,6 +79,14 @@ def load_account(state: Overlay, account_id: bytes) -> Account:
     account = state.load(Table.ACCOUNT, account_id, Account)
     if account is None:
         raise TxRejected("unknown_account", f"account {account_id.hex()} does not exist")
+    return account
+
+
+def load_patient(state: Overlay, ctx: TxContext, what: str) -> Account:
+    """The transaction's account, which must be a patient's (`what`: which kinds need one)."""
+    account = load_account(state, ctx.tx.account)
+    if account.kind is not AccountKind.PATIENT:
+        raise TxRejected("bad_account", f"only a patient account {what}")
     return account
 
 

@@ -28,7 +28,7 @@ from carechain.consensus.ledger.context import (
     TxContext,
     epoch_key_key,
     institution_key_in_use,
-    load_account,
+    load_patient,
     require_policy,
     trusted_parties,
 )
@@ -95,13 +95,6 @@ def guardian_keys(account: Account) -> frozenset[bytes]:
     return frozenset(guardian.key for guardian in account.guardians)
 
 
-def _patient(state: Overlay, ctx: TxContext) -> Account:
-    account = load_account(state, ctx.tx.account)
-    if account.kind is not AccountKind.PATIENT:
-        raise TxRejected("bad_account", "only a patient account has guardians")
-    return account
-
-
 def _require_control(account: Account, ctx: TxContext, what: str) -> None:
     """Who changes a patient's guardians: both patient keys; for a minor, a full guardian."""
     if not account.minor:
@@ -132,7 +125,7 @@ def _vaults(state: Overlay, patient: bytes, given: list[bytes], ctx: TxContext) 
 
 
 def process_add_guardian(state: Overlay, body: AddGuardian, ctx: TxContext) -> None:
-    account = _patient(state, ctx)
+    account = load_patient(state, ctx, "has guardians")
     _require_control(account, ctx, "naming a guardian")
     if body.key in account.keys or institution_key_in_use(state, body.key):
         raise TxRejected("bad_guardian", "a guardian is a person: not the patient's own key, "
@@ -186,7 +179,7 @@ def _remove(
 
 
 def process_remove_guardian(state: Overlay, body: RemoveGuardians, ctx: TxContext) -> None:
-    account = _patient(state, ctx)
+    account = load_patient(state, ctx, "has guardians")
     if body.key is None or body.key not in guardian_keys(account):
         raise TxRejected("bad_guardian", "name one of the patient's guardians")
     if body.key not in ctx.signers:  # a guardian may step down by itself
@@ -201,7 +194,7 @@ def process_remove_guardian(state: Overlay, body: RemoveGuardians, ctx: TxContex
 def process_handover(state: Overlay, body: RemoveGuardians, ctx: TxContext) -> None:
     """A minor comes of age: its two keys and a full guardian (or a trusted party, when no
     guardian agrees) sign; every guardian goes, every vault gets a new epoch."""
-    account = _patient(state, ctx)
+    account = load_patient(state, ctx, "has guardians")
     if not account.minor:
         raise TxRejected("bad_guardian", "only a minor's account is handed over")
     if body.key is not None:

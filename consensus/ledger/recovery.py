@@ -41,6 +41,7 @@ from carechain.consensus.ledger.context import (
     epoch_key_key,
     institution_key_in_use,
     load_account,
+    load_patient,
     trusted_parties,
 )
 from carechain.consensus.ledger.errors import PolicyNotSatisfied, TxRejected
@@ -51,7 +52,7 @@ from carechain.consensus.ledger.policy import (
     check_policy,
     k_of,
 )
-from carechain.consensus.ledger.records import Account, AccountKind, Recovery, Vault
+from carechain.consensus.ledger.records import Account, Recovery, Vault
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.ledger.vaults import rotate
 
@@ -104,13 +105,6 @@ def _require_recovery_policy(
     return any(path.satisfied_by(ctx.signers) for path in policy.policies[:2])
 
 
-def _patient(state: Overlay, ctx: TxContext) -> Account:
-    account = load_account(state, ctx.tx.account)
-    if account.kind is not AccountKind.PATIENT:
-        raise TxRejected("bad_account", "only a patient account is recovered")
-    return account
-
-
 def _not_a_guardian(state: Overlay, key: bytes, ctx: TxContext) -> None:
     """A guardian's key never becomes one of the patient's own: it would count twice."""
     if state.get(Table.GUARDIAN_OF, key + ctx.tx.account) is not None:
@@ -118,7 +112,7 @@ def _not_a_guardian(state: Overlay, key: bytes, ctx: TxContext) -> None:
 
 
 def process_start_recovery(state: Overlay, body: StartRecovery, ctx: TxContext) -> None:
-    account = _patient(state, ctx)
+    account = load_patient(state, ctx, "is recovered")
     if account.minor:
         raise TxRejected(
             "bad_recovery",
@@ -159,7 +153,7 @@ def _pending(state: Overlay, ctx: TxContext) -> Recovery:
 
 def process_cancel_recovery(state: Overlay, body: CancelRecovery, ctx: TxContext) -> None:
     """Any key the account holds now cancels: the patient is still there to say no."""
-    account = _patient(state, ctx)
+    account = load_patient(state, ctx, "is recovered")
     recovery = _pending(state, ctx)
     if body.replacement != recovery.replacement:
         raise TxRejected("no_recovery", "the pending recovery names another replacement key")
@@ -171,7 +165,7 @@ def process_cancel_recovery(state: Overlay, body: CancelRecovery, ctx: TxContext
 
 
 def process_finish_recovery(state: Overlay, body: FinishRecovery, ctx: TxContext) -> None:
-    account = _patient(state, ctx)
+    account = load_patient(state, ctx, "is recovered")
     recovery = _pending(state, ctx)
     _require_recovery_policy(state, account, recovery.lost, ctx, "finishing a recovery")
     if ctx.time_ms < recovery.ready_ms:
