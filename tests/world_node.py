@@ -70,7 +70,10 @@ class WorldNode(Client):
                 raise ApiRequestError(404, "not_found", "no such entry")
             return {"value": value.hex()}
         entries = self.world.store.table_entries(table, bytes.fromhex(query.get("prefix", "")))
-        return {"entries": [[k.hex(), v.hex()] for k, v in entries]}
+        after = bytes.fromhex(query["after"]) if "after" in query else None
+        limit = min(int(query.get("limit", "1000")), 10_000)  # as the node's route
+        listed = [[k.hex(), v.hex()] for k, v in entries if after is None or k > after]
+        return {"entries": listed[:limit]}
 
     def _submit(self, tx: Tx) -> dict[str, Any]:
         verdict = classify(self.world.store, tx, self.world.next_context())

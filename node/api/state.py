@@ -211,12 +211,18 @@ class State(RouteFamily):
         return web.json_response({"value": value.hex()})
 
     async def state_list(self, request: web.Request) -> web.Response:
+        """Entries in key order, `limit` at most (10,000); `after` (a key of the table): only
+        those after it, for the next page."""
         table = self._table(request.match_info["table"])
         prefix = parse_hex(request.query.get("prefix", ""), "prefix")
+        after = parse_hex(request.query["after"], "after") if "after" in request.query else None
         limit = min(parse_int(request.query.get("limit", "1000"), "limit"), 10_000)
         entries = []
         for raw_key, value in self.node.store.kv.iterate(schema.state_key(table, prefix)):
-            entries.append([schema.parse_state_key(raw_key)[1].hex(), value.hex()])
+            key = schema.parse_state_key(raw_key)[1]
+            if after is not None and key <= after:
+                continue
+            entries.append([key.hex(), value.hex()])
             if len(entries) >= limit:
                 break
         return web.json_response({"entries": entries})

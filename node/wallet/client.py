@@ -171,6 +171,10 @@ class Client:
         return result
 
 
+# Entries per page of `GET /v1/state/{table}` (the route's most).
+STATE_PAGE = 10_000
+
+
 class RemoteState:
     """A ledger `StateReader` over the API."""
 
@@ -188,8 +192,15 @@ class RemoteState:
             raise
 
     def table_entries(self, table: Table, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
-        found = self.client.get(f"/v1/state/{table.name.lower()}?prefix={prefix.hex()}&limit=10000")
-        return [(bytes.fromhex(k), bytes.fromhex(v)) for k, v in found["entries"]]
+        """Every entry of `table` under `prefix`, in key order, a page of 10,000 at a time."""
+        entries: list[tuple[bytes, bytes]] = []
+        while True:
+            after = f"&after={entries[-1][0].hex()}" if entries else ""
+            path = f"/v1/state/{table.name.lower()}?prefix={prefix.hex()}&limit={STATE_PAGE}"
+            page = self.client.get(path + after)["entries"]
+            entries.extend((bytes.fromhex(k), bytes.fromhex(v)) for k, v in page)
+            if len(page) < STATE_PAGE:
+                return entries
 
 
 class ApiChain:

@@ -52,7 +52,7 @@ def copies_to_reseal(
 ) -> tuple[list[ResealedKey], int]:
     """Each epoch key copy of the institution still sealed to `old`, sealed to `new` instead,
     and how many copies open with neither key (sealed to a key older still). Every vault's
-    copies are read through the node's state API (up to 10,000 vaults)."""
+    copies are read through the node's state API."""
     first = institution_state(context, new.public_key).institution.public_key
     reader = RemoteState(context.client)
     resealed, unopened = [], 0
