@@ -189,7 +189,9 @@ def apply_tx(
             raise TxRejected(
                 "bad_nonce", f"nonce {tx.nonce}; the account's next nonce is {account.nonce + 1}"
             )
-    if tx.kind not in GOVERNANCE_KINDS:  # rotated and revoked institution keys, guardians
+    if tx.kind in CREATES_ACCOUNT:  # no account yet, so no guardian: institution keys only
+        signers = acting_keys(scratch, signers)
+    elif tx.kind not in GOVERNANCE_KINDS:  # rotated and revoked institution keys, guardians
         signers = acting_for(scratch, tx, acting_keys(scratch, signers))
     try:
         PROCESSES[tx.kind](scratch, body, TxContext(block, tx, signers))
