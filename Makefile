@@ -35,12 +35,13 @@ typecheck: install
 layers: install
 	$(BIN)/lint-imports
 
-# Tests that need no process, port or clock of their own (the simulator's seeded sweep, unit
-# and contract tests) run on both cores at once; those that start networks of real processes
-# or in-process nodes, and depend on timing, one at a time.
+# Tests that need no clock of their own (the simulator's seeded sweep, unit and contract tests,
+# and the fuzzers, whose one node answers generated input with no deadline that matters) run on
+# both cores at once; those that start networks of real processes or in-process nodes, and
+# depend on timing, one at a time.
 unit: install browser
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal tests/sim tests/unit tests/contract
-	$(BIN)/python -m pytest -q tests/integration tests/e2e tests/security tests/fuzz --ignore=tests/e2e/faults
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal tests/sim tests/unit tests/contract tests/fuzz
+	$(BIN)/python -m pytest -q tests/integration tests/e2e tests/security --ignore=tests/e2e/faults
 
 # The fault suite (scenarios of killed, paused, cut and lying validator processes): about four
 # minutes, so it has its own target, which CI runs after `make test`.
