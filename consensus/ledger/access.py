@@ -20,11 +20,11 @@ from carechain.consensus.ledger.context import (
     TxContext,
     active_institution,
     epoch_key_key,
+    first_signer,
     load_account,
     load_vault,
     readers_by_right,
     require_policy,
-    signed_and_counted,
     trusted_parties,
 )
 from carechain.consensus.ledger.errors import TxRejected
@@ -184,9 +184,7 @@ def process_review_emergency(state: Overlay, body: ReviewEmergency, ctx: TxConte
         raise TxRejected("already_reviewed", f"reviewed at height {emergency.reviewed_height}")
     if body.verdict is EmergencyStatus.UNREVIEWED:
         raise TxRejected("bad_body", "a review's verdict is appropriate or inappropriate")
-    reviewer = (
-        trusted_signers[0] if trusted_signers else sorted(signed_and_counted(ctx) or ctx.signers)[0]
-    )
+    reviewer = trusted_signers[0] if trusted_signers else first_signer(ctx)
     reviewed = dataclasses.replace(
         emergency,
         status=body.verdict,

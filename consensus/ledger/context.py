@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Final
 
+from carechain.consensus.crypto import account_id
 from carechain.consensus.genesis import ConsensusParams, DataType, Genesis, InstitutionKind
 from carechain.consensus.ledger.bodies import SealedKey
 from carechain.consensus.ledger.datatypes import data_type_registry
@@ -69,10 +70,12 @@ class TxContext:
         return self.block.time_ms
 
 
-def signed_and_counted(ctx: TxContext) -> frozenset[bytes]:
-    """The keys that both signed the transaction and count: not a key a guardian's signature
-    only stood for, nor a retired or revoked one."""
-    return ctx.signers & frozenset(s.public_key for s in ctx.tx.signatures)
+def first_signer(ctx: TxContext) -> bytes:
+    """The first (by key) of the keys that both signed the transaction and count: not a key a
+    guardian's signature only stood for, nor a retired or revoked one (any that counts when
+    none did both: an institution's rotated key counts as its first key)."""
+    signed = ctx.signers & frozenset(s.public_key for s in ctx.tx.signatures)
+    return sorted(signed or ctx.signers)[0]
 
 
 def load_account(state: Overlay, account_id: bytes) -> Account:
@@ -148,6 +151,41 @@ def has_active_grant(state: Overlay, vault_id: bytes, grantee: bytes, time_ms: i
     return any(g.active_at(time_ms) for g in grants_of(state, vault_id, grantee))
 
 
+def key_taken(state: Overlay, key: bytes) -> bool:
+    """Whether `key` serves some party already, or did: an institution (its first key, its key
+    now, one it rotated away from) or a patient (a key or the address of an account)."""
+    return (
+        institution_key_in_use(state, key)
+        or state.get(Table.PATIENT_KEY, key) is not None
+        or state.get(Table.ACCOUNT, account_id(key)) is not None
+    )
+
+
+def patient_vaults(state: Overlay, patient: bytes, ctx: TxContext) -> Iterator[Vault]:
+    """Every vault of `patient`, in data type order (at most one per registered type)."""
+    for name in sorted(ctx.block.chain.data_types):
+        vault_id = state.get(Table.PATIENT_VAULT, patient + name.encode())
+        if vault_id is not None:
+            vault = state.load(Table.VAULT, vault_id, Vault)
+            assert vault is not None, "the patient's vault index points at a missing vault"
+            yield vault
+
+
+def every_patient_vault(
+    state: Overlay, given: list[bytes], ctx: TxContext, code: str, what: str
+) -> list[Vault]:
+    """The vaults of the transaction's patient, by vault id, which `given` (vault ids, in
+    order) must name exactly: a change that touches every vault touches all or none."""
+    vaults = sorted(patient_vaults(state, ctx.tx.account, ctx), key=lambda v: v.vault_id)
+    if given != [vault.vault_id for vault in vaults]:
+        raise TxRejected(
+            code,
+            f"{what} exactly the patient's {len(vaults)} vault(s), by vault id: "
+            f"{[vault.vault_id.hex() for vault in vaults]}",
+        )
+    return vaults
+
+
 def key_changes(state: Overlay) -> KeyChanges:
     return state.load(Table.META, KEY_CHANGES_KEY, KeyChanges) or KeyChanges()
 
@@ -202,8 +240,7 @@ def readers_by_right(state: Overlay, vault: Vault) -> frozenset[bytes]:
     revoked member) and trusted parties."""
     owner = load_account(state, vault.owner)
     team = _not_revoked(state, vault.team)
-    guardians = frozenset(guardian.key for guardian in owner.guardians)
-    return frozenset(owner.keys) | guardians | team | trusted_parties(state)
+    return frozenset(owner.keys) | owner.guardian_keys | team | trusted_parties(state)
 
 
 def required_members(state: Overlay, vault: Vault, time_ms: int) -> frozenset[bytes]:

@@ -148,9 +148,7 @@ def process_change_institution(state: Overlay, body: InstitutionChange, ctx: TxC
         state.get(Table.ACCOUNT, account_id(key)) or state.get(Table.PATIENT_KEY, key)
     ):
         raise TxRejected("bad_account", "that key already controls a patient account")
-    if body.action is InstitutionAction.REGISTER and institution_key_in_use(
-        state, body.institution.public_key
-    ):
+    if body.action is InstitutionAction.REGISTER and institution_key_in_use(state, key):
         raise TxRejected("key_in_use", "that key is, or was, another institution's signing key")
     _schedule(state, ctx, body)
 
@@ -214,7 +212,7 @@ def register_institution(state: Overlay, institution: Institution, height: int) 
         account = Account(AccountKind.INSTITUTION, 0, single_key_policies(key), (key,), height)
         state.save(Table.ACCOUNT, account_id(key), account)
     if institution.kind is InstitutionKind.TRUSTED_PARTY:
-        _set_listed(state, TRUSTED_PARTIES_KEY, key, present=True)
+        _set_trusted(state, key, present=True)
 
 
 def revoke_institution(state: Overlay, key: bytes, height: int) -> None:
@@ -223,16 +221,16 @@ def revoke_institution(state: Overlay, key: bytes, height: int) -> None:
     revoked = dataclasses.replace(existing, active=False, revoked_height=height)
     state.save(Table.INSTITUTION, key, revoked)
     if existing.kind is InstitutionKind.TRUSTED_PARTY:
-        _set_listed(state, TRUSTED_PARTIES_KEY, key, present=False)
+        _set_trusted(state, key, present=False)
     changes = key_changes(state)
     counted = dataclasses.replace(changes, revocations=changes.revocations + 1)
     state.save(Table.META, KEY_CHANGES_KEY, counted)
 
 
-def _set_listed(state: Overlay, list_key: bytes, key: bytes, *, present: bool) -> None:
-    listed = state.load(Table.META, list_key, KeyList) or KeyList(())
+def _set_trusted(state: Overlay, key: bytes, *, present: bool) -> None:
+    listed = state.load(Table.META, TRUSTED_PARTIES_KEY, KeyList) or KeyList(())
     keys = set(listed.keys) | {key} if present else set(listed.keys) - {key}
-    state.save(Table.META, list_key, KeyList(tuple(sorted(keys))))
+    state.save(Table.META, TRUSTED_PARTIES_KEY, KeyList(tuple(sorted(keys))))
 
 
 def genesis_state(genesis: Genesis) -> Overlay:

@@ -27,6 +27,7 @@ from carechain.consensus.ledger.bodies import AddGuardian, NewEpoch, RemoveGuard
 from carechain.consensus.ledger.context import (
     TxContext,
     epoch_key_key,
+    every_patient_vault,
     institution_key_in_use,
     load_patient,
     require_policy,
@@ -91,8 +92,8 @@ def acting_for(state: Overlay, tx: Tx, signers: frozenset[bytes]) -> frozenset[b
     return frozenset(acting)
 
 
-def guardian_keys(account: Account) -> frozenset[bytes]:
-    return frozenset(guardian.key for guardian in account.guardians)
+def _full_guardians(account: Account) -> list[bytes]:
+    return [g.key for g in account.guardians if g.scope is GuardianScope.FULL]
 
 
 def _require_control(account: Account, ctx: TxContext, what: str) -> None:
@@ -100,28 +101,9 @@ def _require_control(account: Account, ctx: TxContext, what: str) -> None:
     if not account.minor:
         require_policy(account, OperationClass.ADMIN, ctx.signers, what)
         return
-    full = [g.key for g in account.guardians if g.scope is GuardianScope.FULL]
+    full = _full_guardians(account)
     if not ctx.signers & set(full):
         raise PolicyNotSatisfied(f"{what} for a minor needs a full guardian", k_of(1, full))
-
-
-def _vaults(state: Overlay, patient: bytes, given: list[bytes], ctx: TxContext) -> list[Vault]:
-    """The patient's vaults, which `given` (vault ids, in order) must name exactly."""
-    vaults = []
-    for name in sorted(ctx.block.chain.data_types):
-        vault_id = state.get(Table.PATIENT_VAULT, patient + name.encode())
-        if vault_id is not None:
-            vault = state.load(Table.VAULT, vault_id, Vault)
-            assert vault is not None, "the patient's vault index points at a missing vault"
-            vaults.append(vault)
-    vaults.sort(key=lambda v: v.vault_id)
-    if given != [v.vault_id for v in vaults]:
-        raise TxRejected(
-            "bad_guardian",
-            f"the change names exactly the patient's {len(vaults)} vault(s), by vault id: "
-            f"{[v.vault_id.hex() for v in vaults]}",
-        )
-    return vaults
 
 
 def process_add_guardian(state: Overlay, body: AddGuardian, ctx: TxContext) -> None:
@@ -130,14 +112,15 @@ def process_add_guardian(state: Overlay, body: AddGuardian, ctx: TxContext) -> N
     if body.key in account.keys or institution_key_in_use(state, body.key):
         raise TxRejected("bad_guardian", "a guardian is a person: not the patient's own key, "
                          "not an institution's")  # fmt: skip
-    if body.key in guardian_keys(account):
+    if body.key in account.guardian_keys:
         raise TxRejected("bad_guardian", "that key is a guardian of this patient already")
     pending = state.load(Table.RECOVERY, ctx.tx.account, Recovery)
     if pending is not None and pending.replacement == body.key:
         raise TxRejected("bad_guardian", "that key is the replacement of a pending recovery")
     if len(account.guardians) >= GUARDIANS_MAX:
         raise TxRejected("bad_guardian", f"a patient has at most {GUARDIANS_MAX} guardians")
-    vaults = _vaults(state, ctx.tx.account, [e.vault for e in body.vaults], ctx)
+    named = [e.vault for e in body.vaults]
+    vaults = every_patient_vault(state, named, ctx, "bad_guardian", "the change names")
     guardian = Guardian(body.key, body.scope, ctx.height)
     state.save(
         Table.ACCOUNT,
@@ -169,7 +152,8 @@ def _remove(
 ) -> None:
     """Drop the guardians `keys` (all of them on a handover) and rotate every vault."""
     kept = tuple(g for g in account.guardians if g.key not in keys)
-    given = _vaults(state, ctx.tx.account, [v.vault for v in vaults], ctx)
+    named = [v.vault for v in vaults]
+    given = every_patient_vault(state, named, ctx, "bad_guardian", "the change names")
     updated = dataclasses.replace(account, guardians=kept, minor=minor)
     state.save(Table.ACCOUNT, ctx.tx.account, updated)
     for key in keys:
@@ -180,13 +164,11 @@ def _remove(
 
 def process_remove_guardian(state: Overlay, body: RemoveGuardians, ctx: TxContext) -> None:
     account = load_patient(state, ctx, "has guardians")
-    if body.key is None or body.key not in guardian_keys(account):
+    if body.key is None or body.key not in account.guardian_keys:
         raise TxRejected("bad_guardian", "name one of the patient's guardians")
     if body.key not in ctx.signers:  # a guardian may step down by itself
         _require_control(account, ctx, "removing a guardian")
-    if account.minor and not any(
-        g.scope is GuardianScope.FULL for g in account.guardians if g.key != body.key
-    ):
+    if account.minor and not set(_full_guardians(account)) - {body.key}:
         raise TxRejected("bad_guardian", "a minor keeps a full guardian until its handover")
     _remove(state, account, frozenset({body.key}), body.vaults, ctx, minor=account.minor)
 
@@ -199,11 +181,10 @@ def process_handover(state: Overlay, body: RemoveGuardians, ctx: TxContext) -> N
         raise TxRejected("bad_guardian", "only a minor's account is handed over")
     if body.key is not None:
         raise TxRejected("bad_guardian", "a handover names no guardian: all of them go")
-    full = {g.key for g in account.guardians if g.scope is GuardianScope.FULL}
-    witnesses = sorted(full | trusted_parties(state))
+    witnesses = sorted({*_full_guardians(account), *trusted_parties(state)})
     if not set(account.keys) <= ctx.signers or not ctx.signers & set(witnesses):
         raise PolicyNotSatisfied(
             "a handover needs the patient's two keys and a full guardian or a trusted party",
             k_of(2, [k_of(2, list(account.keys)), k_of(1, witnesses)]),
         )
-    _remove(state, account, guardian_keys(account), body.vaults, ctx, minor=False)
+    _remove(state, account, account.guardian_keys, body.vaults, ctx, minor=False)

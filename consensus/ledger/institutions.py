@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from carechain.consensus.crypto import account_id
 from carechain.consensus.ledger.bodies import ResealEpochKeys, RotateInstitutionKey
 from carechain.consensus.ledger.context import (
     KEY_CHANGES_KEY,
@@ -25,8 +24,8 @@ from carechain.consensus.ledger.context import (
     TxContext,
     active_institution,
     epoch_key_key,
-    institution_key_in_use,
     key_changes,
+    key_taken,
     load_account,
     require_policy,
 )
@@ -51,12 +50,7 @@ def process_rotate_key(state: Overlay, body: RotateInstitutionKey, ctx: TxContex
         raise PolicyNotSatisfied(
             "rotating an institution's key needs its key now and the new key", k_of(2, [old, new])
         )
-    if (
-        institution_key_in_use(state, new)
-        or registration_scheduled(state, new, ctx.height)
-        or state.get(Table.PATIENT_KEY, new) is not None
-        or state.get(Table.ACCOUNT, account_id(new)) is not None
-    ):
+    if key_taken(state, new) or registration_scheduled(state, new, ctx.height):
         raise TxRejected(
             "key_in_use", "the new key is, or was, an institution's or a patient's key"
         )

@@ -60,6 +60,10 @@ class Account(Record):
     guardians: Annotated[tuple[Guardian, ...], Size(0, GUARDIANS_MAX)] = ()
     minor: bool = False
 
+    @property
+    def guardian_keys(self) -> frozenset[bytes]:
+        return frozenset(guardian.key for guardian in self.guardians)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class KeyChanges(Record):

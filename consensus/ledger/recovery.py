@@ -27,9 +27,7 @@ nor a trusted party without a remaining patient key or a team hospital.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
-from carechain.consensus.crypto import account_id
 from carechain.consensus.ledger.bodies import (
     CancelRecovery,
     FinishRecovery,
@@ -39,9 +37,12 @@ from carechain.consensus.ledger.bodies import (
 from carechain.consensus.ledger.context import (
     TxContext,
     epoch_key_key,
+    every_patient_vault,
     institution_key_in_use,
+    key_taken,
     load_account,
     load_patient,
+    patient_vaults,
     trusted_parties,
 )
 from carechain.consensus.ledger.errors import PolicyNotSatisfied, TxRejected
@@ -55,16 +56,6 @@ from carechain.consensus.ledger.policy import (
 from carechain.consensus.ledger.records import Account, Recovery, Vault
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.ledger.vaults import rotate
-
-
-def patient_vaults(state: Overlay, patient: bytes, ctx: TxContext) -> Iterator[Vault]:
-    """Every vault of `patient`, in data type order (at most one per registered type)."""
-    for name in sorted(ctx.block.chain.data_types):
-        vault_id = state.get(Table.PATIENT_VAULT, patient + name.encode())
-        if vault_id is not None:
-            vault = state.load(Table.VAULT, vault_id, Vault)
-            assert vault is not None, "the patient's vault index points at a missing vault"
-            yield vault
 
 
 def recovery_policy(
@@ -123,12 +114,7 @@ def process_start_recovery(state: Overlay, body: StartRecovery, ctx: TxContext) 
         raise TxRejected("bad_recovery", f"the account holds no key {body.lost.hex()[:16]}")
     if body.replacement in account.keys:
         raise TxRejected("bad_recovery", "the replacement is one of the account's keys already")
-    if (
-        institution_key_in_use(state, body.replacement)
-        or body.replacement in trusted_parties(state)
-        or state.get(Table.ACCOUNT, account_id(body.replacement)) is not None
-        or state.get(Table.PATIENT_KEY, body.replacement) is not None
-    ):
+    if key_taken(state, body.replacement):  # a trusted party is an institution too
         raise TxRejected(
             "bad_recovery", "the replacement is an institution's key or another account's"
         )
@@ -174,14 +160,8 @@ def process_finish_recovery(state: Overlay, body: FinishRecovery, ctx: TxContext
             f"the recovery may finish from {recovery.ready_ms} ms (block time {ctx.time_ms}): "
             "until then the patient's keys may cancel it",
         )
-    vaults = list(patient_vaults(state, ctx.tx.account, ctx))
     given = [handover.vault for handover in body.vaults]
-    if given != sorted(v.vault_id for v in vaults):
-        raise TxRejected(
-            "recovery_incomplete",
-            f"a finish hands over exactly the patient's {len(vaults)} vault(s), by vault id: "
-            f"{sorted(v.hex() for v in (v.vault_id for v in vaults))}",
-        )
+    vaults = every_patient_vault(state, given, ctx, "recovery_incomplete", "a finish hands over")
     if (  # taken since the start
         state.get(Table.PATIENT_KEY, recovery.replacement) is not None
         or institution_key_in_use(state, recovery.replacement)

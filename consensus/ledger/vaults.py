@@ -19,6 +19,7 @@ from carechain.consensus.ledger.context import (
     TxContext,
     active_institution,
     check_sealed_members,
+    first_signer,
     grants_of,
     load_account,
     load_vault,
@@ -26,7 +27,6 @@ from carechain.consensus.ledger.context import (
     require_policy,
     required_members,
     save_epoch_keys,
-    signed_and_counted,
     trusted_parties,
 )
 from carechain.consensus.ledger.errors import TxRejected
@@ -98,11 +98,10 @@ def _write_grantee(state: Overlay, vault: Vault, ctx: TxContext) -> bool:
 def _author(patient: Account, ctx: TxContext) -> bytes:
     """The institution that signed (first by key), else who signed for the patient: one of its
     keys or a guardian, never a key a guardian's signature only stood for."""
-    guardians = {guardian.key for guardian in patient.guardians}
-    others = sorted(ctx.signers - set(patient.keys) - guardians)
+    others = sorted(ctx.signers - set(patient.keys) - patient.guardian_keys)
     if others:
         return others[0]
-    return sorted(signed_and_counted(ctx) or ctx.signers)[0]
+    return first_signer(ctx)
 
 
 def process_put_record(state: Overlay, body: PutRecord, ctx: TxContext) -> None:
