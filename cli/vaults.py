@@ -62,7 +62,7 @@ def vault_create(
 
     def build() -> Tx:  # the members as the next block will require them (`send_sealed`)
         found = context.state().load(Table.ACCOUNT, patient_id, Account)
-        guardians = [g.key for g in found.guardians] if found is not None else []
+        guardians = found.guardian_keys if found is not None else frozenset()
         members = {first.public_key, second.public_key, *guardians, *team_keys,
                    *context.trusted()}  # fmt: skip
         draft, _ = builders.create_vault(

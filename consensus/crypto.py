@@ -217,11 +217,6 @@ def unseal(sealed: bytes, key: PrivateKey) -> bytes:
         raise DecodeError("sealed box does not open with this key", code="not_a_recipient") from exc
 
 
-def seal_to_many(data_key: bytes, recipients: Iterable[bytes]) -> list[tuple[bytes, bytes]]:
-    """Seal one key to each recipient; returns (recipient public key, sealed key) pairs."""
-    return [(recipient, seal(data_key, recipient)) for recipient in recipients]
-
-
 def encrypt_small(key: bytes, plaintext: bytes) -> bytes:
     """Authenticated encryption of a small value (inline record, data key under an epoch key)."""
     return bytes(nacl.secret.SecretBox(key).encrypt(plaintext))

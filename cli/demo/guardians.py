@@ -7,11 +7,12 @@ from __future__ import annotations
 from carechain.cli.demo.ledger import put_reading, read_inline
 from carechain.cli.demo.steps import Story
 from carechain.consensus import crypto
-from carechain.consensus.ledger.bodies import ResealedKey
 from carechain.consensus.ledger.records import GuardianScope, RecordEntry
 from carechain.consensus.ledger.state import Table
 from carechain.node.wallet import builders
-from carechain.node.wallet.recovery_actions import epoch_key_of
+from carechain.node.wallet.client import RemoteState
+from carechain.node.wallet.institution_actions import copies_to_reseal
+from carechain.node.wallet.recovery_actions import all_epoch_keys, epoch_key_of
 
 
 def guardian_and_renewed_key(story: Story) -> None:
@@ -21,10 +22,7 @@ def guardian_and_renewed_key(story: Story) -> None:
     carer = crypto.PrivateKey.generate()
     vaults = [ledger.vault(vault_id) for vault_id in sorted(story.vaults.values())]
     state = ledger.state()
-    epoch_keys = {
-        vault.vault_id: [epoch_key_of(state, vault, e, [key1]) for e in range(1, vault.epoch + 1)]
-        for vault in vaults
-    }
+    epoch_keys = {vault.vault_id: all_epoch_keys(state, vault, [key1]) for vault in vaults}
     named = builders.add_guardian(
         story.chain_id, patient, ledger.nonce(patient), ledger.expiry(),
         guardian=carer.public_key, scope=GuardianScope.COSIGN, epoch_keys=epoch_keys,
@@ -62,13 +60,7 @@ def guardian_and_renewed_key(story: Story) -> None:
         story.chain_id, hospital_a, ledger.nonce(hospital_a), ledger.expiry(), renewed.public_key
     )
     ledger.commit(rotation.signed(a, renewed))
-    copies = []
-    for vault in vaults:
-        for epoch in range(1, ledger.vault(vault.vault_id).epoch + 1):
-            sealed = ledger.sealed_epoch_key(vault.vault_id, epoch, a.public_key)
-            if sealed is not None:
-                again = crypto.seal(crypto.unseal(sealed, a), renewed.public_key)
-                copies.append(ResealedKey(vault.vault_id, epoch, again))
+    copies, _ = copies_to_reseal(RemoteState(ledger.client), a.public_key, a, renewed)
     resealed = builders.reseal(
         story.chain_id, hospital_a, ledger.nonce(hospital_a), ledger.expiry(), copies
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from carechain.consensus import crypto
 from carechain.consensus.ledger.records import Account, Recovery, Vault
-from carechain.consensus.ledger.state import Overlay, Table
+from carechain.consensus.ledger.state import Table
 from carechain.consensus.types import Tx
 from carechain.node.audit.access_report import patient_vaults, revoked_keys
 from carechain.node.wallet.agent_rules import Rule, decide, load_rule_file
@@ -58,7 +58,7 @@ def agent_pass(
         on_recovery = settings.on_recovery
         decisions.append(_on_recovery(context, keys, patient, account, recovery, on_recovery))
     if settings.rotate_after_revocation and revoked:
-        decisions.extend(_rotate_after_revocation(context, keys, patient, state, revoked))
+        decisions.extend(_rotate_after_revocation(context, keys, patient, revoked))
     return decisions
 
 
@@ -145,7 +145,6 @@ def _rotate_after_revocation(
     context: FlowContext,
     keys: list[crypto.PrivateKey],
     patient: bytes,
-    state: Overlay,
     revoked: frozenset[bytes],
 ) -> list[Decision]:
     waiting = _rotations_waiting(context)

@@ -18,7 +18,7 @@ from carechain.node.audit.access_report import patient_vaults
 from carechain.node.wallet import builders
 from carechain.node.wallet.client import RemoteState
 from carechain.node.wallet.context import FlowContext, sealing_keys
-from carechain.node.wallet.recovery_actions import epoch_key_of
+from carechain.node.wallet.recovery_actions import all_epoch_keys
 
 
 def patient_state(context: FlowContext, patient: bytes) -> Account:
@@ -42,10 +42,7 @@ def add_guardian(
     first of which that holds a copy of an epoch key unseals it for the guardian."""
     state = context.next_state()
     vaults = patient_vaults(RemoteState(context.client), patient).values()
-    epoch_keys = {
-        vault.vault_id: [epoch_key_of(state, vault, e, keys) for e in range(1, vault.epoch + 1)]
-        for vault in vaults
-    }
+    epoch_keys = {vault.vault_id: all_epoch_keys(state, vault, keys) for vault in vaults}
     draft = builders.add_guardian(
         context.chain_id, patient, context.nonce(patient), context.expiry(),
         guardian=guardian, scope=scope, epoch_keys=epoch_keys,
@@ -59,7 +56,7 @@ def remove_guardians(
     """`guardian.remove` of `guardian`, or (None) a minor's `guardian.handover`; every vault's
     next epoch sealed to who reads it once the guardian(s) are gone."""
     account = patient_state(context, patient)
-    gone = {g.key for g in account.guardians} if guardian is None else {guardian}
+    gone = account.guardian_keys if guardian is None else {guardian}
     state = context.next_state()
     new_epochs: dict[bytes, tuple[int, builders.Members]] = {}
     for vault in patient_vaults(RemoteState(context.client), patient).values():

@@ -17,6 +17,7 @@ from carechain.consensus.ledger.bodies import ResealedKey
 from carechain.consensus.ledger.records import InstitutionState
 from carechain.consensus.ledger.state import Table
 from carechain.consensus.types import Tx
+from carechain.node.audit.access_report import TableReader
 from carechain.node.wallet import builders
 from carechain.node.wallet.client import RemoteState
 from carechain.node.wallet.context import FlowContext
@@ -48,13 +49,11 @@ def rotate_key(context: FlowContext, current: crypto.PrivateKey, new: crypto.Pri
 
 
 def copies_to_reseal(
-    context: FlowContext, old: crypto.PrivateKey, new: crypto.PrivateKey
+    reader: TableReader, first: bytes, old: crypto.PrivateKey, new: crypto.PrivateKey
 ) -> tuple[list[ResealedKey], int]:
-    """Each epoch key copy of the institution still sealed to `old`, sealed to `new` instead,
-    and how many copies open with neither key (sealed to a key older still). Every vault's
-    copies are read through the node's state API."""
-    first = institution_state(context, new.public_key).institution.public_key
-    reader = RemoteState(context.client)
+    """Each epoch key copy of the institution named by `first` still sealed to `old`, sealed
+    to `new` instead, and how many copies open with neither key (sealed to a key older
+    still). Every vault's copies are read through `reader` (a node's state API)."""
     resealed, unopened = [], 0
     for vault_id, _ in reader.table_entries(Table.VAULT):
         for key, sealed in reader.table_entries(Table.EPOCH_KEY, vault_id):
@@ -91,8 +90,9 @@ def reseal(
     """Reseal every copy still sealed to `old`, `batch` per transaction, each committed before
     the next is sent: how many were resealed, in how many transactions, and how many open with
     neither key."""
-    copies, unopened = copies_to_reseal(context, old, new)
-    account = crypto.account_id(context.institution_of(new.public_key))
+    first = institution_state(context, new.public_key).institution.public_key
+    copies, unopened = copies_to_reseal(RemoteState(context.client), first, old, new)
+    account = crypto.account_id(first)
     transactions = []
     for start in range(0, len(copies), batch):
         draft = builders.reseal(

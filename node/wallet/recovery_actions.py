@@ -145,9 +145,7 @@ def recovery_handovers(
     members who read it now, the replacement in the lost key's place."""
     handovers = {}
     for vault in vaults:
-        epoch_keys = [
-            epoch_key_of(state, vault, epoch, keys) for epoch in range(1, vault.epoch + 1)
-        ]
+        epoch_keys = all_epoch_keys(state, vault, keys)
         members = {
             recovery.replacement if key == recovery.lost else key
             for key in required_members(state, vault, now_ms)
@@ -171,6 +169,11 @@ def pending_or_refuse(context: FlowContext, patient: bytes) -> Recovery:
             hint="`carechain recovery start` starts one",
         )
     return recovery
+
+
+def all_epoch_keys(state: Overlay, vault: Vault, keys: list[crypto.PrivateKey]) -> list[bytes]:
+    """The vault's keys of epochs 1..E, each unsealed with the first of `keys` holding a copy."""
+    return [epoch_key_of(state, vault, epoch, keys) for epoch in range(1, vault.epoch + 1)]
 
 
 def epoch_key_of(state: Overlay, vault: Vault, epoch: int, keys: list[crypto.PrivateKey]) -> bytes:

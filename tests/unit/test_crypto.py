@@ -154,10 +154,10 @@ def test_bad_peer_ids_are_refused() -> None:
 def test_sealed_key_opens_only_for_its_recipient() -> None:
     alice, bob = deterministic_key(6), deterministic_key(7)
     data_key = crypto.new_data_key()
-    sealed = dict(crypto.seal_to_many(data_key, [alice.public_key]))
-    assert crypto.unseal(sealed[alice.public_key], alice) == data_key
+    sealed = crypto.seal(data_key, alice.public_key)
+    assert crypto.unseal(sealed, alice) == data_key
     with pytest.raises(DecodeError) as caught:
-        crypto.unseal(sealed[alice.public_key], bob)
+        crypto.unseal(sealed, bob)
     assert caught.value.code == "not_a_recipient"
 
 

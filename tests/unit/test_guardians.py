@@ -63,7 +63,7 @@ def _remove(
     reads it once the guardian(s) are gone."""
     patient = world.patient if patient is None else patient
     account = _account(world, patient)
-    gone = {g.key for g in account.guardians} if key is None else {key.public_key}
+    gone = account.guardian_keys if key is None else {key.public_key}
     new_epochs = {}
     for vault_id in _vault_ids(world, patient):
         vault = world.vault(vault_id)
