@@ -169,6 +169,7 @@ def blocks_of(txs: list[Tx], first_height: int) -> list[Block]:
             ZERO_HASH,
             ZERO_HASH,
             ZERO_HASH,
+            ZERO_HASH,
         )
         blocks.append(Block(header, tuple(txs[offset : offset + BLOCK_TXS])))
     return blocks

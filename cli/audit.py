@@ -164,7 +164,7 @@ def audit_replay(
         with Progress(console=console, disable=as_json, transient=True) as bar:
             task = bar.add_task("replaying", total=store.height)
             try:
-                rebuilt = StateStore(MemoryKV())
+                rebuilt = StateStore(MemoryKV(), heights_kept=1)
                 with tuned_collector():
                     report = replay(
                         store,
@@ -271,7 +271,7 @@ def audit_report(
     governance history, emergency accesses (unreviewed ones highlighted)."""
     source, genesis, close = _source(home, data, genesis_path, archive)
     report = ChainReport()
-    rebuilt = StateStore(MemoryKV())
+    rebuilt = StateStore(MemoryKV(), heights_kept=1)
     try:
         replay(
             source, genesis, observer=report.observe, compare_state=archive is None, into=rebuilt

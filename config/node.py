@@ -173,6 +173,13 @@ class MempoolSection(StrictModel):
     partials_max: Annotated[int, pydantic.Field(ge=1, le=1_000_000)] = 10_000
 
 
+class StateSection(StrictModel):
+    """The state tree's history: the trees of the last `proof_heights_kept` heights stay whole,
+    so a node proves an entry at any of them; older nodes are pruned as blocks commit."""
+
+    proof_heights_kept: Annotated[int, pydantic.Field(ge=1, le=100_000_000)] = 1000
+
+
 class NodeConfig(StrictModel):
     moniker: Annotated[str, pydantic.Field(min_length=1, max_length=64)] = "carechain-node"
     validator: bool = False
@@ -182,6 +189,7 @@ class NodeConfig(StrictModel):
     log: LogSection = LogSection()
     consensus: ConsensusSection = ConsensusSection()
     mempool: MempoolSection = MempoolSection()
+    state: StateSection = StateSection()
 
     @classmethod
     def for_tests(cls, **overrides: object) -> NodeConfig:

@@ -193,6 +193,10 @@ class BlockHeader(Record):
     tx_root: Hash
     state_root: Hash
     validator_set_hash: Hash
+    # the set that validates the next height, as this block's state says (governance changes
+    # take effect two heights after they are decided, so it is known here): a light client
+    # trusts the next header's signers by this, without the state
+    next_validator_set_hash: Hash
 
 
 @dataclasses.dataclass(frozen=True)

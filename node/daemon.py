@@ -164,7 +164,9 @@ class Node:
         LevelDB)."""
         home, config = self.home, self.config
         self.limits = EncodedLimits.of(self.genesis.params)
-        self.store = ChainStore.open(home / "data" / "chain", self.genesis)
+        self.store = ChainStore.open(
+            home / "data" / "chain", self.genesis, heights_kept=config.state.proof_heights_kept
+        )
         self.wal = ConsensusWal(home / "data" / "wal", self.limits.wal_record_bytes)
         self.blobs = open_blob_store(config.blobs, home)
         self.mempool = Mempool(config.mempool.txs_max, config.mempool.bytes_max)

@@ -14,8 +14,7 @@ from carechain.consensus.genesis import Genesis
 from carechain.consensus.ledger.apply import Classification, classify, select_txs
 from carechain.consensus.ledger.context import BlockContext, ChainContext
 from carechain.consensus.ledger.errors import TxRejected
-from carechain.consensus.ledger.governance import validator_set_at
-from carechain.consensus.ledger.state import state_root
+from carechain.consensus.ledger.governance import next_validator_set_hash, validator_set_at
 from carechain.consensus.poa.votes import proposer_of
 from carechain.consensus.types import ZERO_HASH, Block, BlockHeader, Tx, merkle_root
 from carechain.storage.kv import KV
@@ -73,8 +72,11 @@ class LocalChain:
             or proposer_of(validator_set_at(self.store, context.height), context.height, 0),
             parent_hash=self.blocks[-1].block_hash if self.blocks else ZERO_HASH,
             tx_root=merkle_root([tx.witness_hash for tx in txs]),
-            state_root=state_root(selection.diff.advance(self.store.accumulator)),
+            state_root=self.store.root_after(selection.diff),
             validator_set_hash=validator_set_at(self.store, context.height).hash(),
+            next_validator_set_hash=next_validator_set_hash(
+                self.store, selection.diff, context.height
+            ),
         )
         block = Block(header, tuple(txs))
         root = self.store.apply(selection.diff, context.height)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from carechain.consensus.errors import CarechainError, InvalidInput
 from carechain.consensus.genesis import Genesis
-from carechain.consensus.ledger.state import StateDiff, Table, state_root
+from carechain.consensus.ledger.state import StateDiff, Table
 from carechain.consensus.types import Block, BlockHeader, CommitCertificate, CommitSignature
 from carechain.storage import schema
 from carechain.storage.kv import KV, LevelKV, WriteBatch
@@ -28,18 +28,21 @@ class ChainCorruptError(InvalidInput):
 class ChainStore:
     """Blocks and state of one node. Implements the consensus `ChainView`."""
 
-    def __init__(self, kv: KV) -> None:
+    def __init__(self, kv: KV, *, heights_kept: int = 1000) -> None:
         self.kv = kv
-        self.state = StateStore(kv)
+        self.state = StateStore(kv, heights_kept=heights_kept)
         self._head_header: BlockHeader | None = None
         # the last block committed through this store, kept so the engine's re-announcement
         # at every height does not decode it again
         self._last_certified: tuple[Block, CommitCertificate] | None = None
 
     @classmethod
-    def open(cls, path: Path, genesis: Genesis, *, verify_state: bool = False) -> ChainStore:
-        """Open (creating from genesis if empty) and check consistency."""
-        store = cls(LevelKV(path))
+    def open(
+        cls, path: Path, genesis: Genesis, *, verify_state: bool = False, heights_kept: int = 1000
+    ) -> ChainStore:
+        """Open (creating from genesis if empty) and check consistency. The state trees of
+        the last `heights_kept` heights are kept for proofs."""
+        store = cls(LevelKV(path), heights_kept=heights_kept)
         try:
             if not store.state.initialized:
                 store.state.initialize(genesis)
@@ -63,9 +66,8 @@ class ChainStore:
     def height(self) -> int:
         return self.state.height
 
-    @property
-    def accumulator(self) -> int:
-        return self.state.accumulator
+    def root_after(self, diff: StateDiff) -> bytes:
+        return self.state.root_after(diff)
 
     def last_header(self) -> BlockHeader | None:
         if self._head_header is None and self.height > 0:
@@ -138,8 +140,8 @@ class ChainStore:
         for position, tx in enumerate(block.txs):
             batch.put(schema.tx_key(tx.id), schema.encode_tx_location(height, position))
         batch.put(schema.HEAD_KEY, schema.encode_head(height, block_hash))
+        root = self.state.root_after(diff)
         self.state.stage(diff, height, batch)
-        root = state_root(diff.advance(self.state.accumulator))
         assert root == block.header.state_root, f"height {height}: committing a wrong state root"
         self.kv.write(batch, sync=True)
         self.state.written(diff)

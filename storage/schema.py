@@ -1,7 +1,10 @@
 """Every key layout in the store, in one place.
 
-    m<name>                    store metadata (schema version, state height, accumulator, head)
+    m<name>                    store metadata (schema version, state height, head, pruning)
     s<table:1><key>            ledger state entry (consensus.ledger.state.Table)
+    n<version:8><path>         a state tree node written at that height (path: a nibble a byte)
+    r<height:8>                the state tree's root reference at that height
+    x<height:8><version:8><path>  a tree node the tree of that height no longer holds
     b<height:8>                block (canonical encoding)
     c<height:8>                the block's commit certificate
     h<block hash:32>           height of a block hash
@@ -27,14 +30,20 @@ from carechain.consensus.ledger.state import Table
 # rotate their keys (INSTITUTION_KEY); patients have guardians (GUARDIAN_OF, the account's
 # guardians and minor); a recovery's finish may defer past epochs to epoch.share: a chain
 # written under 3 may hold transactions this refuses, and replays to other state.
-SCHEMA_VERSION: Final = 4
+# 5: the state root is the root of an authenticated tree (consensus/ledger/state_tree.py),
+# not a multiset hash: every header's state_root differs from what 4 wrote.
+SCHEMA_VERSION: Final = 5
 
 META_PREFIX: Final = b"m"
 STATE_PREFIX: Final = b"s"
 
 SCHEMA_VERSION_KEY: Final = META_PREFIX + b"schema_version"
 STATE_HEIGHT_KEY: Final = META_PREFIX + b"state_height"
-ACCUMULATOR_KEY: Final = META_PREFIX + b"state_accumulator"
+TREE_PRUNED_KEY: Final = META_PREFIX + b"tree_pruned"  # the last stale height pruned
+
+TREE_NODE_PREFIX: Final = b"n"
+TREE_ROOT_PREFIX: Final = b"r"
+TREE_STALE_PREFIX: Final = b"x"
 
 
 BLOCK_PREFIX: Final = b"b"
@@ -86,6 +95,27 @@ def encode_tx_location(height: int, position: int) -> bytes:
 
 def decode_tx_location(raw: bytes) -> tuple[int, int]:
     return int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:12], "big")
+
+
+def tree_node_key(version: int, path: bytes) -> bytes:
+    return TREE_NODE_PREFIX + version.to_bytes(8, "big") + path
+
+
+def tree_root_key(height: int) -> bytes:
+    return TREE_ROOT_PREFIX + height.to_bytes(8, "big")
+
+
+def tree_stale_prefix(stale_since: int) -> bytes:
+    return TREE_STALE_PREFIX + stale_since.to_bytes(8, "big")
+
+
+def tree_stale_key(stale_since: int, version: int, path: bytes) -> bytes:
+    return tree_stale_prefix(stale_since) + version.to_bytes(8, "big") + path
+
+
+def parse_tree_stale_key(raw: bytes) -> tuple[int, bytes]:
+    """The node key (version, path) a stale index entry names."""
+    return int.from_bytes(raw[9:17], "big"), raw[17:]
 
 
 def state_key(table: Table, key: bytes) -> bytes:

@@ -1,8 +1,14 @@
-"""The ledger state on a KV store: a `StateReader` for the ledger, and atomic application of a
-block's `StateDiff` together with the state height and the root accumulator.
+"""The ledger state on a KV store: a `StateReader` for the ledger, the authenticated state
+tree's nodes (a `NodeReader`), and atomic application of a block's `StateDiff` together with the
+state height, the tree's new nodes and its root.
 
-`verify()` recomputes the root from a full scan: a damaged store is found at startup instead of
-producing a different state root in the middle of consensus.
+The trees of the last `heights_kept` heights stay whole, so an entry can be proved at any of
+them; a node the tree of height s no longer holds is indexed as stale since s and deleted once s
+leaves that window, in the same batch as the block that moves it out.
+
+`verify()` walks the whole tree against every entry: a damaged store is found at startup, with
+the node or entry that is wrong named, instead of producing a different state root in the middle
+of consensus.
 """
 
 from __future__ import annotations
@@ -12,15 +18,26 @@ from collections.abc import Iterator
 from typing import TypeVar
 
 from carechain.consensus.codec import Record
-from carechain.consensus.errors import InvalidInput
+from carechain.consensus.errors import InvalidInput, InvariantViolation
 from carechain.consensus.genesis import Genesis
 from carechain.consensus.ledger.governance import genesis_state
-from carechain.consensus.ledger.state import (
-    ACCUMULATOR_BYTES,
-    StateDiff,
-    Table,
-    accumulate,
-    state_root,
+from carechain.consensus.ledger.state import StateDiff, Table
+from carechain.consensus.ledger.state_proof import StateProof, prove
+from carechain.consensus.ledger.state_tree import (
+    LEAF_TAG,
+    Leaf,
+    Ref,
+    TreeNodeError,
+    TreeUpdate,
+    child_slots,
+    decode_internal,
+    decode_leaf,
+    decode_root,
+    node_hash,
+    ref_hash,
+    ref_is_leaf,
+    ref_version,
+    root_hash,
 )
 from carechain.storage import schema
 from carechain.storage.kv import KV, WriteBatch
@@ -28,8 +45,35 @@ from carechain.storage.kv import KV, WriteBatch
 R = TypeVar("R", bound=Record)
 
 
+# a node whose pruning fell behind (the window was shortened) catches up by this many heights
+# a block, so no one commit carries an unbounded batch
+PRUNE_HEIGHTS_MAX = 16
+
+
 class StateCorruptError(InvalidInput):
     code = "state_corrupt"
+
+
+class HeightNotKept(InvalidInput):
+    """A proof was asked for at a height whose tree this node no longer keeps."""
+
+    code = "height_not_kept"
+
+
+class StateAt:
+    """A `StateReader` over the tree of one kept height: each read walks that tree."""
+
+    def __init__(self, store: StateStore, height: int, root: Ref | None) -> None:
+        self.store = store
+        self.height = height
+        self.root = root
+
+    def get(self, table: Table, key: bytes) -> bytes | None:
+        try:
+            _, leaf = prove(self.store, self.root, table, key)
+        except TreeNodeError as exc:
+            raise StateCorruptError(str(exc)) from None
+        return None if leaf is None else leaf.value
 
 
 class StateStore:
@@ -37,15 +81,22 @@ class StateStore:
     stored and (once loaded) decoded: a busy account's entry is read from disk and decoded
     once, not for every transaction, and a block's diff finds the values it replaces here.
     Only this store writes state, so it knows when an entry changes; it also keeps the
-    accumulator it last wrote."""
+    tree's current root and its nodes read or written lately."""
 
-    def __init__(self, kv: KV, kept_max: int = 20_000) -> None:
+    def __init__(self, kv: KV, kept_max: int = 20_000, heights_kept: int = 1000) -> None:
+        if heights_kept < 1:
+            raise ValueError("the state tree keeps at least the current height")
         self.kv = kv
         self.kept_max = kept_max
+        self.heights_kept = heights_kept
+        # tree nodes read or written lately, by (version, path): the upper levels are read by
+        # every block's update
+        self._nodes: OrderedDict[tuple[int, bytes], bytes] = OrderedDict()
+        self._root: Ref | bool | None = False  # False: not read yet
+        self._staged: TreeUpdate | None = None  # the tree update of the batch stage() made
         # (table, key) -> (stored value, its decoding or None), oldest first: an OrderedDict,
         # because a plain dict's oldest entry gets slow to drop as deletions pile up at its front
         self._kept: OrderedDict[tuple[Table, bytes], tuple[bytes, Record | None]] = OrderedDict()
-        self._accumulator: int | None = None
 
     # -- the ledger's reader ------------------------------------------------------------------
     def get(self, table: Table, key: bytes) -> bytes | None:
@@ -84,44 +135,135 @@ class StateStore:
         return int.from_bytes(raw, "big")
 
     @property
-    def accumulator(self) -> int:
-        if self._accumulator is None:
-            raw = self.kv.get(schema.ACCUMULATOR_KEY)
-            self._accumulator = 0 if raw is None else int.from_bytes(raw, "little")
-        return self._accumulator
+    def root_ref(self) -> Ref | None:
+        """The reference to the current tree's root (None: the tree is empty)."""
+        if self._root is False:
+            self._root = self.root_at(self.height)
+        return self._root  # type: ignore[return-value]
 
     @property
     def root(self) -> bytes:
-        return state_root(self.accumulator)
+        return root_hash(self.root_ref)
+
+    def root_at(self, height: int) -> Ref | None:
+        raw = self.kv.get(schema.tree_root_key(height))
+        if raw is None and height <= self.height - self.heights_kept:
+            raise HeightNotKept(
+                f"the state tree of height {height} is not kept (this node keeps the last "
+                f"{self.heights_kept} heights)",
+                hint=f"ask for a height from {self.height - self.heights_kept + 1} on",
+            )
+        if raw is None:
+            raise StateCorruptError(f"the state tree's root of height {height} is missing")
+        try:
+            return decode_root(raw)
+        except TreeNodeError as exc:
+            raise StateCorruptError(f"height {height}: {exc}") from None
+
+    # -- the state tree -------------------------------------------------------------------------
+    def node(self, version: int, path: bytes) -> bytes:
+        found = self._nodes.get((version, path))
+        if found is not None:
+            return found
+        raw = self.kv.get(schema.tree_node_key(version, path))
+        if raw is None:
+            raise TreeNodeError(
+                f"the state tree node written at height {version} at path {path.hex() or 'root'}"
+                " is missing",
+                hint="restore the data directory from a backup or resync from peers",
+            )
+        self._keep_node(version, path, raw)
+        return raw
+
+    def _keep_node(self, version: int, path: bytes, raw: bytes) -> None:
+        if len(self._nodes) >= self.kept_max:
+            self._nodes.popitem(last=False)
+        self._nodes[(version, path)] = raw
+
+    def tree_update(self, diff: StateDiff) -> TreeUpdate:
+        """What `diff`, as the next height's, does to the tree."""
+        height = self.height + 1 if self.initialized else 0
+        return diff.tree_update(self, self.root_ref if height else None, height)
+
+    def root_after(self, diff: StateDiff) -> bytes:
+        """The state root once `diff` is applied as the next height."""
+        return self.tree_update(diff).root_hash
+
+    def prove(
+        self, table: Table, key: bytes, height: int | None = None
+    ) -> tuple[StateProof, bytes | None, int]:
+        """The proof of `(table, key)` at `height` (default: the current one): the proof, the
+        value there (None: absent) and the height."""
+        height = self.height if height is None else height
+        if not 0 <= height <= self.height:
+            raise StateCorruptError(f"height {height} is not in this node's state")
+        try:
+            proof, leaf = prove(self, self.root_at(height), table, key)
+        except TreeNodeError as exc:
+            raise StateCorruptError(str(exc)) from None
+        return proof, None if leaf is None else leaf.value, height
+
+    def reader_at(self, height: int) -> StateAt:
+        """The state as it was at `height` (a kept one), read from that height's tree."""
+        return StateAt(self, height, self.root_at(height))
 
     # -- writing --------------------------------------------------------------------------------
     def initialize(self, genesis: Genesis) -> None:
         if self.initialized:
             raise StateCorruptError("the store holds state already; it cannot take genesis again")
-        batch = WriteBatch()
-        batch.put(schema.SCHEMA_VERSION_KEY, schema.SCHEMA_VERSION.to_bytes(4, "big"))
         diff = genesis_state(genesis).diff()
-        self.kv.write(self.stage(diff, 0, batch), sync=True)
+        self.kv.write(self.stage(diff, 0), sync=True)
         self.written(diff)
 
     def stage(self, diff: StateDiff, height: int, batch: WriteBatch | None = None) -> WriteBatch:
         """The writes that move the store to `height` with `diff` applied, in one batch the
         caller may extend (a block store adds the block itself) before `commit`."""
         batch = batch or WriteBatch()
+        if height == 0:
+            batch.put(schema.SCHEMA_VERSION_KEY, schema.SCHEMA_VERSION.to_bytes(4, "big"))
         for entry in diff.entries:
             key = schema.state_key(entry.table, entry.key)
             if entry.new is None:
                 batch.delete(key)
             else:
                 batch.put(key, entry.new)
-        accumulator = diff.advance(self.accumulator)
+        tree = diff.tree_update(self, self.root_ref if height else None, height)
+        self._staged = tree
+        for (version, path), raw in tree.written.items():
+            batch.put(schema.tree_node_key(version, path), raw)
+        for version, path in tree.stale:
+            batch.put(schema.tree_stale_key(height, version, path), b"")
+        batch.put(schema.tree_root_key(height), b"" if tree.root is None else tree.root)
         batch.put(schema.STATE_HEIGHT_KEY, height.to_bytes(8, "big"))
-        batch.put(schema.ACCUMULATOR_KEY, accumulator.to_bytes(ACCUMULATOR_BYTES, "little"))
+        self._stage_pruning(height, batch)
         return batch
+
+    def _stage_pruning(self, height: int, batch: WriteBatch) -> None:
+        """Delete what only trees older than the kept window held: nodes stale since a height
+        at most `height - heights_kept + 1`, and the roots of heights below the window."""
+        target = height - self.heights_kept + 1
+        raw = self.kv.get(schema.TREE_PRUNED_KEY)
+        pruned = 0 if raw is None else int.from_bytes(raw, "big")
+        if target <= pruned:
+            return
+        for stale_since in range(pruned + 1, min(target, pruned + PRUNE_HEIGHTS_MAX) + 1):
+            for key, _ in self.kv.iterate(schema.tree_stale_prefix(stale_since)):
+                version, path = schema.parse_tree_stale_key(key)
+                batch.delete(schema.tree_node_key(version, path))
+                batch.delete(key)
+            batch.delete(schema.tree_root_key(stale_since - 1))
+            pruned = stale_since
+        batch.put(schema.TREE_PRUNED_KEY, pruned.to_bytes(8, "big"))
 
     def written(self, diff: StateDiff) -> None:
         """A batch from `stage(diff, ...)` is on disk: keep what it changed up to date."""
-        self._accumulator = None
+        tree = self._staged
+        if tree is None:
+            raise InvariantViolation("written() without a staged batch")
+        self._staged = None
+        self._root = tree.root
+        for (version, path), raw in tree.written.items():
+            self._keep_node(version, path, raw)
         for entry in diff.entries:
             if entry.new is None:
                 self._kept.pop((entry.table, entry.key), None)
@@ -150,7 +292,9 @@ class StateStore:
         return [(raw[skip:], value) for raw, value in self.kv.iterate(start)]
 
     def verify(self) -> None:
-        """Recompute the root from every entry; raise StateCorruptError on any mismatch."""
+        """Walk the whole tree: every node must hash to what its parent records, every leaf
+        must be its entry, and no entry may be outside the tree. StateCorruptError naming the
+        first node or entry that is wrong."""
         if not self.initialized:
             raise StateCorruptError("the store holds no state")
         version = self.kv.get(schema.SCHEMA_VERSION_KEY)
@@ -159,12 +303,53 @@ class StateStore:
                 f"store schema version {version!r}; this carechain reads {schema.SCHEMA_VERSION}"
             )
         try:
-            scanned = accumulate(self.entries())
-        except ValueError as exc:
-            raise StateCorruptError(f"a state entry is unreadable: {exc}") from None
-        if scanned != self.accumulator:
+            leaves = self._verify_tree()
+            entries = sum(1 for _ in self.entries())
+        except (TreeNodeError, ValueError) as exc:
             raise StateCorruptError(
-                f"state at height {self.height} does not match its recorded root "
-                f"{self.root.hex()[:16]}: an entry was changed, added or lost outside carechain",
+                f"state at height {self.height}: {exc}",
+                hint="restore the data directory from a backup or resync from peers",
+            ) from None
+        if entries != leaves:
+            raise StateCorruptError(
+                f"state at height {self.height} holds {entries} entries but its tree "
+                f"{leaves}: {self._entry_outside_tree()} does not match its recorded root",
                 hint="restore the data directory from a backup or resync from peers",
             )
+
+    def _verify_tree(self) -> int:
+        """Check every node and leaf of the current tree; the number of leaves."""
+        self._nodes.clear()  # read what is on disk, not what was kept
+        leaves = 0
+        pending = [] if self.root_ref is None else [(self.root_ref, b"")]
+        while pending:
+            ref, path = pending.pop()
+            version = ref_version(ref)
+            raw = self.node(version, path)
+            where = f"the tree node written at height {version} at path {path.hex() or 'root'}"
+            if node_hash(raw) != ref_hash(ref) or (raw[:1] == LEAF_TAG) != ref_is_leaf(ref):
+                raise TreeNodeError(f"{where} does not hash to what its parent records")
+            if not ref_is_leaf(ref):
+                bitmap, refs = decode_internal(raw)
+                pending.extend(
+                    (child, path + bytes((slot,)))
+                    for slot, child in zip(child_slots(bitmap), refs, strict=True)
+                )
+                continue
+            leaf = decode_leaf(raw)
+            if leaf != Leaf.of(leaf.table, leaf.key, leaf.value):
+                raise TreeNodeError(f"{where} is not the leaf of the entry it holds")
+            if self.kv.get(schema.state_key(Table(leaf.table), leaf.key)) != leaf.value:
+                raise TreeNodeError(
+                    f"state entry {Table(leaf.table).name} {leaf.key.hex()[:24]} does not "
+                    "match its recorded root: it was changed or lost outside carechain"
+                )
+            leaves += 1
+        return leaves
+
+    def _entry_outside_tree(self) -> str:
+        for table, key, value in self.entries():
+            _, found, _ = self.prove(table, key)
+            if found != value:
+                return f"state entry {table.name} {key.hex()[:24]}"
+        return "an entry"

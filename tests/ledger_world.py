@@ -100,6 +100,7 @@ class World:
             ZERO_HASH,
             ZERO_HASH,
             ZERO_HASH,
+            ZERO_HASH,
         )
         block = Block(header, txs)
         diff = apply_block(self.store, block, self.chain)

@@ -52,7 +52,7 @@ validator_sets = st.lists(validators, min_size=1, max_size=8, unique_by=lambda v
     ValidatorSet.of
 )
 headers = st.builds(
-    BlockHeader, chain_ids, heights, rounds, u64, key32, hash32, hash32, hash32, hash32
+    BlockHeader, chain_ids, heights, rounds, u64, key32, hash32, hash32, hash32, hash32, hash32
 )
 blocks = st.builds(Block, headers, st.lists(txs, max_size=3).map(tuple))
 votes = st.builds(

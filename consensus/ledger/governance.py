@@ -47,7 +47,14 @@ from carechain.consensus.ledger.records import (
     ValidatorAction,
     ValidatorChange,
 )
-from carechain.consensus.ledger.state import EmptyState, Overlay, StateReader, Table
+from carechain.consensus.ledger.state import (
+    EmptyState,
+    Overlay,
+    StateAfter,
+    StateDiff,
+    StateReader,
+    Table,
+)
 from carechain.consensus.types import ValidatorSet
 from carechain.consensus.wire import pack
 
@@ -73,6 +80,12 @@ def validator_set_at(state: StateReader, height: int) -> ValidatorSet:
     if raw is None:
         return current
     return _apply_validator_changes(current, PendingChanges.decode(raw).validators)
+
+
+def next_validator_set_hash(state: StateReader, diff: StateDiff, height: int) -> bytes:
+    """The hash of the set that validates height + 1, as the state that block `height`
+    leaves (`state`, committed through height - 1, with the block's `diff`) says."""
+    return validator_set_at(StateAfter(state, diff), height + 1).hash()
 
 
 def _apply_validator_changes(

@@ -6,29 +6,22 @@ State is a set of entries `(table, key) -> value bytes`. The ledger reads throug
 into an `Overlay`, whose `diff()` the store applies atomically. How tables map to store keys is
 storage's business (`storage/schema.py`); the root below depends only on entries.
 
-State root: a multiset hash (AdHash modulo 2**16384) of every entry, updated in O(changes):
-adding an entry adds `H(entry)`, removing one subtracts it. So a block costs a few hashes per
-write, yet the root commits to the whole state: a store can be re-verified by a full scan, and
-two nodes that disagree on any entry disagree on the root. The header carries
-sha256(accumulator).
+State root: the root of the authenticated state tree over every entry (`state_tree.py`), so
+that one entry's value, or its absence, can be proved against a header (`state_proof.py`). A
+block's diff turns into the tree's update once (`StateDiff.tree_update`), whether the block is
+proposed, validated or committed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-import hashlib
 import typing
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, Final, Protocol, TypeVar
 
 from carechain.consensus.codec import Record
-from carechain.consensus.wire import pack
-
-ACCUMULATOR_BITS: Final = 16384
-ACCUMULATOR_BYTES: Final = ACCUMULATOR_BITS // 8
-_MASK: Final = (1 << ACCUMULATOR_BITS) - 1
+from carechain.consensus.ledger.state_tree import NodeReader, Ref, TreeUpdate, change_of, update
 
 
 class Table(enum.IntEnum):
@@ -155,62 +148,42 @@ class StateDiff:
     decoded: dict[tuple[Table, bytes], Record] = dataclasses.field(
         default_factory=dict, compare=False, repr=False
     )
-    # advance() results by input accumulator: a block's diff is advanced to check its root
-    # when proposed or validated, and again when committed.
-    _advanced: dict[int, int] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    # tree_update() results by the tree they were computed on: a block's diff is turned into
+    # its tree update to check its root when proposed or validated, and again when committed.
+    _updates: dict[tuple[bytes, int], TreeUpdate] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False
+    )
 
-    def advance(self, accumulator: int) -> int:
-        done = self._advanced.get(accumulator)
+    def tree_update(self, reader: NodeReader, root: Ref | None, version: int) -> TreeUpdate:
+        """The state tree's update that applies this diff at `version` to the tree at `root`
+        (whose nodes `reader` holds)."""
+        key = (root or b"", version)
+        done = self._updates.get(key)
         if done is not None:
             return done
-        result = accumulator
-        for entry in self.entries:
-            if entry.old is not None:
-                result -= _RECENT.pop((entry.table, entry.key, entry.old), 0) or entry_hash(
-                    entry.table, entry.key, entry.old
-                )
-            if entry.new is not None:
-                added = entry_hash(entry.table, entry.key, entry.new)
-                result += added
-                _remember(entry.table, entry.key, entry.new, added)
-        result &= _MASK
-        self._advanced.clear()  # one input is all a diff ever sees twice
-        self._advanced[accumulator] = result
+        result = update(
+            reader,
+            root,
+            version,
+            [change_of(entry.table, entry.key, entry.new) for entry in self.entries],
+        )
+        self._updates.clear()  # one tree is all a diff ever sees twice
+        self._updates[key] = result
         return result
 
 
-# The hashes of recently added entries: when a busy entry (an account, a vault) is replaced
-# in a later block, the hash to subtract is found here instead of computed again. A hash of
-# (table, key, value) never changes, so a stale one cannot be wrong, only unused.
-# An OrderedDict: dropping a plain dict's oldest entry (`del d[next(iter(d))]`) gets slower
-# as deletions pile up at its front (3.3 us against 0.2 us at this size, measured).
-_RECENT: OrderedDict[tuple[Table, bytes, bytes], int] = OrderedDict()
-_RECENT_MAX: Final = 4096
+class StateAfter:
+    """A reader of `base` with `diff` applied: the state a block leaves, before it is stored."""
 
+    def __init__(self, base: StateReader, diff: StateDiff) -> None:
+        self._base = base
+        self._written = {(entry.table, entry.key): entry.new for entry in diff.entries}
 
-def _remember(table: Table, key: bytes, value: bytes, digest: int) -> None:
-    if len(_RECENT) >= _RECENT_MAX:
-        _RECENT.popitem(last=False)
-    _RECENT[(table, key, value)] = digest
-
-
-def entry_hash(table: Table, key: bytes, value: bytes) -> int:
-    digest = hashlib.shake_256(pack([int(table), key, value])).digest(ACCUMULATOR_BYTES)
-    return int.from_bytes(digest, "little")
-
-
-def accumulate(entries: Iterator[tuple[Table, bytes, bytes]]) -> int:
-    """The accumulator of a whole state, from a full scan (startup checks, audits)."""
-    total = 0
-    for table, key, value in entries:
-        total += entry_hash(table, key, value)
-    return total & _MASK
-
-
-def state_root(accumulator: int) -> bytes:
-    return hashlib.sha256(
-        b"carechain/state/v1" + accumulator.to_bytes(ACCUMULATOR_BYTES, "little")
-    ).digest()
+    def get(self, table: Table, key: bytes) -> bytes | None:
+        found = self._written.get((table, key), _MISSING)
+        if found is not _MISSING:
+            return found  # type: ignore[return-value]
+        return self._base.get(table, key)
 
 
 class EmptyState:

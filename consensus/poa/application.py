@@ -21,8 +21,8 @@ from carechain.consensus.genesis import Genesis
 from carechain.consensus.ledger.apply import SignerCheck, apply_block, select_txs, verified_signers
 from carechain.consensus.ledger.context import BlockContext, ChainContext
 from carechain.consensus.ledger.errors import BlockRejected, TxRejected
-from carechain.consensus.ledger.governance import validator_set_at
-from carechain.consensus.ledger.state import StateDiff, StateReader, state_root
+from carechain.consensus.ledger.governance import next_validator_set_hash, validator_set_at
+from carechain.consensus.ledger.state import StateDiff, StateReader
 from carechain.consensus.poa.messages import Commit
 from carechain.consensus.types import (
     ZERO_HASH,
@@ -41,8 +41,9 @@ class ChainView(StateReader, Protocol):
     @property
     def height(self) -> int: ...
 
-    @property
-    def accumulator(self) -> int: ...
+    def root_after(self, diff: StateDiff) -> bytes:
+        """The state root once `diff` is applied as the next height."""
+        ...
 
     def last_header(self) -> BlockHeader | None: ...
 
@@ -123,8 +124,9 @@ class LedgerApplication:
             proposer=proposer,
             parent_hash=self.last_block_hash(),
             tx_root=merkle_root([tx.witness_hash for tx in selection.txs]),
-            state_root=state_root(selection.diff.advance(self.view.accumulator)),
+            state_root=self.view.root_after(selection.diff),
             validator_set_hash=self.validator_set(height).hash(),
+            next_validator_set_hash=next_validator_set_hash(self.view, selection.diff, height),
         )
         block = Block(header, selection.txs)
         self._executed = {block.block_hash: selection.diff}
@@ -140,8 +142,11 @@ class LedgerApplication:
             diff = apply_block(self.view, block, self.chain, self.check_signers)
         except BlockRejected as exc:
             return str(exc)
-        if state_root(diff.advance(self.view.accumulator)) != block.header.state_root:
+        if self.view.root_after(diff) != block.header.state_root:
             return f"height {block.header.height}: state root differs from re-execution"
+        next_hash = next_validator_set_hash(self.view, diff, block.header.height)
+        if next_hash != block.header.next_validator_set_hash:
+            return f"height {block.header.height}: wrong next validator set hash"
         self._executed[block.block_hash] = diff
         return None
 

@@ -59,7 +59,7 @@ def _declared_max(record: type, field: str) -> int:
 
 def _largest_header() -> BlockHeader:
     return BlockHeader(
-        _CHAIN_ID, HEIGHT_MAX, ROUND_MAX, UINT64_MAX, _KEY, _HASH, _HASH, _HASH, _HASH
+        _CHAIN_ID, HEIGHT_MAX, ROUND_MAX, UINT64_MAX, _KEY, _HASH, _HASH, _HASH, _HASH, _HASH
     )
 
 

@@ -40,7 +40,7 @@ WAL_PAYLOAD_BYTES_MAX: Final = 65 * 1024 * 1024
 
 # Stands in for the block while the other fields of a record carrying one are checked and
 # converted (see `BlockCarrier`); never sent or stored.
-_STAND_IN: Final = Block(BlockHeader("-", 1, 0, 0, bytes(32), *([bytes(32)] * 4)), ())
+_STAND_IN: Final = Block(BlockHeader("-", 1, 0, 0, bytes(32), *([bytes(32)] * 5)), ())
 
 
 class BlockCarrier(Record):

@@ -219,7 +219,8 @@ def replay(
     """Replay `source` from genesis; raises AuditFailure at the first problem."""
     started = time.perf_counter()
     chain = ChainContext.from_genesis(genesis)
-    replayed = into or StateStore(MemoryKV())  # `into`: keep the verified rebuild
+    # `into`: keep the verified rebuild; a rebuild of its own keeps only the last tree
+    replayed = into or StateStore(MemoryKV(), heights_kept=1)
     replayed.initialize(genesis)
     report = ReplayReport(genesis.chain_id)
     checks = SignatureChecks(workers or os.cpu_count() or 1)
@@ -243,6 +244,12 @@ def replay(
                 except BlockRejected as exc:
                     raise AuditFailure(height, block.block_hash, str(exc.reason)) from None
                 root = replayed.apply(diff, height)
+                if validator_set_at(replayed, height + 1).hash() != (
+                    block.header.next_validator_set_hash
+                ):
+                    raise AuditFailure(
+                        height, block.block_hash, "it names another next validator set"
+                    )
                 if root != block.header.state_root:
                     raise AuditFailure(
                         height,

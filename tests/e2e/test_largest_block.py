@@ -68,7 +68,7 @@ def test_a_block_at_the_genesis_maxima_commits_on_four_validators(tmp_path: Path
     # one more reading than the block takes: the proposal is cut by the maxima, not the pool
     readings = _readings(expiry, epoch_key, READINGS + 1)
     # as large as the proposer's block will be (its header counts too)
-    stand_in = BlockHeader(CHAIN, 10, 0, 2**41, b"k" * 32, *([b"h" * 32] * 4))
+    stand_in = BlockHeader(CHAIN, 10, 0, 2**41, b"k" * 32, *([b"h" * 32] * 5))
     block_bytes = len(Block(stand_in, tuple(readings[:READINGS])).encode())
 
     devnet = Devnet(tmp_path, 4, PORT, chain_id=CHAIN, heartbeat_interval_ms=2000)

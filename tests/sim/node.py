@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 from carechain.consensus.crypto import PrivateKey
 from carechain.consensus.genesis import Genesis
-from carechain.consensus.ledger.state import Table
+from carechain.consensus.ledger.state import StateDiff, Table
 from carechain.consensus.poa.application import LedgerApplication
 from carechain.consensus.poa.engine import Engine
 from carechain.consensus.poa.events import WalReplayed
@@ -35,9 +35,8 @@ class SimChain:
     def height(self) -> int:
         return self.store.height
 
-    @property
-    def accumulator(self) -> int:
-        return self.store.accumulator
+    def root_after(self, diff: StateDiff) -> bytes:
+        return self.store.root_after(diff)
 
     def last_header(self) -> BlockHeader | None:
         return self.blocks[-1].header if self.blocks else None

@@ -87,7 +87,7 @@ DAMAGE = [
         _put(schema.SCHEMA_VERSION_KEY, (9).to_bytes(4, "big")),
         "schema version",
     ),
-    ("state accumulator changed", _put(schema.ACCUMULATOR_KEY, b"\x01" * 2048), "state root"),
+    ("state root changed", _put(schema.tree_root_key(3), b""), "state root"),
 ]
 
 

@@ -107,6 +107,7 @@ def block(height: int, round: int, time_ms: int = T0, proposer: bytes | None = N
         ZERO_HASH,
         ZERO_HASH,
         VALIDATORS.hash(),
+        VALIDATORS.hash(),
     )
     return Block(header, ())
 

@@ -47,7 +47,7 @@ KEY, SIGNATURE, HASH = b"k" * 32, b"s" * 64, b"h" * 32
 
 
 def _header() -> BlockHeader:
-    return BlockHeader(CHAIN, HEIGHT, ROUND, 2**64 - 1, KEY, HASH, HASH, HASH, HASH)
+    return BlockHeader(CHAIN, HEIGHT, ROUND, 2**64 - 1, KEY, HASH, HASH, HASH, HASH, HASH)
 
 
 def _tx(index: int, size: int) -> Tx:
