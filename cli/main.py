@@ -24,6 +24,7 @@ from carechain.cli import (
     guardians,
     institutions,
     keys,
+    light,
     nodes,
     partials,
     patients,
@@ -87,6 +88,7 @@ for command in (
     recovery.recovery,
     institutions.institution,
     guardians.guardian,
+    light.light,
 ):
     cli.add_command(command)
 

@@ -51,6 +51,7 @@ class Route:
     summary: str
     body: type[Body] | None = None  # the JSON body a POST takes
     parameters: dict[str, Schema] = dataclasses.field(default_factory=dict)  # by name
+    query: dict[str, Schema] = dataclasses.field(default_factory=dict)  # optional, by name
     success: str = "200"
     pool_full: bool = False  # may answer 503 (the pool is full); a batch says so per item
     answer: Schema | None = None  # the success answer's JSON Schema (`answers.py`)

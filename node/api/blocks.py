@@ -6,9 +6,11 @@ from typing import Final
 
 from aiohttp import web
 
+from carechain.consensus.ledger.governance import validator_set_at
 from carechain.consensus.types import BlockHeader
 from carechain.node.api.answers import HEX_TEXT, INT, array, obj, record
 from carechain.node.api.base import ApiError, Route, RouteFamily, Schema, parse_int, to_json
+from carechain.storage.state import HeightNotKept
 
 BLOCK: Final[Schema] = obj(
     height=INT,
@@ -38,6 +40,17 @@ class Blocks(RouteFamily):
             ),
             Route(
                 "GET",
+                "/v1/blocks/{height}/light",
+                self.light_block,
+                "What a light client checks a height with: the header and the certificate "
+                "(canonical encodings) and the validator set that signs that height (its "
+                "encoding, whose hash the header names)",
+                parameters=height,
+                answer=obj(height=INT, header=HEX_TEXT, certificate=HEX_TEXT, validators=HEX_TEXT),
+                refusals={"410": "the state before that height is no longer kept here"},
+            ),
+            Route(
+                "GET",
                 "/v1/blocks/{height}/txs",
                 self.block_txs,
                 "The ids of a block's transactions",
@@ -61,6 +74,22 @@ class Blocks(RouteFamily):
                 "height": height,
                 "hash": block.block_hash.hex(),
                 "txs": [tx.id.hex() for tx in block.txs],
+            }
+        )
+
+    async def light_block(self, request: web.Request) -> web.Response:
+        height = self._committed_height(request)
+        store = self.node.store
+        try:
+            before = store.state.reader_at(height - 1)
+        except HeightNotKept as exc:
+            raise ApiError(410, exc.code, str(exc)) from None
+        return web.json_response(
+            {
+                "height": height,
+                "header": store.block(height).header.encode().hex(),
+                "certificate": store.certificate_bytes(height).hex(),
+                "validators": validator_set_at(before, height).encode().hex(),
             }
         )
 

@@ -37,16 +37,21 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.pool_full:
         responses["503"] = _error("the node's pool is full: retry after the Retry-After seconds")
     operation: dict[str, Any] = {"summary": route.summary, "responses": responses}
-    if names:
-        operation["parameters"] = [
-            {
-                "name": name,
-                "in": "path",
-                "required": True,
-                "schema": route.parameters.get(name, {"type": "string"}),
-            }
-            for name in names
-        ]
+    parameters = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": route.parameters.get(name, {"type": "string"}),
+        }
+        for name in names
+    ]
+    parameters += [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in route.query.items()
+    ]
+    if parameters:
+        operation["parameters"] = parameters
     if route.body is not None:
         operation["requestBody"] = {
             "required": True,

@@ -50,6 +50,7 @@ from carechain.node.api.base import (
 )
 from carechain.node.audit.access_report import patient_vaults, timeline
 from carechain.storage import schema
+from carechain.storage.state import HeightNotKept
 
 TABLE: Final[Schema] = {
     "type": "string",
@@ -73,6 +74,33 @@ ACCESS_EVENT: Final[Schema] = obj(
     data_type=STR,
     detail={"type": "object"},
 )
+
+
+PROOF: Final[Schema] = obj(
+    levels=array(obj(bitmap=INT, siblings=array(HEX_TEXT))),
+    leaf=nullable(obj(key_hash=HEX_TEXT, value_hash=HEX_TEXT)),
+)
+# `?proof=true`: the entry's raw value (null: absent) with its proof against the state root of
+# `height`'s header, that header's canonical encoding and its commit certificate (both null at
+# height 0, whose state is genesis's: a client checks that against its own genesis)
+PROVED: Final[Schema] = obj(
+    table=STR,
+    key=HEX_TEXT,
+    height=INT,
+    value=nullable(HEX_TEXT),
+    proof=PROOF,
+    header=nullable(HEX_TEXT),
+    certificate=nullable(HEX_TEXT),
+)
+PROOF_QUERY: Final[dict[str, Schema]] = {
+    "proof": {"type": "string", "enum": ["true", "false"]},
+    "height": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+}
+
+
+def proved(answer: Schema) -> Schema:
+    """A route's answer, or with `?proof=true` the proved entry behind it."""
+    return {"anyOf": [answer, PROVED]}
 
 
 class State(RouteFamily):
@@ -106,9 +134,12 @@ class State(RouteFamily):
                 "GET",
                 "/v1/state/{table}/{key}",
                 self.state_get,
-                "One raw state entry",
+                "One raw state entry; `?proof=true` proves it, or its absence, at the head "
+                "(or at `height`, one of the heights this node keeps)",
                 parameters={"table": TABLE, "key": STATE_KEY},
-                answer=obj(value=HEX_TEXT),
+                query=PROOF_QUERY,
+                answer=proved(obj(value=HEX_TEXT)),
+                refusals={"410": "the state of that height is no longer kept here"},
             ),
         ]
 
@@ -121,7 +152,9 @@ class State(RouteFamily):
                 self.account,
                 "An account by address (cc1...) or hex id",
                 parameters=address,
-                answer=extend(record(Account), id=HEX_TEXT),
+                query=PROOF_QUERY,
+                answer=proved(extend(record(Account), id=HEX_TEXT)),
+                refusals={"410": "the state of that height is no longer kept here"},
             ),
             Route(
                 "GET",
@@ -147,7 +180,9 @@ class State(RouteFamily):
                 "A patient's pending key-loss recovery (null when none): the lost key, its "
                 "replacement, and the block time from which it may finish",
                 parameters=address,
-                answer=obj(recovery=nullable(record(Recovery))),
+                query=PROOF_QUERY,
+                answer=proved(obj(recovery=nullable(record(Recovery)))),
+                refusals={"410": "the state of that height is no longer kept here"},
             ),
             Route(
                 "GET",
@@ -169,7 +204,9 @@ class State(RouteFamily):
                 self.vault,
                 "A vault",
                 parameters=vault,
-                answer=record(Vault),
+                query=PROOF_QUERY,
+                answer=proved(record(Vault)),
+                refusals={"410": "the state of that height is no longer kept here"},
             ),
             Route(
                 "GET",
@@ -203,9 +240,45 @@ class State(RouteFamily):
         except KeyError:
             raise ApiError(404, "not_found", f"no state table {name!r}") from None
 
+    def _proof_asked(self, request: web.Request) -> bool:
+        text = request.query.get("proof", "false")
+        if text not in ("true", "false"):
+            raise ApiError(400, "bad_field", "proof must be true or false")
+        return text == "true"
+
+    def _proved(self, request: web.Request, table: Table, key: bytes) -> web.Response:
+        """The proved-entry answer (`PROVED`) for `(table, key)`."""
+        store = self.node.store
+        text = request.query.get("height")
+        height = store.height if text is None else parse_int(text, "height")
+        if height > store.height:
+            raise ApiError(404, "not_found", f"no state at height {height} (head {store.height})")
+        try:
+            proof, value, height = store.state.prove(table, key, height)
+        except HeightNotKept as exc:
+            raise ApiError(410, exc.code, str(exc)) from None
+        header = certificate = None
+        if height > 0:
+            header = store.block(height).header.encode().hex()
+            certificate = store.certificate_bytes(height).hex()
+        return web.json_response(
+            {
+                "table": table.name.lower().replace("_", "-"),
+                "key": key.hex(),
+                "height": height,
+                "value": None if value is None else value.hex(),
+                "proof": proof.to_json(),
+                "header": header,
+                "certificate": certificate,
+            }
+        )
+
     async def state_get(self, request: web.Request) -> web.Response:
         table = self._table(request.match_info["table"])
-        value = self.node.store.get(table, parse_hex(request.match_info["key"], "key"))
+        key = parse_hex(request.match_info["key"], "key")
+        if self._proof_asked(request):
+            return self._proved(request, table, key)
+        value = self.node.store.get(table, key)
         if value is None:
             raise ApiError(404, "not_found", "no such entry")
         return web.json_response({"value": value.hex()})
@@ -248,6 +321,8 @@ class State(RouteFamily):
 
     async def account_recovery(self, request: web.Request) -> web.Response:
         patient = parse_account(request.match_info["address"])
+        if self._proof_asked(request):
+            return self._proved(request, Table.RECOVERY, patient)
         found = Overlay(self.node.store).load(Table.RECOVERY, patient, Recovery)
         return web.json_response({"recovery": None if found is None else to_json(found)})
 
@@ -265,15 +340,18 @@ class State(RouteFamily):
 
     async def account(self, request: web.Request) -> web.Response:
         account_id = parse_account(request.match_info["address"])
+        if self._proof_asked(request):
+            return self._proved(request, Table.ACCOUNT, account_id)
         account = Overlay(self.node.store).load(Table.ACCOUNT, account_id, Account)
         if account is None:
             raise ApiError(404, "not_found", "no such account")
         return web.json_response({"id": account_id.hex(), **to_json(account)})
 
     async def vault(self, request: web.Request) -> web.Response:
-        vault = Overlay(self.node.store).load(
-            Table.VAULT, parse_hex(request.match_info["id"], "id"), Vault
-        )
+        vault_id = parse_hex(request.match_info["id"], "id")
+        if self._proof_asked(request):
+            return self._proved(request, Table.VAULT, vault_id)
+        vault = Overlay(self.node.store).load(Table.VAULT, vault_id, Vault)
         if vault is None:
             raise ApiError(404, "not_found", "no such vault")
         return web.json_response(to_json(vault))

@@ -1,0 +1,194 @@
+"""`carechain light`: read a node's answers as a light client, believing only what verifies
+against the user's own genesis (see `node/light/client.py`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+
+from carechain.cli.output import EXIT_FAILED, console, emit_json, error_console, json_option
+from carechain.config.genesis import load_genesis
+from carechain.consensus.codec import Record
+from carechain.consensus.crypto import decode_address
+from carechain.consensus.errors import InvalidInput
+from carechain.consensus.ledger.records import Account, Recovery, Vault
+from carechain.consensus.ledger.state import Table
+from carechain.consensus.light.verifier import Trusted, VerificationError
+from carechain.node.api.base import to_json
+from carechain.node.light.client import LightClient, NodeSource
+from carechain.node.wallet.client import Client
+
+# what `light get KIND` reads: its table and the record its value holds (None: raw bytes)
+KINDS: dict[str, tuple[Table, type[Record]]] = {
+    "account": (Table.ACCOUNT, Account),
+    "vault": (Table.VAULT, Vault),
+    "recovery": (Table.RECOVERY, Recovery),
+}
+
+
+def _options(function: Any) -> Any:
+    for option in reversed(
+        [
+            click.option(
+                "--api",
+                "apis",
+                multiple=True,
+                required=True,
+                help="A node's API URL; the first is asked, the others are witnesses.",
+            ),
+            click.option(
+                "--genesis",
+                "genesis_path",
+                type=click.Path(path_type=Path, exists=True, dir_okay=False),
+                required=True,
+                help="Your own copy of the network's genesis.json: the root of trust.",
+            ),
+            click.option(
+                "--home",
+                type=click.Path(path_type=Path, file_okay=False),
+                required=True,
+                help="Where the light client keeps the headers it trusts.",
+            ),
+            click.option(
+                "--trusting-period-days",
+                type=click.IntRange(1, 3650),
+                default=14,
+                show_default=True,
+                help="How long a trusted header's validators are trusted to stay honest.",
+            ),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+def _client(apis: tuple[str, ...], genesis_path: Path, home: Path, days: int) -> LightClient:
+    sources = [NodeSource(Client(api)) for api in apis]
+    return LightClient(
+        load_genesis(genesis_path),
+        home,
+        sources[0],
+        sources[1:],
+        trusting_period_ms=days * 24 * 3600 * 1000,
+    )
+
+
+def _verified_by(trusted: Trusted) -> str:
+    if trusted.height == 0:
+        return "verified at height 0 against your genesis"
+    return (
+        f"verified at height {trusted.height} by {trusted.signed_power} of "
+        f"{trusted.total_power} validators' power"
+    )
+
+
+def _refuse(exc: VerificationError) -> None:
+    error_console.print(f"[red]not verified:[/red] {escape(str(exc))}", soft_wrap=True)
+    sys.exit(EXIT_FAILED)
+
+
+@click.group()
+def light() -> None:
+    """Verified reads: headers, validator-set changes and state proofs checked against your
+    genesis, not believed from one node."""
+
+
+@light.command("sync")
+@_options
+@json_option
+def light_sync(
+    apis: tuple[str, ...], genesis_path: Path, home: Path, trusting_period_days: int, as_json: bool
+) -> None:
+    """Trust the first node's newest header (checked by the others when given)."""
+    client = _client(apis, genesis_path, home, trusting_period_days)
+    try:
+        trusted = client.sync()
+    except VerificationError as exc:
+        _refuse(exc)
+        return
+    _say_warnings(client)
+    if as_json:
+        emit_json(
+            {
+                "height": trusted.height,
+                "hash": trusted.block_hash.hex(),
+                "signed_power": trusted.signed_power,
+                "total_power": trusted.total_power,
+                "warnings": client.warnings,
+            }
+        )
+        return
+    console.print(
+        f"trusted height {trusted.height} ({trusted.block_hash.hex()[:16]}): "
+        f"{_verified_by(trusted)}"
+    )
+
+
+@light.command("get")
+@click.argument("kind", type=click.Choice([*KINDS, "state"]))
+@click.argument("name")
+@click.argument("key", required=False)
+@_options
+@json_option
+def light_get(
+    kind: str,
+    name: str,
+    key: str | None,
+    apis: tuple[str, ...],
+    genesis_path: Path,
+    home: Path,
+    trusting_period_days: int,
+    as_json: bool,
+) -> None:
+    """Read one entry, verified: `account ADDRESS`, `vault ID`, `recovery ADDRESS`, or
+    `state TABLE KEY` (a raw entry, its key in hex). Absence is proved too."""
+    table, entry_key, kind_type = _entry_of(kind, name, key)
+    client = _client(apis, genesis_path, home, trusting_period_days)
+    try:
+        found = client.get(table, entry_key)
+    except VerificationError as exc:
+        _refuse(exc)
+        return
+    _say_warnings(client)
+    value: Any = None
+    if found.value is not None:
+        value = found.value.hex() if kind_type is None else to_json(kind_type.decode(found.value))
+    if as_json:
+        emit_json(
+            {
+                "table": table.name.lower(),
+                "key": entry_key.hex(),
+                "value": value,
+                "height": found.trusted.height,
+                "signed_power": found.trusted.signed_power,
+                "total_power": found.trusted.total_power,
+            }
+        )
+        return
+    console.print("absent (proved)" if value is None else value)
+    console.print(_verified_by(found.trusted))
+
+
+def _entry_of(kind: str, name: str, key: str | None) -> tuple[Table, bytes, type[Record] | None]:
+    try:
+        if kind == "state":
+            if key is None:
+                raise InvalidInput("`light get state` takes a table and a key (hex)")
+            return Table[name.upper().replace("-", "_")], bytes.fromhex(key), None
+        table, kind_type = KINDS[kind]
+        entry = decode_address(name) if name.startswith("cc1") else bytes.fromhex(name)
+    except (KeyError, ValueError):
+        raise InvalidInput(
+            f"{name!r} {key or ''} does not name a {kind}",
+            hint="an address (cc1...) or hex id; for state, a table name and a hex key",
+        ) from None
+    return table, entry, kind_type
+
+
+def _say_warnings(client: LightClient) -> None:
+    for warning in client.warnings:
+        error_console.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)

@@ -1,0 +1,201 @@
+"""The light client against a real 4-validator network, directly and through a lying proxy.
+
+Directly, `carechain light get` shows a patient's account verified by more than 2/3 of the
+validators' power, and proves an unknown account absent. Through a proxy that rewrites the
+node's answers (a changed value, a present entry claimed absent, a proof of another height, a
+header whose state root was changed, an older header served for a newer height, another
+validator set), every read is refused with the reason and nothing is shown as verified; the
+same proxy left honest changes nothing."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from carechain.cli.main import cli
+from carechain.cli.nodes import Devnet
+from carechain.consensus.types import BlockHeader, ValidatorSet
+from carechain.tests.leaks import LEAKED_SOCKET
+
+pytestmark = pytest.mark.filterwarnings(LEAKED_SOCKET)
+PORT = 29600
+
+Lie = Callable[[str, Any], tuple[str, Any]]  # (path, answer) -> (path asked instead, answer)
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[str], Path, str]]:
+    folder = tmp_path_factory.mktemp("light")
+    devnet = Devnet(folder / "net", 4, PORT, heartbeat_interval_ms=3000)
+    clients = devnet.start()
+    people = folder / "people"
+    try:
+        for name in ("p1", "p2", "p3", "p4"):
+            code, out = run("keys", "new", "--home", str(people), "--name", name,
+                            "--insecure-plaintext")  # fmt: skip
+            assert code == 0, out
+        code, out = run("patient", "register", "--home", str(people), "--api",
+                        clients[0].base_url, "--key1", "p1", "--key2", "p2", "--json")  # fmt: skip
+        assert code == 0, out
+        address = json.loads(out)["address"]
+        code, out = run("patient", "register", "--home", str(people), "--api",
+                        clients[0].base_url, "--key1", "p3", "--key2", "p4")  # fmt: skip
+        assert code == 0, out  # a second block: the head is above 1
+        yield [c.base_url for c in clients], devnet.nodes[0].home / "genesis.json", address
+    finally:
+        devnet.stop()
+
+
+def light_get(apis: list[str], genesis: Path, home: Path, *entry: str) -> tuple[int, str]:
+    options = [option for api in apis for option in ("--api", api)]
+    return run("light", "get", *entry, *options, "--genesis", str(genesis), "--home", str(home),
+               "--json")  # fmt: skip
+
+
+def test_a_patient_reads_its_account_verified(
+    network: tuple[list[str], Path, str], tmp_path: Path
+) -> None:
+    apis, genesis, address = network
+    code, out = light_get(apis[:2], genesis, tmp_path, "account", address)
+    assert code == 0, out
+    answer = json.loads(out)
+    assert answer["value"] is not None
+    assert answer["height"] >= 1
+    assert 3 * answer["signed_power"] > 2 * answer["total_power"]
+    code, out = light_get(apis[:1], genesis, tmp_path, "account", "00" * 20)
+    assert code == 0, out
+    assert json.loads(out)["value"] is None
+    code, out = run("light", "sync", "--api", apis[2], "--genesis", str(genesis),
+                    "--home", str(tmp_path))  # fmt: skip
+    assert code == 0, out
+    assert "verified at height" in out
+
+
+class LyingProxy:
+    """Forwards GETs to a node, letting `lie` rewrite the path asked and the JSON answered."""
+
+    def __init__(self, upstream: str, lie: Lie) -> None:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path, _ = lie(self.path, None)
+                with urllib.request.urlopen(upstream + path, timeout=30) as response:
+                    answer = json.loads(response.read())
+                _, answer = lie(self.path, answer)
+                body = json.dumps(answer).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=proxy.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> LyingProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _on_proof(change: Callable[[dict[str, Any]], None]) -> Lie:
+    def lie(path: str, answer: Any) -> tuple[str, Any]:
+        if answer is not None and "proof=true" in path:
+            change(answer)
+        return path, answer
+
+    return lie
+
+
+def _changed_value(answer: dict[str, Any]) -> None:
+    answer["value"] = answer["value"][:-2] + ("00" if answer["value"][-2:] != "00" else "01")
+
+
+def _absent(answer: dict[str, Any]) -> None:
+    answer["value"] = None
+
+
+def _another_height(path: str, answer: Any) -> tuple[str, Any]:
+    if "proof=true" in path and answer is None:
+        at = path.rindex("height=") + len("height=")
+        return path[:at] + str(int(path[at:]) - 1), None
+    return path, answer
+
+
+def _changed_root(path: str, answer: Any) -> tuple[str, Any]:
+    if answer is not None and path.endswith("/light"):
+        header = BlockHeader.decode(bytes.fromhex(answer["header"]))
+        forged = BlockHeader(*[
+            b"\x07" * 32 if name == "state_root" else getattr(header, name)
+            for name in header.__dataclass_fields__
+        ])  # fmt: skip
+        answer["header"] = forged.encode().hex()
+    return path, answer
+
+
+def _older_header(path: str, answer: Any) -> tuple[str, Any]:
+    if answer is None and path.endswith("/light") and path != "/v1/blocks/1/light":
+        height = int(path.split("/")[3])
+        return f"/v1/blocks/{height - 1}/light", None
+    return path, answer
+
+
+def _foreign_set(path: str, answer: Any) -> tuple[str, Any]:
+    """The validator set without its last member: well formed, not the one that signed."""
+    if answer is not None and path.endswith("/light"):
+        served = ValidatorSet.decode(bytes.fromhex(answer["validators"]))
+        answer["validators"] = ValidatorSet(served.validators[:-1]).encode().hex()
+    return path, answer
+
+
+LIES: list[tuple[str, Lie, str]] = [
+    ("a changed value", _on_proof(_changed_value), "value differs"),
+    ("a present entry claimed absent", _on_proof(_absent), "entry present"),
+    ("a proof of another height", _another_height, "answered for height"),
+    ("a header with another state root", _changed_root, "certificate"),
+    ("an older header for a newer height", _older_header, "asked for height"),
+    ("another validator set", _foreign_set, "validator set"),
+]
+
+
+@pytest.mark.parametrize(("case", "lie", "says"), LIES, ids=[lie[0] for lie in LIES])
+def test_a_lying_node_is_caught(
+    network: tuple[list[str], Path, str], tmp_path: Path, case: str, lie: Lie, says: str
+) -> None:
+    apis, genesis, address = network
+    with LyingProxy(apis[0], lie) as proxy:
+        code, out = light_get([proxy.url], genesis, tmp_path, "account", address)
+    assert code == 1, f"{case}: {out}"
+    assert says in out, f"{case}: {out}"
+    assert '"value"' not in out, "nothing unverified is shown"
+
+
+def test_an_honest_proxy_changes_nothing(
+    network: tuple[list[str], Path, str], tmp_path: Path
+) -> None:
+    apis, genesis, address = network
+    with LyingProxy(apis[0], lambda path, answer: (path, answer)) as proxy:
+        code, out = light_get([proxy.url], genesis, tmp_path, "account", address)
+    assert code == 0, out
+    assert json.loads(out)["value"] is not None
