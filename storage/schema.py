@@ -4,7 +4,8 @@
     s<table:1><key>            ledger state entry (consensus.ledger.state.Table)
     n<version:8><path>         a state tree node written at that height (path: a nibble a byte)
     r<height:8>                the state tree's root reference at that height
-    x<height:8><version:8><path>  a tree node the tree of that height no longer holds
+    x<height:8>                the tree nodes the tree of that height no longer holds (each
+                               version:8, path length:1, path)
     b<height:8>                block (canonical encoding)
     c<height:8>                the block's commit certificate
     h<block hash:32>           height of a block hash
@@ -16,6 +17,7 @@ No other module spells out a key.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 from carechain.consensus.ledger.state import Table
@@ -105,17 +107,27 @@ def tree_root_key(height: int) -> bytes:
     return TREE_ROOT_PREFIX + height.to_bytes(8, "big")
 
 
-def tree_stale_prefix(stale_since: int) -> bytes:
+def tree_stale_key(stale_since: int) -> bytes:
     return TREE_STALE_PREFIX + stale_since.to_bytes(8, "big")
 
 
-def tree_stale_key(stale_since: int, version: int, path: bytes) -> bytes:
-    return tree_stale_prefix(stale_since) + version.to_bytes(8, "big") + path
+def encode_stale(nodes: Iterable[tuple[int, bytes]]) -> bytes:
+    """The node keys (version, path) of one height's stale index entry."""
+    return b"".join(
+        version.to_bytes(8, "big") + bytes((len(path),)) + path for version, path in nodes
+    )
 
 
-def parse_tree_stale_key(raw: bytes) -> tuple[int, bytes]:
-    """The node key (version, path) a stale index entry names."""
-    return int.from_bytes(raw[9:17], "big"), raw[17:]
+def decode_stale(raw: bytes) -> list[tuple[int, bytes]]:
+    nodes = []
+    offset = 0
+    while offset < len(raw):
+        if offset + 9 > len(raw) or offset + 9 + raw[offset + 8] > len(raw):
+            raise ValueError("a stale tree index entry is cut short")
+        end = offset + 9 + raw[offset + 8]
+        nodes.append((int.from_bytes(raw[offset : offset + 8], "big"), raw[offset + 9 : end]))
+        offset = end
+    return nodes
 
 
 def state_key(table: Table, key: bytes) -> bytes:

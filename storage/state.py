@@ -231,8 +231,8 @@ class StateStore:
         self._staged = tree
         for (version, path), raw in tree.written.items():
             batch.put(schema.tree_node_key(version, path), raw)
-        for version, path in tree.stale:
-            batch.put(schema.tree_stale_key(height, version, path), b"")
+        if tree.stale:
+            batch.put(schema.tree_stale_key(height), schema.encode_stale(tree.stale))
         batch.put(schema.tree_root_key(height), b"" if tree.root is None else tree.root)
         batch.put(schema.STATE_HEIGHT_KEY, height.to_bytes(8, "big"))
         self._stage_pruning(height, batch)
@@ -247,10 +247,14 @@ class StateStore:
         if target <= pruned:
             return
         for stale_since in range(pruned + 1, min(target, pruned + PRUNE_HEIGHTS_MAX) + 1):
-            for key, _ in self.kv.iterate(schema.tree_stale_prefix(stale_since)):
-                version, path = schema.parse_tree_stale_key(key)
+            raw = self.kv.get(schema.tree_stale_key(stale_since))
+            try:
+                stale = schema.decode_stale(raw or b"")
+            except ValueError as exc:
+                raise StateCorruptError(f"height {stale_since}: {exc}") from None
+            for version, path in stale:
                 batch.delete(schema.tree_node_key(version, path))
-                batch.delete(key)
+            batch.delete(schema.tree_stale_key(stale_since))
             batch.delete(schema.tree_root_key(stale_since - 1))
             pruned = stale_since
         batch.put(schema.TREE_PRUNED_KEY, pruned.to_bytes(8, "big"))

@@ -27,6 +27,7 @@ the trees of recent heights and prune older ones (`storage/state.py`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import typing
 from collections.abc import Iterable, Iterator, Sequence
@@ -134,6 +135,13 @@ def decode_internal(raw: bytes) -> tuple[int, list[Ref]]:
     return bitmap, [raw[offset : offset + REF_BYTES] for offset in range(3, len(raw), REF_BYTES)]
 
 
+@functools.lru_cache(maxsize=8192)
+def _internal_of(raw: bytes) -> tuple[int, tuple[Ref, ...]]:
+    """`decode_internal`, remembered: the upper nodes are read by every block's update."""
+    bitmap, refs = decode_internal(raw)
+    return bitmap, tuple(refs)
+
+
 def slot_index(bitmap: int, slot: int) -> int:
     """Where the child at `slot` is (or would go) among a node's present children."""
     return (bitmap >> (16 - slot)).bit_count()
@@ -230,10 +238,23 @@ Change = tuple[bytes, bytes | None]
 
 
 def change_of(table: int, key: bytes, value: bytes | None) -> Change:
-    digest = key_hash(table, key)
+    """The change that sets `(table, key)` to `value` (None: deletes it). A leaf's stored bytes
+    are made here directly, as `Leaf.encode` makes them: a block makes thousands."""
+    table_byte = bytes((table,))
+    digest = _sha256(_KEY + table_byte + key).digest()
     if value is None:
         return digest, None
-    return digest, Leaf(digest, value_hash(value), table, key, value).encode()
+    return digest, b"".join(
+        (
+            _LEAF_NODE,
+            digest,
+            _sha256(_VALUE + value).digest(),
+            table_byte,
+            len(key).to_bytes(2, "big"),
+            key,
+            value,
+        )
+    )
 
 
 def update(
@@ -272,7 +293,8 @@ class _Update:
         version = int.from_bytes(ref[:8], "big")
         if ref[40]:
             return self.replace_leaf(ref, version, path, changes)
-        bitmap, refs = decode_internal(self.reader.node(version, path))
+        bitmap, known = _internal_of(self.reader.node(version, path))
+        refs = list(known)
         changed = False
         for slot, group in _by_slot(changes, len(path)):
             bit = 0x8000 >> slot
