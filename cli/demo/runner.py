@@ -38,6 +38,7 @@ from carechain.cli.demo.steps import (
     validator_down,
     vaults,
 )
+from carechain.cli.demo.verified import verified_reads
 from carechain.cli.nodes import Devnet
 from carechain.cli.output import console
 from carechain.config.genesis import load_genesis
@@ -283,6 +284,7 @@ def _story(scenario: Scenario, cast: Cast, network: Devnet) -> None:
         validator_down,
         recovery,
         guardian_and_renewed_key,
+        verified_reads,
     ):
         step(story)
     names = {k.public_key: f"hospital {n}" for n, k in cast.hospitals.items()}

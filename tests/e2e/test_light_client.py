@@ -9,17 +9,16 @@ same proxy left honest changes nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import threading
-import urllib.request
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+from carechain.cli.demo.verified import Lie, LyingProxy
 from carechain.cli.main import cli
 from carechain.cli.nodes import Devnet
 from carechain.consensus.types import BlockHeader, ValidatorSet
@@ -27,8 +26,6 @@ from carechain.tests.leaks import LEAKED_SOCKET
 
 pytestmark = pytest.mark.filterwarnings(LEAKED_SOCKET)
 PORT = 29600
-
-Lie = Callable[[str, Any], tuple[str, Any]]  # (path, answer) -> (path asked instead, answer)
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -84,41 +81,6 @@ def test_a_patient_reads_its_account_verified(
     assert "verified at height" in out
 
 
-class LyingProxy:
-    """Forwards GETs to a node, letting `lie` rewrite the path asked and the JSON answered."""
-
-    def __init__(self, upstream: str, lie: Lie) -> None:
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path, _ = lie(self.path, None)
-                with urllib.request.urlopen(upstream + path, timeout=30) as response:
-                    answer = json.loads(response.read())
-                _, answer = lie(self.path, answer)
-                body = json.dumps(answer).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=proxy.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> LyingProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def _on_proof(change: Callable[[dict[str, Any]], None]) -> Lie:
     def lie(path: str, answer: Any) -> tuple[str, Any]:
         if answer is not None and "proof=true" in path:
@@ -146,10 +108,7 @@ def _another_height(path: str, answer: Any) -> tuple[str, Any]:
 def _changed_root(path: str, answer: Any) -> tuple[str, Any]:
     if answer is not None and path.endswith("/light"):
         header = BlockHeader.decode(bytes.fromhex(answer["header"]))
-        forged = BlockHeader(*[
-            b"\x07" * 32 if name == "state_root" else getattr(header, name)
-            for name in header.__dataclass_fields__
-        ])  # fmt: skip
+        forged = dataclasses.replace(header, state_root=b"\x07" * 32)
         answer["header"] = forged.encode().hex()
     return path, answer
 
