@@ -143,7 +143,14 @@ class NodeSource:
         return self.client.base_url
 
     def head(self) -> int:
-        return int(self.client.status()["height"])
+        status = self.client.status()
+        try:
+            height = status["height"]
+            if not isinstance(height, int) or isinstance(height, bool) or height < 0:
+                raise TypeError(f"height {height!r}")
+        except (KeyError, TypeError) as exc:
+            raise VerificationError(f"{self.name}: a malformed status: {exc}") from None
+        return height
 
     def light_block(self, height: int) -> LightBlock:
         answer = self.client.get(f"/v1/blocks/{height}/light")
@@ -156,12 +163,9 @@ class NodeSource:
         except (KeyError, TypeError, ValueError) as exc:
             raise VerificationError(f"{self.name}: a malformed light block: {exc}") from None
 
-    def proved(self, table: Table, key: bytes, height: int) -> dict[str, Any]:
+    def proved(self, table: Table, key: bytes, height: int) -> Any:
         name = table.name.lower().replace("_", "-")
-        answer = self.client.get(f"/v1/state/{name}/{key.hex()}?proof=true&height={height}")
-        if not isinstance(answer, dict):
-            raise VerificationError(f"{self.name}: a proved entry must be an object")
-        return answer
+        return self.client.get(f"/v1/state/{name}/{key.hex()}?proof=true&height={height}")
 
 
 def wall_clock_ms() -> int:
@@ -213,7 +217,9 @@ class LightClient:
         trusted = self.sync()
         answer = self._answer(lambda: self.primary.proved(table, key, trusted.height))
         try:
-            if int(answer["height"]) != trusted.height:
+            if not isinstance(answer, dict):
+                raise TypeError("a proved entry must be an object")
+            if answer["height"] != trusted.height:
                 raise VerificationError(
                     f"{self.primary.name} answered for height {answer['height']}, "
                     f"not {trusted.height}"

@@ -5,12 +5,17 @@ witness that lies about a header ignored with a warning, and malformed answers r
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from carechain.consensus.genesis import Genesis
 from carechain.consensus.ledger.state import Table
 from carechain.consensus.light.verifier import LightBlock, VerificationError
 from carechain.node.light.client import (
@@ -20,6 +25,9 @@ from carechain.node.light.client import (
     NodeSource,
 )
 from carechain.node.wallet.client import Client
+from carechain.storage.chain import ChainStore
+from carechain.storage.kv import MemoryKV
+from carechain.tests.chain_fixture import committee_chain, committee_genesis
 from carechain.tests.light_fixture import SyntheticChain, synthetic_chain
 
 
@@ -38,7 +46,7 @@ class ChainSource(NodeSource):
         self.served.append(height)
         return self.chain.blocks[height]
 
-    def proved(self, table: Table, key: bytes, height: int) -> dict[str, Any]:
+    def proved(self, table: Table, key: bytes, height: int) -> Any:
         return {"height": height, "header": None, "value": "zz", "proof": {}}
 
 
@@ -95,3 +103,99 @@ def test_a_malformed_proved_entry_is_refused(tmp_path: Path) -> None:
     client = _client(tmp_path, chain)
     with pytest.raises(VerificationError, match="malformed"):
         client.get(Table.ACCOUNT, b"\x01" * 20)
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 2**70) | st.text(max_size=70),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+class StoreSource(NodeSource):
+    """A node serving a real chain store, its proved entries bent by `bend` first."""
+
+    def __init__(self, store: ChainStore, genesis: Genesis) -> None:
+        super().__init__(Client("http://store.invalid"))
+        self.store = store
+        self.genesis = genesis
+        self.bend: Callable[[dict[str, Any]], Any] = lambda answer: answer
+
+    def head(self) -> int:
+        return self.store.height
+
+    def light_block(self, height: int) -> LightBlock:
+        block = self.store.block(height)
+        return LightBlock(block.header, self.store.certificate(height), self.genesis.validators)
+
+    def proved(self, table: Table, key: bytes, height: int) -> Any:
+        proof, value, _ = self.store.state.prove(table, key, height)
+        answer = {
+            "height": height,
+            "value": None if value is None else value.hex(),
+            "proof": proof.to_json(),
+            "header": self.store.block(height).header.encode().hex(),
+            "certificate": self.store.certificate_bytes(height).hex(),
+        }
+        return self.bend(json.loads(json.dumps(answer)))
+
+
+@functools.cache
+def _served() -> tuple[ChainStore, Genesis, bytes, bytes]:
+    genesis = committee_genesis()
+    store = ChainStore(MemoryKV())
+    store.state.initialize(genesis)
+    committee_chain(store, 3)
+    account, value = next(iter(store.table_entries(Table.ACCOUNT)))
+    return store, genesis, account, value
+
+
+def _bend(data: st.DataObject) -> Callable[[dict[str, Any]], Any]:
+    """One way to change a node's answer: a field replaced, dropped, or one hex digit flipped
+    (in the value, or in a sibling of the proof)."""
+    how = data.draw(st.sampled_from(["replace", "drop", "flip", "whole"]))
+    field = data.draw(st.sampled_from(["height", "value", "proof", "header", "certificate"]))
+    junk = data.draw(JSONISH)
+    where = data.draw(st.integers(0, 10_000))
+
+    def bend(answer: dict[str, Any]) -> Any:
+        if how == "whole":
+            return junk
+        if how == "drop":
+            answer.pop(field)
+        elif how == "replace":
+            answer[field] = junk
+        else:
+            texts = [answer["value"]] if answer["value"] else []
+            texts += [s for level in answer["proof"]["levels"] for s in level["siblings"]]
+            text = texts[where % len(texts)]
+            at = where % len(text)
+            flipped = text[:at] + ("0" if text[at] != "0" else "1") + text[at + 1 :]
+            if answer["value"] == text:
+                answer["value"] = flipped
+            else:
+                for level in answer["proof"]["levels"]:
+                    level["siblings"] = [flipped if s == text else s for s in level["siblings"]]
+        return answer
+
+    return bend
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_a_bent_answer_is_refused_never_a_crash(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    store, genesis, account, value = _served()
+    source = StoreSource(store, genesis)
+    source.bend = _bend(data)
+    home = tmp_path_factory.mktemp("light")
+    clock = store.block(store.height).header.time_ms + 1000
+    client = LightClient(genesis, home, source, clock_ms=lambda: clock)
+    try:
+        found = client.get(Table.ACCOUNT, account)
+    except VerificationError:
+        return
+    assert found.value == value, "an answer that verified must be the true one"
