@@ -17,7 +17,7 @@ from carechain.consensus.crypto import decode_address
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.ledger.records import Account, Recovery, Vault
 from carechain.consensus.ledger.state import Table
-from carechain.consensus.light.verifier import Trusted, VerificationError
+from carechain.consensus.light.verifier import VerificationError
 from carechain.node.api.base import to_json
 from carechain.node.light.client import LightClient, NodeSource
 from carechain.node.wallet.client import Client
@@ -77,15 +77,6 @@ def _client(apis: tuple[str, ...], genesis_path: Path, home: Path, days: int) ->
     )
 
 
-def _verified_by(trusted: Trusted) -> str:
-    if trusted.height == 0:
-        return "verified at height 0 against your genesis"
-    return (
-        f"verified at height {trusted.height} by {trusted.signed_power} of "
-        f"{trusted.total_power} validators' power"
-    )
-
-
 def _refuse(exc: VerificationError) -> None:
     error_console.print(f"[red]not verified:[/red] {escape(str(exc))}", soft_wrap=True)
     sys.exit(EXIT_FAILED)
@@ -124,7 +115,7 @@ def light_sync(
         return
     console.print(
         f"trusted height {trusted.height} ({trusted.block_hash.hex()[:16]}): "
-        f"{_verified_by(trusted)}"
+        f"{trusted.verified_by()}"
     )
 
 
@@ -170,7 +161,7 @@ def light_get(
         )
         return
     console.print("absent (proved)" if value is None else value)
-    console.print(_verified_by(found.trusted))
+    console.print(found.trusted.verified_by())
 
 
 def _entry_of(kind: str, name: str, key: str | None) -> tuple[Table, bytes, type[Record] | None]:

@@ -91,6 +91,14 @@ class ChainStore:
         raw = self.kv.get(schema.HEAD_KEY)
         return None if raw is None else schema.decode_head(raw)
 
+    def header(self, height: int) -> BlockHeader:
+        """The header of the block at `height`; the head's is kept, not decoded again with
+        its whole block (proofs and light clients ask for it at every read)."""
+        head = self.last_header()
+        if head is not None and head.height == height:
+            return head
+        return self.block(height).header
+
     def block(self, height: int) -> Block:
         raw = self.block_bytes(height)
         return Block.decode(raw, max_bytes=len(raw))

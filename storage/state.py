@@ -29,8 +29,7 @@ from carechain.consensus.ledger.state_tree import (
     Ref,
     TreeNodeError,
     TreeUpdate,
-    child_slots,
-    decode_internal,
+    children,
     decode_leaf,
     decode_root,
     node_hash,
@@ -334,11 +333,7 @@ class StateStore:
             if node_hash(raw) != ref_hash(ref) or (raw[:1] == LEAF_TAG) != ref_is_leaf(ref):
                 raise TreeNodeError(f"{where} does not hash to what its parent records")
             if not ref_is_leaf(ref):
-                bitmap, refs = decode_internal(raw)
-                pending.extend(
-                    (child, path + bytes((slot,)))
-                    for slot, child in zip(child_slots(bitmap), refs, strict=True)
-                )
+                pending.extend((child, path + bytes((slot,))) for slot, child in children(raw))
                 continue
             leaf = decode_leaf(raw)
             if leaf != Leaf.of(leaf.table, leaf.key, leaf.value):

@@ -16,7 +16,7 @@ from typing import Any
 
 from carechain.cli.demo.steps import Story
 from carechain.consensus.ledger.state import Table
-from carechain.consensus.light.verifier import Trusted, VerificationError
+from carechain.consensus.light.verifier import VerificationError
 from carechain.node.light.client import LightClient, NodeSource
 from carechain.node.wallet.client import Client
 
@@ -60,10 +60,6 @@ class LyingProxy:
         self.thread.join(10)
 
 
-def _verified_by(trusted: Trusted) -> str:
-    return f"height {trusted.height}, {trusted.signed_power} of {trusted.total_power} power"
-
-
 def _vault_absent(path: str, answer: Any) -> tuple[str, Any]:
     """Says the vault does not exist (so nobody could be reading it)."""
     if answer is not None and "/v1/state/vault/" in path:
@@ -85,7 +81,7 @@ def verified_reads(story: Story) -> None:
         story.check(
             account.value is not None and vault.value is not None and vault.value.hex() == honest,
             f"the patient's account and glucose vault, each proved against a header trusted "
-            f"from genesis ({_verified_by(vault.trusted)}), nodes A and B agreeing",
+            f"from genesis ({vault.trusted.verified_by()}), nodes A and B agreeing",
         )
         upstream = story.clients["patient"].base_url
         with LyingProxy(upstream, _vault_absent) as proxy:

@@ -155,7 +155,6 @@ def verify(root: bytes, table: int, key: bytes, value: bytes | None, proof: Stat
         level = proof.levels[index]
         slot = nibble(digest, index)
         bit = 0x8000 >> slot
-        before = (level.bitmap & ~(0xFFFF >> slot)).bit_count()  # children left of the path
         if index == depth - 1 and proof.leaf is None:
             if level.bitmap & bit:
                 raise ProofError("the proof ends at a slot its node says is occupied")
@@ -163,6 +162,7 @@ def verify(root: bytes, table: int, key: bytes, value: bytes | None, proof: Stat
         else:
             if not level.bitmap & bit:
                 raise ProofError(f"proof level {index} says the key's slot is empty")
+            before = slot_index(level.bitmap, slot)  # children left of the path
             children = [*level.siblings[:before], current, *level.siblings[before:]]
         if len(children) != level.bitmap.bit_count():
             raise ProofError(

@@ -43,8 +43,7 @@ _LEAF: Final = b"\x00"
 _INTERNAL: Final = b"\x01"
 _KEY: Final = b"\x10"
 _VALUE: Final = b"\x11"
-_LEAF_NODE: Final = b"\x02"  # a stored leaf starts with it; a stored internal node with 0x01
-LEAF_TAG: Final = _LEAF_NODE
+LEAF_TAG: Final = b"\x02"  # a stored leaf starts with it; a stored internal node with 0x01
 _sha256 = hashlib.sha256
 
 
@@ -75,20 +74,11 @@ def nibble(digest: bytes, depth: int) -> int:
     return byte & 0x0F if depth & 1 else byte >> 4
 
 
-def nibbles(digest: bytes, depth: int) -> bytes:
-    """The path of the first `depth` nibbles of `digest`, one nibble a byte."""
-    return bytes(nibble(digest, index) for index in range(depth))
-
-
 # A parent's reference to a child, as stored inside the parent: the version that wrote the
 # child (8 bytes), its hash (32) and 1 if it is a leaf else 0. Plain bytes, because a block's
 # update makes thousands of them and an internal node is then just its references joined.
 Ref = bytes
 REF_BYTES: Final = 41
-
-
-def make_ref(version: int, digest: bytes, leaf: bool) -> Ref:
-    return version.to_bytes(8, "big") + digest + (b"\x01" if leaf else b"\x00")
 
 
 def ref_version(ref: Ref) -> int:
@@ -147,9 +137,11 @@ def slot_index(bitmap: int, slot: int) -> int:
     return (bitmap >> (16 - slot)).bit_count()
 
 
-def child_slots(bitmap: int) -> list[int]:
-    """The slots a node's bitmap says are present, in order."""
-    return [slot for slot in range(RADIX) if bitmap & (0x8000 >> slot)]
+def children(raw: bytes) -> list[tuple[int, Ref]]:
+    """A stored internal node's children: (slot, reference), in slot order."""
+    bitmap, refs = decode_internal(raw)
+    slots = [slot for slot in range(RADIX) if bitmap & (0x8000 >> slot)]
+    return list(zip(slots, refs, strict=True))
 
 
 def child_at(bitmap: int, refs: Sequence[Ref], slot: int) -> Ref | None:
@@ -158,8 +150,7 @@ def child_at(bitmap: int, refs: Sequence[Ref], slot: int) -> Ref | None:
 
 class Leaf(typing.NamedTuple):
     """One entry as its leaf holds it: the leaf keeps the entry itself, so a proof at an older
-    height has its value. Stored: 0x02 || key hash || value hash || table || key length:2 ||
-    key || value."""
+    height has its value (stored as `change_of` makes it)."""
 
     key_hash: bytes
     value_hash: bytes
@@ -174,22 +165,9 @@ class Leaf(typing.NamedTuple):
     def hash(self) -> bytes:
         return leaf_hash(self.key_hash, self.value_hash)
 
-    def encode(self) -> bytes:
-        return b"".join(
-            (
-                _LEAF_NODE,
-                self.key_hash,
-                self.value_hash,
-                bytes((self.table,)),
-                len(self.key).to_bytes(2, "big"),
-                self.key,
-                self.value,
-            )
-        )
-
 
 def decode_leaf(raw: bytes) -> Leaf:
-    if raw[:1] != _LEAF_NODE or len(raw) < 68:
+    if raw[:1] != LEAF_TAG or len(raw) < 68:
         raise TreeNodeError("a tree node that should be a leaf is not")
     key_end = 68 + int.from_bytes(raw[66:68], "big")
     if len(raw) < key_end:
@@ -204,7 +182,7 @@ def stored_leaf_hash(raw: bytes) -> bytes:
 
 def node_hash(raw: bytes) -> bytes:
     """The hash of any stored node (a store's full check)."""
-    if raw[:1] == _LEAF_NODE:
+    if raw[:1] == LEAF_TAG:
         decode_leaf(raw)
         return stored_leaf_hash(raw)
     return encode_internal(*decode_internal(raw))[1]
@@ -238,15 +216,15 @@ Change = tuple[bytes, bytes | None]
 
 
 def change_of(table: int, key: bytes, value: bytes | None) -> Change:
-    """The change that sets `(table, key)` to `value` (None: deletes it). A leaf's stored bytes
-    are made here directly, as `Leaf.encode` makes them: a block makes thousands."""
+    """The change that sets `(table, key)` to `value` (None: deletes it), with the new leaf's
+    stored bytes: 0x02 || key hash || value hash || table || key length:2 || key || value."""
     table_byte = bytes((table,))
     digest = _sha256(_KEY + table_byte + key).digest()
     if value is None:
         return digest, None
     return digest, b"".join(
         (
-            _LEAF_NODE,
+            LEAF_TAG,
             digest,
             _sha256(_VALUE + value).digest(),
             table_byte,
@@ -298,7 +276,7 @@ class _Update:
         changed = False
         for slot, group in _by_slot(changes, len(path)):
             bit = 0x8000 >> slot
-            index = (bitmap >> (16 - slot)).bit_count()
+            index = slot_index(bitmap, slot)
             old = refs[index] if bitmap & bit else None
             new = self.subtree(old, path + _NIBBLE[slot], group)
             if new == old:
@@ -328,7 +306,7 @@ class _Update:
         self, ref: Ref, version: int, path: bytes, changes: Sequence[_Pending]
     ) -> Ref | None:
         existing = self.reader.node(version, path)
-        if existing[:1] != _LEAF_NODE:
+        if existing[:1] != LEAF_TAG:
             raise TreeNodeError(f"the tree node at {path.hex()} should be a leaf")
         existing_key = existing[1:33]
         leaves = [(c[1], c[2]) for c in changes if c[2] is not None]
@@ -372,7 +350,7 @@ class _Update:
 
     def put_leaf(self, path: bytes, raw: bytes) -> Ref:
         self.written[(self.version, path)] = raw
-        return self.prefix + _sha256(_LEAF + raw[1:65]).digest() + b"\x01"
+        return self.prefix + stored_leaf_hash(raw) + b"\x01"
 
 
 _NIBBLE: Final = tuple(bytes((slot,)) for slot in range(RADIX))

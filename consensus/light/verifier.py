@@ -108,6 +108,15 @@ class Trusted:
             genesis.validators.hash(),
         )
 
+    def verified_by(self) -> str:
+        """How this height came to be trusted, in words."""
+        if self.height == 0:
+            return "verified at height 0 against your genesis"
+        return (
+            f"verified at height {self.height} by {self.signed_power} of {self.total_power} "
+            "validators' power"
+        )
+
     @classmethod
     def of_block(cls, block: LightBlock) -> Trusted:
         header = block.header

@@ -87,7 +87,7 @@ class Blocks(RouteFamily):
         return web.json_response(
             {
                 "height": height,
-                "header": store.block(height).header.encode().hex(),
+                "header": store.header(height).encode().hex(),
                 "certificate": store.certificate_bytes(height).hex(),
                 "validators": validator_set_at(before, height).encode().hex(),
             }

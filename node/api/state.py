@@ -259,7 +259,7 @@ class State(RouteFamily):
             raise ApiError(410, exc.code, str(exc)) from None
         header = certificate = None
         if height > 0:
-            header = store.block(height).header.encode().hex()
+            header = store.header(height).encode().hex()
             certificate = store.certificate_bytes(height).hex()
         return web.json_response(
             {

@@ -25,7 +25,7 @@ from carechain.consensus.ledger.state_tree import (
     Ref,
     TreeNodeError,
     change_of,
-    child_slots,
+    children,
     decode_internal,
     decode_leaf,
     decode_root,
@@ -61,12 +61,9 @@ class Nodes:
             assert node_hash(raw) == ref_hash(ref), f"node {path.hex()} does not hash to its ref"
             assert ref_is_leaf(ref) == (raw[:1] == b"\x02")
             if not ref_is_leaf(ref):
-                bitmap, refs = decode_internal(raw)
-                assert not (len(refs) == 1 and ref_is_leaf(refs[0])), "a lone leaf"
-                pending.extend(
-                    (child, path + bytes((slot,)))
-                    for slot, child in zip(child_slots(bitmap), refs, strict=True)
-                )
+                below = children(raw)
+                assert not (len(below) == 1 and ref_is_leaf(below[0][1])), "a lone leaf"
+                pending.extend((child, path + bytes((slot,))) for slot, child in below)
         return found
 
 
