@@ -167,9 +167,13 @@ def light_get(
 def _entry_of(kind: str, name: str, key: str | None) -> tuple[Table, bytes, type[Record] | None]:
     try:
         if kind == "state":
-            if key is None:
-                raise InvalidInput("`light get state` takes a table and a key (hex)")
-            return Table[name.upper().replace("-", "_")], bytes.fromhex(key), None
+            table = Table.of_label(name)
+            if key is None or table is None:
+                raise InvalidInput(
+                    "`light get state` takes a table and a key (hex)",
+                    hint=f"tables: {', '.join(t.label for t in Table)}",
+                )
+            return table, bytes.fromhex(key), None
         table, kind_type = KINDS[kind]
         entry = decode_address(name) if name.startswith("cc1") else bytes.fromhex(name)
     except (KeyError, ValueError):

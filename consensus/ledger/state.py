@@ -45,6 +45,16 @@ class Table(enum.IntEnum):
     INSTITUTION_KEY = 16  # an institution key (32) -> its first key (32), or b"" once retired
     GUARDIAN_OF = 17  # guardian key (32) + patient account (20) -> scope (1 byte)
 
+    @property
+    def label(self) -> str:
+        """The table's name in URLs and commands (`patient-vault`)."""
+        return self.name.lower().replace("_", "-")
+
+    @classmethod
+    def of_label(cls, label: str) -> Table | None:
+        """The table a label (or its name in any case) names; None if none."""
+        return cls.__members__.get(label.upper().replace("-", "_"))
+
 
 class StateReader(Protocol):
     def get(self, table: Table, key: bytes) -> bytes | None: ...

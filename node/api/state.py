@@ -54,7 +54,7 @@ from carechain.storage.state import HeightNotKept
 
 TABLE: Final[Schema] = {
     "type": "string",
-    "enum": [t.name.lower().replace("_", "-") for t in Table],
+    "enum": [t.label for t in Table],
 }
 STATE_KEY: Final[Schema] = {"type": "string", "pattern": "^([0-9a-f]{2}){1,128}$"}
 INSTITUTION: Final[Schema] = obj(
@@ -235,10 +235,10 @@ class State(RouteFamily):
         ]
 
     def _table(self, name: str) -> Table:
-        try:
-            return Table[name.upper().replace("-", "_")]
-        except KeyError:
-            raise ApiError(404, "not_found", f"no state table {name!r}") from None
+        table = Table.of_label(name)
+        if table is None:
+            raise ApiError(404, "not_found", f"no state table {name!r}")
+        return table
 
     def _proof_asked(self, request: web.Request) -> bool:
         text = request.query.get("proof", "false")
@@ -263,7 +263,7 @@ class State(RouteFamily):
             certificate = store.certificate_bytes(height).hex()
         return web.json_response(
             {
-                "table": table.name.lower().replace("_", "-"),
+                "table": table.label,
                 "key": key.hex(),
                 "height": height,
                 "value": None if value is None else value.hex(),

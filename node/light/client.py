@@ -164,8 +164,7 @@ class NodeSource:
             raise VerificationError(f"{self.name}: a malformed light block: {exc}") from None
 
     def proved(self, table: Table, key: bytes, height: int) -> Any:
-        name = table.name.lower().replace("_", "-")
-        return self.client.get(f"/v1/state/{name}/{key.hex()}?proof=true&height={height}")
+        return self.client.get(f"/v1/state/{table.label}/{key.hex()}?proof=true&height={height}")
 
 
 def wall_clock_ms() -> int:

@@ -183,9 +183,7 @@ class RemoteState:
 
     def get(self, table: Table, key: bytes) -> bytes | None:
         try:
-            return bytes.fromhex(
-                self.client.get(f"/v1/state/{table.name.lower()}/{key.hex()}")["value"]
-            )
+            return bytes.fromhex(self.client.get(f"/v1/state/{table.label}/{key.hex()}")["value"])
         except ApiRequestError as exc:
             if exc.status == 404:
                 return None
@@ -196,7 +194,7 @@ class RemoteState:
         entries: list[tuple[bytes, bytes]] = []
         while True:
             after = f"&after={entries[-1][0].hex()}" if entries else ""
-            path = f"/v1/state/{table.name.lower()}?prefix={prefix.hex()}&limit={STATE_PAGE}"
+            path = f"/v1/state/{table.label}?prefix={prefix.hex()}&limit={STATE_PAGE}"
             page = self.client.get(path + after)["entries"]
             entries.extend((bytes.fromhex(k), bytes.fromhex(v)) for k, v in page)
             if len(page) < STATE_PAGE:
