@@ -49,7 +49,10 @@ async def test_a_node_behind_hears_the_peer_ahead() -> None:
         assert b.bound is not None
         a.peers, b.peers = [b.bound], [a.bound]
         deadline = time.monotonic() + 5
-        while not ahead_b and time.monotonic() < deadline:
+        # each side hears the other on its own schedule: wait for both, not only b hearing a
+        while (not ahead_b or peer_id(b_key.public_key) not in a.views) and (
+            time.monotonic() < deadline
+        ):
             await asyncio.sleep(0.05)
         assert ahead_b[0] == (peer_id(a_key.public_key), 5)
         assert ahead_a == [], "a node ahead does not sync from one behind"
