@@ -63,7 +63,9 @@ class WorldNode(Client):
         return route()
 
     def _state(self, parts: list[str], query: dict[str, str]) -> dict[str, Any]:
-        table = Table[parts[0].upper()]
+        table = Table.of_label(parts[0])
+        if table is None:
+            raise ApiRequestError(404, "not_found", f"no state table {parts[0]!r}")
         if len(parts) == 2:
             value = self.world.store.get(table, bytes.fromhex(parts[1]))
             if value is None:
