@@ -126,8 +126,8 @@ def test_ctrl_c_while_a_node_starts_prints_no_traceback(home: Path) -> None:
             _, stderr = process.communicate(timeout=START_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             process.kill()  # never left holding the ports the next test needs
-            _, stderr = process.communicate()
-            pytest.fail(f"SIGINT {delay_s} s into the start was not obeyed: {stderr[-2000:]}")
+            process.wait(30)  # not communicate(): its worker processes may hold the pipes open
+            pytest.fail(f"SIGINT {delay_s} s into the start was not obeyed within the timeout")
         assert process.returncode in (0, 130, -signal.SIGINT), (delay_s, stderr[-2000:])
         assert "Traceback" not in stderr, (delay_s, stderr[-2000:])
 
