@@ -22,11 +22,12 @@ from carechain.cli.output import (
     json_option,
 )
 from carechain.cli.passphrase import passphrase_option, unlock_key
-from carechain.config.genesis import GENESIS_FILE, load_genesis, save_genesis
+from carechain.config.genesis import GENESIS_FILE, load_genesis, parse_genesis, save_genesis
 from carechain.config.node import parse_multiaddr
 from carechain.consensus.crypto import decode_address, encode_address
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.genesis import Genesis
+from carechain.consensus.ledger.context import ChainContext
 from carechain.consensus.ledger.records import Emergency, EmergencyStatus, Evidence, Recovery
 from carechain.consensus.ledger.state import Table as StateTable
 from carechain.node.audit.access_report import fhir_bundle, readable_by_revoked, timeline
@@ -228,12 +229,17 @@ def audit_access(
     """The patient's access timeline: grants, reads, emergency accesses, erasures."""
     account = decode_address(patient)
     if api is not None:
-        remote = RemoteState(Client(api))
-        events, names = timeline(remote, account), institution_names(remote)
+        client = Client(api)
+        remote = RemoteState(client)
+        data_types = ChainContext.from_genesis(
+            parse_genesis(client.get("/v1/genesis"), f"{api}/v1/genesis")
+        ).data_types
+        events, names = timeline(remote, account, data_types), institution_names(remote)
     elif home is not None:
+        data_types = ChainContext.from_genesis(load_genesis(home / GENESIS_FILE)).data_types
         store = ChainStore(LevelKV(home / "data" / "chain", create=False))
         try:
-            events, names = timeline(store, account), institution_names(store)
+            events, names = timeline(store, account, data_types), institution_names(store)
         finally:
             store.close()
     else:

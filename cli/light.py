@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 from rich.markup import escape
+from rich.table import Table as RichTable
 
 from carechain.cli.output import EXIT_FAILED, console, emit_json, error_console, json_option
 from carechain.config.genesis import load_genesis
@@ -20,6 +21,7 @@ from carechain.consensus.ledger.state import Table
 from carechain.consensus.light.verifier import VerificationError
 from carechain.node.api.base import to_json
 from carechain.node.light.client import LightClient, NodeSource
+from carechain.node.light.lists import PATIENT_LISTS, VAULT_LISTS, list_query
 from carechain.node.wallet.client import Client
 
 # what `light get KIND` reads: its table and the record its value holds (None: raw bytes)
@@ -27,6 +29,15 @@ KINDS: dict[str, tuple[Table, type[Record]]] = {
     "account": (Table.ACCOUNT, Account),
     "vault": (Table.VAULT, Vault),
     "recovery": (Table.RECOVERY, Recovery),
+}
+# what one line of a list shows, by kind
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "vaults": ("data_type", "vault_id", "epoch", "record_count", "receipt_count"),
+    "timeline": ("height", "kind", "data_type", "actor", "detail"),
+    "grants": ("grant_id", "grantee", "access", "purpose", "valid_until_ms", "revoked_height"),
+    "emergencies": ("emergency_id", "hospital", "reason", "until_ms", "status"),
+    "records": ("record_id", "data_type", "record_time_ms", "size_bytes", "erased_height"),
+    "receipts": ("height", "record_id", "reader", "grant_id"),
 }
 
 
@@ -120,15 +131,19 @@ def light_sync(
 
 
 @light.command("get")
-@click.argument("kind", type=click.Choice([*KINDS, "state"]))
+@click.argument("kind", type=click.Choice([*KINDS, "state", *PATIENT_LISTS, *VAULT_LISTS]))
 @click.argument("name")
 @click.argument("key", required=False)
+@click.option("--first", type=click.IntRange(0), default=0, help="records, receipts: from number")
+@click.option("--limit", type=click.IntRange(0), help="records, receipts: how many (default all)")
 @_options
 @json_option
 def light_get(
     kind: str,
     name: str,
     key: str | None,
+    first: int,
+    limit: int | None,
     apis: tuple[str, ...],
     genesis_path: Path,
     home: Path,
@@ -136,7 +151,13 @@ def light_get(
     as_json: bool,
 ) -> None:
     """Read one entry, verified: `account ADDRESS`, `vault ID`, `recovery ADDRESS`, or
-    `state TABLE KEY` (a raw entry, its key in hex). Absence is proved too."""
+    `state TABLE KEY` (a raw entry, its key in hex). Absence is proved too.
+
+    Or a whole list, proved complete: `vaults ADDRESS` and `timeline ADDRESS` (a patient's),
+    `grants ID`, `emergencies ID`, `records ID` and `receipts ID` (a vault's)."""
+    if kind in PATIENT_LISTS or kind in VAULT_LISTS:
+        _get_list(kind, name, first, limit, apis, genesis_path, home, trusting_period_days, as_json)
+        return
     table, entry_key, kind_type = _entry_of(kind, name, key)
     client = _client(apis, genesis_path, home, trusting_period_days)
     try:
@@ -162,6 +183,73 @@ def light_get(
         return
     console.print("absent (proved)" if value is None else value)
     console.print(found.trusted.verified_by())
+
+
+def _get_list(
+    kind: str,
+    name: str,
+    first: int,
+    limit: int | None,
+    apis: tuple[str, ...],
+    genesis_path: Path,
+    home: Path,
+    trusting_period_days: int,
+    as_json: bool,
+) -> None:
+    genesis = load_genesis(genesis_path)
+    path, read = list_query(kind, _id_of(kind, name), genesis, first, limit)
+    client = _client(apis, genesis_path, home, trusting_period_days)
+    try:
+        found = client.query(path, read)
+    except VerificationError as exc:
+        _refuse(exc)
+        return
+    _say_warnings(client)
+    trusted = found.trusted
+    if as_json:
+        emit_json(
+            {
+                kind: found.value,
+                "height": trusted.height,
+                "signed_power": trusted.signed_power,
+                "total_power": trusted.total_power,
+                "entries_proved": found.entries,
+            }
+        )
+        return
+    items = found.value[kind] if isinstance(found.value, dict) else found.value
+    table = RichTable(*COLUMNS[kind], box=None, pad_edge=False)
+    for item in items:
+        table.add_row(*(_cell(item.get(column)) for column in COLUMNS[kind]))
+    console.print(table)
+    count = found.value.get("count") if isinstance(found.value, dict) else None
+    whole = f"{len(items)} of {count}" if count is not None else f"all {len(items)}"
+    console.print(f"{whole} {kind}, proved complete by {found.entries} entries")
+    console.print(trusted.verified_by())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return escape(", ".join(f"{k}={_cell(v)}" for k, v in value.items() if v is not None))
+    text = str(value)
+    return escape(text[:16] if len(text) == 64 or len(text) == 40 else text)
+
+
+def _id_of(kind: str, name: str) -> bytes:
+    try:
+        if kind in PATIENT_LISTS:
+            return decode_address(name) if name.startswith("cc1") else bytes.fromhex(name)
+        found = bytes.fromhex(name)
+        if len(found) != 20:
+            raise ValueError(name)
+        return found
+    except ValueError:
+        raise InvalidInput(
+            f"{name!r} does not name a {'patient' if kind in PATIENT_LISTS else 'vault'}",
+            hint="a patient's address (cc1...) or a vault's id (40 hex digits)",
+        ) from None
 
 
 def _entry_of(kind: str, name: str, key: str | None) -> tuple[Table, bytes, type[Record] | None]:

@@ -34,7 +34,10 @@ from carechain.consensus.ledger.state import Table
 # written under 3 may hold transactions this refuses, and replays to other state.
 # 5: the state root is the root of an authenticated tree (consensus/ledger/state_tree.py),
 # not a multiset hash: every header's state_root differs from what 4 wrote.
-SCHEMA_VERSION: Final = 5
+# 6: a vault's grants and emergencies are listed in VAULT_INDEX and its records numbered in
+# VAULT_RECORD, so a light client can check an answer is complete: a chain written under 5
+# replays to other state roots.
+SCHEMA_VERSION: Final = 6
 
 META_PREFIX: Final = b"m"
 STATE_PREFIX: Final = b"s"

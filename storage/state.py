@@ -75,6 +75,40 @@ class StateAt:
         return None if leaf is None else leaf.value
 
 
+class ProvedReads:
+    """A `StateReader` over the tree of one kept height that keeps every entry it read with
+    its proof, in the order first read: what a node sends so that a light client can run the
+    same query over the proved entries (`consensus/ledger/queries.py`)."""
+
+    def __init__(self, at: StateAt, entries_max: int) -> None:
+        self.at = at
+        self.entries_max = entries_max
+        self.proved: dict[tuple[Table, bytes], tuple[StateProof, bytes | None]] = {}
+
+    @property
+    def height(self) -> int:
+        return self.at.height
+
+    def get(self, table: Table, key: bytes) -> bytes | None:
+        found = self.proved.get((table, key))
+        if found is None:
+            if len(self.proved) >= self.entries_max:
+                raise AnswerTooLarge(
+                    f"the answer needs more than {self.entries_max} proved entries",
+                    hint="ask for a page (first, limit) or a narrower question",
+                )
+            try:
+                proof, leaf = prove(self.at.store, self.at.root, table, key)
+            except TreeNodeError as exc:
+                raise StateCorruptError(str(exc)) from None
+            found = self.proved[table, key] = (proof, None if leaf is None else leaf.value)
+        return found[1]
+
+
+class AnswerTooLarge(InvalidInput):
+    code = "answer_too_large"
+
+
 class StateStore:
     """Ledger state on `kv`. Keeps up to `kept_max` entries read or committed lately, as
     stored and (once loaded) decoded: a busy account's entry is read from disk and decoded
@@ -205,6 +239,10 @@ class StateStore:
     def reader_at(self, height: int) -> StateAt:
         """The state as it was at `height` (a kept one), read from that height's tree."""
         return StateAt(self, height, self.root_at(height))
+
+    def prover_at(self, height: int, entries_max: int = 20_000) -> ProvedReads:
+        """The state at `height` (a kept one), keeping a proof of each entry read."""
+        return ProvedReads(self.reader_at(height), entries_max)
 
     # -- writing --------------------------------------------------------------------------------
     def initialize(self, genesis: Genesis) -> None:

@@ -24,6 +24,7 @@ from carechain.consensus.errors import DecodeError
 from carechain.consensus.ledger.apply import TxStatus
 from carechain.consensus.ledger.blob_access import BlobRequest
 from carechain.consensus.ledger.bodies import PutRecord
+from carechain.consensus.ledger.context import ChainContext
 from carechain.consensus.ledger.policy import Template
 from carechain.consensus.ledger.records import Emergency, EmergencyStatus, RecordEntry
 from carechain.consensus.ledger.state import Table
@@ -420,7 +421,8 @@ def validator_down(story: Story) -> None:
 
 def audit(story: Story, names: dict[bytes, str]) -> None:
     story.step("An auditor replays the chain from genesis and prints the patient's access timeline")
-    events = timeline(RemoteState(story.ledger.client), story.patient_account)
+    data_types = ChainContext.from_genesis(story.ledger.genesis).data_types
+    events = timeline(RemoteState(story.ledger.client), story.patient_account, data_types)
     print_timeline(events, names)
     kinds = [event.kind for event in events]
     story.check(

@@ -18,6 +18,7 @@ from carechain.cli.demo.steps import Story
 from carechain.consensus.ledger.state import Table
 from carechain.consensus.light.verifier import VerificationError
 from carechain.node.light.client import LightClient, NodeSource
+from carechain.node.light.lists import list_query
 from carechain.node.wallet.client import Client
 
 # (the path asked, the JSON answered or None before forwarding) -> (the path forwarded, the
@@ -67,6 +68,16 @@ def _vault_absent(path: str, answer: Any) -> tuple[str, Any]:
     return path, answer
 
 
+def _grant_left_out(path: str, answer: Any) -> tuple[str, Any]:
+    """Leaves the last grant out of a vault's proved grants (so the patient would not see who
+    else can read)."""
+    if answer is not None and path.startswith("/v1/vaults/") and "/grants?" in path:
+        grants = [i for i, e in enumerate(answer["entries"]) if e["table"] == "grant"]
+        if grants:
+            del answer["entries"][grants[-1]]
+    return path, answer
+
+
 def verified_reads(story: Story) -> None:
     story.step("The patient's phone believes no single node: verified reads, a lie caught")
     glucose = story.vaults["glucose"]
@@ -95,4 +106,24 @@ def verified_reads(story: Story) -> None:
             "present" in caught,
             "a node that says the glucose vault does not exist is caught: "
             f"{caught or 'it was believed'}",
+        )
+        genesis = story.ledger.genesis
+        grants = phone.query(*list_query("grants", glucose, genesis))
+        events = phone.query(*list_query("timeline", story.patient_account, genesis))
+        story.check(
+            len(grants.value) >= 1 and len(events.value) >= len(grants.value),
+            f"who was ever granted the glucose vault ({len(grants.value)} grant(s)) and the "
+            f"whole access timeline ({len(events.value)} events), proved complete by "
+            f"{grants.entries} and {events.entries} proved entries",
+        )
+        with LyingProxy(upstream, _grant_left_out) as proxy:
+            liar = LightClient(genesis, Path(home), NodeSource(Client(proxy.url)))
+            try:
+                liar.query(*list_query("grants", glucose, genesis))
+                caught = ""
+            except VerificationError as exc:
+                caught = exc.code
+        story.check(
+            caught == "answer_incomplete",
+            f"a node that leaves a grant out of the list is caught: {caught or 'it was believed'}",
         )

@@ -23,6 +23,7 @@ from carechain.consensus.ledger.context import (
     first_signer,
     load_account,
     load_vault,
+    numbered_key,
     readers_by_right,
     require_policy,
     trusted_parties,
@@ -31,6 +32,7 @@ from carechain.consensus.ledger.errors import TxRejected
 from carechain.consensus.ledger.policy import OperationClass
 from carechain.consensus.ledger.records import (
     EMERGENCY_REASONS,
+    GRANTS_PER_VAULT_MAX,
     Access,
     AccountKind,
     Emergency,
@@ -40,6 +42,7 @@ from carechain.consensus.ledger.records import (
     Receipt,
     RecordEntry,
     Vault,
+    VaultIndex,
 )
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.ledger.vaults import CARE_PROVIDERS, rotate
@@ -56,6 +59,19 @@ def _add_grant(state: Overlay, vault: Vault, grant: Grant, sealed_key: bytes) ->
     index = state.load(Table.GRANT_INDEX, index_key, GrantIds) or GrantIds(())
     if len(index.ids) >= GRANTS_PER_GRANTEE_MAX:
         raise TxRejected("bad_grant", f"the grantee holds {GRANTS_PER_GRANTEE_MAX} grants already")
+    listed = state.load(Table.VAULT_INDEX, vault.vault_id, VaultIndex) or VaultIndex()
+    if len(listed.grants) >= GRANTS_PER_VAULT_MAX:
+        raise TxRejected(
+            "vault_grants_full",
+            f"the vault has {GRANTS_PER_VAULT_MAX} grants on record, the most one vault keeps",
+        )
+    emergencies = listed.emergencies
+    if grant.emergency_id:
+        emergencies = (*emergencies, grant.emergency_id)
+    listed = dataclasses.replace(
+        listed, grants=(*listed.grants, grant.grant_id), emergencies=emergencies
+    )
+    state.save(Table.VAULT_INDEX, vault.vault_id, listed)
     state.save(Table.GRANT, grant.grant_id, grant)
     state.save(Table.GRANT_INDEX, index_key, GrantIds((*index.ids, grant.grant_id)))
     state.put(
@@ -234,8 +250,7 @@ def process_receipt(state: Overlay, body: RecordReceipt, ctx: TxContext) -> None
     if reader not in readers_by_right(state, vault) or body.grant_id:
         _check_reader_grant(state, body, reader, entry, ctx)
     receipt = Receipt(body.vault, body.record_id, reader, body.grant_id, ctx.height, ctx.time_ms)
-    sequence = vault.receipt_count.to_bytes(8, "big")
-    state.save(Table.RECEIPT, body.vault + sequence, receipt)
+    state.save(Table.RECEIPT, numbered_key(body.vault, vault.receipt_count), receipt)
     state.save(
         Table.VAULT,
         vault.vault_id,

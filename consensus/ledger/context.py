@@ -279,3 +279,8 @@ def save_epoch_keys(
 
 def epoch_key_key(vault_id: bytes, epoch: int, member: bytes) -> bytes:
     return vault_id + struct.pack(">Q", epoch) + member
+
+
+def numbered_key(vault_id: bytes, sequence: int) -> bytes:
+    """The key of a vault's `sequence`-th receipt (RECEIPT) or record (VAULT_RECORD)."""
+    return vault_id + struct.pack(">Q", sequence)

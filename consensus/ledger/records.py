@@ -172,6 +172,23 @@ class GrantIds(Record):
     ids: Annotated[tuple[Hash, ...], Size(0, 64)]
 
 
+GRANTS_PER_VAULT_MAX: Final = 4096
+ERASURES_PER_VAULT_MAX: Final = 16_384
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VaultIndex(Record):
+    """Every grant ever made on a vault, every emergency ever opened on it and every record
+    erased from it, in chain order (VAULT_INDEX). One proof of this entry shows each whole
+    list, so a light client knows an answer leaves nothing out; an absent entry proves there
+    are none. Records and receipts are counted in the vault and numbered (VAULT_RECORD,
+    RECEIPT) instead: they are many."""
+
+    grants: Annotated[tuple[Hash, ...], Size(0, GRANTS_PER_VAULT_MAX)] = ()
+    emergencies: Annotated[tuple[Hash, ...], Size(0, GRANTS_PER_VAULT_MAX)] = ()
+    erased: Annotated[tuple[RecordId, ...], Size(0, ERASURES_PER_VAULT_MAX)] = ()
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Receipt(Record):
     vault: AccountId

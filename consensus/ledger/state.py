@@ -44,6 +44,8 @@ class Table(enum.IntEnum):
     PATIENT_KEY = 15  # patient public key (32) -> the account it controls (20)
     INSTITUTION_KEY = 16  # an institution key (32) -> its first key (32), or b"" once retired
     GUARDIAN_OF = 17  # guardian key (32) + patient account (20) -> scope (1 byte)
+    VAULT_INDEX = 18  # vault id (20) -> VaultIndex: every grant and emergency on the vault
+    VAULT_RECORD = 19  # vault id (20) + sequence (8) -> record id (16), in the order added
 
     @property
     def label(self) -> str:

@@ -23,6 +23,7 @@ from carechain.consensus.ledger.context import (
     grants_of,
     load_account,
     load_vault,
+    numbered_key,
     readers_by_right,
     require_policy,
     required_members,
@@ -32,12 +33,14 @@ from carechain.consensus.ledger.context import (
 from carechain.consensus.ledger.errors import TxRejected
 from carechain.consensus.ledger.policy import OperationClass, vault_policies
 from carechain.consensus.ledger.records import (
+    ERASURES_PER_VAULT_MAX,
     Access,
     Account,
     AccountKind,
     Attestation,
     RecordEntry,
     Vault,
+    VaultIndex,
 )
 from carechain.consensus.ledger.state import Overlay, Table
 
@@ -146,6 +149,7 @@ def process_put_record(state: Overlay, body: PutRecord, ctx: TxContext) -> None:
         added_time_ms=ctx.time_ms,
     )
     state.save(Table.RECORD, key, entry)
+    state.put(Table.VAULT_RECORD, numbered_key(vault.vault_id, vault.record_count), body.record_id)
     state.save(
         Table.VAULT, vault.vault_id, dataclasses.replace(vault, record_count=vault.record_count + 1)
     )
@@ -178,6 +182,14 @@ def process_erase_record(state: Overlay, body: EraseRecord, ctx: TxContext) -> N
         load_account(state, vault.vault_id), OperationClass.ADMIN, ctx.signers, "erasing"
     )
     entry = _load_record(state, vault.vault_id, body.record_id)
+    listed = state.load(Table.VAULT_INDEX, vault.vault_id, VaultIndex) or VaultIndex()
+    if len(listed.erased) >= ERASURES_PER_VAULT_MAX:
+        raise TxRejected(
+            "vault_erasures_full",
+            f"the vault has {ERASURES_PER_VAULT_MAX} erasures on record, the most one vault keeps",
+        )
+    erased = (*listed.erased, body.record_id)
+    state.save(Table.VAULT_INDEX, vault.vault_id, dataclasses.replace(listed, erased=erased))
     state.save(
         Table.RECORD,
         vault.vault_id + body.record_id,

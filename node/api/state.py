@@ -5,12 +5,17 @@ auditors."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from aiohttp import web
 
 from carechain.consensus.codec import Record
 from carechain.consensus.crypto import encode_address
+from carechain.consensus.ledger import queries
+from carechain.consensus.ledger.context import ChainContext
+from carechain.consensus.ledger.queries import MissingEntry
 from carechain.consensus.ledger.records import (
     Account,
     Emergency,
@@ -23,7 +28,7 @@ from carechain.consensus.ledger.records import (
     Recovery,
     Vault,
 )
-from carechain.consensus.ledger.state import Overlay, Table
+from carechain.consensus.ledger.state import Overlay, StateReader, Table
 from carechain.node.api.answers import (
     BOOL,
     HEX_TEXT,
@@ -48,9 +53,9 @@ from carechain.node.api.base import (
     parse_int,
     to_json,
 )
-from carechain.node.audit.access_report import patient_vaults, timeline
+from carechain.node.audit.access_report import timeline
 from carechain.storage import schema
-from carechain.storage.state import HeightNotKept
+from carechain.storage.state import AnswerTooLarge, HeightNotKept
 
 TABLE: Final[Schema] = {
     "type": "string",
@@ -98,9 +103,34 @@ PROOF_QUERY: Final[dict[str, Schema]] = {
 }
 
 
+# `?proof=true` on a list route: every entry the answer is read from, each with its proof
+# against the state root of `height`'s header. A client runs the same reads
+# (`consensus/ledger/queries.py`) over these entries: one it needs and does not find here means
+# the answer left something out.
+PROVED_SET: Final[Schema] = obj(
+    height=INT,
+    header=nullable(HEX_TEXT),
+    certificate=nullable(HEX_TEXT),
+    entries=array(obj(table=STR, key=HEX_TEXT, value=nullable(HEX_TEXT), proof=PROOF)),
+)
+PAGE_QUERY: Final[dict[str, Schema]] = {
+    "first": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+    "limit": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+}
+PROOF_REFUSALS: Final = {
+    "410": "the state of that height is no longer kept here",
+    "413": "the proved answer would hold too many entries: ask for a page",
+}
+
+
 def proved(answer: Schema) -> Schema:
     """A route's answer, or with `?proof=true` the proved entry behind it."""
     return {"anyOf": [answer, PROVED]}
+
+
+def proved_set(answer: Schema) -> Schema:
+    """A list route's answer, or with `?proof=true` the proved entries it is read from."""
+    return {"anyOf": [answer, PROVED_SET]}
 
 
 class State(RouteFamily):
@@ -160,18 +190,22 @@ class State(RouteFamily):
                 "GET",
                 "/v1/accounts/{address}/vaults",
                 self.account_vaults,
-                "A patient's vaults, by data type",
+                "A patient's vaults, by data type; `?proof=true` proves the list whole",
                 parameters=address,
-                answer=obj(vaults=array(record(Vault))),
+                query=PROOF_QUERY,
+                answer=proved_set(obj(vaults=array(record(Vault)))),
+                refusals=PROOF_REFUSALS,
             ),
             Route(
                 "GET",
                 "/v1/accounts/{address}/timeline",
                 self.account_timeline,
                 "A patient's access timeline: grants, reads, emergencies, erasures, a pending "
-                "key recovery",
+                "key recovery; `?proof=true` proves it whole",
                 parameters=address,
-                answer=obj(events=array(ACCESS_EVENT)),
+                query=PROOF_QUERY,
+                answer=proved_set(obj(events=array(ACCESS_EVENT))),
+                refusals=PROOF_REFUSALS,
             ),
             Route(
                 "GET",
@@ -212,25 +246,43 @@ class State(RouteFamily):
                 "GET",
                 "/v1/vaults/{id}/records",
                 self.vault_records,
-                "Records of a vault (no plaintext)",
+                "Records of a vault (no plaintext) in the order added, from number `first` "
+                "(default 0), `limit` of them (default all); `count`: how many the vault has",
                 parameters=vault,
-                answer=obj(records=array(record(RecordEntry))),
+                query={**PROOF_QUERY, **PAGE_QUERY},
+                answer=proved_set(obj(count=INT, records=array(record(RecordEntry)))),
+                refusals=PROOF_REFUSALS,
             ),
             Route(
                 "GET",
                 "/v1/vaults/{id}/grants",
                 self.vault_grants,
-                "Grants on a vault",
+                "Every grant made on a vault, revoked ones too, in the order made",
                 parameters=vault,
-                answer=obj(grants=array(record(Grant))),
+                query=PROOF_QUERY,
+                answer=proved_set(obj(grants=array(record(Grant)))),
+                refusals=PROOF_REFUSALS,
             ),
             Route(
                 "GET",
                 "/v1/vaults/{id}/receipts",
                 self.vault_receipts,
-                "Read receipts of a vault",
+                "Read receipts of a vault in order, from number `first` (default 0), `limit` "
+                "of them (default all); `count`: how many the vault has",
                 parameters=vault,
-                answer=obj(receipts=array(record(Receipt))),
+                query={**PROOF_QUERY, **PAGE_QUERY},
+                answer=proved_set(obj(count=INT, receipts=array(record(Receipt)))),
+                refusals=PROOF_REFUSALS,
+            ),
+            Route(
+                "GET",
+                "/v1/vaults/{id}/emergencies",
+                self.vault_emergencies,
+                "Every emergency access opened on a vault, in the order opened",
+                parameters=vault,
+                query=PROOF_QUERY,
+                answer=proved_set(obj(emergencies=array(record(Emergency)))),
+                refusals=PROOF_REFUSALS,
             ),
         ]
 
@@ -244,23 +296,36 @@ class State(RouteFamily):
         text = request.query.get("proof", "false")
         if text not in ("true", "false"):
             raise ApiError(400, "bad_field", "proof must be true or false")
+        if text == "false" and "height" in request.query:
+            raise ApiError(
+                400, "bad_field", "height is taken with proof=true only (answers are at the head)"
+            )
         return text == "true"
 
-    def _proved(self, request: web.Request, table: Table, key: bytes) -> web.Response:
-        """The proved-entry answer (`PROVED`) for `(table, key)`."""
+    def _height(self, request: web.Request) -> int:
         store = self.node.store
         text = request.query.get("height")
         height = store.height if text is None else parse_int(text, "height")
         if height > store.height:
             raise ApiError(404, "not_found", f"no state at height {height} (head {store.height})")
+        return height
+
+    def _certified(self, height: int) -> dict[str, Any]:
+        """The header of `height` and its commit certificate (none at genesis's height 0)."""
+        if height == 0:
+            return {"header": None, "certificate": None}
+        store = self.node.store
+        return {
+            "header": store.header(height).encode().hex(),
+            "certificate": store.certificate_bytes(height).hex(),
+        }
+
+    def _proved(self, request: web.Request, table: Table, key: bytes) -> web.Response:
+        """The proved-entry answer (`PROVED`) for `(table, key)`."""
         try:
-            proof, value, height = store.state.prove(table, key, height)
+            proof, value, height = self.node.store.state.prove(table, key, self._height(request))
         except HeightNotKept as exc:
             raise ApiError(410, exc.code, str(exc)) from None
-        header = certificate = None
-        if height > 0:
-            header = store.header(height).encode().hex()
-            certificate = store.certificate_bytes(height).hex()
         return web.json_response(
             {
                 "table": table.label,
@@ -268,10 +333,50 @@ class State(RouteFamily):
                 "height": height,
                 "value": None if value is None else value.hex(),
                 "proof": proof.to_json(),
-                "header": header,
-                "certificate": certificate,
+                **self._certified(height),
             }
         )
+
+    def _listed(
+        self, request: web.Request, answer: Callable[[StateReader], dict[str, Any]]
+    ) -> web.Response:
+        """A list route's answer, read by `answer` from the head's state; with `?proof=true`,
+        the proved entries (`PROVED_SET`) `answer` read at the asked height instead."""
+        try:
+            if not self._proof_asked(request):
+                return web.json_response(answer(self.node.store))
+            height = self._height(request)
+            reads = self.node.store.state.prover_at(height)
+            answer(reads)
+            entries = [
+                {
+                    "table": table.label,
+                    "key": key.hex(),
+                    "value": None if value is None else value.hex(),
+                    "proof": proof.to_json(),
+                }
+                for (table, key), (proof, value) in reads.proved.items()
+            ]
+            return web.json_response(
+                {"height": height, **self._certified(height), "entries": entries}
+            )
+        except HeightNotKept as exc:
+            raise ApiError(410, exc.code, str(exc)) from None
+        except AnswerTooLarge as exc:
+            raise ApiError(413, exc.code, f"{exc}; {exc.hint}") from None
+        except MissingEntry as exc:
+            raise ApiError(
+                500, "state_corrupt", f"this node's state is inconsistent: {exc}"
+            ) from None
+
+    @functools.cached_property
+    def data_types(self) -> Mapping[str, object]:
+        return ChainContext.from_genesis(self.node.genesis).data_types
+
+    def _page(self, request: web.Request) -> tuple[int, int | None]:
+        first = parse_int(request.query.get("first", "0"), "first")
+        limit = request.query.get("limit")
+        return first, None if limit is None else parse_int(limit, "limit")
 
     async def state_get(self, request: web.Request) -> web.Response:
         table = self._table(request.match_info["table"])
@@ -302,22 +407,26 @@ class State(RouteFamily):
 
     async def account_vaults(self, request: web.Request) -> web.Response:
         patient = parse_account(request.match_info["address"])
-        vaults = patient_vaults(self.node.store.state, patient)
-        return web.json_response(
-            {
+
+        def answer(state: StateReader) -> dict[str, Any]:
+            vaults = queries.patient_vaults(state, patient, self.data_types)
+            return {
                 "vaults": [
                     {"vault_id": vault_id.hex(), **to_json(vault)}
                     for vault_id, vault in sorted(vaults.items(), key=lambda v: v[1].data_type)
                 ]
             }
-        )
+
+        return self._listed(request, answer)
 
     async def account_timeline(self, request: web.Request) -> web.Response:
         patient = parse_account(request.match_info["address"])
-        events = timeline(self.node.store.state, patient)
-        return web.json_response(
-            {"events": [{**dataclasses.asdict(e), "actor": e.actor.hex()} for e in events]}
-        )
+
+        def answer(state: StateReader) -> dict[str, Any]:
+            events = timeline(state, patient, self.data_types)
+            return {"events": [{**dataclasses.asdict(e), "actor": e.actor.hex()} for e in events]}
+
+        return self._listed(request, answer)
 
     async def account_recovery(self, request: web.Request) -> web.Response:
         patient = parse_account(request.match_info["address"])
@@ -364,18 +473,45 @@ class State(RouteFamily):
 
     async def vault_records(self, request: web.Request) -> web.Response:
         vault_id = parse_hex(request.match_info["id"], "id")
-        records = self._decoded(Table.RECORD, vault_id, RecordEntry)
-        return web.json_response({"records": [to_json(r) for r in records]})
+        first, limit = self._page(request)
+
+        def answer(state: StateReader) -> dict[str, Any]:
+            found = queries.vault(state, vault_id)
+            if found is None:
+                return {"count": 0, "records": []}
+            records = queries.vault_records(state, found, first, limit)
+            return {"count": found.record_count, "records": [to_json(r) for r in records]}
+
+        return self._listed(request, answer)
 
     async def vault_grants(self, request: web.Request) -> web.Response:
         vault_id = parse_hex(request.match_info["id"], "id")
-        grants = [g for g in self._decoded(Table.GRANT, b"", Grant) if g.vault == vault_id]
-        return web.json_response({"grants": [to_json(g) for g in grants]})
+        return self._listed(
+            request,
+            lambda state: {"grants": [to_json(g) for g in queries.vault_grants(state, vault_id)]},
+        )
 
     async def vault_receipts(self, request: web.Request) -> web.Response:
         vault_id = parse_hex(request.match_info["id"], "id")
-        receipts = self._decoded(Table.RECEIPT, vault_id, Receipt)
-        return web.json_response({"receipts": [to_json(r) for r in receipts]})
+        first, limit = self._page(request)
+
+        def answer(state: StateReader) -> dict[str, Any]:
+            found = queries.vault(state, vault_id)
+            if found is None:
+                return {"count": 0, "receipts": []}
+            receipts = queries.vault_receipts(state, found, first, limit)
+            return {"count": found.receipt_count, "receipts": [to_json(r) for r in receipts]}
+
+        return self._listed(request, answer)
+
+    async def vault_emergencies(self, request: web.Request) -> web.Response:
+        vault_id = parse_hex(request.match_info["id"], "id")
+        return self._listed(
+            request,
+            lambda state: {
+                "emergencies": [to_json(e) for e in queries.vault_emergencies(state, vault_id)]
+            },
+        )
 
     async def institutions(self, request: web.Request) -> web.Response:
         found = self._decoded(Table.INSTITUTION, b"", InstitutionState)

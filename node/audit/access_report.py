@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from carechain.consensus.crypto import encode_address
+from carechain.consensus.ledger import queries
 from carechain.consensus.ledger.records import (
     Emergency,
     Grant,
     InstitutionState,
-    Receipt,
-    RecordEntry,
     Recovery,
     Vault,
 )
-from carechain.consensus.ledger.state import Table
+from carechain.consensus.ledger.state import StateReader, Table
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
@@ -88,17 +88,19 @@ def readable_by_revoked(reader: TableReader) -> list[dict[str, Any]]:
     return found
 
 
-def timeline(reader: TableReader, patient: bytes) -> list[AccessEvent]:
-    """Every access event of the patient's vaults, in chain order."""
-    vaults = patient_vaults(reader, patient)
+def timeline(state: StateReader, patient: bytes, data_types: Iterable[str]) -> list[AccessEvent]:
+    """Every access event of the patient's vaults, in chain order. It reads each entry it
+    depends on through `state.get` (`consensus/ledger/queries.py`), so a light client runs it
+    over the entries a node proved and refuses an answer that leaves one out."""
+    vaults = queries.patient_vaults(state, patient, data_types)
     events: list[AccessEvent] = []
-    for _, raw in reader.table_entries(Table.GRANT):
-        grant = Grant.decode(raw)
-        if grant.vault in vaults and not grant.emergency_id:
-            events.append(_grant_event(grant, vaults[grant.vault]))
     for vault_id, vault in vaults.items():
-        for _, raw in reader.table_entries(Table.RECEIPT, vault_id):
-            receipt = Receipt.decode(raw)
+        for grant in queries.vault_grants(state, vault_id):
+            if not grant.emergency_id:
+                events.append(_grant_event(grant, vault))
+        for emergency in queries.vault_emergencies(state, vault_id):
+            events.append(_emergency_event(emergency, vault))
+        for receipt in queries.vault_receipts(state, vault):
             events.append(
                 AccessEvent(
                     receipt.height,
@@ -109,24 +111,19 @@ def timeline(reader: TableReader, patient: bytes) -> list[AccessEvent]:
                     {"record": receipt.record_id.hex(), "grant": receipt.grant_id.hex()},
                 )
             )
-        for _, raw in reader.table_entries(Table.RECORD, vault_id):
-            record = RecordEntry.decode(raw)
-            if record.erased_height is not None:
-                events.append(
-                    AccessEvent(
-                        record.erased_height,
-                        None,
-                        "erasure",
-                        b"",
-                        vault.data_type,
-                        {"record": record.record_id.hex()},
-                    )
+        for record in queries.vault_erased(state, vault_id):
+            events.append(
+                AccessEvent(
+                    record.erased_height or 0,
+                    None,
+                    "erasure",
+                    b"",
+                    vault.data_type,
+                    {"record": record.record_id.hex()},
                 )
-    for _, raw in reader.table_entries(Table.EMERGENCY):
-        emergency = Emergency.decode(raw)
-        if emergency.vault in vaults:
-            events.append(_emergency_event(emergency, vaults[emergency.vault]))
-    for _, raw in reader.table_entries(Table.RECOVERY, patient):
+            )
+    raw = state.get(Table.RECOVERY, patient)
+    if raw is not None:
         pending = Recovery.decode(raw)  # the patient's keys can still cancel it
         events.append(
             AccessEvent(

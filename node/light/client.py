@@ -15,17 +15,19 @@ returned unless it verified.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from carechain.consensus.errors import CarechainError, InvalidInput
 from carechain.consensus.genesis import Genesis
-from carechain.consensus.ledger.state import Table
+from carechain.consensus.ledger.queries import MissingEntry
+from carechain.consensus.ledger.state import StateReader, Table
 from carechain.consensus.ledger.state_proof import ProofError, StateProof
 from carechain.consensus.light.verifier import (
     Clock,
@@ -37,6 +39,8 @@ from carechain.consensus.light.verifier import (
 )
 from carechain.consensus.types import BlockHeader
 from carechain.node.wallet.client import ApiRequestError, Client
+
+T = TypeVar("T")
 
 TRUSTED_KEPT: Final = 1000
 TRUSTING_PERIOD_MS_DEFAULT: Final = 14 * 24 * 3600 * 1000
@@ -59,6 +63,29 @@ class VerifiedEntry:
     key: bytes
     value: bytes | None  # None: proved absent
     trusted: Trusted  # the height it was proved at
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Verified(Generic[T]):
+    """A whole answer read from entries that each verified at one trusted height."""
+
+    value: T
+    trusted: Trusted
+    entries: int  # how many proved entries it was read from
+
+
+class ProvedEntries:
+    """A `StateReader` over the entries of a node's answer that verified: a read of any
+    other entry means the answer left it out."""
+
+    def __init__(self, entries: dict[tuple[Table, bytes], bytes | None]) -> None:
+        self.entries = entries
+
+    def get(self, table: Table, key: bytes) -> bytes | None:
+        try:
+            return self.entries[table, key]
+        except KeyError:
+            raise MissingEntry(table, key, "the answer does not prove it") from None
 
 
 def _trusted_json(trusted: Trusted) -> dict[str, Any]:
@@ -166,6 +193,11 @@ class NodeSource:
     def proved(self, table: Table, key: bytes, height: int) -> Any:
         return self.client.get(f"/v1/state/{table.label}/{key.hex()}?proof=true&height={height}")
 
+    def proved_set(self, path: str, height: int) -> Any:
+        """A list route's proved entries (`path` may carry its own query)."""
+        joiner = "&" if "?" in path else "?"
+        return self.client.get(f"{path}{joiner}proof=true&height={height}")
+
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -215,32 +247,74 @@ class LightClient:
         """One entry (or its absence) at the newest height the primary serves, verified."""
         trusted = self.sync()
         answer = self._answer(lambda: self.primary.proved(table, key, trusted.height))
-        try:
-            if not isinstance(answer, dict):
-                raise TypeError("a proved entry must be an object")
-            if answer["height"] != trusted.height:
-                raise VerificationError(
-                    f"{self.primary.name} answered for height {answer['height']}, "
-                    f"not {trusted.height}"
-                )
-            if answer["header"] is not None:
-                header = BlockHeader.decode(bytes.fromhex(answer["header"]))
-                if header.hash() != trusted.block_hash:
-                    raise VerificationError(
-                        f"{self.primary.name} sent a header for height {trusted.height} that "
-                        "is not the one trusted"
-                    )
+        with self._reading("a proved entry"):
+            self._check_height(answer, trusted)
             raw = answer["value"]
             value = None if raw is None else bytes.fromhex(raw)
             proof = StateProof.from_json(answer["proof"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise VerificationError(
-                f"{self.primary.name}: a malformed proved entry: {exc}"
-            ) from None
-        except (ProofError, CarechainError) as exc:
-            raise VerificationError(f"{self.primary.name}: {exc}", code=exc.code) from None
         verify_entry(trusted, table, key, value, proof)
         return VerifiedEntry(table, key, value, trusted)
+
+    def query(self, path: str, read: Callable[[StateReader], T]) -> Verified[T]:
+        """A whole answer: `read` (a query of `consensus/ledger/queries.py`) run over the
+        entries the primary proved for list route `path` at the newest trusted height. Each
+        entry must verify, and every entry `read` needs must be among them: an answer that
+        leaves one out is refused (`answer_incomplete`), never shown short."""
+        trusted = self.sync()
+        answer = self._answer(lambda: self.primary.proved_set(path, trusted.height))
+        entries: dict[tuple[Table, bytes], bytes | None] = {}
+        with self._reading("a proved answer"):
+            self._check_height(answer, trusted)
+            listed = answer["entries"]
+            if not isinstance(listed, list):
+                raise TypeError("entries must be a list")
+            for item in listed:
+                table = Table.of_label(item["table"])
+                if table is None:
+                    raise ValueError(f"no state table {item['table']!r}")
+                key = bytes.fromhex(item["key"])
+                raw = item["value"]
+                value = None if raw is None else bytes.fromhex(raw)
+                verify_entry(trusted, table, key, value, StateProof.from_json(item["proof"]))
+                entries[table, key] = value
+        try:
+            result = read(ProvedEntries(entries))
+        except MissingEntry as exc:
+            raise VerificationError(
+                f"{self.primary.name} left out of its answer what it depends on: {exc}",
+                code="answer_incomplete",
+            ) from None
+        except CarechainError as exc:  # a proved entry that does not decode
+            raise VerificationError(f"{self.primary.name}: {exc}", code=exc.code) from None
+        return Verified(result, trusted, len(entries))
+
+    @contextlib.contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        """Turns any fault in a node's answer into a VerificationError naming it."""
+        try:
+            yield
+        except VerificationError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise VerificationError(f"{self.primary.name}: a malformed {what}: {exc}") from None
+        except (ProofError, CarechainError) as exc:
+            raise VerificationError(f"{self.primary.name}: {exc}", code=exc.code) from None
+
+    def _check_height(self, answer: Any, trusted: Trusted) -> None:
+        """The answer is for the trusted height, with that height's header if any."""
+        if not isinstance(answer, dict):
+            raise TypeError("an answer must be an object")
+        if answer["height"] != trusted.height:
+            raise VerificationError(
+                f"{self.primary.name} answered for height {answer['height']}, not {trusted.height}"
+            )
+        if answer["header"] is not None:
+            header = BlockHeader.decode(bytes.fromhex(answer["header"]))
+            if header.hash() != trusted.block_hash:
+                raise VerificationError(
+                    f"{self.primary.name} sent a header for height {trusted.height} that "
+                    "is not the one trusted"
+                )
 
     # -- the shell's parts ------------------------------------------------------------------
     def _fetch(self, source: NodeSource) -> Callable[[int], LightBlock]:

@@ -158,3 +158,27 @@ def test_an_honest_proxy_changes_nothing(
         code, out = light_get([proxy.url], genesis, tmp_path, "account", address)
     assert code == 0, out
     assert json.loads(out)["value"] is not None
+
+
+def _left_out(path: str, answer: Any) -> tuple[str, Any]:
+    """Leaves the first proved entry out of a list's answer."""
+    if answer is not None and "proof=true" in path and "entries" in answer:
+        del answer["entries"][0]
+    return path, answer
+
+
+@pytest.mark.parametrize("kind", ["vaults", "timeline"])
+def test_a_list_is_proved_whole_and_one_left_short_is_refused(
+    network: tuple[list[str], Path, str], tmp_path: Path, kind: str
+) -> None:
+    apis, genesis, address = network
+    code, out = light_get(apis[:2], genesis, tmp_path, kind, address)
+    assert code == 0, out
+    answer = json.loads(out)
+    assert answer[kind] == [], answer
+    assert answer["entries_proved"] >= 8, answer
+    with LyingProxy(apis[0], _left_out) as proxy:
+        code, out = light_get([proxy.url], genesis, tmp_path, kind, address)
+    assert code == 1, out
+    assert "left out" in out, out
+    assert f'"{kind}"' not in out, "nothing unverified is shown"

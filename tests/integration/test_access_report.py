@@ -8,10 +8,13 @@ from fhir.resources.R4B.bundle import Bundle
 
 from carechain.consensus import crypto
 from carechain.consensus.ledger.bodies import EraseRecord
+from carechain.consensus.ledger.datatypes import data_type_registry
 from carechain.consensus.ledger.records import EmergencyStatus
 from carechain.node.audit.access_report import fhir_bundle, timeline
 from carechain.node.wallet import builders
 from carechain.tests.ledger_world import CHAIN_ID, World
+
+DATA_TYPES = data_type_registry()
 
 
 def _story() -> World:
@@ -41,7 +44,7 @@ def _story() -> World:
 
 def test_the_timeline_shows_grants_reads_emergencies_and_erasures() -> None:
     world = _story()
-    events = timeline(world.store, world.patient)
+    events = timeline(world.store, world.patient, DATA_TYPES)
     kinds = [e.kind for e in events]
     assert kinds == ["grant", "read", "emergency", "erasure"]
     grant, read, emergency, _ = events
@@ -54,12 +57,12 @@ def test_the_timeline_shows_grants_reads_emergencies_and_erasures() -> None:
 def test_other_patients_events_are_not_included() -> None:
     world = _story()
     stranger = crypto.account_id(crypto.PrivateKey(b"\x77" * 32).public_key)
-    assert timeline(world.store, stranger) == []
+    assert timeline(world.store, stranger, DATA_TYPES) == []
 
 
 def test_the_fhir_export_is_valid_r4() -> None:
     world = _story()
-    bundle = fhir_bundle(timeline(world.store, world.patient), world.patient)
+    bundle = fhir_bundle(timeline(world.store, world.patient, DATA_TYPES), world.patient)
     parsed = Bundle.model_validate(bundle)
     resources = [entry.resource for entry in parsed.entry or [] if entry.resource is not None]
     assert [r.__resource_type__ for r in resources] == ["Consent", "AuditEvent", "AuditEvent"]
@@ -72,4 +75,4 @@ def test_the_fhir_export_is_valid_r4() -> None:
     assert read["type"]["code"] == "110110"
     assert (emergency["type"]["code"], emergency["subtype"][0]["code"]) == ("110113", "110127")
     assert emergency["purposeOfEvent"][0]["coding"][0]["code"] == "ETREAT"
-    assert dataclasses.is_dataclass(timeline(world.store, world.patient)[0])
+    assert dataclasses.is_dataclass(timeline(world.store, world.patient, DATA_TYPES)[0])

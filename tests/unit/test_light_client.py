@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from carechain.consensus.genesis import Genesis
-from carechain.consensus.ledger.state import Table
+from carechain.consensus.ledger.context import ChainContext
+from carechain.consensus.ledger.state import StateReader, Table
 from carechain.consensus.light.verifier import LightBlock, VerificationError
 from carechain.node.light.client import (
     ForkDetected,
@@ -24,6 +25,7 @@ from carechain.node.light.client import (
     LightStoreError,
     NodeSource,
 )
+from carechain.node.light.lists import list_query
 from carechain.node.wallet.client import Client
 from carechain.storage.chain import ChainStore
 from carechain.storage.kv import MemoryKV
@@ -122,6 +124,7 @@ class StoreSource(NodeSource):
         self.store = store
         self.genesis = genesis
         self.bend: Callable[[dict[str, Any]], Any] = lambda answer: answer
+        self.lists: dict[str, tuple[str, bytes]] = {}
 
     def head(self) -> int:
         return self.store.height
@@ -140,6 +143,33 @@ class StoreSource(NodeSource):
             "certificate": self.store.certificate_bytes(height).hex(),
         }
         return self.bend(json.loads(json.dumps(answer)))
+
+    def proved_set(self, path: str, height: int) -> Any:
+        """What an honest node answers for a list route: the entries its query reads."""
+        kind, entry = self.lists[path]
+        reads = self.store.state.prover_at(height)
+        list_query(kind, entry, self.genesis)[1](reads)
+        answer = {
+            "height": height,
+            "header": self.store.block(height).header.encode().hex(),
+            "certificate": self.store.certificate_bytes(height).hex(),
+            "entries": [
+                {
+                    "table": table.label,
+                    "key": key.hex(),
+                    "value": None if value is None else value.hex(),
+                    "proof": proof.to_json(),
+                }
+                for (table, key), (proof, value) in reads.proved.items()
+            ],
+        }
+        return self.bend(json.loads(json.dumps(answer)))
+
+    def serve(self, kind: str, entry: bytes) -> tuple[str, Callable[[StateReader], Any]]:
+        """The path and query of list `kind`, served by `proved_set`."""
+        path, read = list_query(kind, entry, self.genesis)
+        self.lists[path] = (kind, entry)
+        return path, read
 
 
 @functools.cache
@@ -199,3 +229,67 @@ def test_a_bent_answer_is_refused_never_a_crash(
     except VerificationError:
         return
     assert found.value == value, "an answer that verified must be the true one"
+
+
+def _patient_of(store: ChainStore) -> bytes:
+    """A registered patient's account id (every registration is a patient's)."""
+    return next(iter(store.table_entries(Table.ACCOUNT)))[0]
+
+
+@pytest.mark.parametrize("kind", ["vaults", "timeline"])
+def test_a_list_verifies_whole_and_an_entry_left_out_is_caught(tmp_path: Path, kind: str) -> None:
+    store, genesis, _, _ = _served()
+    source = StoreSource(store, genesis)
+    clock = store.block(store.height).header.time_ms + 1000
+    client = LightClient(genesis, tmp_path, source, clock_ms=lambda: clock)
+    patient = _patient_of(store)
+    found = client.query(*source.serve(kind, patient))
+    assert found.value == []  # no vaults yet, every data type proved absent
+    assert found.entries >= len(ChainContext.from_genesis(genesis).data_types)
+
+    def left_out(answer: dict[str, Any]) -> Any:
+        del answer["entries"][len(answer["entries"]) // 2]
+        return answer
+
+    source.bend = left_out
+    with pytest.raises(VerificationError) as refused:
+        client.query(*source.serve(kind, patient))
+    assert refused.value.code == "answer_incomplete"
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_a_bent_list_is_refused_never_a_crash(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    store, genesis, _, _ = _served()
+    source = StoreSource(store, genesis)
+    path_and_read = source.serve("timeline", _patient_of(store))
+    junk = data.draw(JSONISH)
+    where = data.draw(st.integers(0, 10_000))
+    how = data.draw(st.sampled_from(["whole", "field", "entry", "entry field", "value"]))
+
+    def bend(answer: dict[str, Any]) -> Any:
+        entries = answer["entries"]
+        entry = entries[where % len(entries)]
+        if how == "whole":
+            return junk
+        if how == "field":
+            answer[data.draw(st.sampled_from(sorted(answer)))] = junk
+        elif how == "entry":
+            entries[where % len(entries)] = junk
+        elif how == "entry field":
+            entry[data.draw(st.sampled_from(sorted(entry)))] = junk
+        else:
+            entry["value"] = "00" if entry["value"] is None else None
+        return answer
+
+    source.bend = bend
+    home = tmp_path_factory.mktemp("light")
+    clock = store.block(store.height).header.time_ms + 1000
+    client = LightClient(genesis, home, source, clock_ms=lambda: clock)
+    try:
+        found = client.query(*path_and_read)
+    except VerificationError:
+        return
+    assert found.value == [], "an answer that verified must be the true one"
