@@ -13,6 +13,7 @@ from typing import Any
 import click
 from rich.progress import Progress
 
+from carechain.cli.light import light_client, light_options, refuse, say_warnings
 from carechain.cli.output import (
     EXIT_FAILED,
     console,
@@ -27,10 +28,18 @@ from carechain.config.node import parse_multiaddr
 from carechain.consensus.crypto import decode_address, encode_address
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.genesis import Genesis
+from carechain.consensus.ledger import queries
 from carechain.consensus.ledger.context import ChainContext
-from carechain.consensus.ledger.records import Emergency, EmergencyStatus, Evidence, Recovery
+from carechain.consensus.ledger.records import Emergency, EmergencyStatus, Evidence, Recovery, Vault
+from carechain.consensus.ledger.state import StateReader
 from carechain.consensus.ledger.state import Table as StateTable
-from carechain.node.audit.access_report import fhir_bundle, readable_by_revoked, timeline
+from carechain.consensus.light.verifier import VerificationError
+from carechain.node.audit.access_report import (
+    AccessEvent,
+    fhir_bundle,
+    readable_by_revoked,
+    timeline,
+)
 from carechain.node.audit.archive import ArchiveSource, ChainReport, export_archive, import_archive
 from carechain.node.audit.observer import observe
 from carechain.node.audit.replay import AuditFailure, ChainSource, check_blobs, replay
@@ -249,6 +258,10 @@ def audit_access(
     if as_json:
         emit_json([dataclasses.asdict(e) | {"actor": e.actor.hex()} for e in events])
         return
+    _print_timeline(events, names)
+
+
+def _print_timeline(events: list[AccessEvent], names: dict[bytes, str]) -> None:
     table = human_table("height", "event", "who", "data", "details")
     for event in events:
         who = names.get(event.actor, event.actor.hex()) if event.actor else "patient"
@@ -256,6 +269,71 @@ def audit_access(
         details = ", ".join(f"{k}={v}" for k, v in event.detail.items() if v not in (None, ""))
         table.add_row(str(event.height), event.kind, who, event.data_type, details, style=style)
     console.print(table)
+
+
+@audit.command("sample")
+@click.option("--patient", required=True, help="The patient's address (cc1...).")
+@light_options
+@click.option(
+    "--fhir",
+    "fhir_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the verified timeline as a FHIR R4 Bundle here.",
+)
+@json_option
+def audit_sample(
+    patient: str,
+    apis: tuple[str, ...],
+    genesis_path: Path,
+    home: Path,
+    trusting_period_days: int,
+    fhir_path: Path | None,
+    as_json: bool,
+) -> None:
+    """One patient's whole access history, verified with proofs instead of a full replay:
+    every grant, read, emergency access, erasure and pending recovery of every vault the
+    patient has, each entry proved against a header trusted from your genesis, the list proved
+    whole (a node that hides one is refused, exit 1)."""
+    account = decode_address(patient)
+    genesis = load_genesis(genesis_path)
+    data_types = ChainContext.from_genesis(genesis).data_types
+
+    def read(state: StateReader) -> tuple[dict[bytes, Vault], list[AccessEvent], dict[bytes, str]]:
+        events = timeline(state, account, data_types)
+        names = queries.institution_names(state, (e.actor for e in events))
+        return queries.patient_vaults(state, account, data_types), events, names
+
+    client = light_client(apis, genesis_path, home, trusting_period_days)
+    try:
+        found = client.query(f"/v1/accounts/{account.hex()}/timeline", read)
+    except VerificationError as exc:
+        refuse(exc)
+        return
+    say_warnings(client)
+    vaults, events, names = found.value
+    trusted = found.trusted
+    if fhir_path is not None:
+        fhir_path.write_text(json.dumps(fhir_bundle(events, account), indent=2))
+    if as_json:
+        emit_json(
+            {
+                "patient": patient,
+                "vaults": sorted(v.data_type for v in vaults.values()),
+                "events": [dataclasses.asdict(e) | {"actor": e.actor.hex()} for e in events],
+                "names": {key.hex(): name for key, name in names.items()},
+                "height": trusted.height,
+                "signed_power": trusted.signed_power,
+                "total_power": trusted.total_power,
+                "entries_proved": found.entries,
+            }
+        )
+        return
+    kinds = ", ".join(sorted(v.data_type for v in vaults.values())) or "none"
+    console.print(f"vaults: {kinds}")
+    _print_timeline(events, names)
+    console.print(
+        f"{len(events)} events, proved whole by {found.entries} entries; {trusted.verified_by()}"
+    )
 
 
 @audit.command("report")

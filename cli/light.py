@@ -41,7 +41,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _options(function: Any) -> Any:
+def light_options(function: Any) -> Any:
     for option in reversed(
         [
             click.option(
@@ -77,7 +77,7 @@ def _options(function: Any) -> Any:
     return function
 
 
-def _client(apis: tuple[str, ...], genesis_path: Path, home: Path, days: int) -> LightClient:
+def light_client(apis: tuple[str, ...], genesis_path: Path, home: Path, days: int) -> LightClient:
     sources = [NodeSource(Client(api)) for api in apis]
     return LightClient(
         load_genesis(genesis_path),
@@ -88,7 +88,7 @@ def _client(apis: tuple[str, ...], genesis_path: Path, home: Path, days: int) ->
     )
 
 
-def _refuse(exc: VerificationError) -> None:
+def refuse(exc: VerificationError) -> None:
     error_console.print(f"[red]not verified:[/red] {escape(str(exc))}", soft_wrap=True)
     sys.exit(EXIT_FAILED)
 
@@ -100,19 +100,19 @@ def light() -> None:
 
 
 @light.command("sync")
-@_options
+@light_options
 @json_option
 def light_sync(
     apis: tuple[str, ...], genesis_path: Path, home: Path, trusting_period_days: int, as_json: bool
 ) -> None:
     """Trust the first node's newest header (checked by the others when given)."""
-    client = _client(apis, genesis_path, home, trusting_period_days)
+    client = light_client(apis, genesis_path, home, trusting_period_days)
     try:
         trusted = client.sync()
     except VerificationError as exc:
-        _refuse(exc)
+        refuse(exc)
         return
-    _say_warnings(client)
+    say_warnings(client)
     if as_json:
         emit_json(
             {
@@ -136,7 +136,7 @@ def light_sync(
 @click.argument("key", required=False)
 @click.option("--first", type=click.IntRange(0), default=0, help="records, receipts: from number")
 @click.option("--limit", type=click.IntRange(0), help="records, receipts: how many (default all)")
-@_options
+@light_options
 @json_option
 def light_get(
     kind: str,
@@ -159,13 +159,13 @@ def light_get(
         _get_list(kind, name, first, limit, apis, genesis_path, home, trusting_period_days, as_json)
         return
     table, entry_key, kind_type = _entry_of(kind, name, key)
-    client = _client(apis, genesis_path, home, trusting_period_days)
+    client = light_client(apis, genesis_path, home, trusting_period_days)
     try:
         found = client.get(table, entry_key)
     except VerificationError as exc:
-        _refuse(exc)
+        refuse(exc)
         return
-    _say_warnings(client)
+    say_warnings(client)
     value: Any = None
     if found.value is not None:
         value = found.value.hex() if kind_type is None else to_json(kind_type.decode(found.value))
@@ -198,18 +198,19 @@ def _get_list(
 ) -> None:
     genesis = load_genesis(genesis_path)
     path, read = list_query(kind, _id_of(kind, name), genesis, first, limit)
-    client = _client(apis, genesis_path, home, trusting_period_days)
+    client = light_client(apis, genesis_path, home, trusting_period_days)
     try:
         found = client.query(path, read)
     except VerificationError as exc:
-        _refuse(exc)
+        refuse(exc)
         return
-    _say_warnings(client)
+    say_warnings(client)
     trusted = found.trusted
     if as_json:
+        listed = found.value if isinstance(found.value, dict) else {kind: found.value}
         emit_json(
             {
-                kind: found.value,
+                **listed,
                 "height": trusted.height,
                 "signed_power": trusted.signed_power,
                 "total_power": trusted.total_power,
@@ -218,6 +219,9 @@ def _get_list(
         )
         return
     items = found.value[kind] if isinstance(found.value, dict) else found.value
+    if kind == "timeline":
+        names = found.value["names"]
+        items = [{**i, "actor": names.get(i["actor"], i["actor"] or "patient")} for i in items]
     table = RichTable(*COLUMNS[kind], box=None, pad_edge=False)
     for item in items:
         table.add_row(*(_cell(item.get(column)) for column in COLUMNS[kind]))
@@ -272,6 +276,6 @@ def _entry_of(kind: str, name: str, key: str | None) -> tuple[Table, bytes, type
     return table, entry, kind_type
 
 
-def _say_warnings(client: LightClient) -> None:
+def say_warnings(client: LightClient) -> None:
     for warning in client.warnings:
         error_console.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)

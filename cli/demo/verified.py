@@ -111,9 +111,9 @@ def verified_reads(story: Story) -> None:
         grants = phone.query(*list_query("grants", glucose, genesis))
         events = phone.query(*list_query("timeline", story.patient_account, genesis))
         story.check(
-            len(grants.value) >= 1 and len(events.value) >= len(grants.value),
+            len(grants.value) >= 1 and len(events.value["timeline"]) >= len(grants.value),
             f"who was ever granted the glucose vault ({len(grants.value)} grant(s)) and the "
-            f"whole access timeline ({len(events.value)} events), proved complete by "
+            f"whole access timeline ({len(events.value['timeline'])} events), proved complete by "
             f"{grants.entries} and {events.entries} proved entries",
         )
         with LyingProxy(upstream, _grant_left_out) as proxy:

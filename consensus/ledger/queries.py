@@ -18,6 +18,7 @@ from carechain.consensus.ledger.context import numbered_key
 from carechain.consensus.ledger.records import (
     Emergency,
     Grant,
+    InstitutionState,
     Receipt,
     RecordEntry,
     Vault,
@@ -48,6 +49,17 @@ def _must(state: StateReader, table: Table, key: bytes, kind: type[R], why: str)
     if found is None:
         raise MissingEntry(table, key, why)
     return found
+
+
+def institution_names(state: StateReader, keys: Iterable[bytes]) -> dict[bytes, str]:
+    """The names of the institutions among `keys` (each by the key that names it); a key that
+    names none (the patient's own, an empty actor) has no entry."""
+    names = {}
+    for key in sorted(set(keys)):
+        found = _load(state, Table.INSTITUTION, key, InstitutionState) if key else None
+        if found is not None:
+            names[key] = found.institution.name
+    return names
 
 
 def vault(state: StateReader, vault_id: bytes) -> Vault | None:

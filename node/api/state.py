@@ -204,7 +204,12 @@ class State(RouteFamily):
                 "key recovery; `?proof=true` proves it whole",
                 parameters=address,
                 query=PROOF_QUERY,
-                answer=proved_set(obj(events=array(ACCESS_EVENT))),
+                answer=proved_set(
+                    obj(
+                        events=array(ACCESS_EVENT),
+                        names={"type": "object", "additionalProperties": STR},
+                    )
+                ),
                 refusals=PROOF_REFUSALS,
             ),
             Route(
@@ -424,7 +429,11 @@ class State(RouteFamily):
 
         def answer(state: StateReader) -> dict[str, Any]:
             events = timeline(state, patient, self.data_types)
-            return {"events": [{**dataclasses.asdict(e), "actor": e.actor.hex()} for e in events]}
+            names = queries.institution_names(state, (e.actor for e in events))
+            return {
+                "events": [{**dataclasses.asdict(e), "actor": e.actor.hex()} for e in events],
+                "names": {key.hex(): name for key, name in names.items()},  # the actors'
+            }
 
         return self._listed(request, answer)
 

@@ -35,7 +35,11 @@ def list_query(
 
     def timeline_of(state: StateReader) -> Any:
         events = timeline(state, entry, data_types)
-        return [{**dataclasses.asdict(e), "actor": e.actor.hex()} for e in events]
+        names = queries.institution_names(state, (e.actor for e in events))
+        return {
+            "timeline": [{**dataclasses.asdict(e), "actor": e.actor.hex()} for e in events],
+            "names": {key.hex(): name for key, name in names.items()},
+        }
 
     def numbered(state: StateReader) -> Any:
         vault = queries.vault(state, entry)

@@ -182,3 +182,23 @@ def test_a_list_is_proved_whole_and_one_left_short_is_refused(
     assert code == 1, out
     assert "left out" in out, out
     assert f'"{kind}"' not in out, "nothing unverified is shown"
+
+
+def test_an_auditor_samples_a_patient_without_a_replay(
+    network: tuple[list[str], Path, str], tmp_path: Path
+) -> None:
+    apis, genesis, address = network
+    options = ["--genesis", str(genesis), "--home", str(tmp_path)]
+    fhir = tmp_path / "timeline.json"
+    code, out = run("audit", "sample", "--patient", address, "--api", apis[0], "--api", apis[1],
+                    *options, "--fhir", str(fhir), "--json")  # fmt: skip
+    assert code == 0, out
+    answer = json.loads(out)
+    assert answer["events"] == []
+    assert answer["vaults"] == []
+    assert answer["entries_proved"] >= 9  # every data type's vault and the recovery, absent
+    assert json.loads(fhir.read_text())["resourceType"] == "Bundle"
+    with LyingProxy(apis[0], _left_out) as proxy:
+        code, out = run("audit", "sample", "--patient", address, "--api", proxy.url, *options)
+    assert code == 1, out
+    assert "left out" in out, out
