@@ -9,14 +9,17 @@ import time
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from carechain.cli.context import (
     flow_options,
     make_context,
 )
-from carechain.cli.output import console
+from carechain.cli.output import console, error_console
+from carechain.config.genesis import load_genesis
 from carechain.config.node import parse_host_port
-from carechain.node.wallet.agent_duties import agent_pass, decision_id
+from carechain.node.light.client import LightClient, NodeSource
+from carechain.node.wallet.agent_duties import decision_id, verified_pass
 from carechain.node.wallet.agent_service import PatientAgent, serve_agent
 
 
@@ -47,6 +50,13 @@ from carechain.node.wallet.agent_service import PatientAgent, serve_agent
     default="",
     help="The console's origin allowed to call --serve (default: the node's API address).",
 )
+@click.option(
+    "--genesis",
+    "genesis_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Your own copy of genesis.json: every state entry the agent acts on or shows is then "
+    "proved against a header trusted from it (a light client kept in HOME/light).",
+)
 def agent(
     home: Path,
     api: str | None,
@@ -58,12 +68,18 @@ def agent(
     interval: float,
     serve: str | None,
     console_origin: str,
+    genesis_path: Path | None,
 ) -> None:
     """The patient's co-signing agent: signs partials that match its rules; logs every decision
     as a JSON line. With --serve, also the patient's side of the web console: grants,
     revocations, approvals, rules and decrypted downloads, signed here with the patient's keys
     (which never leave this process)."""
     context = make_context(home, api, passphrase_file)
+    if genesis_path is not None:
+        light_home = home / "light"
+        context.light = LightClient(
+            load_genesis(genesis_path), light_home, NodeSource(context.client)
+        )
     key = context.key(key_name)
     others = [context.key(n) for n in other_names]
     if serve is not None:
@@ -75,10 +91,12 @@ def agent(
         return
     seen: set[str] = set()
     while True:
-        for decision in agent_pass(context, [key, *others], rules_path):
+        for decision in verified_pass(context, [key, *others], rules_path):
             if decision_id(decision) not in seen:
                 seen.add(decision_id(decision))
                 click.echo(json.dumps(decision))
+                if decision.get("alert") == "not_verified":
+                    error_console.print(f"[bold red]{escape(str(decision['reason']))}[/]")
         if once:
             return
         time.sleep(interval)

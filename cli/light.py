@@ -13,13 +13,12 @@ from rich.table import Table as RichTable
 
 from carechain.cli.output import EXIT_FAILED, console, emit_json, error_console, json_option
 from carechain.config.genesis import load_genesis
-from carechain.consensus.codec import Record
+from carechain.consensus.codec import Record, to_json
 from carechain.consensus.crypto import decode_address
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.ledger.records import Account, Recovery, Vault
 from carechain.consensus.ledger.state import Table
 from carechain.consensus.light.verifier import VerificationError
-from carechain.node.api.base import to_json
 from carechain.node.light.client import LightClient, NodeSource
 from carechain.node.light.lists import PATIENT_LISTS, VAULT_LISTS, list_query
 from carechain.node.wallet.client import Client

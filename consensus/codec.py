@@ -440,3 +440,16 @@ class Record:
     def hash(self) -> bytes:
         """sha256 of the canonical encoding."""
         return hashlib.sha256(self.encode()).digest()
+
+
+def to_json(value: Any) -> Any:
+    """Records to JSON: bytes as hex, enums by name, nested records as objects."""
+    if isinstance(value, Record):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}  # type: ignore[arg-type]
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, enum.Enum):
+        return value.name.lower()
+    if isinstance(value, tuple | list):
+        return [to_json(v) for v in value]
+    return value

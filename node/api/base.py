@@ -5,7 +5,6 @@ turns them into JSON, and records as JSON."""
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -13,7 +12,6 @@ from typing import Any, Final
 import pydantic
 from aiohttp import web
 
-from carechain.consensus.codec import Record
 from carechain.consensus.crypto import decode_address
 from carechain.consensus.errors import CarechainError, InvalidInput
 from carechain.consensus.ledger.errors import TxRejected
@@ -92,19 +90,6 @@ def parse_int(text: str, field: str) -> int:
     if not (text.isascii() and text.isdigit()):  # "²".isdigit() is true; int() refuses it
         raise ApiError(400, "bad_field", f"{field} must be a whole number")
     return int(text)
-
-
-def to_json(value: Any) -> Any:
-    """Records to JSON: bytes as hex, enums by name, nested records as objects."""
-    if isinstance(value, Record):
-        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}  # type: ignore[arg-type]
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, enum.Enum):
-        return value.name.lower()
-    if isinstance(value, tuple | list):
-        return [to_json(v) for v in value]
-    return value
 
 
 async def read_body(request: web.Request, model: type[Body]) -> Any:

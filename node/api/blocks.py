@@ -6,10 +6,11 @@ from typing import Final
 
 from aiohttp import web
 
+from carechain.consensus.codec import to_json
 from carechain.consensus.ledger.governance import validator_set_at
 from carechain.consensus.types import BlockHeader
 from carechain.node.api.answers import HEX_TEXT, INT, array, obj, record
-from carechain.node.api.base import ApiError, Route, RouteFamily, Schema, parse_int, to_json
+from carechain.node.api.base import ApiError, Route, RouteFamily, Schema, parse_int
 from carechain.storage.state import HeightNotKept
 
 BLOCK: Final[Schema] = obj(

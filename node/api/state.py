@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from carechain.consensus.codec import Record
+from carechain.consensus.codec import Record, to_json
 from carechain.consensus.crypto import encode_address
 from carechain.consensus.ledger import queries
 from carechain.consensus.ledger.context import ChainContext
@@ -51,7 +51,6 @@ from carechain.node.api.base import (
     parse_account,
     parse_hex,
     parse_int,
-    to_json,
 )
 from carechain.node.audit.access_report import timeline
 from carechain.storage import schema

@@ -8,6 +8,7 @@ from typing import Annotated, Final
 import pydantic
 from aiohttp import web
 
+from carechain.consensus.codec import to_json
 from carechain.consensus.errors import CarechainError
 from carechain.consensus.ledger.apply import classify, decode_body
 from carechain.consensus.ledger.records import Account, Vault
@@ -27,7 +28,6 @@ from carechain.node.api.base import (
     parse_hex,
     read_body,
     refusal,
-    to_json,
 )
 from carechain.node.daemon import Node
 from carechain.node.peer_messages import ADMIT_CHUNK, API_BATCH_WORKERS_MIN

@@ -74,6 +74,18 @@ class Verified(Generic[T]):
     entries: int  # how many proved entries it was read from
 
 
+class VerifiedState:
+    """A `StateReader` whose every entry is proved at one trusted height: the wallet and the
+    patient's agent read through it and so act only on what verified."""
+
+    def __init__(self, client: LightClient, trusted: Trusted) -> None:
+        self.client = client
+        self.trusted = trusted
+
+    def get(self, table: Table, key: bytes) -> bytes | None:
+        return self.client.get_at(self.trusted, table, key).value
+
+
 class ProvedEntries:
     """A `StateReader` over the entries of a node's answer that verified: a read of any
     other entry means the answer left it out."""
@@ -245,7 +257,14 @@ class LightClient:
 
     def get(self, table: Table, key: bytes) -> VerifiedEntry:
         """One entry (or its absence) at the newest height the primary serves, verified."""
-        trusted = self.sync()
+        return self.get_at(self.sync(), table, key)
+
+    def state(self) -> VerifiedState:
+        """The state at the primary's head, each entry read verified at that one height."""
+        return VerifiedState(self, self.sync())
+
+    def get_at(self, trusted: Trusted, table: Table, key: bytes) -> VerifiedEntry:
+        """One entry (or its absence) at the trusted height `trusted`, verified."""
         answer = self._answer(lambda: self.primary.proved(table, key, trusted.height))
         with self._reading("a proved entry"):
             self._check_height(answer, trusted)

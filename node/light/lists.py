@@ -8,11 +8,11 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from carechain.consensus.codec import to_json
 from carechain.consensus.genesis import Genesis
 from carechain.consensus.ledger import queries
 from carechain.consensus.ledger.context import ChainContext
 from carechain.consensus.ledger.state import StateReader
-from carechain.node.api.base import to_json
 from carechain.node.audit.access_report import timeline
 
 # whole lists, each read by the same query the node answers with (consensus/ledger/queries.py)

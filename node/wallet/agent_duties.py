@@ -17,12 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from carechain.consensus import crypto
+from carechain.consensus.ledger import queries
 from carechain.consensus.ledger.records import Account, Recovery, Vault
 from carechain.consensus.ledger.state import Table
+from carechain.consensus.light.verifier import VerificationError
 from carechain.consensus.types import Tx
-from carechain.node.audit.access_report import patient_vaults, revoked_keys
 from carechain.node.wallet.agent_rules import Rule, decide, load_rule_file
-from carechain.node.wallet.client import ApiRequestError, RemoteState
+from carechain.node.wallet.client import ApiRequestError
 from carechain.node.wallet.context import FlowContext
 from carechain.node.wallet.patient_actions import cosignature, rotate_vault_epoch
 from carechain.node.wallet.recovery_actions import cancel_recovery, recovery_summary
@@ -31,9 +32,12 @@ Decision = dict[str, object]
 
 
 def decision_id(decision: Decision) -> str:
-    """What a decision is about: its transaction, or the pending recovery it reports."""
+    """What a decision is about: its transaction, the pending recovery it reports, or the
+    node's answer that did not verify."""
     if decision.get("tx"):
         return str(decision["tx"])
+    if decision.get("alert") == "not_verified":
+        return f"not_verified@{decision.get('reason')}"
     return f"recovery@{decision.get('started_height')}"
 
 
@@ -47,8 +51,7 @@ def agent_pass(
     partial the patient refused in person (`refused`, ids in hex) is never signed by a rule."""
     settings = load_rule_file(rules_path)
     state = context.next_state()
-    revoked = revoked_keys(RemoteState(context.client))
-    decisions = cosign_partials(context, keys, settings.rule, revoked, refused)
+    decisions = cosign_partials(context, keys, settings.rule, refused)
     patient = context.account_of(keys[0])
     account = state.load(Table.ACCOUNT, patient, Account)
     if account is None:  # not registered (yet): no recovery, no vaults
@@ -57,16 +60,31 @@ def agent_pass(
     if recovery is not None:
         on_recovery = settings.on_recovery
         decisions.append(_on_recovery(context, keys, patient, account, recovery, on_recovery))
-    if settings.rotate_after_revocation and revoked:
-        decisions.extend(_rotate_after_revocation(context, keys, patient, revoked))
+    if settings.rotate_after_revocation:
+        decisions.extend(_rotate_after_revocation(context, keys, patient))
     return decisions
+
+
+def verified_pass(
+    context: FlowContext,
+    keys: list[crypto.PrivateKey],
+    rules_path: Path,
+    refused: frozenset[str] = frozenset(),
+) -> list[Decision]:
+    """`agent_pass`, or, when a state entry the node served did not verify against what the
+    agent's light client trusts (`FlowContext.light`), nothing done and an alert saying so:
+    the agent never acts on an answer it could not check."""
+    try:
+        return agent_pass(context, keys, rules_path, refused)
+    except VerificationError as exc:
+        reason = f"the node's answer did not verify, so nothing was signed: {exc}"
+        return [{"alert": "not_verified", "signed": False, "code": exc.code, "reason": reason}]
 
 
 def cosign_partials(
     context: FlowContext,
     keys: list[crypto.PrivateKey],
     rules: list[Rule],
-    revoked: frozenset[bytes],
     refused: frozenset[str],
 ) -> list[Decision]:
     key, patient_keys = keys[0], frozenset(k.public_key for k in keys)
@@ -75,6 +93,8 @@ def cosign_partials(
         if partial["id"] in refused:
             continue
         transaction = Tx.decode(bytes.fromhex(partial["tx"]))
+        signers = (signature.public_key for signature in transaction.signatures)
+        revoked = queries.revoked_among(context.state(), signers)
         stands_for = _institutions_of(context, transaction, patient_keys)
         decision = decide(rules, transaction, patient_keys, revoked, stands_for)
         if decision.sign:
@@ -145,16 +165,18 @@ def _rotate_after_revocation(
     context: FlowContext,
     keys: list[crypto.PrivateKey],
     patient: bytes,
-    revoked: frozenset[bytes],
 ) -> list[Decision]:
-    waiting = _rotations_waiting(context)
+    state = context.state()
     decisions: list[Decision] = []
-    for vault in patient_vaults(RemoteState(context.client), patient).values():
-        holders = sorted(set(vault.members) & revoked)
+    waiting: dict[bytes, str] | None = None
+    for vault in context.vaults_of(patient).values():
+        holders = sorted(queries.revoked_among(state, vault.members))
         if not holders:
             continue
         names = ", ".join(key.hex()[:16] for key in holders)
         why = f"revoked institution(s) {names} hold the key of epoch {vault.epoch}"
+        if waiting is None:
+            waiting = _rotations_waiting(context)
         if vault.vault_id in waiting:
             decisions.append(
                 {"tx": waiting[vault.vault_id], "kind": "epoch.rotate", "signed": False,

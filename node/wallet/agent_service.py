@@ -27,8 +27,10 @@ from aiohttp import web
 from carechain.config.loading import write_atomic
 from carechain.consensus import crypto
 from carechain.consensus.errors import CarechainError
+from carechain.consensus.light.verifier import VerificationError
 from carechain.consensus.types import Tx
-from carechain.node.wallet.agent_duties import agent_pass, decision_id
+from carechain.node.light.lists import PATIENT_LISTS, VAULT_LISTS, list_query
+from carechain.node.wallet.agent_duties import decision_id, verified_pass
 from carechain.node.wallet.agent_rules import Rule, RuleFile, load_rule_file, load_rules
 from carechain.node.wallet.client import ApiRequestError, NodeUnreachable
 from carechain.node.wallet.context import FlowContext, hex_bytes
@@ -100,6 +102,7 @@ class PatientAgent:
             ("PUT", "/agent/v1/rules", self.put_rules),
             ("GET", "/agent/v1/decisions", self.list_decisions),
             ("GET", "/agent/v1/records/{vault}/{record}", self.record),
+            ("GET", "/agent/v1/verified/{kind}/{id}", self.verified),
         ]
         for method, path, handler in routes:
             application.router.add_route(method, path, handler)
@@ -159,6 +162,39 @@ class PatientAgent:
                 "account": account.hex(),
                 "address": crypto.encode_address(account),
                 "keys": [k.public_key.hex() for k in self.keys],
+                "verifying": self.context.light is not None,  # reads proved (--genesis)
+            }
+        )
+
+    async def verified(self, request: web.Request) -> web.Response:
+        """A whole list (`node/light/lists.py`: a patient's vaults or timeline, a vault's
+        grants, emergencies, records or receipts) read by the agent's light client: every entry
+        proved against a header trusted from the patient's own genesis, the list proved whole.
+        502 with the reason when the node's answer does not verify."""
+        light = self.context.light
+        if light is None:
+            raise AgentError(
+                409, "not_verifying", "this agent reads without proofs: start it with --genesis"
+            )
+        kind = request.match_info["kind"]
+        if kind not in PATIENT_LISTS and kind not in VAULT_LISTS:
+            raise AgentError(
+                404, "not_found", f"no list {kind!r}; one of {[*PATIENT_LISTS, *VAULT_LISTS]}"
+            )
+        entry = hex_bytes(request.match_info["id"], 20, "the account or vault id")
+        path, read = list_query(kind, entry, light.genesis)
+        try:
+            found = await self._run(lambda: light.query(path, read))
+        except VerificationError as exc:
+            raise AgentError(502, exc.code, f"the node's answer did not verify: {exc}") from None
+        trusted = found.trusted
+        return web.json_response(
+            {
+                "value": found.value,
+                "height": trusted.height,
+                "signed_power": trusted.signed_power,
+                "total_power": trusted.total_power,
+                "entries": found.entries,
             }
         )
 
@@ -259,7 +295,7 @@ class PatientAgent:
             if self.rules_path.exists():
                 with contextlib.suppress(ApiRequestError, NodeUnreachable, CarechainError):
                     passed = await self._run(
-                        lambda: agent_pass(
+                        lambda: verified_pass(
                             self.context, self.keys, self.rules_path, frozenset(self.refused)
                         )
                     )

@@ -12,13 +12,19 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from carechain.config.genesis import parse_genesis
 from carechain.consensus.crypto import PrivateKey, account_id, is_public_key, unseal
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.genesis import Genesis, InstitutionKind
-from carechain.consensus.ledger.context import RETIRED, epoch_key_key, trusted_parties
+from carechain.consensus.ledger import queries
+from carechain.consensus.ledger.context import (
+    RETIRED,
+    ChainContext,
+    epoch_key_key,
+    trusted_parties,
+)
 from carechain.consensus.ledger.governance import apply_pending
 from carechain.consensus.ledger.records import Account, InstitutionState, Vault
 from carechain.consensus.ledger.state import Overlay, Table
@@ -26,6 +32,9 @@ from carechain.consensus.types import Tx
 from carechain.node.audit.access_report import TableReader
 from carechain.node.wallet.client import ApiRequestError, Client, RemoteState
 from carechain.node.wallet.keystore import KeystoreError, key_path, load_key, read_key_info
+
+if TYPE_CHECKING:
+    from carechain.node.light.client import LightClient
 
 DAY_MS = 86_400_000
 
@@ -37,9 +46,14 @@ class FlowContext:
     passphrase: Callable[[], str] | None  # asked once, for the first encrypted key opened
     _genesis: Genesis | None = None
     _passphrase: str | None = None
+    # with a light client, every state entry read is proved against a header it trusts from
+    # the user's own genesis (`node/light/client.py`); an answer that does not verify raises
+    light: LightClient | None = None
 
     @property
     def genesis(self) -> Genesis:
+        if self.light is not None:
+            return self.light.genesis  # the user's own copy, never the node's
         if self._genesis is None:
             self._genesis = parse_genesis(self.client.get("/v1/genesis"), "the node's genesis")
         return self._genesis
@@ -62,7 +76,14 @@ class FlowContext:
         return load_key(path, self._passphrase)
 
     def state(self) -> Overlay:
+        if self.light is not None:
+            return Overlay(self.light.state())
         return Overlay(RemoteState(self.client))
+
+    def vaults_of(self, patient: bytes) -> dict[bytes, Vault]:
+        """The patient's vaults by id, one per data type the chain knows."""
+        data_types = ChainContext.from_genesis(self.genesis).data_types
+        return queries.patient_vaults(self.state(), patient, data_types)
 
     def next_state(self) -> Overlay:
         """The state the next block's transactions start from: the head's, with the

@@ -14,7 +14,6 @@ from carechain.consensus.ledger.context import required_members
 from carechain.consensus.ledger.records import Account, AccountKind, GuardianScope
 from carechain.consensus.ledger.state import Table
 from carechain.consensus.types import Tx
-from carechain.node.audit.access_report import patient_vaults
 from carechain.node.wallet import builders
 from carechain.node.wallet.client import RemoteState
 from carechain.node.wallet.context import FlowContext, sealing_keys
@@ -41,7 +40,7 @@ def add_guardian(
     """`guardian.add`, signed by `keys` (both patient keys; for a minor, a full guardian), the
     first of which that holds a copy of an epoch key unseals it for the guardian."""
     state = context.next_state()
-    vaults = patient_vaults(RemoteState(context.client), patient).values()
+    vaults = context.vaults_of(patient).values()
     epoch_keys = {vault.vault_id: all_epoch_keys(state, vault, keys) for vault in vaults}
     draft = builders.add_guardian(
         context.chain_id, patient, context.nonce(patient), context.expiry(),
@@ -59,7 +58,7 @@ def remove_guardians(
     gone = account.guardian_keys if guardian is None else {guardian}
     state = context.next_state()
     new_epochs: dict[bytes, tuple[int, builders.Members]] = {}
-    for vault in patient_vaults(RemoteState(context.client), patient).values():
+    for vault in context.vaults_of(patient).values():
         members = set(required_members(state, vault, context.now_ms())) - gone
         new_epochs[vault.vault_id] = (vault.epoch + 1, sealing_keys(state, members))
     draft, _ = builders.remove_guardians(

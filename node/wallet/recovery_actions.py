@@ -15,9 +15,7 @@ from carechain.consensus.ledger.context import epoch_key_key, required_members
 from carechain.consensus.ledger.records import Recovery, Vault
 from carechain.consensus.ledger.state import Overlay, Table
 from carechain.consensus.types import Tx
-from carechain.node.audit.access_report import patient_vaults
 from carechain.node.wallet import builders
-from carechain.node.wallet.client import RemoteState
 from carechain.node.wallet.context import FlowContext, sealing_keys
 
 # Past epoch keys per `epoch.share`: about 90 bytes each, well inside the default 300 KiB.
@@ -76,7 +74,7 @@ def finish_recovery(
     after the finish commits."""
     recovery = pending_or_refuse(context, patient)
     state = context.next_state()
-    vaults = list(patient_vaults(RemoteState(context.client), patient).values())
+    vaults = list(context.vaults_of(patient).values())
     handovers = recovery_handovers(
         state, vaults, recovery, keys, context.now_ms(), defer_old=defer_old_epochs
     )
@@ -102,7 +100,7 @@ def share_missing_epochs(
     no copy of, `batch` per `epoch.share` transaction, each committed before the next; how
     many were shared. Run again, it sends what is still missing (nothing, once done)."""
     shared = 0
-    for vault in patient_vaults(RemoteState(context.client), patient).values():
+    for vault in context.vaults_of(patient).values():
         state = context.state()
         missing = [
             epoch

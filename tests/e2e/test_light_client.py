@@ -16,12 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 
 from carechain.cli.demo.verified import Lie, LyingProxy
 from carechain.cli.main import cli
 from carechain.cli.nodes import Devnet
+from carechain.config.genesis import load_genesis
+from carechain.consensus import crypto
+from carechain.consensus.crypto import decode_address
 from carechain.consensus.types import BlockHeader, ValidatorSet
+from carechain.node.light.client import LightClient, NodeSource
+from carechain.node.wallet.agent_service import PatientAgent
+from carechain.node.wallet.client import Client
+from carechain.node.wallet.context import FlowContext
 from carechain.tests.leaks import LEAKED_SOCKET
 
 pytestmark = pytest.mark.filterwarnings(LEAKED_SOCKET)
@@ -202,3 +210,60 @@ def test_an_auditor_samples_a_patient_without_a_replay(
         code, out = run("audit", "sample", "--patient", address, "--api", proxy.url, *options)
     assert code == 1, out
     assert "left out" in out, out
+
+
+def _agent_once(people: Path, api: str, genesis: Path, rules: Path) -> tuple[int, str]:
+    return run("agent", "--home", str(people), "--api", api, "--key", "p1", "--other-key", "p2",
+               "--rules", str(rules), "--genesis", str(genesis), "--once")  # fmt: skip
+
+
+def test_the_patients_agent_acts_only_on_what_verifies(
+    network: tuple[list[str], Path, str], tmp_path: Path
+) -> None:
+    apis, genesis, _ = network
+    # the patients' keys, made by the fixture beside the network's folder
+    people = next(p / "people" for p in genesis.parents if (p / "people").is_dir())
+    rules = tmp_path / "rules.toml"
+    rules.write_text("rotate_after_revocation = true\n")
+    code, out = _agent_once(people, apis[0], genesis, rules)
+    assert code == 0, out
+    assert "not_verified" not in out, out
+    with LyingProxy(apis[0], _on_proof(_absent)) as proxy:
+        code, out = _agent_once(people, proxy.url, genesis, rules)
+    assert code == 0, out
+    alert = json.loads(out.splitlines()[0])
+    assert alert["alert"] == "not_verified", out
+    assert alert["signed"] is False
+    assert "entry present" in alert["reason"]
+
+
+@pytest.mark.asyncio
+async def test_the_console_gets_lists_from_the_agent_verified_or_refused(
+    network: tuple[list[str], Path, str], tmp_path: Path
+) -> None:
+    apis, genesis_path, address = network
+    account = decode_address(address).hex()
+    keys = [crypto.PrivateKey(b"\x81" * 32)]
+
+    def agent_of(api: str) -> PatientAgent:
+        context = FlowContext(tmp_path, Client(api), None)
+        context.light = LightClient(
+            load_genesis(genesis_path), tmp_path / "light", NodeSource(Client(api))
+        )
+        return PatientAgent(context, keys, tmp_path / "rules.toml", api)
+
+    async with TestClient(TestServer(agent_of(apis[0]).app())) as http:
+        identity = await (await http.get("/agent/v1/identity")).json()
+        assert identity["verifying"] is True
+        answer = await http.get(f"/agent/v1/verified/timeline/{account}")
+        assert answer.status == 200, await answer.text()
+        proved = await answer.json()
+        assert proved["value"]["timeline"] == []
+        assert 3 * proved["signed_power"] > 2 * proved["total_power"]
+        unknown = await http.get(f"/agent/v1/verified/nothing/{account}")
+        assert unknown.status == 404
+    with LyingProxy(apis[0], _left_out) as proxy:
+        async with TestClient(TestServer(agent_of(proxy.url).app())) as http:
+            answer = await http.get(f"/agent/v1/verified/vaults/{account}")
+            assert answer.status == 502
+            assert (await answer.json())["error"] == "answer_incomplete"
