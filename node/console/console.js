@@ -38,6 +38,9 @@ const TEXT = {
     height_label: "Height", round_label: "Round", peers: "Peers", syncing: "Syncing",
     mempool: "Mempool", partials: "Partial pool", signers: "{n} signatures", you: "you",
     no_reads: "No reads yet.",
+    verified_by: "Verified at height {height} by {k} of {n} validators' power: each entry proved against a header your agent trusts from your own genesis, the list proved whole.",
+    not_verified: "Not verified: read from this node alone. Start your agent with --genesis YOUR_COPY_OF_genesis.json to check every answer.",
+    node_lied: "This node's answer did not verify, so nothing it sent is shown here: {reason}",
     agent_unreachable: "Your agent at {url} does not answer. Start it on this computer with `carechain agent --serve 127.0.0.1:26690 --key …`, then press Connect.",
     node_unreachable: "This node does not answer at {url}. Is `carechain start` running? Reload when it is.",
     confirm_revoke: "Revoke {institution}'s access to your {type} records? The vault's key changes at once, so they cannot read what is added from now on; what they already read stays read.",
@@ -88,6 +91,9 @@ const TEXT = {
     height_label: "高度", round_label: "轮次", peers: "对等节点", syncing: "同步中",
     mempool: "交易池", partials: "待签交易池", signers: "{n} 个签名", you: "您本人",
     no_reads: "尚无读取记录。",
+    verified_by: "已验证：高度 {height}，由验证者权重 {n} 中的 {k} 签署；每一条都已对照您的代理依据您自己的创世文件所信任的区块头证明，且列表完整。",
+    not_verified: "未验证：仅从本节点读取。请用 --genesis 您自己的 genesis.json 启动代理，以核对每个回答。",
+    node_lied: "本节点的回答未通过验证，因此此处不显示其任何内容：{reason}",
     agent_unreachable: "您在 {url} 的代理没有响应。请在本机用 `carechain agent --serve 127.0.0.1:26690 --key …` 启动它，然后点击“连接”。",
     node_unreachable: "本节点在 {url} 没有响应。`carechain start` 是否在运行？运行后请刷新页面。",
     confirm_revoke: "撤销 {institution} 对您的 {type} 记录的访问权限？数据库密钥立即更换，此后新增的内容对方无法读取；已读取的内容无法收回。",
@@ -225,7 +231,41 @@ function fill(tbody, rows) {
 }
 
 // -- the patient's view ---------------------------------------------------------------------
+// A list the patient sees is read by the agent's light client when the agent verifies (each
+// entry proved against a header it trusts from the patient's own genesis, the list proved
+// whole), else from this node alone; the panel's mark says which. A node whose answer does
+// not verify is named in red and nothing it sent is shown.
+const MARKS = { verified: 0, unverified: 1, lied: 2 };
+
+function mark(panel, kind, text) {
+  const element = document.getElementById(`proof-${panel}`);
+  const now = element.dataset.mark;
+  if (now && MARKS[now] > MARKS[kind]) return; // a lie stays in view until the page reloads
+  element.dataset.mark = kind;
+  element.className = `proof ${kind}`;
+  element.textContent = text;
+}
+
+async function proved(panel, kind, id, nodePath, fromNode, fromProof) {
+  if (state.identity && state.identity.verifying) {
+    let answer;
+    try {
+      answer = await (await agent(`/agent/v1/verified/${kind}/${id}`)).json();
+    } catch (error) {
+      mark(panel, "lied", t("node_lied", { reason: String(error.message || error) }));
+      throw error;
+    }
+    mark(panel, "verified", t("verified_by", { height: answer.height, k: answer.signed_power, n: answer.total_power }));
+    return fromProof(answer.value);
+  }
+  mark(panel, "unverified", t("not_verified"));
+  return fromNode(await api(nodePath));
+}
+
 async function loadPatient() {
+  for (const element of document.querySelectorAll(".proof")) {
+    delete element.dataset.mark; element.className = "proof"; element.textContent = "";
+  }
   // names and choices from chain state: genesis's institutions and those governance added
   const { institutions } = await api("/v1/institutions");
   state.institutions = new Map(institutions.map((i) => [i.public_key, i.name]));
@@ -241,8 +281,9 @@ async function loadPatient() {
   state.identity = await (await agent("/agent/v1/identity")).json();
   document.getElementById("identity").textContent = state.identity.address;
   await showGuardians();
-  const { vaults } = await api(`/v1/accounts/${state.identity.account}/vaults`);
-  state.vaults = vaults;
+  const account = state.identity.account;
+  state.vaults = await proved("vaults", "vaults", account, `/v1/accounts/${account}/vaults`,
+    (answer) => answer.vaults, (value) => [...value].sort((a, b) => a.data_type.localeCompare(b.data_type)));
   await Promise.all([showVaults(), showGrants(), showPending(), showRules(), showTimeline()]);
 }
 
@@ -267,7 +308,8 @@ async function showVaults() {
   const types = document.getElementById("grant-types");
   types.replaceChildren();
   for (const vault of state.vaults) {
-    const { records } = await api(`/v1/vaults/${vault.vault_id}/records`);
+    const records = await proved("vaults", "records", vault.vault_id, `/v1/vaults/${vault.vault_id}/records`,
+      (answer) => answer.records, (value) => value.records);
     const details = document.createElement("details");
     details.open = true;
     const summary = document.createElement("summary");
@@ -311,7 +353,8 @@ async function showGrants() {
   const now = Date.now();
   const rows = [];
   for (const vault of state.vaults) {
-    const { grants } = await api(`/v1/vaults/${vault.vault_id}/grants`);
+    const grants = await proved("grants", "grants", vault.vault_id, `/v1/vaults/${vault.vault_id}/grants`,
+      (answer) => answer.grants, (value) => value);
     for (const grant of grants) {
       if (grant.revoked_height !== null || grant.valid_until_ms <= now) continue;
       rows.push((row) => {
@@ -383,7 +426,9 @@ async function saveRules(rules) {
 }
 
 async function showTimeline() {
-  const { events } = await api(`/v1/accounts/${state.identity.account}/timeline`);
+  const account = state.identity.account;
+  const events = await proved("timeline", "timeline", account, `/v1/accounts/${account}/timeline`,
+    (answer) => answer.events, (value) => value.timeline);
   fill(document.querySelector("#timeline tbody"), events.map((event) => (row) => {
     if (event.kind === "recovery") row.classList.add("alarm"); // someone may be taking over
     cell(row, String(event.height));

@@ -186,7 +186,7 @@ class PatientAgent:
         try:
             found = await self._run(lambda: light.query(path, read))
         except VerificationError as exc:
-            raise AgentError(502, exc.code, f"the node's answer did not verify: {exc}") from None
+            raise AgentError(502, exc.code, str(exc)) from None
         trusted = found.trusted
         return web.json_response(
             {

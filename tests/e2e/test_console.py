@@ -18,12 +18,14 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jsonschema_rs
 import pytest
 from playwright.sync_api import Dialog, Page, ViewportSize, expect, sync_playwright
 
 from carechain.cli.demo.ledger import Ledger, put_reading, reading
+from carechain.cli.demo.verified import LyingProxy
 from carechain.cli.nodes import Devnet
 from carechain.config.genesis import load_genesis
 from carechain.consensus import crypto
@@ -51,8 +53,14 @@ PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 class World:
-    def __init__(self, devnet: Devnet, clients: list[Client], agent: subprocess.Popen[bytes]):
-        self.devnet, self.clients, self.agent = devnet, clients, agent
+    def __init__(
+        self, devnet: Devnet, clients: list[Client], agent: subprocess.Popen[bytes], home: Path
+    ) -> None:
+        self.devnet, self.clients, self.agent, self.home = devnet, clients, agent, home
+
+    @property
+    def genesis(self) -> Path:
+        return self.devnet.nodes[0].home / "genesis.json"
 
     @property
     def console(self) -> str:
@@ -139,16 +147,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             save_key(home / "keys" / f"{name}.json", key, name=name, purpose="account",
                      passphrase=None)  # fmt: skip
         (home / "rules.toml").write_text("")
-        with (folder / "agent.log").open("wb") as log:  # the child keeps its own copy
-            agent = subprocess.Popen(
-                [sys.executable, "-m", "carechain.cli", "agent", "--home", str(home),
-                 "--api", clients[0].base_url, "--rules", str(home / "rules.toml"),
-                 "--key", "patient-1", "--other-key", "patient-2", "--interval", "1",
-                 "--serve", f"127.0.0.1:{AGENT_PORT}"],
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        _wait_for_agent(agent, folder / "agent.log")
-        yield World(devnet, clients, agent)
+        genesis_path = devnet.nodes[0].home / "genesis.json"
+        agent = _start_agent(home, clients[0].base_url, genesis_path, AGENT_PORT, folder)
+        yield World(devnet, clients, agent, home)
     finally:
         if agent is not None:
             agent.terminate()
@@ -172,13 +173,35 @@ def _register_by_governance(ledger: Ledger, devnet: Devnet, institution: Institu
         time.sleep(0.2)
 
 
-def _wait_for_agent(agent: subprocess.Popen[bytes], log: Path) -> None:
+def _start_agent(
+    home: Path, api: str, genesis: Path, port: int, folder: Path, origin: str = ""
+) -> subprocess.Popen[bytes]:
+    """The patient's agent serving the console on `port`, verifying the node at `api`."""
+    log_path = folder / f"agent-{port}.log"
+    with log_path.open("wb") as log:  # the child keeps its own copy
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "carechain.cli", "agent", "--home", str(home),
+             "--api", api, "--rules", str(home / "rules.toml"), "--genesis", str(genesis),
+             "--key", "patient-1", "--other-key", "patient-2", "--interval", "1",
+             "--serve", f"127.0.0.1:{port}", *(["--console-origin", origin] if origin else [])],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        _wait_for_agent(agent, log_path, port)
+    except AssertionError:
+        agent.kill()
+        agent.wait(30)
+        raise
+    return agent
+
+
+def _wait_for_agent(agent: subprocess.Popen[bytes], log: Path, port: int) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if agent.poll() is not None:
             raise AssertionError(f"the agent exited: {log.read_text()}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{AGENT_PORT}/agent/v1/identity"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/agent/v1/identity"):
                 return
         except OSError:
             time.sleep(0.2)
@@ -219,6 +242,8 @@ def test_a_patient_grants_sees_revokes_and_approves_a_co_signature(
     p.wait_for_selector("body[data-loaded=patient]")
     p.wait_for_selector("#vaults summary")
     assert "glucose (2" in p.inner_text("#vaults")
+    for panel in ("vaults", "grants", "timeline"):  # the agent proved every list it shows
+        expect(p.locator(f"#proof-{panel}.verified")).to_contain_text("Verified at height")
     assert "hospital-a" in p.inner_text("#pending")
     expect(p.locator("#acts-for")).to_contain_text(
         f"Your guardians: {CARER.public_key.hex()[:12]}… (co-signs and reads)"
@@ -340,6 +365,29 @@ def test_a_console_whose_agent_is_down_says_so_and_how_to_start_it(
     options = p.locator("#grant-institution option")
     expect(options).to_have_count(3)
     assert "hospital-c" in options.all_inner_texts()
+
+
+def _left_out(path: str, answer: Any) -> tuple[str, Any]:
+    """A node that leaves the last proved entry out of a list's answer."""
+    if answer is not None and "proof=true" in path and answer.get("entries"):
+        del answer["entries"][-1]
+    return path, answer
+
+
+def test_a_console_says_loudly_when_a_node_lied(world: World, page: Page, tmp_path: Path) -> None:
+    node = world.clients[0].base_url
+    with LyingProxy(node, _left_out) as proxy:
+        agent = _start_agent(world.home, proxy.url, world.genesis, AGENT_PORT + 1, tmp_path, node)
+        try:
+            page.goto(f"{node}/console/?agent=http://127.0.0.1:{AGENT_PORT + 1}#/patient")
+            lied = page.locator("#proof-vaults.lied")
+            expect(lied).to_contain_text("did not verify")
+            expect(lied).to_contain_text("answer_incomplete")
+            assert page.locator("#vaults summary").count() == 0, "nothing unverified is shown"
+            _shot(page, "patient-lied")
+        finally:
+            agent.terminate()
+            agent.wait(30)
 
 
 def test_an_operator_sees_a_killed_validator_marked_missing(world: World, page: Page) -> None:
