@@ -6,6 +6,8 @@
   to apply the whole block to the store, entries, tree nodes, pruning and fsync included
   (`apply_us_per_change`);
 - proofs: generated from that store and verified, per second;
+- verify: the whole tree walked and every entry matched, as a node's start does
+  (`state.verify_on_start`), in seconds;
 - light client: trust carried from genesis to the head of a chain of `--headers` certified
   headers (default 10,000) with `--set-changes` validator-set changes (default 20), in seconds
   (headers served from memory: the figure is verification, not the network).
@@ -140,6 +142,9 @@ def main() -> None:
             figures["build_seconds"] = time.perf_counter() - started
             figures |= _blocks(store, keys, arguments.changes, rng)
             figures |= _proofs(store, keys, rng)
+            started = time.perf_counter()
+            store.verify()  # what a node's start does with state.verify_on_start
+            figures["verify_seconds"] = time.perf_counter() - started
         finally:
             kv.close()
     figures |= _light(arguments.headers, arguments.set_changes)

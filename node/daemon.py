@@ -165,7 +165,10 @@ class Node:
         home, config = self.home, self.config
         self.limits = EncodedLimits.of(self.genesis.params)
         self.store = ChainStore.open(
-            home / "data" / "chain", self.genesis, heights_kept=config.state.proof_heights_kept
+            home / "data" / "chain",
+            self.genesis,
+            verify_state=config.state.verify_on_start,
+            heights_kept=config.state.proof_heights_kept,
         )
         self.wal = ConsensusWal(home / "data" / "wal", self.limits.wal_record_bytes)
         self.blobs = open_blob_store(config.blobs, home)

@@ -202,7 +202,16 @@ class ChainStore:
         if height == 0:
             if head is not None:
                 raise ChainCorruptError("a head block is recorded but the state is at genesis")
-            return
+        else:
+            self._check_head(height, head)
+        if verify_state:
+            try:
+                self.state.verify()
+            except StateCorruptError as exc:
+                raise ChainCorruptError(str(exc)) from None
+
+    def _check_head(self, height: int, head: tuple[int, bytes] | None) -> None:
+        """The head block is the state's height's, readable, and its state root the state's."""
         if head is None:
             raise ChainCorruptError(f"state is at height {height} but no head block is recorded")
         head_height, head_hash = head
@@ -223,8 +232,3 @@ class ChainStore:
                 f"state root {self.state.root.hex()[:16]} differs from block {height}'s "
                 f"{block.header.state_root.hex()[:16]}"
             )
-        if verify_state:
-            try:
-                self.state.verify()
-            except StateCorruptError as exc:
-                raise ChainCorruptError(str(exc)) from None

@@ -368,8 +368,15 @@ class StateStore:
             version = ref_version(ref)
             raw = self.node(version, path)
             where = f"the tree node written at height {version} at path {path.hex() or 'root'}"
-            if node_hash(raw) != ref_hash(ref) or (raw[:1] == LEAF_TAG) != ref_is_leaf(ref):
+            if node_hash(raw) != ref_hash(ref):
                 raise TreeNodeError(f"{where} does not hash to what its parent records")
+            if (raw[:1] == LEAF_TAG) != ref_is_leaf(ref):
+                parent = path[:-1].hex() or "root"
+                raise TreeNodeError(
+                    f"{where} is {'a leaf' if raw[:1] == LEAF_TAG else 'an internal node'} but "
+                    f"its parent at path {parent} records it as the other kind: one of the two "
+                    "was changed"
+                )
             if not ref_is_leaf(ref):
                 pending.extend((child, path + bytes((slot,))) for slot, child in children(raw))
                 continue

@@ -20,8 +20,13 @@ from click.testing import CliRunner
 from carechain.cli.main import cli
 from carechain.cli.nodes import Devnet, spawn, wait_for_api
 from carechain.cli.output import EXIT_INVALID_INPUT
+from carechain.config.genesis import load_genesis
 from carechain.config.node import NodeConfig, load_node_config, save_node_config
+from carechain.consensus.ledger.state_tree import ref_version
 from carechain.node.wallet.client import Client
+from carechain.storage import schema
+from carechain.storage.chain import ChainStore
+from carechain.storage.kv import LevelKV, WriteBatch
 
 START_TIMEOUT_S = 60
 LATE_VOTES_PORT = 28100
@@ -225,3 +230,28 @@ def _wait_for_height(client: Client, height: int, timeout_s: float = 60) -> None
     while int(client.status()["height"]) < height:
         assert time.monotonic() < deadline, f"height {height} not reached"
         time.sleep(0.1)
+
+
+def test_a_tampered_state_tree_node_is_named_at_start(home: Path) -> None:
+    """One bit changed in a tree node of a stopped node's data folder: the start walks the
+    tree (`state.verify_on_start`, on by default), names the node and refuses to run."""
+    genesis = load_genesis(home / "genesis.json")
+    store = ChainStore.open(home / "data" / "chain", genesis)
+    root = store.state.root_ref
+    store.close()
+    assert root is not None
+    kv = LevelKV(home / "data" / "chain", create=False)
+    try:
+        key = schema.tree_node_key(ref_version(root), b"")
+        value = kv.get(key)
+        assert value is not None
+        batch = WriteBatch()
+        middle = len(value) // 2  # inside a child's hash: the root hashes otherwise
+        batch.put(key, value[:middle] + bytes([value[middle] ^ 1]) + value[middle + 1 :])
+        kv.write(batch)
+    finally:
+        kv.close()
+    finished = _start(home)
+    assert finished.returncode != 0, finished.stderr[-2000:]
+    assert "tree node written at height 0 at path root" in finished.stderr, finished.stderr
+    assert "Traceback" not in finished.stderr
