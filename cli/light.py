@@ -22,6 +22,7 @@ from carechain.consensus.light.verifier import VerificationError
 from carechain.node.light.client import LightClient, NodeSource
 from carechain.node.light.lists import PATIENT_LISTS, VAULT_LISTS, list_query
 from carechain.node.wallet.client import Client
+from carechain.node.wallet.context import hex_bytes
 
 # what `light get KIND` reads: its table and the record its value holds (None: raw bytes)
 KINDS: dict[str, tuple[Table, type[Record]]] = {
@@ -32,6 +33,7 @@ KINDS: dict[str, tuple[Table, type[Record]]] = {
 # what one line of a list shows, by kind
 COLUMNS: dict[str, tuple[str, ...]] = {
     "vaults": ("data_type", "vault_id", "epoch", "record_count", "receipt_count"),
+    "holders": ("key",),
     "timeline": ("height", "kind", "data_type", "actor", "detail"),
     "grants": ("grant_id", "grantee", "access", "purpose", "valid_until_ms", "revoked_height"),
     "emergencies": ("emergency_id", "hospital", "reason", "until_ms", "status"),
@@ -135,6 +137,7 @@ def light_sync(
 @click.argument("key", required=False)
 @click.option("--first", type=click.IntRange(0), default=0, help="records, receipts: from number")
 @click.option("--limit", type=click.IntRange(0), help="records, receipts: how many (default all)")
+@click.option("--reader", help="receipts: only this reader's (its key, hex)")
 @light_options
 @json_option
 def light_get(
@@ -143,6 +146,7 @@ def light_get(
     key: str | None,
     first: int,
     limit: int | None,
+    reader: str | None,
     apis: tuple[str, ...],
     genesis_path: Path,
     home: Path,
@@ -155,7 +159,11 @@ def light_get(
     Or a whole list, proved complete: `vaults ADDRESS` and `timeline ADDRESS` (a patient's),
     `grants ID`, `emergencies ID`, `records ID` and `receipts ID` (a vault's)."""
     if kind in PATIENT_LISTS or kind in VAULT_LISTS:
-        _get_list(kind, name, first, limit, apis, genesis_path, home, trusting_period_days, as_json)
+        reader_key = None if reader is None else hex_bytes(reader, 32, "--reader")
+        _get_list(
+            kind, name, (first, limit, reader_key), apis, genesis_path, home,
+            trusting_period_days, as_json,
+        )  # fmt: skip
         return
     table, entry_key, kind_type = _entry_of(kind, name, key)
     client = light_client(apis, genesis_path, home, trusting_period_days)
@@ -187,8 +195,7 @@ def light_get(
 def _get_list(
     kind: str,
     name: str,
-    first: int,
-    limit: int | None,
+    page: tuple[int, int | None, bytes | None],
     apis: tuple[str, ...],
     genesis_path: Path,
     home: Path,
@@ -196,7 +203,7 @@ def _get_list(
     as_json: bool,
 ) -> None:
     genesis = load_genesis(genesis_path)
-    path, read = list_query(kind, _id_of(kind, name), genesis, first, limit)
+    path, read = list_query(kind, _id_of(kind, name), genesis, *page)
     client = light_client(apis, genesis_path, home, trusting_period_days)
     try:
         found = client.query(path, read)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from carechain.cli.demo.steps import Story
+from carechain.consensus.ledger.records import Account
 from carechain.consensus.ledger.state import Table
 from carechain.consensus.light.verifier import VerificationError
 from carechain.node.light.client import LightClient, NodeSource
@@ -109,12 +110,18 @@ def verified_reads(story: Story) -> None:
         )
         genesis = story.ledger.genesis
         grants = phone.query(*list_query("grants", glucose, genesis))
+        holders = phone.query(*list_query("holders", glucose, genesis))
         events = phone.query(*list_query("timeline", story.patient_account, genesis))
+        keys = {bytes.fromhex(h["key"]) for h in holders.value["holders"]}
         story.check(
-            len(grants.value) >= 1 and len(events.value["timeline"]) >= len(grants.value),
-            f"who was ever granted the glucose vault ({len(grants.value)} grant(s)) and the "
-            f"whole access timeline ({len(events.value['timeline'])} events), proved complete by "
-            f"{grants.entries} and {events.entries} proved entries",
+            len(grants.value) >= 1
+            and account.value is not None
+            and set(Account.decode(account.value).keys) <= keys
+            and len(events.value["timeline"]) >= len(grants.value),
+            f"who holds the glucose vault's key now ({len(keys)} keys, epoch "
+            f"{holders.value['epoch']}), who was ever granted it ({len(grants.value)} grant(s)) "
+            f"and the whole access timeline ({len(events.value['timeline'])} events), each list "
+            "proved complete",
         )
         with LyingProxy(upstream, _grant_left_out) as proxy:
             liar = LightClient(genesis, Path(home), NodeSource(Client(proxy.url)))

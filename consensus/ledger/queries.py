@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import TypeVar
 
 from carechain.consensus.codec import Record
-from carechain.consensus.ledger.context import numbered_key
+from carechain.consensus.ledger.context import epoch_key_key, numbered_key
 from carechain.consensus.ledger.records import (
     Emergency,
     Grant,
@@ -116,6 +116,19 @@ def vault_erased(state: StateReader, vault_id: bytes) -> list[RecordEntry]:
     ]
 
 
+def key_holders(state: StateReader, vault_id: bytes) -> list[bytes]:
+    """Who holds the vault's current epoch key, and so can read what is written there now:
+    its members, each with the sealed copy of that key the ledger keeps (EPOCH_KEY)."""
+    found = vault(state, vault_id)
+    if found is None:
+        return []
+    for member in found.members:
+        key = epoch_key_key(vault_id, found.epoch, member)
+        if state.get(Table.EPOCH_KEY, key) is None:
+            raise MissingEntry(Table.EPOCH_KEY, key, "a member's sealed epoch key")
+    return list(found.members)
+
+
 def _page(count: int, first: int, limit: int | None) -> range:
     """Numbers `first` to `first + limit` (all from `first` when `limit` is None), below
     `count`."""
@@ -125,14 +138,20 @@ def _page(count: int, first: int, limit: int | None) -> range:
 
 
 def vault_receipts(
-    state: StateReader, found: Vault, first: int = 0, limit: int | None = None
+    state: StateReader,
+    found: Vault,
+    first: int = 0,
+    limit: int | None = None,
+    reader: bytes | None = None,
 ) -> list[Receipt]:
     """The vault's read receipts numbered `first` on (`limit` of them, or all): the vault
-    entry counts them, so a page is whole."""
-    return [
+    entry counts them, so a page is whole. With `reader`, only that reader's receipts of the
+    page: each receipt of the page is still read, so a filtered answer is whole too."""
+    receipts = [
         _must(state, Table.RECEIPT, numbered_key(found.vault_id, n), Receipt, f"receipt {n}")
         for n in _page(found.receipt_count, first, limit)
     ]
+    return receipts if reader is None else [r for r in receipts if r.reader == reader]
 
 
 def vault_records(

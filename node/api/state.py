@@ -272,10 +272,22 @@ class State(RouteFamily):
                 "/v1/vaults/{id}/receipts",
                 self.vault_receipts,
                 "Read receipts of a vault in order, from number `first` (default 0), `limit` "
-                "of them (default all); `count`: how many the vault has",
+                "of them (default all), only `reader`'s when given; `count`: how many the "
+                "vault has",
                 parameters=vault,
-                query={**PROOF_QUERY, **PAGE_QUERY},
+                query={**PROOF_QUERY, **PAGE_QUERY, "reader": HEX_64},
                 answer=proved_set(obj(count=INT, receipts=array(record(Receipt)))),
+                refusals=PROOF_REFUSALS,
+            ),
+            Route(
+                "GET",
+                "/v1/vaults/{id}/holders",
+                self.vault_holders,
+                "Who holds the vault's current epoch key (and so reads what is written now): "
+                "its members, each with its sealed copy on chain",
+                parameters=vault,
+                query=PROOF_QUERY,
+                answer=proved_set(obj(epoch=INT, holders=array(HEX_TEXT))),
                 refusals=PROOF_REFUSALS,
             ),
             Route(
@@ -502,13 +514,30 @@ class State(RouteFamily):
     async def vault_receipts(self, request: web.Request) -> web.Response:
         vault_id = parse_hex(request.match_info["id"], "id")
         first, limit = self._page(request)
+        reader = request.query.get("reader")
+        reader_key = None if reader is None else parse_hex(reader, "reader")
+        if reader_key is not None and len(reader_key) != 32:
+            raise ApiError(400, "bad_field", "reader must be a public key: 64 hex characters")
 
         def answer(state: StateReader) -> dict[str, Any]:
             found = queries.vault(state, vault_id)
             if found is None:
                 return {"count": 0, "receipts": []}
-            receipts = queries.vault_receipts(state, found, first, limit)
+            receipts = queries.vault_receipts(state, found, first, limit, reader_key)
             return {"count": found.receipt_count, "receipts": [to_json(r) for r in receipts]}
+
+        return self._listed(request, answer)
+
+    async def vault_holders(self, request: web.Request) -> web.Response:
+        vault_id = parse_hex(request.match_info["id"], "id")
+
+        def answer(state: StateReader) -> dict[str, Any]:
+            holders = queries.key_holders(state, vault_id)
+            found = queries.vault(state, vault_id)
+            return {
+                "epoch": 0 if found is None else found.epoch,
+                "holders": [h.hex() for h in holders],
+            }
 
         return self._listed(request, answer)
 

@@ -18,16 +18,24 @@ from carechain.node.audit.access_report import timeline
 # whole lists, each read by the same query the node answers with (consensus/ledger/queries.py)
 # from entries the node proves: of a patient (an address) or of a vault (its id)
 PATIENT_LISTS = ("vaults", "timeline")
-VAULT_LISTS = ("grants", "emergencies", "records", "receipts")
+VAULT_LISTS = ("holders", "grants", "emergencies", "records", "receipts")
 
 
 def list_query(
-    kind: str, entry: bytes, genesis: Genesis, first: int = 0, limit: int | None = None
+    kind: str,
+    entry: bytes,
+    genesis: Genesis,
+    first: int = 0,
+    limit: int | None = None,
+    reader: bytes | None = None,
 ) -> tuple[str, Callable[[StateReader], Any]]:
     """The list route a light client asks for `kind` of `entry` (a patient's account id or a
-    vault id), and the query it runs over the proved entries: JSON, as the route answers."""
+    vault id), and the query it runs over the proved entries: JSON, as the route answers.
+    `first`, `limit`: a page of records or receipts; `reader`: only its receipts."""
     data_types = ChainContext.from_genesis(genesis).data_types
     page = f"?first={first}" + ("" if limit is None else f"&limit={limit}")
+    if reader is not None:
+        page += f"&reader={reader.hex()}"
 
     def vaults(state: StateReader) -> Any:
         found = queries.patient_vaults(state, entry, data_types)
@@ -50,13 +58,20 @@ def list_query(
                 "count": vault.record_count,
                 kind: [to_json(r) for r in queries.vault_records(state, vault, first, limit)],
             }
+        receipts = queries.vault_receipts(state, vault, first, limit, reader)
+        return {"count": vault.receipt_count, kind: [to_json(r) for r in receipts]}
+
+    def holders(state: StateReader) -> Any:
+        found = queries.vault(state, entry)
+        keys = queries.key_holders(state, entry)
         return {
-            "count": vault.receipt_count,
-            kind: [to_json(r) for r in queries.vault_receipts(state, vault, first, limit)],
+            "epoch": 0 if found is None else found.epoch,
+            kind: [{"key": key.hex()} for key in keys],
         }
 
     reads: dict[str, tuple[str, Callable[[StateReader], Any]]] = {
         "vaults": (f"/v1/accounts/{entry.hex()}/vaults", vaults),
+        "holders": (f"/v1/vaults/{entry.hex()}/holders", holders),
         "timeline": (f"/v1/accounts/{entry.hex()}/timeline", timeline_of),
         "grants": (
             f"/v1/vaults/{entry.hex()}/grants",

@@ -128,6 +128,9 @@ def test_the_index_lists_exactly_what_the_tables_hold(steps: list[str]) -> None:
         receipts = queries.vault_receipts(world.store, vault)
         assert len(receipts) == vault.receipt_count
         assert all(r.vault == vault_id for r in receipts)
+        by_b = queries.vault_receipts(world.store, vault, reader=world.hospital["B"].public_key)
+        assert by_b == [r for r in receipts if r.reader == world.hospital["B"].public_key]
+        assert queries.key_holders(world.store, vault_id) == list(vault.members)
     vaults = queries.patient_vaults(world.store, world.patient, DATA_TYPES)
     assert sorted(v.data_type for v in vaults.values()) == ["cgm", "glucose"]
 
@@ -172,6 +175,10 @@ QUERIES: dict[str, Callable[[StateReader, World, bytes], Any]] = {
     "records": lambda state, world, v: queries.vault_records(state, _vault(state, v)),
     "receipts": lambda state, world, v: queries.vault_receipts(state, _vault(state, v)),
     "timeline": lambda state, world, v: timeline(state, world.patient, DATA_TYPES),
+    "holders": lambda state, world, v: queries.key_holders(state, v),
+    "receipts by reader": lambda state, world, v: queries.vault_receipts(
+        state, _vault(state, v), reader=world.hospital["A"].public_key
+    ),
 }
 
 
