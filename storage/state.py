@@ -25,13 +25,16 @@ from carechain.consensus.ledger.state import StateDiff, Table
 from carechain.consensus.ledger.state_proof import StateProof, prove
 from carechain.consensus.ledger.state_tree import (
     LEAF_TAG,
+    Internal,
     Leaf,
     Ref,
     TreeNodeError,
     TreeUpdate,
     children,
+    decode_internal,
     decode_leaf,
     decode_root,
+    encode_internal,
     node_hash,
     ref_hash,
     ref_is_leaf,
@@ -57,6 +60,14 @@ class HeightNotKept(InvalidInput):
     """A proof was asked for at a height whose tree this node no longer keeps."""
 
     code = "height_not_kept"
+
+
+NODES_KEPT_MAX = 100_000  # internal tree nodes kept in memory
+
+
+def _decoded(raw: bytes) -> Internal:
+    bitmap, refs = decode_internal(raw)
+    return bitmap, tuple(refs)
 
 
 class StateAt:
@@ -122,9 +133,10 @@ class StateStore:
         self.kv = kv
         self.kept_max = kept_max
         self.heights_kept = heights_kept
-        # tree nodes read or written lately, by (version, path): the upper levels are read by
-        # every block's update
-        self._nodes: OrderedDict[tuple[int, bytes], bytes] = OrderedDict()
+        # internal tree nodes read or written lately, by (version, path): every block's update
+        # walks down through them (at a million entries there are about 70,000, ~20 MiB)
+        self.nodes_kept_max = NODES_KEPT_MAX
+        self._nodes: OrderedDict[tuple[int, bytes], Internal] = OrderedDict()
         self._root: Ref | bool | None = False  # False: not read yet
         self._staged: TreeUpdate | None = None  # the tree update of the batch stage() made
         # (table, key) -> (stored value, its decoding or None), oldest first: an OrderedDict,
@@ -197,7 +209,22 @@ class StateStore:
     def node(self, version: int, path: bytes) -> bytes:
         found = self._nodes.get((version, path))
         if found is not None:
-            return found
+            return encode_internal(found[0], found[1])[0]
+        raw = self._read_node(version, path)
+        if raw[:1] != LEAF_TAG:
+            self._keep_node(version, path, _decoded(raw))
+        return raw
+
+    def internal(self, version: int, path: bytes) -> Internal:
+        """An internal node decoded (`state_tree.internal_reader`): kept so, since every
+        block's update walks down through the same upper nodes."""
+        found = self._nodes.get((version, path))
+        if found is None:
+            found = _decoded(self._read_node(version, path))
+            self._keep_node(version, path, found)
+        return found
+
+    def _read_node(self, version: int, path: bytes) -> bytes:
         raw = self.kv.get(schema.tree_node_key(version, path))
         if raw is None:
             raise TreeNodeError(
@@ -205,13 +232,15 @@ class StateStore:
                 " is missing",
                 hint="restore the data directory from a backup or resync from peers",
             )
-        self._keep_node(version, path, raw)
         return raw
 
-    def _keep_node(self, version: int, path: bytes, raw: bytes) -> None:
-        if len(self._nodes) >= self.kept_max:
+    def _keep_node(self, version: int, path: bytes, node: Internal) -> None:
+        """Keep an internal node read or written lately, decoded. Leaves are not kept: a
+        block's update reads none of the entries it replaces (their diff says they exist),
+        and a block writing thousands would push the internal nodes out."""
+        if len(self._nodes) >= self.nodes_kept_max:
             self._nodes.popitem(last=False)
-        self._nodes[(version, path)] = raw
+        self._nodes[(version, path)] = node
 
     def tree_update(self, diff: StateDiff) -> TreeUpdate:
         """What `diff`, as the next height's, does to the tree."""
@@ -303,8 +332,10 @@ class StateStore:
             raise InvariantViolation("written() without a staged batch")
         self._staged = None
         self._root = tree.root
-        for (version, path), raw in tree.written.items():
-            self._keep_node(version, path, raw)
+        for key in tree.stale:  # only the current tree's nodes stay in memory
+            self._nodes.pop(key, None)
+        for (version, path), node in tree.decoded.items():
+            self._keep_node(version, path, node)
         for entry in diff.entries:
             if entry.new is None:
                 self._kept.pop((entry.table, entry.key), None)

@@ -177,7 +177,10 @@ class StateDiff:
             reader,
             root,
             version,
-            [change_of(entry.table, entry.key, entry.new) for entry in self.entries],
+            [
+                change_of(entry.table, entry.key, entry.new, entry.old is not None)
+                for entry in self.entries
+            ],
         )
         self._updates.clear()  # one tree is all a diff ever sees twice
         self._updates[key] = result

@@ -24,9 +24,9 @@ from carechain.consensus.ledger.state_tree import (
     NodeReader,
     Ref,
     child_at,
-    decode_internal,
     decode_leaf,
     internal_hash,
+    internal_reader,
     key_hash,
     leaf_hash,
     nibble,
@@ -123,8 +123,10 @@ def prove(
     levels: list[ProofLevel] = []
     ref = root
     path = b""
+    internal = internal_reader(reader)
     while ref is not None and not ref_is_leaf(ref):
-        bitmap, refs = decode_internal(reader.node(ref_version(ref), path))
+        bitmap, children = internal(ref_version(ref), path)
+        refs = list(children)
         slot = nibble(digest, len(path))
         ref = child_at(bitmap, refs, slot)
         if ref is not None:

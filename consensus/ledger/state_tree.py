@@ -195,6 +195,19 @@ class NodeReader(typing.Protocol):
         ...
 
 
+Internal = tuple[int, tuple[Ref, ...]]  # an internal node decoded: its bitmap, its children
+
+
+def internal_reader(reader: NodeReader) -> typing.Callable[[int, bytes], Internal]:
+    """How an update reads an internal node decoded: through the reader's own cache of
+    decoded nodes when it keeps one (`internal(version, path)`, as the node's store does),
+    else by decoding what `node` returns."""
+    kept: typing.Callable[[int, bytes], Internal] | None = getattr(reader, "internal", None)
+    if kept is not None:
+        return kept
+    return lambda version, path: _internal_of(reader.node(version, path))
+
+
 NodeKey = tuple[int, bytes]  # (version, path)
 
 
@@ -205,33 +218,42 @@ class TreeUpdate:
     root: Ref | None
     written: dict[NodeKey, bytes]  # new nodes (stored bytes), all at the update's version
     stale: tuple[NodeKey, ...]  # nodes of the tree before that the new tree no longer holds
+    # the new internal nodes decoded, for a store that keeps them so (not part of the update)
+    decoded: dict[NodeKey, Internal] = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def root_hash(self) -> bytes:
         return root_hash(self.root)
 
 
-# A change: the key hash and the new leaf's stored bytes, or None to delete the entry.
-Change = tuple[bytes, bytes | None]
+# A change: the key hash, the new leaf's stored bytes (None: the entry is deleted) and whether
+# the entry is in the tree before (its old value is known to the caller, as a block's diff
+# knows it): then the leaf the change reaches is that entry's own and need not be read.
+Change = tuple[bytes, bytes | None, bool]
 
 
-def change_of(table: int, key: bytes, value: bytes | None) -> Change:
+def change_of(table: int, key: bytes, value: bytes | None, existed: bool = False) -> Change:
     """The change that sets `(table, key)` to `value` (None: deletes it), with the new leaf's
-    stored bytes: 0x02 || key hash || value hash || table || key length:2 || key || value."""
+    stored bytes: 0x02 || key hash || value hash || table || key length:2 || key || value.
+    `existed`: the entry is in the tree the change applies to (False when not known)."""
     table_byte = bytes((table,))
     digest = _sha256(_KEY + table_byte + key).digest()
     if value is None:
-        return digest, None
-    return digest, b"".join(
-        (
-            LEAF_TAG,
-            digest,
-            _sha256(_VALUE + value).digest(),
-            table_byte,
-            len(key).to_bytes(2, "big"),
-            key,
-            value,
-        )
+        return digest, None, existed
+    return (
+        digest,
+        b"".join(
+            (
+                LEAF_TAG,
+                digest,
+                _sha256(_VALUE + value).digest(),
+                table_byte,
+                len(key).to_bytes(2, "big"),
+                key,
+                value,
+            )
+        ),
+        existed,
     )
 
 
@@ -240,28 +262,32 @@ def update(
 ) -> TreeUpdate:
     """Apply `changes` (at most one per key hash) to the tree whose root is `root`, writing
     new nodes at `version` (above every version in the tree)."""
-    ordered = sorted((digest.hex(), digest, leaf) for digest, leaf in changes)
+    ordered = sorted((digest.hex(), digest, leaf, existed) for digest, leaf, existed in changes)
     for index in range(1, len(ordered)):
         if ordered[index][1] == ordered[index - 1][1]:
             raise ValueError("two changes of one key in one update")
     run = _Update(reader, version)
     new_root = run.subtree(root, b"", ordered) if ordered else root
-    return TreeUpdate(new_root, run.written, tuple(run.stale))
+    written = run.written
+    decoded = {key: node for key, node in run.decoded.items() if key in written}
+    return TreeUpdate(new_root, written, tuple(run.stale), decoded)
 
 
 # A change while updating: (the key hash in hex, whose characters are the path's nibbles,
-# the key hash, the new leaf or None)
-_Pending = tuple[str, bytes, bytes | None]
+# the key hash, the new leaf or None, whether the entry is in the tree before)
+_Pending = tuple[str, bytes, bytes | None, bool]
 
 
 class _Update:
-    __slots__ = ("prefix", "reader", "stale", "version", "written")
+    __slots__ = ("decoded", "internal", "prefix", "reader", "stale", "version", "written")
 
     def __init__(self, reader: NodeReader, version: int) -> None:
         self.reader = reader
+        self.internal = internal_reader(reader)
         self.version = version
         self.prefix = version.to_bytes(8, "big")
         self.written: dict[NodeKey, bytes] = {}
+        self.decoded: dict[NodeKey, Internal] = {}
         self.stale: list[NodeKey] = []
 
     def subtree(self, ref: Ref | None, path: bytes, changes: Sequence[_Pending]) -> Ref | None:
@@ -271,7 +297,7 @@ class _Update:
         version = int.from_bytes(ref[:8], "big")
         if ref[40]:
             return self.replace_leaf(ref, version, path, changes)
-        bitmap, known = _internal_of(self.reader.node(version, path))
+        bitmap, known = self.internal(version, path)
         refs = list(known)
         changed = False
         for slot, group in _by_slot(changes, len(path)):
@@ -300,11 +326,25 @@ class _Update:
             return self.lift(refs[0], path + _NIBBLE[slot], path)
         encoded, digest = encode_internal(bitmap, refs)
         self.written[(self.version, path)] = encoded
+        self.decoded[(self.version, path)] = (bitmap, tuple(refs))
         return self.prefix + digest + b"\x00"
 
     def replace_leaf(
         self, ref: Ref, version: int, path: bytes, changes: Sequence[_Pending]
     ) -> Ref | None:
+        if any(c[3] for c in changes):
+            # One of the changes is of an entry the tree holds; under this path the tree holds
+            # one leaf, so it is that entry's, and the change replaces it: no need to read it.
+            leaves = [(c[1], c[2]) for c in changes if c[2] is not None]
+            self.stale.append((version, path))
+            if len(leaves) != 1:
+                return self.build(path, leaves)
+            digest = stored_leaf_hash(leaves[0][1])
+            if digest == ref[8:40]:
+                self.stale.pop()
+                return ref  # rewritten with the value it had
+            self.written[(self.version, path)] = leaves[0][1]
+            return self.prefix + digest + b"\x01"
         existing = self.reader.node(version, path)
         if existing[:1] != LEAF_TAG:
             raise TreeNodeError(f"the tree node at {path.hex()} should be a leaf")
@@ -336,6 +376,7 @@ class _Update:
                 refs.append(child)
         encoded, digest = encode_internal(bitmap, refs)
         self.written[(self.version, path)] = encoded
+        self.decoded[(self.version, path)] = (bitmap, tuple(refs))
         return self.prefix + digest + b"\x00"
 
     def lift(self, child: Ref, at: bytes, to: bytes) -> Ref:
