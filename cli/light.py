@@ -225,6 +225,8 @@ def _get_list(
         )
         return
     items = found.value[kind] if isinstance(found.value, dict) else found.value
+    if kind == "holders":
+        items = [{"key": key} for key in items]
     if kind == "timeline":
         names = found.value["names"]
         items = [{**i, "actor": names.get(i["actor"], i["actor"] or "patient")} for i in items]

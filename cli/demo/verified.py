@@ -112,7 +112,7 @@ def verified_reads(story: Story) -> None:
         grants = phone.query(*list_query("grants", glucose, genesis))
         holders = phone.query(*list_query("holders", glucose, genesis))
         events = phone.query(*list_query("timeline", story.patient_account, genesis))
-        keys = {bytes.fromhex(h["key"]) for h in holders.value["holders"]}
+        keys = {bytes.fromhex(key) for key in holders.value["holders"]}
         story.check(
             len(grants.value) >= 1
             and account.value is not None

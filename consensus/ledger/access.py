@@ -32,6 +32,7 @@ from carechain.consensus.ledger.errors import TxRejected
 from carechain.consensus.ledger.policy import OperationClass
 from carechain.consensus.ledger.records import (
     EMERGENCY_REASONS,
+    GRANTS_LISTED_MAX,
     GRANTS_PER_VAULT_MAX,
     Access,
     AccountKind,
@@ -60,10 +61,12 @@ def _add_grant(state: Overlay, vault: Vault, grant: Grant, sealed_key: bytes) ->
     if len(index.ids) >= GRANTS_PER_GRANTEE_MAX:
         raise TxRejected("bad_grant", f"the grantee holds {GRANTS_PER_GRANTEE_MAX} grants already")
     listed = state.load(Table.VAULT_INDEX, vault.vault_id, VaultIndex) or VaultIndex()
-    if len(listed.grants) >= GRANTS_PER_VAULT_MAX:
+    most = GRANTS_LISTED_MAX if grant.emergency_id else GRANTS_PER_VAULT_MAX
+    if len(listed.grants) >= most:
         raise TxRejected(
             "vault_grants_full",
-            f"the vault has {GRANTS_PER_VAULT_MAX} grants on record, the most one vault keeps",
+            f"the vault has {len(listed.grants)} grants on record, the most one vault keeps "
+            f"({GRANTS_PER_VAULT_MAX}, and {GRANTS_LISTED_MAX} with emergency accesses)",
         )
     emergencies = listed.emergencies
     if grant.emergency_id:

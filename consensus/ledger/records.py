@@ -172,7 +172,10 @@ class GrantIds(Record):
     ids: Annotated[tuple[Hash, ...], Size(0, 64)]
 
 
-GRANTS_PER_VAULT_MAX: Final = 4096
+GRANTS_PER_VAULT_MAX: Final = 4096  # grants a patient makes on one vault
+# emergency accesses are listed with the grants but never refused for the patient's many
+# grants: break-glass must work on any vault, up to this many listed in all
+GRANTS_LISTED_MAX: Final = GRANTS_PER_VAULT_MAX + 1024
 ERASURES_PER_VAULT_MAX: Final = 16_384
 
 
@@ -184,8 +187,8 @@ class VaultIndex(Record):
     are none. Records and receipts are counted in the vault and numbered (VAULT_RECORD,
     RECEIPT) instead: they are many."""
 
-    grants: Annotated[tuple[Hash, ...], Size(0, GRANTS_PER_VAULT_MAX)] = ()
-    emergencies: Annotated[tuple[Hash, ...], Size(0, GRANTS_PER_VAULT_MAX)] = ()
+    grants: Annotated[tuple[Hash, ...], Size(0, GRANTS_LISTED_MAX)] = ()
+    emergencies: Annotated[tuple[Hash, ...], Size(0, GRANTS_LISTED_MAX)] = ()
     erased: Annotated[tuple[RecordId, ...], Size(0, ERASURES_PER_VAULT_MAX)] = ()
 
 

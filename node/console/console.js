@@ -156,7 +156,9 @@ async function agent(path, method = "GET", body = undefined) {
   });
   if (!response.ok) {
     const problem = await response.json().catch(() => ({ error: response.status, message: "" }));
-    throw new Error(`${problem.error}: ${problem.message}`);
+    const error = new Error(`${problem.error}: ${problem.message}`);
+    error.status = response.status; // 502: the node's answer did not verify
+    throw error;
   }
   return response;
 }
@@ -252,7 +254,10 @@ async function proved(panel, kind, id, nodePath, fromNode, fromProof) {
     try {
       answer = await (await agent(`/agent/v1/verified/${kind}/${id}`)).json();
     } catch (error) {
-      mark(panel, "lied", t("node_lied", { reason: String(error.message || error) }));
+      // only an answer that did not verify is a lie; an agent that is down, or a list too
+      // long to prove at once, is said as it is
+      const lied = error.status === 502;
+      mark(panel, lied ? "lied" : "unverified", lied ? t("node_lied", { reason: String(error.message || error) }) : String(error.message || error));
       throw error;
     }
     mark(panel, "verified", t("verified_by", { height: answer.height, k: answer.signed_power, n: answer.total_power }));

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,6 +44,7 @@ from carechain.node.wallet.client import ApiRequestError, Client
 T = TypeVar("T")
 
 TRUSTED_KEPT: Final = 1000
+WITNESS_LEAD_MAX: Final = 3  # heights a witness may be ahead of the primary without a warning
 TRUSTING_PERIOD_MS_DEFAULT: Final = 14 * 24 * 3600 * 1000
 
 
@@ -158,7 +160,8 @@ class TrustedStore:
         ordered = sorted(by_height.values(), key=_height)
         self.trusted = [ordered[0], *ordered[1:][-TRUSTED_KEPT:]]  # genesis always stays
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
+        # a name of its own: two processes (the agent and a command) may share a home
+        temporary = self.path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         temporary.write_text(
             json.dumps(
                 {"genesis": self.genesis_hash, "trusted": [_trusted_json(t) for t in self.trusted]}
@@ -234,17 +237,36 @@ class LightClient:
         self.trusting_period_ms = trusting_period_ms
         self.store = TrustedStore(home, genesis)
         self.warnings: list[str] = []  # witnesses that misbehaved, for the caller to show
+        # the agent's service reads from several threads at once: one sync at a time
+        self._syncing = threading.RLock()
 
     def _clock(self) -> Clock:
         return Clock(self.clock_ms(), self.trusting_period_ms)
 
     def sync(self, height: int | None = None) -> Trusted:
         """Trust the primary's head (or `height`); the newest trusted header after it."""
-        target = self._answer(self.primary.head) if height is None else height
+        with self._syncing:
+            return self._sync(height)
+
+    def _sync(self, height: int | None) -> Trusted:
+        base = self.store.newest
+        if height is None:
+            target = self._answer(self.primary.head)
+            if target < base.height:
+                # a node that says its head is older than what the client already trusts
+                # withholds the newer state (a recovery started since, a grant revoked)
+                raise VerificationError(
+                    f"{self.primary.name} says its head is height {target}, below height "
+                    f"{base.height} this client already trusts: it lags or withholds newer "
+                    "blocks",
+                    code="stale_head",
+                    hint="ask another node (--api), or wait until it has caught up",
+                )
+        else:
+            target = height
         known = self.store.at(target)
         if known is not None:
             return known
-        base = self.store.newest
         if target <= base.height:
             raise VerificationError(
                 f"height {target} is below the newest trusted {base.height} and was not kept",
@@ -358,6 +380,7 @@ class LightClient:
                 self.warnings.append(f"witness {witness.name} did not answer: {exc}")
                 continue
             if theirs.header.hash() == target.block_hash:
+                self._compare_heads(witness, target)
                 continue
             try:
                 sync_to(base, target.height, self._fetch(witness), self._clock())
@@ -365,6 +388,19 @@ class LightClient:
                 self.warnings.append(f"witness {witness.name} served a header that fails: {exc}")
                 continue
             self._keep_evidence(target, witness, theirs)
+
+    def _compare_heads(self, witness: NodeSource, target: Trusted) -> None:
+        """A witness far ahead of the primary means the primary lags or withholds blocks."""
+        try:
+            theirs = witness.head()
+        except (ApiRequestError, InvalidInput) as exc:
+            self.warnings.append(f"witness {witness.name} did not say its head: {exc}")
+            return
+        if theirs > target.height + WITNESS_LEAD_MAX:
+            self.warnings.append(
+                f"witness {witness.name} is at height {theirs}, {self.primary.name} serves "
+                f"{target.height}: it lags or withholds newer blocks; ask {witness.name}"
+            )
 
     def _keep_evidence(self, target: Trusted, witness: NodeSource, theirs: LightBlock) -> None:
         ours = self.primary.light_block(target.height)

@@ -66,7 +66,7 @@ def list_query(
         keys = queries.key_holders(state, entry)
         return {
             "epoch": 0 if found is None else found.epoch,
-            kind: [{"key": key.hex()} for key in keys],
+            kind: [key.hex() for key in keys],
         }
 
     reads: dict[str, tuple[str, Callable[[StateReader], Any]]] = {

@@ -37,7 +37,7 @@ def decision_id(decision: Decision) -> str:
     if decision.get("tx"):
         return str(decision["tx"])
     if decision.get("alert") == "not_verified":
-        return f"not_verified@{decision.get('reason')}"
+        return f"not_verified@{decision.get('code')}"
     return f"recovery@{decision.get('started_height')}"
 
 
@@ -93,9 +93,11 @@ def cosign_partials(
         if partial["id"] in refused:
             continue
         transaction = Tx.decode(bytes.fromhex(partial["tx"]))
-        signers = (signature.public_key for signature in transaction.signatures)
-        revoked = queries.revoked_among(context.state(), signers)
         stands_for = _institutions_of(context, transaction, patient_keys)
+        # institutions are named by their first keys: a rotated key is looked up as the
+        # institution it stands for, as `decide` compares them
+        signers = {stands_for.get(s.public_key, s.public_key) for s in transaction.signatures}
+        revoked = queries.revoked_among(context.state(), signers - {b""})
         decision = decide(rules, transaction, patient_keys, revoked, stands_for)
         if decision.sign:
             context.client.cosign(transaction.id, cosignature(key, transaction))

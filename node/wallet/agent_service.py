@@ -293,7 +293,7 @@ class PatientAgent:
         logged again at every pass."""
         while True:
             if self.rules_path.exists():
-                with contextlib.suppress(ApiRequestError, NodeUnreachable, CarechainError):
+                with contextlib.suppress(ApiRequestError, NodeUnreachable, CarechainError, OSError):
                     passed = await self._run(
                         lambda: verified_pass(
                             self.context, self.keys, self.rules_path, frozenset(self.refused)

@@ -90,8 +90,12 @@ class FlowContext:
         governance changes that take effect at the next height applied (a trusted party
         registered two blocks before reads every vault from then on). Whatever a transaction
         must match exactly, such as the members a vault's key is sealed to, is read here."""
-        state = self.state()
-        apply_pending(state, int(self.client.status()["height"]) + 1)
+        if self.light is not None:
+            verified = self.light.state()  # the height it proved its entries at
+            state, height = Overlay(verified), verified.trusted.height
+        else:
+            state, height = self.state(), int(self.client.status()["height"])
+        apply_pending(state, height + 1)
         return state
 
     def now_ms(self) -> int:

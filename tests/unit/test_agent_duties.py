@@ -160,3 +160,30 @@ def test_a_rule_naming_a_hospital_follows_it_to_its_new_key(tmp_path: Path) -> N
     decisions = {d["tx"]: d for d in agent_pass(context, [world.p1], rules)}
     assert decisions[by_new_key.id.hex()]["signed"] is True
     assert by_new_key.id in node.committed
+
+
+def test_a_revoked_institution_signing_with_its_rotated_key_is_still_refused(
+    tmp_path: Path,
+) -> None:
+    """The agent looks a signer up as the institution it stands for: a hospital revoked after
+    rotating its key does not slip past as its new key."""
+    hospital = World().hospital["A"].public_key.hex()
+    world, node, context, rules = _setup(
+        tmp_path,
+        f'[[rule]]\nname = "A files"\ninstitutions = ["{hospital}"]\nkinds = ["record.put"]\n',
+    )
+    new_key = deterministic_key(791)
+    a = world.hospital["A"]
+    account = crypto.account_id(a.public_key)
+    rotation = builders.rotate_institution_key(
+        CHAIN_ID, account, world.nonce(account), world.expiry(), new_key.public_key
+    )
+    world.block(rotation.signed(a, new_key))
+    glucose = {v.data_type: v for v in _vaults(world)}["glucose"]
+    put = world.record_draft(glucose.vault_id).signed(new_key)
+    assert node.submit(put)["status"] == "partial"
+    world.govern_institution(InstitutionAction.REVOKE, "A")
+    decisions = {d["tx"]: d for d in agent_pass(context, [world.p1], rules)}
+    assert decisions[put.id.hex()]["signed"] is False
+    assert "revoked institution" in str(decisions[put.id.hex()]["reason"])
+    assert put.id not in node.committed

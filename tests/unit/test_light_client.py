@@ -294,3 +294,41 @@ def test_a_bent_list_is_refused_never_a_crash(
     except VerificationError:
         return
     assert found.value == {"timeline": [], "names": {}}, "an answer that verified is the true one"
+
+
+class Lagging(ChainSource):
+    """A node whose head is `head_at`, whatever its chain holds."""
+
+    def __init__(self, chain: SyntheticChain, name: str, head_at: int) -> None:
+        super().__init__(chain, name)
+        self.head_at = head_at
+
+    def head(self) -> int:
+        return self.head_at
+
+
+def test_a_node_that_says_its_head_is_older_than_what_is_trusted_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Once a client trusts height H, a node that says its head is below H withholds what
+    happened since (a recovery begun, a grant revoked): refused, never read as verified."""
+    chain = synthetic_chain(12, changes=1)
+    client = _client(tmp_path, chain)
+    assert client.sync().height == chain.head
+    client.primary = Lagging(chain, "stale", chain.head - 4)
+    with pytest.raises(VerificationError) as refused:
+        client.sync()
+    assert refused.value.code == "stale_head"
+
+
+def test_a_witness_far_ahead_of_the_primary_is_reported(tmp_path: Path) -> None:
+    chain = synthetic_chain(12, changes=1)
+    client = LightClient(
+        chain.genesis,
+        tmp_path,
+        Lagging(chain, "primary", chain.head - 5),
+        [ChainSource(chain, "witness")],
+        clock_ms=chain.time_after,
+    )
+    assert client.sync().height == chain.head - 5
+    assert any("withholds newer blocks" in warning for warning in client.warnings)
