@@ -13,7 +13,7 @@ from typing import Any
 import click
 from rich.progress import Progress
 
-from carechain.cli.light import light_client, light_options, refuse, say_warnings
+from carechain.cli.light import light_options, verified_read
 from carechain.cli.output import (
     EXIT_FAILED,
     console,
@@ -33,7 +33,6 @@ from carechain.consensus.ledger.context import ChainContext
 from carechain.consensus.ledger.records import Emergency, EmergencyStatus, Evidence, Recovery, Vault
 from carechain.consensus.ledger.state import StateReader
 from carechain.consensus.ledger.state import Table as StateTable
-from carechain.consensus.light.verifier import VerificationError
 from carechain.node.audit.access_report import (
     AccessEvent,
     fhir_bundle,
@@ -44,6 +43,7 @@ from carechain.node.audit.archive import ArchiveSource, ChainReport, export_arch
 from carechain.node.audit.observer import observe
 from carechain.node.audit.replay import AuditFailure, ChainSource, check_blobs, replay
 from carechain.node.collector import tuned_collector
+from carechain.node.light.client import Verified
 from carechain.node.wallet.client import ApiChain, Client, RemoteState
 from carechain.node.wallet.context import institution_names
 from carechain.node.wallet.recovery_actions import recovery_summary
@@ -271,6 +271,9 @@ def _print_timeline(events: list[AccessEvent], names: dict[bytes, str]) -> None:
     console.print(table)
 
 
+Sample = tuple[dict[bytes, Vault], list[AccessEvent], dict[bytes, str]]
+
+
 @audit.command("sample")
 @click.option("--patient", required=True, help="The patient's address (cc1...).")
 @light_options
@@ -298,18 +301,15 @@ def audit_sample(
     genesis = load_genesis(genesis_path)
     data_types = ChainContext.from_genesis(genesis).data_types
 
-    def read(state: StateReader) -> tuple[dict[bytes, Vault], list[AccessEvent], dict[bytes, str]]:
+    def read(state: StateReader) -> Sample:
         events = timeline(state, account, data_types)
         names = queries.institution_names(state, (e.actor for e in events))
         return queries.patient_vaults(state, account, data_types), events, names
 
-    client = light_client(apis, genesis_path, home, trusting_period_days)
-    try:
-        found = client.query(f"/v1/accounts/{account.hex()}/timeline", read)
-    except VerificationError as exc:
-        refuse(exc)
-        return
-    say_warnings(client)
+    path = f"/v1/accounts/{account.hex()}/timeline"
+    found: Verified[Sample] = verified_read(
+        apis, genesis_path, home, trusting_period_days, lambda c: c.query(path, read)
+    )
     vaults, events, names = found.value
     trusted = found.trusted
     if fhir_path is not None:

@@ -4,8 +4,9 @@ against the user's own genesis (see `node/light/client.py`)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.markup import escape
@@ -18,8 +19,8 @@ from carechain.consensus.crypto import decode_address
 from carechain.consensus.errors import InvalidInput
 from carechain.consensus.ledger.records import Account, Recovery, Vault
 from carechain.consensus.ledger.state import Table
-from carechain.consensus.light.verifier import VerificationError
-from carechain.node.light.client import LightClient, NodeSource
+from carechain.consensus.light.verifier import Trusted, VerificationError
+from carechain.node.light.client import LightClient, NodeSource, Verified
 from carechain.node.light.lists import PATIENT_LISTS, VAULT_LISTS, list_query
 from carechain.node.wallet.client import Client
 from carechain.node.wallet.context import hex_bytes
@@ -40,6 +41,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "records": ("record_id", "data_type", "record_time_ms", "size_bytes", "erased_height"),
     "receipts": ("height", "record_id", "reader", "grant_id"),
 }
+
+
+T = TypeVar("T")
 
 
 def light_options(function: Any) -> Any:
@@ -89,9 +93,27 @@ def light_client(apis: tuple[str, ...], genesis_path: Path, home: Path, days: in
     )
 
 
-def refuse(exc: VerificationError) -> None:
+def refuse(exc: VerificationError) -> NoReturn:
     error_console.print(f"[red]not verified:[/red] {escape(str(exc))}", soft_wrap=True)
     sys.exit(EXIT_FAILED)
+
+
+def verified_read(
+    apis: tuple[str, ...],
+    genesis_path: Path,
+    home: Path,
+    trusting_period_days: int,
+    read: Callable[[LightClient], T],
+) -> T:
+    """What `read` gets through a light client over `apis`, its witnesses' warnings said;
+    exit 1 with the reason when the answer does not verify."""
+    client = light_client(apis, genesis_path, home, trusting_period_days)
+    try:
+        found = read(client)
+    except VerificationError as exc:
+        refuse(exc)
+    say_warnings(client)
+    return found
 
 
 @click.group()
@@ -107,13 +129,14 @@ def light_sync(
     apis: tuple[str, ...], genesis_path: Path, home: Path, trusting_period_days: int, as_json: bool
 ) -> None:
     """Trust the first node's newest header (checked by the others when given)."""
-    client = light_client(apis, genesis_path, home, trusting_period_days)
-    try:
-        trusted = client.sync()
-    except VerificationError as exc:
-        refuse(exc)
-        return
-    say_warnings(client)
+    warnings: list[str] = []
+
+    def sync(client: LightClient) -> Trusted:
+        found = client.sync()
+        warnings.extend(client.warnings)
+        return found
+
+    trusted = verified_read(apis, genesis_path, home, trusting_period_days, sync)
     if as_json:
         emit_json(
             {
@@ -121,7 +144,7 @@ def light_sync(
                 "hash": trusted.block_hash.hex(),
                 "signed_power": trusted.signed_power,
                 "total_power": trusted.total_power,
-                "warnings": client.warnings,
+                "warnings": warnings,
             }
         )
         return
@@ -166,13 +189,9 @@ def light_get(
         )  # fmt: skip
         return
     table, entry_key, kind_type = _entry_of(kind, name, key)
-    client = light_client(apis, genesis_path, home, trusting_period_days)
-    try:
-        found = client.get(table, entry_key)
-    except VerificationError as exc:
-        refuse(exc)
-        return
-    say_warnings(client)
+    found = verified_read(
+        apis, genesis_path, home, trusting_period_days, lambda c: c.get(table, entry_key)
+    )
     value: Any = None
     if found.value is not None:
         value = found.value.hex() if kind_type is None else to_json(kind_type.decode(found.value))
@@ -204,13 +223,9 @@ def _get_list(
 ) -> None:
     genesis = load_genesis(genesis_path)
     path, read = list_query(kind, _id_of(kind, name), genesis, *page)
-    client = light_client(apis, genesis_path, home, trusting_period_days)
-    try:
-        found = client.query(path, read)
-    except VerificationError as exc:
-        refuse(exc)
-        return
-    say_warnings(client)
+    found: Verified[Any] = verified_read(
+        apis, genesis_path, home, trusting_period_days, lambda c: c.query(path, read)
+    )
     trusted = found.trusted
     if as_json:
         listed = found.value if isinstance(found.value, dict) else {kind: found.value}
