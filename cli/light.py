@@ -21,7 +21,7 @@ from carechain.consensus.ledger.records import Account, Recovery, Vault
 from carechain.consensus.ledger.state import Table
 from carechain.consensus.light.verifier import Trusted, VerificationError
 from carechain.node.light.client import LightClient, NodeSource, Verified
-from carechain.node.light.lists import PATIENT_LISTS, VAULT_LISTS, list_query
+from carechain.node.light.lists import ITEMS, PATIENT_LISTS, VAULT_LISTS, list_query
 from carechain.node.wallet.client import Client
 from carechain.node.wallet.context import hex_bytes
 
@@ -223,15 +223,17 @@ def _get_list(
 ) -> None:
     genesis = load_genesis(genesis_path)
     path, read = list_query(kind, _id_of(kind, name), genesis, *page)
-    found: Verified[Any] = verified_read(
+    found: Verified[dict[str, Any]] = verified_read(
         apis, genesis_path, home, trusting_period_days, lambda c: c.query(path, read)
     )
     trusted = found.trusted
+    answer = dict(found.value)
+    items = answer.pop(ITEMS[kind])  # the list, under the kind's own name on the command line
     if as_json:
-        listed = found.value if isinstance(found.value, dict) else {kind: found.value}
         emit_json(
             {
-                **listed,
+                **answer,
+                kind: items,
                 "height": trusted.height,
                 "signed_power": trusted.signed_power,
                 "total_power": trusted.total_power,
@@ -239,17 +241,16 @@ def _get_list(
             }
         )
         return
-    items = found.value[kind] if isinstance(found.value, dict) else found.value
     if kind == "holders":
         items = [{"key": key} for key in items]
     if kind == "timeline":
-        names = found.value["names"]
+        names = answer["names"]
         items = [{**i, "actor": names.get(i["actor"], i["actor"] or "patient")} for i in items]
     table = RichTable(*COLUMNS[kind], box=None, pad_edge=False)
     for item in items:
         table.add_row(*(_cell(item.get(column)) for column in COLUMNS[kind]))
     console.print(table)
-    count = found.value.get("count") if isinstance(found.value, dict) else None
+    count = answer.get("count")
     whole = f"{len(items)} of {count}" if count is not None else f"all {len(items)}"
     console.print(f"{whole} {kind}, proved complete by {found.entries} entries")
     console.print(trusted.verified_by())

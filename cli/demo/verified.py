@@ -109,18 +109,18 @@ def verified_reads(story: Story) -> None:
             f"{caught or 'it was believed'}",
         )
         genesis = story.ledger.genesis
-        grants = phone.query(*list_query("grants", glucose, genesis))
-        holders = phone.query(*list_query("holders", glucose, genesis))
-        events = phone.query(*list_query("timeline", story.patient_account, genesis))
-        keys = {bytes.fromhex(key) for key in holders.value["holders"]}
+        grants = phone.query(*list_query("grants", glucose, genesis)).value["grants"]
+        holders = phone.query(*list_query("holders", glucose, genesis)).value
+        events = phone.query(*list_query("timeline", story.patient_account, genesis)).value
+        keys = {bytes.fromhex(key) for key in holders["holders"]}
         story.check(
-            len(grants.value) >= 1
+            len(grants) >= 1
             and account.value is not None
             and set(Account.decode(account.value).keys) <= keys
-            and len(events.value["timeline"]) >= len(grants.value),
+            and len(events["events"]) >= len(grants),
             f"who holds the glucose vault's key now ({len(keys)} keys, epoch "
-            f"{holders.value['epoch']}), who was ever granted it ({len(grants.value)} grant(s)) "
-            f"and the whole access timeline ({len(events.value['timeline'])} events), each list "
+            f"{holders['epoch']}), who was ever granted it ({len(grants)} grant(s)) "
+            f"and the whole access timeline ({len(events['events'])} events), each list "
             "proved complete",
         )
         with LyingProxy(upstream, _grant_left_out) as proxy:

@@ -4,7 +4,6 @@ auditors."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -13,7 +12,6 @@ from aiohttp import web
 
 from carechain.consensus.codec import Record, to_json
 from carechain.consensus.crypto import encode_address
-from carechain.consensus.ledger import queries
 from carechain.consensus.ledger.context import ChainContext
 from carechain.consensus.ledger.queries import MissingEntry
 from carechain.consensus.ledger.records import (
@@ -52,7 +50,7 @@ from carechain.node.api.base import (
     parse_hex,
     parse_int,
 )
-from carechain.node.audit.access_report import timeline
+from carechain.node.light.lists import list_answer
 from carechain.storage import schema
 from carechain.storage.state import AnswerTooLarge, HeightNotKept
 
@@ -423,30 +421,11 @@ class State(RouteFamily):
 
     async def account_vaults(self, request: web.Request) -> web.Response:
         patient = parse_account(request.match_info["address"])
-
-        def answer(state: StateReader) -> dict[str, Any]:
-            vaults = queries.patient_vaults(state, patient, self.data_types)
-            return {
-                "vaults": [
-                    {"vault_id": vault_id.hex(), **to_json(vault)}
-                    for vault_id, vault in sorted(vaults.items(), key=lambda v: v[1].data_type)
-                ]
-            }
-
-        return self._listed(request, answer)
+        return self._listed(request, list_answer("vaults", patient, self.data_types))
 
     async def account_timeline(self, request: web.Request) -> web.Response:
         patient = parse_account(request.match_info["address"])
-
-        def answer(state: StateReader) -> dict[str, Any]:
-            events = timeline(state, patient, self.data_types)
-            names = queries.institution_names(state, (e.actor for e in events))
-            return {
-                "events": [{**dataclasses.asdict(e), "actor": e.actor.hex()} for e in events],
-                "names": {key.hex(): name for key, name in names.items()},  # the actors'
-            }
-
-        return self._listed(request, answer)
+        return self._listed(request, list_answer("timeline", patient, self.data_types))
 
     async def account_recovery(self, request: web.Request) -> web.Response:
         patient = parse_account(request.match_info["address"])
@@ -491,64 +470,30 @@ class State(RouteFamily):
             for _, value in self.node.store.kv.iterate(schema.state_key(table, prefix))
         ]
 
-    async def vault_records(self, request: web.Request) -> web.Response:
+    def _vault_list(self, request: web.Request, kind: str, **page: Any) -> web.Response:
         vault_id = parse_hex(request.match_info["id"], "id")
+        return self._listed(request, list_answer(kind, vault_id, self.data_types, **page))
+
+    async def vault_records(self, request: web.Request) -> web.Response:
         first, limit = self._page(request)
-
-        def answer(state: StateReader) -> dict[str, Any]:
-            found = queries.vault(state, vault_id)
-            if found is None:
-                return {"count": 0, "records": []}
-            records = queries.vault_records(state, found, first, limit)
-            return {"count": found.record_count, "records": [to_json(r) for r in records]}
-
-        return self._listed(request, answer)
+        return self._vault_list(request, "records", first=first, limit=limit)
 
     async def vault_grants(self, request: web.Request) -> web.Response:
-        vault_id = parse_hex(request.match_info["id"], "id")
-        return self._listed(
-            request,
-            lambda state: {"grants": [to_json(g) for g in queries.vault_grants(state, vault_id)]},
-        )
+        return self._vault_list(request, "grants")
 
     async def vault_receipts(self, request: web.Request) -> web.Response:
-        vault_id = parse_hex(request.match_info["id"], "id")
         first, limit = self._page(request)
         reader = request.query.get("reader")
         reader_key = None if reader is None else parse_hex(reader, "reader")
         if reader_key is not None and len(reader_key) != 32:
             raise ApiError(400, "bad_field", "reader must be a public key: 64 hex characters")
-
-        def answer(state: StateReader) -> dict[str, Any]:
-            found = queries.vault(state, vault_id)
-            if found is None:
-                return {"count": 0, "receipts": []}
-            receipts = queries.vault_receipts(state, found, first, limit, reader_key)
-            return {"count": found.receipt_count, "receipts": [to_json(r) for r in receipts]}
-
-        return self._listed(request, answer)
+        return self._vault_list(request, "receipts", first=first, limit=limit, reader=reader_key)
 
     async def vault_holders(self, request: web.Request) -> web.Response:
-        vault_id = parse_hex(request.match_info["id"], "id")
-
-        def answer(state: StateReader) -> dict[str, Any]:
-            holders = queries.key_holders(state, vault_id)
-            found = queries.vault(state, vault_id)
-            return {
-                "epoch": 0 if found is None else found.epoch,
-                "holders": [h.hex() for h in holders],
-            }
-
-        return self._listed(request, answer)
+        return self._vault_list(request, "holders")
 
     async def vault_emergencies(self, request: web.Request) -> web.Response:
-        vault_id = parse_hex(request.match_info["id"], "id")
-        return self._listed(
-            request,
-            lambda state: {
-                "emergencies": [to_json(e) for e in queries.vault_emergencies(state, vault_id)]
-            },
-        )
+        return self._vault_list(request, "emergencies")
 
     async def institutions(self, request: web.Request) -> web.Response:
         found = self._decoded(Table.INSTITUTION, b"", InstitutionState)

@@ -248,7 +248,8 @@ function mark(panel, kind, text) {
   element.textContent = text;
 }
 
-async function proved(panel, kind, id, nodePath, fromNode, fromProof) {
+// The agent answers with what the node's list route answers (`node/light/lists.py`).
+async function proved(panel, kind, id, nodePath) {
   if (state.identity && state.identity.verifying) {
     let answer;
     try {
@@ -261,10 +262,10 @@ async function proved(panel, kind, id, nodePath, fromNode, fromProof) {
       throw error;
     }
     mark(panel, "verified", t("verified_by", { height: answer.height, k: answer.signed_power, n: answer.total_power }));
-    return fromProof(answer.value);
+    return answer.value;
   }
   mark(panel, "unverified", t("not_verified"));
-  return fromNode(await api(nodePath));
+  return api(nodePath);
 }
 
 async function loadPatient() {
@@ -287,8 +288,7 @@ async function loadPatient() {
   document.getElementById("identity").textContent = state.identity.address;
   await showGuardians();
   const account = state.identity.account;
-  state.vaults = await proved("vaults", "vaults", account, `/v1/accounts/${account}/vaults`,
-    (answer) => answer.vaults, (value) => [...value].sort((a, b) => a.data_type.localeCompare(b.data_type)));
+  state.vaults = (await proved("vaults", "vaults", account, `/v1/accounts/${account}/vaults`)).vaults;
   await Promise.all([showVaults(), showGrants(), showPending(), showRules(), showTimeline()]);
 }
 
@@ -313,8 +313,7 @@ async function showVaults() {
   const types = document.getElementById("grant-types");
   types.replaceChildren();
   for (const vault of state.vaults) {
-    const records = await proved("vaults", "records", vault.vault_id, `/v1/vaults/${vault.vault_id}/records`,
-      (answer) => answer.records, (value) => value.records);
+    const { records } = await proved("vaults", "records", vault.vault_id, `/v1/vaults/${vault.vault_id}/records`);
     const details = document.createElement("details");
     details.open = true;
     const summary = document.createElement("summary");
@@ -358,8 +357,7 @@ async function showGrants() {
   const now = Date.now();
   const rows = [];
   for (const vault of state.vaults) {
-    const grants = await proved("grants", "grants", vault.vault_id, `/v1/vaults/${vault.vault_id}/grants`,
-      (answer) => answer.grants, (value) => value);
+    const { grants } = await proved("grants", "grants", vault.vault_id, `/v1/vaults/${vault.vault_id}/grants`);
     for (const grant of grants) {
       if (grant.revoked_height !== null || grant.valid_until_ms <= now) continue;
       rows.push((row) => {
@@ -432,8 +430,7 @@ async function saveRules(rules) {
 
 async function showTimeline() {
   const account = state.identity.account;
-  const events = await proved("timeline", "timeline", account, `/v1/accounts/${account}/timeline`,
-    (answer) => answer.events, (value) => value.timeline);
+  const { events } = await proved("timeline", "timeline", account, `/v1/accounts/${account}/timeline`);
   fill(document.querySelector("#timeline tbody"), events.map((event) => (row) => {
     if (event.kind === "recovery") row.classList.add("alarm"); // someone may be taking over
     cell(row, String(event.height));

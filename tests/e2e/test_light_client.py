@@ -258,7 +258,7 @@ async def test_the_console_gets_lists_from_the_agent_verified_or_refused(
         answer = await http.get(f"/agent/v1/verified/timeline/{account}")
         assert answer.status == 200, await answer.text()
         proved = await answer.json()
-        assert proved["value"]["timeline"] == []
+        assert proved["value"]["events"] == []
         assert 3 * proved["signed_power"] > 2 * proved["total_power"]
         unknown = await http.get(f"/agent/v1/verified/nothing/{account}")
         assert unknown.status == 404

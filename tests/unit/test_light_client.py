@@ -25,7 +25,7 @@ from carechain.node.light.client import (
     LightStoreError,
     NodeSource,
 )
-from carechain.node.light.lists import list_query
+from carechain.node.light.lists import ITEMS, list_query
 from carechain.node.wallet.client import Client
 from carechain.storage.chain import ChainStore
 from carechain.storage.kv import MemoryKV
@@ -244,7 +244,7 @@ def test_a_list_verifies_whole_and_an_entry_left_out_is_caught(tmp_path: Path, k
     client = LightClient(genesis, tmp_path, source, clock_ms=lambda: clock)
     patient = _patient_of(store)
     found = client.query(*source.serve(kind, patient))
-    listed = found.value["timeline"] if kind == "timeline" else found.value
+    listed = found.value[ITEMS[kind]]
     assert listed == []  # no vaults yet, every data type proved absent
     assert found.entries >= len(ChainContext.from_genesis(genesis).data_types)
 
@@ -293,7 +293,7 @@ def test_a_bent_list_is_refused_never_a_crash(
         found = client.query(*path_and_read)
     except VerificationError:
         return
-    assert found.value == {"timeline": [], "names": {}}, "an answer that verified is the true one"
+    assert found.value == {"events": [], "names": {}}, "an answer that verified is the true one"
 
 
 class Lagging(ChainSource):
