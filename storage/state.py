@@ -34,7 +34,6 @@ from carechain.consensus.ledger.state_tree import (
     decode_internal,
     decode_leaf,
     decode_root,
-    encode_internal,
     node_hash,
     ref_hash,
     ref_is_leaf,
@@ -78,12 +77,16 @@ class StateAt:
         self.height = height
         self.root = root
 
-    def get(self, table: Table, key: bytes) -> bytes | None:
+    def prove(self, table: Table, key: bytes) -> tuple[StateProof, bytes | None]:
+        """The proof of `(table, key)` in this height's tree, and its value (None: absent)."""
         try:
-            _, leaf = prove(self.store, self.root, table, key)
+            proof, leaf = prove(self.store, self.root, table, key)
         except TreeNodeError as exc:
             raise StateCorruptError(str(exc)) from None
-        return None if leaf is None else leaf.value
+        return proof, None if leaf is None else leaf.value
+
+    def get(self, table: Table, key: bytes) -> bytes | None:
+        return self.prove(table, key)[1]
 
 
 class ProvedReads:
@@ -108,11 +111,7 @@ class ProvedReads:
                     f"the answer needs more than {self.entries_max} proved entries",
                     hint="ask for a page (first, limit) or a narrower question",
                 )
-            try:
-                proof, leaf = prove(self.at.store, self.at.root, table, key)
-            except TreeNodeError as exc:
-                raise StateCorruptError(str(exc)) from None
-            found = self.proved[table, key] = (proof, None if leaf is None else leaf.value)
+            found = self.proved[table, key] = self.at.prove(table, key)
         return found[1]
 
 
@@ -207,24 +206,7 @@ class StateStore:
 
     # -- the state tree -------------------------------------------------------------------------
     def node(self, version: int, path: bytes) -> bytes:
-        found = self._nodes.get((version, path))
-        if found is not None:
-            return encode_internal(found[0], found[1])[0]
-        raw = self._read_node(version, path)
-        if raw[:1] != LEAF_TAG:
-            self._keep_node(version, path, _decoded(raw))
-        return raw
-
-    def internal(self, version: int, path: bytes) -> Internal:
-        """An internal node decoded (`state_tree.internal_reader`): kept so, since every
-        block's update walks down through the same upper nodes."""
-        found = self._nodes.get((version, path))
-        if found is None:
-            found = _decoded(self._read_node(version, path))
-            self._keep_node(version, path, found)
-        return found
-
-    def _read_node(self, version: int, path: bytes) -> bytes:
+        """A node's stored bytes, as on disk (leaves, and a full check, read them so)."""
         raw = self.kv.get(schema.tree_node_key(version, path))
         if raw is None:
             raise TreeNodeError(
@@ -233,6 +215,15 @@ class StateStore:
                 hint="restore the data directory from a backup or resync from peers",
             )
         return raw
+
+    def internal(self, version: int, path: bytes) -> Internal:
+        """An internal node decoded (`state_tree.internal_reader`): kept so, since every
+        block's update and every proof walk down through the same upper nodes."""
+        found = self._nodes.get((version, path))
+        if found is None:
+            found = _decoded(self.node(version, path))
+            self._keep_node(version, path, found)
+        return found
 
     def _keep_node(self, version: int, path: bytes, node: Internal) -> None:
         """Keep an internal node read or written lately, decoded. Leaves are not kept: a
@@ -259,11 +250,8 @@ class StateStore:
         height = self.height if height is None else height
         if not 0 <= height <= self.height:
             raise StateCorruptError(f"height {height} is not in this node's state")
-        try:
-            proof, leaf = prove(self, self.root_at(height), table, key)
-        except TreeNodeError as exc:
-            raise StateCorruptError(str(exc)) from None
-        return proof, None if leaf is None else leaf.value, height
+        proof, value = self.reader_at(height).prove(table, key)
+        return proof, value, height
 
     def reader_at(self, height: int) -> StateAt:
         """The state as it was at `height` (a kept one), read from that height's tree."""
@@ -390,8 +378,8 @@ class StateStore:
             )
 
     def _verify_tree(self) -> int:
-        """Check every node and leaf of the current tree; the number of leaves."""
-        self._nodes.clear()  # read what is on disk, not what was kept
+        """Check every node and leaf of the current tree, as on disk (`node` reads there);
+        the number of leaves."""
         leaves = 0
         pending = [] if self.root_ref is None else [(self.root_ref, b"")]
         while pending:

@@ -343,8 +343,7 @@ class _Update:
             if digest == ref[8:40]:
                 self.stale.pop()
                 return ref  # rewritten with the value it had
-            self.written[(self.version, path)] = leaves[0][1]
-            return self.prefix + digest + b"\x01"
+            return self.put_leaf(path, leaves[0][1], digest)
         existing = self.reader.node(version, path)
         if existing[:1] != LEAF_TAG:
             raise TreeNodeError(f"the tree node at {path.hex()} should be a leaf")
@@ -389,9 +388,10 @@ class _Update:
             self.stale.append((version, at))
         return self.put_leaf(to, raw)
 
-    def put_leaf(self, path: bytes, raw: bytes) -> Ref:
+    def put_leaf(self, path: bytes, raw: bytes, digest: bytes | None = None) -> Ref:
+        """Write the stored leaf `raw` at `path` (`digest`: its hash, when known)."""
         self.written[(self.version, path)] = raw
-        return self.prefix + stored_leaf_hash(raw) + b"\x01"
+        return self.prefix + (digest or stored_leaf_hash(raw)) + b"\x01"
 
 
 _NIBBLE: Final = tuple(bytes((slot,)) for slot in range(RADIX))
