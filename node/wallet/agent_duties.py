@@ -19,7 +19,7 @@ from pathlib import Path
 from carechain.consensus import crypto
 from carechain.consensus.ledger import queries
 from carechain.consensus.ledger.records import Account, Recovery, Vault
-from carechain.consensus.ledger.state import Table
+from carechain.consensus.ledger.state import StateReader, Table
 from carechain.consensus.light.verifier import VerificationError
 from carechain.consensus.types import Tx
 from carechain.node.wallet.agent_rules import Rule, decide, load_rule_file
@@ -89,15 +89,16 @@ def cosign_partials(
 ) -> list[Decision]:
     key, patient_keys = keys[0], frozenset(k.public_key for k in keys)
     decisions: list[Decision] = []
+    head = context.state()  # one read of the head for every partial of the pass
     for partial in context.client.partials(awaiting=key.public_key):
         if partial["id"] in refused:
             continue
         transaction = Tx.decode(bytes.fromhex(partial["tx"]))
-        stands_for = _institutions_of(context, transaction, patient_keys)
+        stands_for = _institutions_of(head, transaction, patient_keys)
         # institutions are named by their first keys: a rotated key is looked up as the
         # institution it stands for, as `decide` compares them
         signers = {stands_for.get(s.public_key, s.public_key) for s in transaction.signatures}
-        revoked = queries.revoked_among(context.state(), signers - {b""})
+        revoked = queries.revoked_among(head, signers - {b""})
         decision = decide(rules, transaction, patient_keys, revoked, stands_for)
         if decision.sign:
             context.client.cosign(transaction.id, cosignature(key, transaction))
@@ -113,11 +114,10 @@ def cosign_partials(
 
 
 def _institutions_of(
-    context: FlowContext, tx: Tx, patient_keys: frozenset[bytes]
+    state: StateReader, tx: Tx, patient_keys: frozenset[bytes]
 ) -> dict[bytes, bytes]:
     """Whom each non-patient signature acts for, where it is an institution's rotated key
     (b"" for one rotated away from): rules name institutions by their first keys."""
-    state = context.state()
     found = {}
     for signature in tx.signatures:
         if signature.public_key in patient_keys:
@@ -171,7 +171,7 @@ def _rotate_after_revocation(
     state = context.state()
     decisions: list[Decision] = []
     waiting: dict[bytes, str] | None = None
-    for vault in context.vaults_of(patient).values():
+    for vault in context.vaults_of(patient, state).values():
         holders = sorted(queries.revoked_among(state, vault.members))
         if not holders:
             continue

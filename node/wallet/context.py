@@ -27,7 +27,7 @@ from carechain.consensus.ledger.context import (
 )
 from carechain.consensus.ledger.governance import apply_pending
 from carechain.consensus.ledger.records import Account, InstitutionState, Vault
-from carechain.consensus.ledger.state import Overlay, Table
+from carechain.consensus.ledger.state import Overlay, StateReader, Table
 from carechain.consensus.types import Tx
 from carechain.node.audit.access_report import TableReader
 from carechain.node.wallet.client import ApiRequestError, Client, RemoteState
@@ -80,10 +80,11 @@ class FlowContext:
             return Overlay(self.light.state())
         return Overlay(RemoteState(self.client))
 
-    def vaults_of(self, patient: bytes) -> dict[bytes, Vault]:
-        """The patient's vaults by id, one per data type the chain knows."""
+    def vaults_of(self, patient: bytes, state: StateReader | None = None) -> dict[bytes, Vault]:
+        """The patient's vaults by id, one per data type the chain knows (read from `state`,
+        by default the head's)."""
         data_types = ChainContext.from_genesis(self.genesis).data_types
-        return queries.patient_vaults(self.state(), patient, data_types)
+        return queries.patient_vaults(self.state() if state is None else state, patient, data_types)
 
     def next_state(self) -> Overlay:
         """The state the next block's transactions start from: the head's, with the
