@@ -11,7 +11,7 @@ from pathlib import Path
 from carechain.consensus import crypto
 from carechain.consensus.ledger.records import InstitutionAction, Recovery, Vault
 from carechain.consensus.ledger.state import Overlay, Table
-from carechain.consensus.types import TxSignature
+from carechain.consensus.types import Tx, TxSignature
 from carechain.node.wallet import builders
 from carechain.node.wallet.agent_duties import agent_pass, decision_id
 from carechain.node.wallet.context import FlowContext
@@ -141,13 +141,15 @@ def _vaults(world: World) -> list[Vault]:
     return found
 
 
-def test_a_rule_naming_a_hospital_follows_it_to_its_new_key(tmp_path: Path) -> None:
+def _rotated_a(tmp_path: Path, seed: int) -> tuple[World, WorldNode, FlowContext, Path, Tx]:
+    """A rule for hospital A's records; A rotates to a new key (from `seed`) and sends a
+    glucose record signed by it, which waits as a partial."""
     hospital = World().hospital["A"].public_key.hex()
     world, node, context, rules = _setup(
         tmp_path,
         f'[[rule]]\nname = "A files"\ninstitutions = ["{hospital}"]\nkinds = ["record.put"]\n',
     )
-    new_key = deterministic_key(790)
+    new_key = deterministic_key(seed)
     a = world.hospital["A"]
     account = crypto.account_id(a.public_key)
     rotation = builders.rotate_institution_key(
@@ -155,8 +157,13 @@ def test_a_rule_naming_a_hospital_follows_it_to_its_new_key(tmp_path: Path) -> N
     )
     world.block(rotation.signed(a, new_key))
     glucose = {v.data_type: v for v in _vaults(world)}["glucose"]
-    by_new_key = world.record_draft(glucose.vault_id).signed(new_key)
-    assert node.submit(by_new_key)["status"] == "partial"
+    put = world.record_draft(glucose.vault_id).signed(new_key)
+    assert node.submit(put)["status"] == "partial"
+    return world, node, context, rules, put
+
+
+def test_a_rule_naming_a_hospital_follows_it_to_its_new_key(tmp_path: Path) -> None:
+    world, node, context, rules, by_new_key = _rotated_a(tmp_path, 790)
     decisions = {d["tx"]: d for d in agent_pass(context, [world.p1], rules)}
     assert decisions[by_new_key.id.hex()]["signed"] is True
     assert by_new_key.id in node.committed
@@ -167,21 +174,7 @@ def test_a_revoked_institution_signing_with_its_rotated_key_is_still_refused(
 ) -> None:
     """The agent looks a signer up as the institution it stands for: a hospital revoked after
     rotating its key does not slip past as its new key."""
-    hospital = World().hospital["A"].public_key.hex()
-    world, node, context, rules = _setup(
-        tmp_path,
-        f'[[rule]]\nname = "A files"\ninstitutions = ["{hospital}"]\nkinds = ["record.put"]\n',
-    )
-    new_key = deterministic_key(791)
-    a = world.hospital["A"]
-    account = crypto.account_id(a.public_key)
-    rotation = builders.rotate_institution_key(
-        CHAIN_ID, account, world.nonce(account), world.expiry(), new_key.public_key
-    )
-    world.block(rotation.signed(a, new_key))
-    glucose = {v.data_type: v for v in _vaults(world)}["glucose"]
-    put = world.record_draft(glucose.vault_id).signed(new_key)
-    assert node.submit(put)["status"] == "partial"
+    world, node, context, rules, put = _rotated_a(tmp_path, 791)
     world.govern_institution(InstitutionAction.REVOKE, "A")
     decisions = {d["tx"]: d for d in agent_pass(context, [world.p1], rules)}
     assert decisions[put.id.hex()]["signed"] is False

@@ -182,6 +182,14 @@ def _served() -> tuple[ChainStore, Genesis, bytes, bytes]:
     return store, genesis, account, value
 
 
+def _store_client(
+    store: ChainStore, genesis: Genesis, source: StoreSource, home: Path
+) -> LightClient:
+    """A light client of `source`, its clock just after the store's head."""
+    clock = store.block(store.height).header.time_ms + 1000
+    return LightClient(genesis, home, source, clock_ms=lambda: clock)
+
+
 def _bend(data: st.DataObject) -> Callable[[dict[str, Any]], Any]:
     """One way to change a node's answer: a field replaced, dropped, or one hex digit flipped
     (in the value, or in a sibling of the proof)."""
@@ -221,9 +229,7 @@ def test_a_bent_answer_is_refused_never_a_crash(
     store, genesis, account, value = _served()
     source = StoreSource(store, genesis)
     source.bend = _bend(data)
-    home = tmp_path_factory.mktemp("light")
-    clock = store.block(store.height).header.time_ms + 1000
-    client = LightClient(genesis, home, source, clock_ms=lambda: clock)
+    client = _store_client(store, genesis, source, tmp_path_factory.mktemp("light"))
     try:
         found = client.get(Table.ACCOUNT, account)
     except VerificationError:
@@ -240,8 +246,7 @@ def _patient_of(store: ChainStore) -> bytes:
 def test_a_list_verifies_whole_and_an_entry_left_out_is_caught(tmp_path: Path, kind: str) -> None:
     store, genesis, _, _ = _served()
     source = StoreSource(store, genesis)
-    clock = store.block(store.height).header.time_ms + 1000
-    client = LightClient(genesis, tmp_path, source, clock_ms=lambda: clock)
+    client = _store_client(store, genesis, source, tmp_path)
     patient = _patient_of(store)
     found = client.query(*source.serve(kind, patient))
     listed = found.value[ITEMS[kind]]
@@ -286,9 +291,7 @@ def test_a_bent_list_is_refused_never_a_crash(
         return answer
 
     source.bend = bend
-    home = tmp_path_factory.mktemp("light")
-    clock = store.block(store.height).header.time_ms + 1000
-    client = LightClient(genesis, home, source, clock_ms=lambda: clock)
+    client = _store_client(store, genesis, source, tmp_path_factory.mktemp("light"))
     try:
         found = client.query(*path_and_read)
     except VerificationError:
