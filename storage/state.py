@@ -31,9 +31,9 @@ from carechain.consensus.ledger.state_tree import (
     TreeNodeError,
     TreeUpdate,
     children,
-    decode_internal,
     decode_leaf,
     decode_root,
+    internal_of,
     node_hash,
     ref_hash,
     ref_is_leaf,
@@ -62,11 +62,6 @@ class HeightNotKept(InvalidInput):
 
 
 NODES_KEPT_MAX = 100_000  # internal tree nodes kept in memory
-
-
-def _decoded(raw: bytes) -> Internal:
-    bitmap, refs = decode_internal(raw)
-    return bitmap, tuple(refs)
 
 
 class StateAt:
@@ -98,10 +93,6 @@ class ProvedReads:
         self.at = at
         self.entries_max = entries_max
         self.proved: dict[tuple[Table, bytes], tuple[StateProof, bytes | None]] = {}
-
-    @property
-    def height(self) -> int:
-        return self.at.height
 
     def get(self, table: Table, key: bytes) -> bytes | None:
         found = self.proved.get((table, key))
@@ -221,7 +212,7 @@ class StateStore:
         block's update and every proof walk down through the same upper nodes."""
         found = self._nodes.get((version, path))
         if found is None:
-            found = _decoded(self.node(version, path))
+            found = internal_of(self.node(version, path))
             self._keep_node(version, path, found)
         return found
 

@@ -125,11 +125,14 @@ def decode_internal(raw: bytes) -> tuple[int, list[Ref]]:
     return bitmap, [raw[offset : offset + REF_BYTES] for offset in range(3, len(raw), REF_BYTES)]
 
 
-@functools.lru_cache(maxsize=8192)
-def _internal_of(raw: bytes) -> tuple[int, tuple[Ref, ...]]:
-    """`decode_internal`, remembered: the upper nodes are read by every block's update."""
+def internal_of(raw: bytes) -> tuple[int, tuple[Ref, ...]]:
+    """`decode_internal`, its children as a tuple: kept decoded so (`Internal`)."""
     bitmap, refs = decode_internal(raw)
     return bitmap, tuple(refs)
+
+
+# remembered for readers that keep no decoded nodes of their own (`internal_reader`)
+_internal_of = functools.lru_cache(maxsize=8192)(internal_of)
 
 
 def slot_index(bitmap: int, slot: int) -> int:
