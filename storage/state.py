@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from carechain.consensus.codec import Record
 from carechain.consensus.errors import InvalidInput, InvariantViolation
@@ -104,6 +104,18 @@ class ProvedReads:
                 )
             found = self.proved[table, key] = self.at.prove(table, key)
         return found[1]
+
+    def entries_json(self) -> list[dict[str, Any]]:
+        """The entries read, each with its proof, as a list route's `?proof=true` sends them."""
+        return [
+            {
+                "table": table.label,
+                "key": key.hex(),
+                "value": None if value is None else value.hex(),
+                "proof": proof.to_json(),
+            }
+            for (table, key), (proof, value) in self.proved.items()
+        ]
 
 
 class AnswerTooLarge(InvalidInput):

@@ -362,17 +362,8 @@ class State(RouteFamily):
             height = self._height(request)
             reads = self.node.store.state.prover_at(height)
             answer(reads)
-            entries = [
-                {
-                    "table": table.label,
-                    "key": key.hex(),
-                    "value": None if value is None else value.hex(),
-                    "proof": proof.to_json(),
-                }
-                for (table, key), (proof, value) in reads.proved.items()
-            ]
             return web.json_response(
-                {"height": height, **self._certified(height), "entries": entries}
+                {"height": height, **self._certified(height), "entries": reads.entries_json()}
             )
         except HeightNotKept as exc:
             raise ApiError(410, exc.code, str(exc)) from None

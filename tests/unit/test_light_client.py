@@ -153,15 +153,7 @@ class StoreSource(NodeSource):
             "height": height,
             "header": self.store.block(height).header.encode().hex(),
             "certificate": self.store.certificate_bytes(height).hex(),
-            "entries": [
-                {
-                    "table": table.label,
-                    "key": key.hex(),
-                    "value": None if value is None else value.hex(),
-                    "proof": proof.to_json(),
-                }
-                for (table, key), (proof, value) in reads.proved.items()
-            ],
+            "entries": reads.entries_json(),
         }
         return self.bend(json.loads(json.dumps(answer)))
 
