@@ -24,7 +24,7 @@ from carechain.consensus.ledger.records import (
     KeyList,
     Vault,
 )
-from carechain.consensus.ledger.state import Overlay, Table
+from carechain.consensus.ledger.state import Overlay, StateReader, Table
 from carechain.consensus.types import Tx
 
 TRUSTED_PARTIES_KEY = b"trusted_parties"
@@ -161,14 +161,23 @@ def key_taken(state: Overlay, key: bytes) -> bool:
     )
 
 
-def patient_vaults(state: Overlay, patient: bytes, ctx: TxContext) -> Iterator[Vault]:
-    """Every vault of `patient`, in data type order (at most one per registered type)."""
-    for name in sorted(ctx.block.chain.data_types):
+def patient_vault_ids(
+    state: StateReader, patient: bytes, data_types: Iterable[str]
+) -> Iterator[tuple[str, bytes]]:
+    """The ids of `patient`'s vaults with their data types, in data type order: one lookup
+    per type the chain knows (so a light client's reads of them prove the list whole)."""
+    for name in sorted(data_types):
         vault_id = state.get(Table.PATIENT_VAULT, patient + name.encode())
         if vault_id is not None:
-            vault = state.load(Table.VAULT, vault_id, Vault)
-            assert vault is not None, "the patient's vault index points at a missing vault"
-            yield vault
+            yield name, vault_id
+
+
+def patient_vaults(state: Overlay, patient: bytes, ctx: TxContext) -> Iterator[Vault]:
+    """Every vault of `patient`, in data type order (at most one per registered type)."""
+    for _, vault_id in patient_vault_ids(state, patient, ctx.block.chain.data_types):
+        vault = state.load(Table.VAULT, vault_id, Vault)
+        assert vault is not None, "the patient's vault index points at a missing vault"
+        yield vault
 
 
 def every_patient_vault(

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import TypeVar
 
 from carechain.consensus.codec import Record
-from carechain.consensus.ledger.context import epoch_key_key, numbered_key
+from carechain.consensus.ledger.context import epoch_key_key, numbered_key, patient_vault_ids
 from carechain.consensus.ledger.records import (
     Emergency,
     Grant,
@@ -80,12 +80,10 @@ def patient_vaults(
     state: StateReader, patient: bytes, data_types: Iterable[str]
 ) -> dict[bytes, Vault]:
     """The patient's vaults by id, looking up every data type the chain knows."""
-    found = {}
-    for name in sorted(data_types):
-        vault_id = state.get(Table.PATIENT_VAULT, patient + name.encode())
-        if vault_id is not None:
-            found[vault_id] = _must(state, Table.VAULT, vault_id, Vault, f"the {name} vault")
-    return found
+    return {
+        vault_id: _must(state, Table.VAULT, vault_id, Vault, f"the {name} vault")
+        for name, vault_id in patient_vault_ids(state, patient, data_types)
+    }
 
 
 def _index(state: StateReader, vault_id: bytes) -> VaultIndex:

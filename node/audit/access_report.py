@@ -48,15 +48,6 @@ def _iso(time_ms: int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def patient_vaults(reader: TableReader, patient: bytes) -> dict[bytes, Vault]:
-    vault_ids = [value for _, value in reader.table_entries(Table.PATIENT_VAULT, patient)]
-    vaults = {}
-    for vault_id in vault_ids:
-        for _, raw in reader.table_entries(Table.VAULT, vault_id):
-            vaults[vault_id] = Vault.decode(raw)
-    return vaults
-
-
 def revoked_keys(reader: TableReader) -> frozenset[bytes]:
     """The institutions governance revoked, by the first key that names each."""
     return frozenset(
