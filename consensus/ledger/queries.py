@@ -62,16 +62,6 @@ def institution_names(state: StateReader, keys: Iterable[bytes]) -> dict[bytes, 
     return names
 
 
-def revoked_among(state: StateReader, keys: Iterable[bytes]) -> frozenset[bytes]:
-    """Those of `keys` that name an institution governance revoked."""
-    revoked = set()
-    for key in set(keys):
-        found = _load(state, Table.INSTITUTION, key, InstitutionState)
-        if found is not None and not found.active:
-            revoked.add(key)
-    return frozenset(revoked)
-
-
 def vault(state: StateReader, vault_id: bytes) -> Vault | None:
     return _load(state, Table.VAULT, vault_id, Vault)
 

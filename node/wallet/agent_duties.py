@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from carechain.consensus import crypto
-from carechain.consensus.ledger import queries
+from carechain.consensus.ledger.context import is_revoked
 from carechain.consensus.ledger.records import Account, Recovery, Vault
 from carechain.consensus.ledger.state import StateReader, Table
 from carechain.consensus.light.verifier import VerificationError
@@ -98,7 +98,7 @@ def cosign_partials(
         # institutions are named by their first keys: a rotated key is looked up as the
         # institution it stands for, as `decide` compares them
         signers = {stands_for.get(s.public_key, s.public_key) for s in transaction.signatures}
-        revoked = queries.revoked_among(head, signers - {b""})
+        revoked = frozenset(key for key in signers - {b""} if is_revoked(head, key))
         decision = decide(rules, transaction, patient_keys, revoked, stands_for)
         if decision.sign:
             context.client.cosign(transaction.id, cosignature(key, transaction))
@@ -172,7 +172,7 @@ def _rotate_after_revocation(
     decisions: list[Decision] = []
     waiting: dict[bytes, str] | None = None
     for vault in context.vaults_of(patient, state).values():
-        holders = sorted(queries.revoked_among(state, vault.members))
+        holders = sorted(key for key in vault.members if is_revoked(state, key))
         if not holders:
             continue
         names = ", ".join(key.hex()[:16] for key in holders)
