@@ -179,7 +179,7 @@ class StateSection(StrictModel):
 
     proof_heights_kept: Annotated[int, pydantic.Field(ge=1, le=100_000_000)] = 1000
     # walk the whole tree at start: a tampered node or entry is named and the node refuses to
-    # run on it (about 20 s per million entries on 2 cores); off, the start checks the root only
+    # run on it (about 16 s per million entries on 2 cores); off, the start checks the root only
     verify_on_start: bool = True
 
 
